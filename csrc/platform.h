@@ -1,0 +1,36 @@
+/* The two outside libraries the kernels use, each behind one small shim.
+ *
+ * BLAS: the scipy-openblas32 wheel, an OpenBLAS that belongs to fastlstm alone (numpy and scipy
+ * carry their own copies), so tuning it never changes their behaviour. Its symbols carry the
+ * prefix scipy_. Kernels call it from inside their own OpenMP regions, one block of rows per
+ * thread, so every call must run single-threaded: otherwise BLAS threads and OpenMP threads
+ * multiply. fl_blas_init() (run once when fastlstm.native is imported) sets this instance to one
+ * thread; that wheel exports no per-thread setting, and nothing but fastlstm uses the instance.
+ *
+ * OpenMP: optional at build time; without it the kernels run on one thread.
+ */
+#ifndef FASTLSTM_PLATFORM_H
+#define FASTLSTM_PLATFORM_H
+
+#include <cblas.h>
+/* cblas.h brings in <complex.h>, whose macro I (the imaginary unit) would shadow the kernels'
+ * name for the input size. */
+#undef I
+
+#define FL_SGEMM scipy_cblas_sgemm
+#define FL_DGEMM scipy_cblas_dgemm
+
+#define FL_BLAS_SET_NUM_THREADS scipy_openblas_set_num_threads
+#define FL_BLAS_CORENAME scipy_openblas_get_corename
+#define FL_BLAS_CONFIG scipy_openblas_get_config
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FL_OMP_NUM_PROCS() omp_get_num_procs()
+#define FL_OMP_MAX_THREADS() omp_get_max_threads()
+#else
+#define FL_OMP_NUM_PROCS() 1
+#define FL_OMP_MAX_THREADS() 1
+#endif
+
+#endif /* FASTLSTM_PLATFORM_H */

@@ -1,0 +1,23 @@
+"""fastlstm: Elman RNN and LSTM layers for the CPU, forward and backpropagation through time.
+
+``fastlstm.RNN`` and ``fastlstm.LSTM`` follow torch.nn; ``fastlstm.reference`` is the NumPy
+specification and ``fastlstm.native`` the same functions in C. ``python -m fastlstm demo`` is
+the place to start.
+"""
+import pkgutil
+
+# In a source checkout (running `python -m fastlstm` or the tests from the repository root),
+# Python finds this directory before the installed package, and only the installed package holds
+# the compiled extension. extend_path lets `fastlstm.native` fall through to it.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+# Loads the OpenBLAS that fastlstm.native is linked against (scipy-openblas32), before that
+# extension is imported.
+import scipy_openblas32  # noqa: E402,F401
+
+from . import native, reference  # noqa: E402
+from .layers import LSTM, RNN  # noqa: E402
+from .native import get_num_threads, set_num_threads  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["RNN", "LSTM", "reference", "native", "set_num_threads", "get_num_threads"]

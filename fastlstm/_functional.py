@@ -1,0 +1,155 @@
+"""What both backends share: argument checks and the context saved for backward.
+
+``fastlstm.reference`` and ``fastlstm.native`` expose the same single-layer, single-direction
+functions. Both check their arguments here, once, and both hand back a :class:`Context` holding the
+same arrays in the same layout, so a context made by one backend can be given to the other.
+
+Notation (used in every docstring and in csrc/):
+
+    T  timesteps        B  batch rows        I  input features     H  hidden units
+    G  gates per cell: 1 for the Elman RNN, 4 for the LSTM (torch's order i, f, g, o)
+    x      (T, B, I)        input sequence
+    hs     (T + 1, B, H)    hs[0] = h0, hs[t + 1] = h after step t; y = hs[1:]
+    cs     (T + 1, B, H)    LSTM cell states, cs[0] = c0
+    gates  (T, B, G * H)    LSTM: gate activations i, f, g, o after their nonlinearities
+    w_ih   (G * H, I)   w_hh (G * H, H)   b_ih, b_hh (G * H,)   torch.nn's shapes
+"""
+
+import numpy as np
+
+DTYPES = (np.float32, np.float64)
+GATES = {"rnn": 1, "lstm": 4}
+NONLINEARITIES = ("tanh", "relu")
+
+
+class Context:
+    """What a forward pass keeps for its backward pass (treat as opaque).
+
+    It holds references, not copies, to the input ``x`` and the weights: changing them in place
+    between forward and backward makes the gradients wrong, exactly as it would in torch.
+    """
+
+    __slots__ = ("cell", "nonlinearity", "x", "hs", "cs", "gates", "w_ih", "w_hh", "has_bias")
+
+    def __init__(self, cell, nonlinearity, x, hs, cs, gates, w_ih, w_hh, has_bias):
+        self.cell = cell
+        self.nonlinearity = nonlinearity
+        self.x = x
+        self.hs = hs
+        self.cs = cs
+        self.gates = gates
+        self.w_ih = w_ih
+        self.w_hh = w_hh
+        self.has_bias = has_bias
+
+    def __repr__(self):
+        T, B, H = self.hs.shape[0] - 1, self.hs.shape[1], self.hs.shape[2]
+        return f"Context(cell={self.cell!r}, T={T}, B={B}, H={H}, dtype={self.hs.dtype})"
+
+
+def describe(a):
+    """A short description of an array-like for error messages."""
+    if isinstance(a, np.ndarray):
+        return f"an array of shape {a.shape} and dtype {a.dtype}"
+    return f"{type(a).__name__} {a!r}"[:120]
+
+
+def as_float_array(name, a, dtype=None, ndim=None):
+    """Return ``a`` as a C-contiguous float32/float64 array, or raise naming ``name``.
+
+    ``dtype`` None accepts either float dtype (the first array of a call fixes the dtype of the
+    rest). Lists and other array-likes are converted; integer or other dtypes are refused rather
+    than silently cast, because a silently truncated or widened input is a bug the caller wants to
+    hear about.
+    """
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # an object numpy cannot turn into an array
+            raise TypeError(f"{name} must be an array, got {describe(a)}") from exc
+        if a.dtype.kind in "iub" and dtype is not None:
+            a = a.astype(dtype)  # a literal list of numbers: take the expected dtype
+    if dtype is None:
+        if a.dtype not in DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    elif a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)} (like the other arrays), "
+                        f"got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def expect_shape(name, a, shape, meaning):
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {a.shape}")
+
+
+def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    """Check a forward call's arguments; return them as contiguous arrays of one dtype.
+
+    ``states`` is ``(h0,)`` for the RNN and ``(h0, c0)`` for the LSTM; a None state means zeros.
+    Returns ``(x, states, w_ih, w_hh, b_ih, b_hh)``; biases stay None when both are None.
+    """
+    if cell == "rnn" and nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    x = as_float_array("x", x, ndim=3)
+    dtype = x.dtype
+    T, B, I = x.shape
+    w_ih = as_float_array("w_ih", w_ih, dtype, ndim=2)
+    gh = w_ih.shape[0]
+    G = GATES[cell]
+    if gh % G or gh == 0:
+        raise ValueError(f"w_ih must have shape ({G} * hidden_size, input_size) with "
+                         f"hidden_size >= 1, got {w_ih.shape}")
+    H = gh // G
+    expect_shape("w_ih", w_ih, (G * H, I), f"(gates * hidden_size, input_size={I} from x)")
+    w_hh = as_float_array("w_hh", w_hh, dtype, ndim=2)
+    expect_shape("w_hh", w_hh, (G * H, H), "(gates * hidden_size, hidden_size)")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be given or both be None")
+    if b_ih is not None:
+        b_ih = as_float_array("b_ih", b_ih, dtype, ndim=1)
+        expect_shape("b_ih", b_ih, (G * H,), "(gates * hidden_size,)")
+        b_hh = as_float_array("b_hh", b_hh, dtype, ndim=1)
+        expect_shape("b_hh", b_hh, (G * H,), "(gates * hidden_size,)")
+    names = ("h0", "c0")
+    checked = []
+    for name, s in zip(names, states):
+        if s is None:
+            s = np.zeros((B, H), dtype)
+        else:
+            s = as_float_array(name, s, dtype, ndim=2)
+            expect_shape(name, s, (B, H), "(batch, hidden_size)")
+        checked.append(s)
+    return x, tuple(checked), w_ih, w_hh, b_ih, b_hh
+
+
+def check_backward(cell, ctx, dy, state_grads):
+    """Check a backward call's arguments against its context; None gradients mean zeros."""
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be the Context returned by {cell}_forward, got {describe(ctx)}")
+    if ctx.cell != cell:
+        raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
+    dtype = ctx.hs.dtype
+    T, B, H = ctx.hs.shape[0] - 1, ctx.hs.shape[1], ctx.hs.shape[2]
+    if dy is None:
+        dy = np.zeros((T, B, H), dtype)
+    else:
+        dy = as_float_array("dy", dy, dtype, ndim=3)
+        expect_shape("dy", dy, (T, B, H), "(the shape of y)")
+    names = ("dh_n", "dc_n")
+    checked = []
+    for name, g in zip(names, state_grads):
+        if g is None:
+            g = np.zeros((B, H), dtype)
+        else:
+            g = as_float_array(name, g, dtype, ndim=2)
+            expect_shape(name, g, (B, H), "(batch, hidden_size)")
+        checked.append(g)
+    return dy, tuple(checked)
+
+
+def bias_grads(has_bias, db):
+    """The gradients of b_ih and b_hh: both equal ``db``, returned as two separate arrays."""
+    return (db, db.copy()) if has_bias else (None, None)
