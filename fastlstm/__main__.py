@@ -1,0 +1,91 @@
+"""Command line: ``python -m fastlstm {info, demo, bench}``."""
+
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+import fastlstm
+
+
+def simd_level():
+    """The widest x86 vector extension this CPU reports (from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return f"unknown ({platform.machine()})"
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                       ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return f"baseline ({platform.machine()})"
+
+
+def info(args):
+    build = fastlstm.native.build_info()
+    omp = "on" if build["openmp"] else "off (built without an OpenMP compiler: one thread)"
+    env = os.environ.get("OMP_NUM_THREADS")
+    print(f"fastlstm {fastlstm.__version__}   (numpy {np.__version__}, Python "
+          f"{platform.python_version()})")
+    print(f"OpenMP:        {omp}")
+    print(f"threads:       {build['num_threads']}"
+          + (f" (OMP_NUM_THREADS={env})" if env else "")
+          + f"; a batch is cut into {build['row_blocks']} row blocks")
+    print(f"BLAS library:  {build['blas_config']} (scipy-openblas32, single-threaded: "
+          "fastlstm threads its own work)")
+    print(f"BLAS kernel:   {build['blas_core']}")
+    print(f"CPU SIMD:      {simd_level()}")
+
+
+def demo(args):
+    from . import demo as adding_problem
+    adding_problem.run(T=args.seq_len, hidden=args.hidden, batch=args.batch, steps=args.steps,
+                      seed=args.seed, report_every=max(1, args.steps // 15))
+
+
+def bench(args):
+    from . import bench as bench_module
+    bench_module.run(args.case or bench_module.DEFAULT_CASES, dtype=args.dtype, repeat=args.repeat,
+                     with_reference=not args.no_reference, with_torch=not args.no_torch)
+
+
+def bench_case(text):
+    """An argparse type: 'lstm,100,32,256' -> ("lstm", 100, 32, 256)."""
+    parts = text.split(",")
+    try:
+        cell, T, B, H = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+    except (IndexError, ValueError):
+        cell = None
+    if cell not in ("lstm", "rnn") or len(parts) != 4 or min(T, B, H) < 1:
+        raise argparse.ArgumentTypeError(f"expected CELL,T,B,H such as lstm,100,32,256 (CELL "
+                                         f"lstm or rnn, sizes >= 1), got {text!r}")
+    return cell, T, B, H
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastlstm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, OpenMP, threads, BLAS and SIMD")
+    p = commands.add_parser("demo", help="LSTM against Elman RNN on the adding problem")
+    p.add_argument("--seq-len", type=int, default=100)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=0)
+    p = commands.add_parser("bench", help="native against reference and PyTorch")
+    p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H",
+                   help="a case such as lstm,100,32,256 (repeatable; default: a few sizes)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args(argv)
+    {"info": info, "demo": demo, "bench": bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""``python -m fastlstm bench``: a training step (forward + backward) of fastlstm's native
+backend against its NumPy reference and, when installed, PyTorch's CPU layers, side by side.
+
+Every system runs on the same inputs in the same process, with the same thread count, and each
+case reports the median over several repeats. The ratios are what to read: the machine is
+shared, and absolute times move with its load.
+"""
+
+import time
+
+import numpy as np
+
+from .layers import LSTM, RNN
+from .native import get_num_threads
+
+# (cell, T, B, I = H): small, medium and large, the sizes the performance goals name.
+DEFAULT_CASES = [
+    ("lstm", 100, 1, 64), ("lstm", 100, 16, 128), ("lstm", 100, 32, 256),
+    ("rnn", 100, 1, 64), ("rnn", 100, 32, 256),
+]
+
+
+def median_time(fn, repeat, min_time=0.05):
+    """Median seconds of ``fn()`` over ``repeat`` runs (each run may loop to last min_time)."""
+    fn()  # warm up: first-touch allocation, BLAS buffers, thread pools
+    loops = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        if time.perf_counter() - start >= min_time or loops >= 64:
+            break
+        loops *= 2
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        times.append((time.perf_counter() - start) / loops)
+    return float(np.median(times))
+
+
+def fastlstm_step(cell, T, B, H, dtype, backend):
+    cls = LSTM if cell == "lstm" else RNN
+    layer = cls(H, H, dtype=dtype, backend=backend, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+
+    def step():
+        layer.forward(x)
+        layer.backward(dy)
+    return step
+
+
+def torch_step(cell, T, B, H, dtype):
+    import torch
+    torch.set_num_threads(get_num_threads())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    cls = torch.nn.LSTM if cell == "lstm" else torch.nn.RNN
+    layer = cls(H, H).to(tdtype)
+    x = torch.randn(T, B, H, dtype=tdtype, requires_grad=True)
+    dy = torch.randn(T, B, H, dtype=tdtype)
+
+    def step():
+        y, _ = layer(x)
+        y.backward(dy)
+    return step
+
+
+def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, with_torch=True,
+        out=print):
+    """Measure every case; print a table and return its rows as dicts (times in seconds)."""
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            with_torch = False
+    dtype = np.dtype(dtype).type
+    out(f"Training step (forward + backward), {np.dtype(dtype).name}, "
+        f"{get_num_threads()} threads, median of {repeat}")
+    header = f"{'case':<26}{'native ms':>11}"
+    if with_reference:
+        header += f"{'reference ms':>14}{'ref/native':>12}"
+    if with_torch:
+        header += f"{'torch ms':>10}{'torch/native':>14}"
+    out(header)
+    rows = []
+    for cell, T, B, H in cases:
+        row = {"cell": cell, "T": T, "B": B, "I": H, "H": H, "dtype": np.dtype(dtype).name}
+        row["native"] = median_time(fastlstm_step(cell, T, B, H, dtype, "native"), repeat)
+        line = f"{cell.upper():<5}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>11.2f}"
+        if with_reference:
+            row["reference"] = median_time(fastlstm_step(cell, T, B, H, dtype, "reference"),
+                                           max(1, repeat // 2))
+            line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>11.1f}x"
+        if with_torch:
+            row["torch"] = median_time(torch_step(cell, T, B, H, dtype), repeat)
+            line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>13.2f}x"
+        out(line)
+        rows.append(row)
+    out("ratios above 1 mean fastlstm native is faster")
+    return rows
