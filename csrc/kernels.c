@@ -35,6 +35,9 @@ static inline void part_range(int64_t n, int64_t parts, int64_t k, int64_t *lo, 
     *hi = *lo + base + (k < extra ? 1 : 0);
 }
 
+/* The cells the shared time loops in kernels_impl.h run. */
+enum { CELL_TANH, CELL_RELU, CELL_LSTM };
+
 #define REAL float
 #define SFX(name) name##_f32
 #define GEMM FL_SGEMM

@@ -82,15 +82,78 @@ static inline REAL SFX(sigmoid)(REAL a)
     return 1 / (1 + EXP(-a)); /* exp overflows to inf for very negative a: 1 / inf = 0, no NaN */
 }
 
-/* ---------------------------------------------------------------- Elman RNN */
+/* ---------------------------------------------------------------- the cells
+ * What one step does to a block of n rows once its pre-activations (input part plus recurrent
+ * part) are in: the only code that differs between the cells. Rows of pre/act/da have G*H
+ * entries, rows of the states H. */
 
-void SFX(fl_rnn_forward)(int64_t T, int64_t B, int64_t I, int64_t H, int relu, const REAL *x,
-                         const REAL *w_ih, const REAL *w_hh, const REAL *bias, REAL *hs,
-                         int n_threads)
+/* pre IN pre-activations, OUT activations (the RNN's pre is h itself); c_prev IN, c and h OUT. */
+static inline void SFX(cell_forward)(int cell, int64_t n, int64_t H, REAL *pre,
+                                     const REAL *c_prev, REAL *c, REAL *h)
 {
-    /* hs[t + 1] first receives the input part of the pre-activation, then the recurrent part,
-     * then the nonlinearity in place. */
-    SFX(project_inputs)(T * B, I, H, x, w_ih, bias, hs + B * H, H, n_threads);
+    if (cell == CELL_TANH) {
+        for (int64_t j = 0; j < n * H; j++)
+            h[j] = TANH(pre[j]);
+    } else if (cell == CELL_RELU) {
+        for (int64_t j = 0; j < n * H; j++)
+            h[j] = pre[j] > 0 ? pre[j] : 0;
+    } else {
+        for (int64_t r = 0; r < n; r++) {
+            REAL *a = pre + r * 4 * H;
+            const REAL *cp = c_prev + r * H;
+            REAL *cr = c + r * H, *hr = h + r * H;
+            for (int64_t j = 0; j < H; j++) {
+                REAL i = SFX(sigmoid)(a[j]), f = SFX(sigmoid)(a[H + j]);
+                REAL g = TANH(a[2 * H + j]), o = SFX(sigmoid)(a[3 * H + j]);
+                cr[j] = f * cp[j] + i * g;
+                hr[j] = o * TANH(cr[j]);
+                a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+            }
+        }
+    }
+}
+
+/* act IN the step's activations (the RNN's: h_t); c_prev, c, dy IN; dh IN dL/dh_t from the
+ * future, dc IN/OUT dL/dc_t -> dL/dc_{t-1}; da OUT dL/d(pre-activation). */
+static inline void SFX(cell_backward)(int cell, int64_t n, int64_t H, const REAL *act,
+                                      const REAL *c_prev, const REAL *c, const REAL *dy,
+                                      const REAL *dh, REAL *dc, REAL *da)
+{
+    if (cell == CELL_TANH) {
+        for (int64_t j = 0; j < n * H; j++)
+            da[j] = (dh[j] + dy[j]) * (1 - act[j] * act[j]);
+    } else if (cell == CELL_RELU) {
+        for (int64_t j = 0; j < n * H; j++)
+            da[j] = (dh[j] + dy[j]) * (act[j] > 0);
+    } else {
+        for (int64_t r = 0; r < n; r++) {
+            const REAL *a = act + r * 4 * H, *cp = c_prev + r * H, *cr = c + r * H;
+            const REAL *dyr = dy + r * H, *dhr = dh + r * H;
+            REAL *dcr = dc + r * H, *d = da + r * 4 * H;
+            for (int64_t j = 0; j < H; j++) {
+                REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+                REAL dhj = dhr[j] + dyr[j], tc = TANH(cr[j]);
+                REAL dcj = dcr[j] + dhj * o * (1 - tc * tc);
+                d[j] = dcj * g * i * (1 - i);
+                d[H + j] = dcj * cp[j] * f * (1 - f);
+                d[2 * H + j] = dcj * i * (1 - g * g);
+                d[3 * H + j] = dhj * tc * o * (1 - o);
+                dcr[j] = dcj * f; /* the carousel: back to c_{t-1} through the forget gate */
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the time loops */
+
+static void SFX(forward)(int cell, int64_t T, int64_t B, int64_t I, int64_t H, const REAL *x,
+                         const REAL *w_ih, const REAL *w_hh, const REAL *bias, REAL *hs,
+                         REAL *cs, REAL *gates, int n_threads)
+{
+    const int64_t GH = (cell == CELL_LSTM ? 4 : 1) * H;
+    /* Where the pre-activations go: the LSTM's into gates, the RNN's straight into hs[t + 1]. */
+    REAL *pre = cell == CELL_LSTM ? gates : hs + B * H;
+    SFX(project_inputs)(T * B, I, GH, x, w_ih, bias, pre, GH, n_threads);
     const int64_t parts = fl_num_parts();
 #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t k = 0; k < parts; k++) {
@@ -99,18 +162,50 @@ void SFX(fl_rnn_forward)(int64_t T, int64_t B, int64_t I, int64_t H, int relu, c
         if (b1 == b0)
             continue;
         for (int64_t t = 0; t < T; t++) {
-            const REAL *h_prev = hs + (t * B + b0) * H;
-            REAL *h = hs + ((t + 1) * B + b0) * H;
-            SFX(gemm)(0, 1, b1 - b0, H, H, 1, h_prev, H, w_hh, H, 1, h, H);
-            const int64_t n = (b1 - b0) * H;
-            if (relu)
-                for (int64_t j = 0; j < n; j++)
-                    h[j] = h[j] > 0 ? h[j] : 0;
-            else
-                for (int64_t j = 0; j < n; j++)
-                    h[j] = TANH(h[j]);
+            const int64_t prev = (t * B + b0) * H, next = prev + B * H;
+            REAL *pre_t = pre + (t * B + b0) * GH;
+            SFX(gemm)(0, 1, b1 - b0, GH, H, 1, hs + prev, H, w_hh, H, 1, pre_t, GH);
+            SFX(cell_forward)(cell, b1 - b0, H, pre_t, cs ? cs + prev : NULL,
+                              cs ? cs + next : NULL, hs + next);
         }
     }
+}
+
+static void SFX(backward)(int cell, int64_t T, int64_t B, int64_t I, int64_t H, const REAL *x,
+                          const REAL *w_ih, const REAL *w_hh, const REAL *hs, const REAL *cs,
+                          const REAL *gates, const REAL *dy, REAL *dh, REAL *dc, REAL *da,
+                          REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db, int n_threads)
+{
+    const int64_t GH = (cell == CELL_LSTM ? 4 : 1) * H;
+    const int64_t parts = fl_num_parts();
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (int64_t k = 0; k < parts; k++) {
+        int64_t b0, b1;
+        part_range(B, parts, k, &b0, &b1);
+        if (b1 == b0)
+            continue;
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int64_t prev = (t * B + b0) * H, next = prev + B * H;
+            REAL *da_t = da + (t * B + b0) * GH;
+            const REAL *act = cell == CELL_LSTM ? gates + (t * B + b0) * GH : hs + next;
+            SFX(cell_backward)(cell, b1 - b0, H, act, cs ? cs + prev : NULL,
+                               cs ? cs + next : NULL, dy + prev, dh + b0 * H,
+                               dc ? dc + b0 * H : NULL, da_t);
+            /* dL/dh_{t-1} = da_t @ w_hh: overwrites dh, which cell_backward has consumed */
+            SFX(gemm)(0, 0, b1 - b0, H, GH, 1, da_t, GH, w_hh, H, 0, dh + b0 * H, H);
+        }
+    }
+    SFX(weight_grads)(T * B, I, H, GH, x, w_ih, hs, da, dx, dw_ih, dw_hh, db, n_threads);
+}
+
+/* ---------------------------------------------------------------- the public kernels */
+
+void SFX(fl_rnn_forward)(int64_t T, int64_t B, int64_t I, int64_t H, int relu, const REAL *x,
+                         const REAL *w_ih, const REAL *w_hh, const REAL *bias, REAL *hs,
+                         int n_threads)
+{
+    SFX(forward)(relu ? CELL_RELU : CELL_TANH, T, B, I, H, x, w_ih, w_hh, bias, hs, NULL, NULL,
+                 n_threads);
 }
 
 void SFX(fl_rnn_backward)(int64_t T, int64_t B, int64_t I, int64_t H, int relu, const REAL *x,
@@ -118,61 +213,15 @@ void SFX(fl_rnn_backward)(int64_t T, int64_t B, int64_t I, int64_t H, int relu, 
                           REAL *dh, REAL *da, REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db,
                           int n_threads)
 {
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t b0, b1;
-        part_range(B, parts, k, &b0, &b1);
-        if (b1 == b0)
-            continue;
-        const int64_t n = (b1 - b0) * H;
-        REAL *dh_blk = dh + b0 * H;
-        for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t off = (t * B + b0) * H;
-            const REAL *h = hs + off + B * H, *dy_t = dy + off;
-            REAL *da_t = da + off;
-            for (int64_t j = 0; j < n; j++) {
-                REAL d = relu ? (h[j] > 0) : 1 - h[j] * h[j];
-                da_t[j] = (dh_blk[j] + dy_t[j]) * d;
-            }
-            SFX(gemm)(0, 0, b1 - b0, H, H, 1, da_t, H, w_hh, H, 0, dh_blk, H);
-        }
-    }
-    SFX(weight_grads)(T * B, I, H, H, x, w_ih, hs, da, dx, dw_ih, dw_hh, db, n_threads);
+    SFX(backward)(relu ? CELL_RELU : CELL_TANH, T, B, I, H, x, w_ih, w_hh, hs, NULL, NULL, dy,
+                  dh, NULL, da, dx, dw_ih, dw_hh, db, n_threads);
 }
-
-/* ---------------------------------------------------------------- LSTM */
 
 void SFX(fl_lstm_forward)(int64_t T, int64_t B, int64_t I, int64_t H, const REAL *x,
                           const REAL *w_ih, const REAL *w_hh, const REAL *bias, REAL *hs,
                           REAL *cs, REAL *gates, int n_threads)
 {
-    const int64_t G4 = 4 * H;
-    SFX(project_inputs)(T * B, I, G4, x, w_ih, bias, gates, G4, n_threads);
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t b0, b1;
-        part_range(B, parts, k, &b0, &b1);
-        if (b1 == b0)
-            continue;
-        for (int64_t t = 0; t < T; t++) {
-            REAL *g_t = gates + (t * B + b0) * G4;
-            SFX(gemm)(0, 1, b1 - b0, G4, H, 1, hs + (t * B + b0) * H, H, w_hh, H, 1, g_t, G4);
-            for (int64_t b = b0; b < b1; b++) {
-                REAL *a = g_t + (b - b0) * G4; /* pre-activations in, activations out */
-                const REAL *c_prev = cs + (t * B + b) * H;
-                REAL *c = cs + ((t + 1) * B + b) * H, *h = hs + ((t + 1) * B + b) * H;
-                for (int64_t j = 0; j < H; j++) {
-                    REAL i = SFX(sigmoid)(a[j]), f = SFX(sigmoid)(a[H + j]);
-                    REAL g = TANH(a[2 * H + j]), o = SFX(sigmoid)(a[3 * H + j]);
-                    c[j] = f * c_prev[j] + i * g;
-                    h[j] = o * TANH(c[j]);
-                    a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
-                }
-            }
-        }
-    }
+    SFX(forward)(CELL_LSTM, T, B, I, H, x, w_ih, w_hh, bias, hs, cs, gates, n_threads);
 }
 
 void SFX(fl_lstm_backward)(int64_t T, int64_t B, int64_t I, int64_t H, const REAL *x,
@@ -180,34 +229,6 @@ void SFX(fl_lstm_backward)(int64_t T, int64_t B, int64_t I, int64_t H, const REA
                            const REAL *gates, const REAL *dy, REAL *dh, REAL *dc, REAL *da,
                            REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db, int n_threads)
 {
-    const int64_t G4 = 4 * H;
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t b0, b1;
-        part_range(B, parts, k, &b0, &b1);
-        if (b1 == b0)
-            continue;
-        for (int64_t t = T - 1; t >= 0; t--) {
-            for (int64_t b = b0; b < b1; b++) {
-                const REAL *gt = gates + (t * B + b) * G4;
-                const REAL *c = cs + ((t + 1) * B + b) * H, *c_prev = cs + (t * B + b) * H;
-                const REAL *dy_t = dy + (t * B + b) * H;
-                REAL *dh_b = dh + b * H, *dc_b = dc + b * H, *d = da + (t * B + b) * G4;
-                for (int64_t j = 0; j < H; j++) {
-                    REAL i = gt[j], f = gt[H + j], g = gt[2 * H + j], o = gt[3 * H + j];
-                    REAL dhj = dh_b[j] + dy_t[j], tc = TANH(c[j]);
-                    REAL dcj = dc_b[j] + dhj * o * (1 - tc * tc);
-                    d[j] = dcj * g * i * (1 - i);
-                    d[H + j] = dcj * c_prev[j] * f * (1 - f);
-                    d[2 * H + j] = dcj * i * (1 - g * g);
-                    d[3 * H + j] = dhj * tc * o * (1 - o);
-                    dc_b[j] = dcj * f; /* the carousel: back to c_{t-1} through the forget gate */
-                }
-            }
-            SFX(gemm)(0, 0, b1 - b0, H, G4, 1, da + (t * B + b0) * G4, G4, w_hh, H, 0,
-                      dh + b0 * H, H);
-        }
-    }
-    SFX(weight_grads)(T * B, I, H, G4, x, w_ih, hs, da, dx, dw_ih, dw_hh, db, n_threads);
+    SFX(backward)(CELL_LSTM, T, B, I, H, x, w_ih, w_hh, hs, cs, gates, dy, dh, dc, da, dx,
+                  dw_ih, dw_hh, db, n_threads);
 }

@@ -113,16 +113,8 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
         expect_shape("b_ih", b_ih, (G * H,), "(gates * hidden_size,)")
         b_hh = as_float_array("b_hh", b_hh, dtype, ndim=1)
         expect_shape("b_hh", b_hh, (G * H,), "(gates * hidden_size,)")
-    names = ("h0", "c0")
-    checked = []
-    for name, s in zip(names, states):
-        if s is None:
-            s = np.zeros((B, H), dtype)
-        else:
-            s = as_float_array(name, s, dtype, ndim=2)
-            expect_shape(name, s, (B, H), "(batch, hidden_size)")
-        checked.append(s)
-    return x, tuple(checked), w_ih, w_hh, b_ih, b_hh
+    states = tuple(_state(name, s, dtype, B, H) for name, s in zip(("h0", "c0"), states))
+    return x, states, w_ih, w_hh, b_ih, b_hh
 
 
 def check_backward(cell, ctx, dy, state_grads):
@@ -138,16 +130,17 @@ def check_backward(cell, ctx, dy, state_grads):
     else:
         dy = as_float_array("dy", dy, dtype, ndim=3)
         expect_shape("dy", dy, (T, B, H), "(the shape of y)")
-    names = ("dh_n", "dc_n")
-    checked = []
-    for name, g in zip(names, state_grads):
-        if g is None:
-            g = np.zeros((B, H), dtype)
-        else:
-            g = as_float_array(name, g, dtype, ndim=2)
-            expect_shape(name, g, (B, H), "(batch, hidden_size)")
-        checked.append(g)
-    return dy, tuple(checked)
+    grads = tuple(_state(name, g, dtype, B, H) for name, g in zip(("dh_n", "dc_n"), state_grads))
+    return dy, grads
+
+
+def _state(name, s, dtype, B, H):
+    """A (B, H) state or state gradient; None means zeros."""
+    if s is None:
+        return np.zeros((B, H), dtype)
+    s = as_float_array(name, s, dtype, ndim=2)
+    expect_shape(name, s, (B, H), "(batch, hidden_size)")
+    return s
 
 
 def bias_grads(has_bias, db):

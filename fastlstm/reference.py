@@ -77,7 +77,8 @@ def _weight_grads(ctx, da):
     dw = da.reshape(T * B, da.shape[2]).T @ z
     dw_ih, dw_hh = dw[:, :I], dw[:, I:]
     db = da.sum(axis=(0, 1))
-    return (np.ascontiguousarray(dw_ih), np.ascontiguousarray(dw_hh)) + bias_grads(ctx.has_bias, db)
+    dw_ih, dw_hh = np.ascontiguousarray(dw_ih), np.ascontiguousarray(dw_hh)
+    return (dw_ih, dw_hh) + bias_grads(ctx.has_bias, db)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
