@@ -268,7 +268,7 @@ class _Recurrent:
         ctxs, masks, T, B = self._saved
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         y_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
-        dy = np.asarray(_to_numpy(dy))
+        dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(_to_numpy(dy))
         if dy.dtype != self.dtype:
             raise TypeError(f"dy must have dtype {self.dtype} (the layer's dtype), got {dy.dtype}")
         if dy.shape != y_shape:
@@ -362,8 +362,8 @@ class RNN(_Recurrent):
         y, (h_n,) = self._forward(x, h0, lengths)
         return y, h_n
 
-    def backward(self, dy, dh_n=None):
-        """Backpropagate ``dy`` (shape of y) and ``dh_n`` (shape of h_n, None for zeros) through
+    def backward(self, dy=None, dh_n=None):
+        """Backpropagate ``dy`` (shape of y) and ``dh_n`` (shape of h_n; None means zeros) through
         the last training forward. Adds the parameter gradients into ``grads``; returns
         ``dx, dh0``."""
         dx, (dh0,) = self._backward(dy, dh_n)
@@ -414,8 +414,8 @@ class LSTM(_Recurrent):
         y, (h_n, c_n) = self._forward(x, hx, lengths)
         return y, (h_n, c_n)
 
-    def backward(self, dy, dhx=None):
-        """Backpropagate ``dy`` (shape of y) and ``dhx = (dh_n, dc_n)`` (None for zeros) through
+    def backward(self, dy=None, dhx=None):
+        """Backpropagate ``dy`` (shape of y) and ``dhx = (dh_n, dc_n)`` (None means zeros) through
         the last training forward. Adds the parameter gradients into ``grads``; returns
         ``dx, (dh0, dc0)``."""
         dx, (dh0, dc0) = self._backward(dy, dhx)
