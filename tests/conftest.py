@@ -1,0 +1,22 @@
+"""Fixtures shared by the fastlstm tests; plain helper functions live in tests/helpers.py."""
+import numpy as np
+import pytest
+
+import fastlstm
+
+
+@pytest.fixture
+def restore_threads():
+    """Restore fastlstm's thread count after a test that changes it."""
+    before = fastlstm.get_num_threads()
+    try:
+        yield before
+    finally:
+        fastlstm.set_num_threads(before)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id, so every parametrization draws its own data."""
+    seed = sum(ord(c) * (k + 1) for k, c in enumerate(request.node.nodeid)) % 2**32
+    return np.random.default_rng(seed)

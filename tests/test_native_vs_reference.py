@@ -1,0 +1,333 @@
+"""fastlstm.native against fastlstm.reference: every output and every gradient.
+
+float64: the two backends compute the same formulas and differ only in summation order, so they
+agree to a few units of roundoff; 1e-10 relative to max(1, max |reference|) leaves a wide margin.
+
+float32: the unit roundoff is u = 6e-8. The backends sum in different orders (OpenBLAS blocking
+and FMA against NumPy's), so each dot product of K terms differs by ~sqrt(K) u, and these
+differences are carried through every step of the recurrence. Rather than guess a bound, each
+float32 result is compared with a float64 computation on the same (float32-representable) inputs:
+the native float32 error must be within a small factor of the reference float32 error, plus a
+floor of 1e-6 (about 16 u) for arrays where the reference happens to be almost exact; and it
+must stay below 1e-4 in any case, far below the O(1) error of any wrong term.
+"""
+import numpy as np
+import pytest
+from helpers import (KINDS, assert_all_close, assert_close, f_backward, f_forward, grads_copy,
+                     layer_backward, layer_forward, layer_problem, make_layer, max_rel_err,
+                     random_problem)
+
+TOL64 = 1e-10
+F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
+
+# (T, B, I, H): the edge sizes 1 in every position, then shapes drawn from a seeded generator.
+_shape_rng = np.random.default_rng(20240601)
+SHAPES = [(1, 1, 1, 1), (1, 3, 2, 5), (6, 1, 4, 1), (5, 4, 1, 3), (3, 2, 7, 1)] + [
+    tuple(int(_shape_rng.integers(1, hi)) for hi in (13, 10, 11, 17)) for _ in range(6)]
+
+
+def shape_id(shape):
+    return "T{}-B{}-I{}-H{}".format(*shape)
+
+
+def run_functional(backend, kind, x, states, weights, dy, dstates):
+    """Forward then backward; every output and gradient as one flat list, with names."""
+    y, finals, ctx = f_forward(backend, kind, x, states, weights)
+    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
+    names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
+             + ["dw_ih", "dw_hh", "db_ih", "db_hh"])
+    return names, [y, *finals, dx, *dinits, *dweights]
+
+
+def as64(arrays):
+    return [None if a is None else np.asarray(a, np.float64) for a in arrays]
+
+
+def as64_tree(args):
+    """Arrays, and tuples/lists of arrays, converted to float64."""
+    return [np.asarray(a, np.float64) if isinstance(a, np.ndarray) else as64(a) for a in args]
+
+
+def check_float32(names, native32, reference32, truth64):
+    for name, nat, ref, truth in zip(names, native32, reference32, truth64):
+        if truth is None:
+            assert nat is None and ref is None, name
+            continue
+        assert nat.dtype == np.float32 and ref.dtype == np.float32, name
+        err_nat, err_ref = max_rel_err(nat, truth), max_rel_err(ref, truth)
+        assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
+            f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
+        assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+
+
+# ---------------------------------------------------------------- functional level
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_functional_float64(kind, shape, bias, rng):
+    problem = random_problem(rng, kind, *shape, dtype=np.float64, bias=bias)
+    names, ref = run_functional("reference", kind, *problem)
+    _, nat = run_functional("native", kind, *problem)
+    for name, n, r in zip(names, nat, ref):
+        if r is None:
+            assert n is None, name
+        else:
+            assert n.dtype == np.float64 and n.shape == r.shape, name
+            assert_close(n, r, TOL64, name)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_functional_float32_error_is_like_the_reference(kind, shape, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, *shape, dtype=np.float32)
+    names, nat = run_functional("native", kind, x, states, weights, dy, dstates)
+    _, ref = run_functional("reference", kind, x, states, weights, dy, dstates)
+    _, truth = run_functional("reference", kind,
+                              *as64_tree([x, states, weights, dy, dstates]))
+    check_float32(names, nat, ref, truth)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_functional_zero_steps(backend, kind, rng):
+    B, I, H = 3, 2, 4
+    x, states, weights, _, dstates = random_problem(rng, kind, 0, B, I, H)
+    y, finals, ctx = f_forward(backend, kind, x, states, weights)
+    assert y.shape == (0, B, H)
+    for s, f in zip(states, finals):
+        assert np.array_equal(f, s)
+    dx, dinits, dweights = f_backward(backend, kind, ctx, np.zeros((0, B, H)), dstates)
+    assert dx.shape == (0, B, I)
+    for ds, di in zip(dstates, dinits):
+        assert np.array_equal(di, ds)
+    for w, dw in zip(weights, dweights):
+        assert dw.shape == w.shape and not dw.any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("forward_backend, backward_backend",
+                         [("native", "reference"), ("reference", "native")])
+def test_context_crosses_backends(kind, forward_backend, backward_backend, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, 5, 3, 4, 6)
+    ctx_a = f_forward(forward_backend, kind, x, states, weights)[2]
+    ctx_b = f_forward(backward_backend, kind, x, states, weights)[2]
+    for field in ("x", "hs", "cs", "gates", "w_ih", "w_hh"):
+        a, b = getattr(ctx_a, field), getattr(ctx_b, field)
+        if b is None:
+            assert a is None, field
+        else:
+            assert a.shape == b.shape and a.dtype == b.dtype and a.flags.c_contiguous, field
+            assert_close(a, b, TOL64, field)
+    assert (ctx_a.cell, ctx_a.nonlinearity, ctx_a.has_bias) == \
+        (ctx_b.cell, ctx_b.nonlinearity, ctx_b.has_bias)
+    crossed = f_backward(backward_backend, kind, ctx_a, dy, dstates)
+    same = f_backward(backward_backend, kind, ctx_b, dy, dstates)
+    assert_close(crossed[0], same[0], TOL64, "dx")
+    assert_all_close(crossed[1], same[1], TOL64, "dinits")
+    assert_all_close(crossed[2], same[2], TOL64, "dweights")
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_bias_is_zero_bias_and_gives_none_bias_grads(backend, kind, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, 4, 3, 2, 5)
+    no_bias = weights[:2] + (None, None)
+    zero_bias = weights[:2] + (np.zeros_like(weights[2]), np.zeros_like(weights[3]))
+    y0, f0, ctx0 = f_forward(backend, kind, x, states, no_bias)
+    y1, f1, ctx1 = f_forward(backend, kind, x, states, zero_bias)
+    assert_close(y0, y1, 1e-14, "y")
+    assert_all_close(f0, f1, 1e-14, "finals")
+    dx0, di0, dw0 = f_backward(backend, kind, ctx0, dy, dstates)
+    dx1, di1, dw1 = f_backward(backend, kind, ctx1, dy, dstates)
+    assert dw0[2] is None and dw0[3] is None
+    assert dw1[2] is not None and dw1[3] is not None
+    assert_close(dx0, dx1, 1e-14, "dx")
+    assert_all_close(di0, di1, 1e-14, "dinits")
+    assert_all_close(dw0[:2], dw1[:2], 1e-14, "dweights")
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_states_and_gradients_mean_zeros(backend, kind, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, 4, 3, 2, 5)
+    zeros = tuple(np.zeros_like(s) for s in states)
+    y0, f0, ctx0 = f_forward(backend, kind, x, (None,) * len(states), weights)
+    y1, f1, ctx1 = f_forward(backend, kind, x, zeros, weights)
+    assert np.array_equal(y0, y1)
+    for a, b in zip(f0, f1):
+        assert np.array_equal(a, b)
+    if kind == "lstm":  # one of the two states missing
+        y2, _, _ = f_forward(backend, kind, x, (states[0], None), weights)
+        y3, _, _ = f_forward(backend, kind, x, (states[0], zeros[1]), weights)
+        assert np.array_equal(y2, y3)
+    g0 = f_backward(backend, kind, ctx0, None, (None,) * len(states))
+    g1 = f_backward(backend, kind, ctx1, np.zeros_like(dy), zeros)
+    for a, b in zip([g0[0], *g0[1], *g0[2]], [g1[0], *g1[1], *g1[2]]):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_inputs_are_not_modified_and_strided_inputs_work(backend, kind, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, 5, 3, 4, 3)
+    originals = [a.copy() for a in (x, *states, *weights, dy, *dstates)]
+    names, expected = run_functional(backend, kind, x, states, weights, dy, dstates)
+    for before, after in zip(originals, (x, *states, *weights, dy, *dstates)):
+        assert np.array_equal(before, after), "a functional call modified one of its inputs"
+
+    # The same values as non-contiguous views: every argument strided or transposed.
+    def strided(a):
+        big = np.zeros(a.shape + (2,), a.dtype)
+        big[..., 1] = a
+        return big[..., 1]
+
+    wt = [np.asfortranarray(w) if w.ndim == 2 else strided(w) for w in weights]
+    _, got = run_functional(backend, kind, strided(x), [strided(s) for s in states], wt,
+                            strided(dy), [strided(s) for s in dstates])
+    for name, a, b in zip(names, got, expected):
+        assert_close(a, b, 1e-14, name)
+
+
+# ---------------------------------------------------------------- layer level
+
+LAYER_CASES = [
+    dict(num_layers=1),
+    dict(num_layers=2),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=3, bidirectional=True, batch_first=True),
+    dict(num_layers=2, bidirectional=True, bias=False),
+]
+
+
+def case_id(case):
+    return "-".join(f"{k}={v}" for k, v in case.items())
+
+
+def run_layer(layer, x, states, dy, dstates):
+    layer.zero_grad()
+    y, finals = layer_forward(layer, x, states)
+    dx, dinits = layer_backward(layer, dy, dstates)
+    return y, finals, dx, dinits, grads_copy(layer)
+
+
+def compare_layer_runs(got, expected, check):
+    y, finals, dx, dinits, grads = got
+    y_e, finals_e, dx_e, dinits_e, grads_e = expected
+    check("y", y, y_e)
+    for name, a, b in zip(("h_n", "c_n"), finals, finals_e):
+        check(name, a, b)
+    check("dx", dx, dx_e)
+    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_e):
+        check(name, a, b)
+    assert grads.keys() == grads_e.keys()
+    for name in grads:
+        check(name, grads[name], grads_e[name])
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_float64(kind, case, rng):
+    ref = make_layer(kind, 3, 5, dtype=np.float64, backend="reference", seed=9, **case)
+    nat = make_layer(kind, 3, 5, dtype=np.float64, backend="native", seed=9, **case)
+    sd_ref, sd_nat = ref.state_dict(), nat.state_dict()
+    assert all(np.array_equal(sd_ref[k], sd_nat[k]) for k in sd_ref), "same seed, same weights"
+    problem = layer_problem(rng, ref, T=6, B=4)
+
+    def check(name, a, b):
+        assert a.dtype == np.float64
+        assert_close(a, b, TOL64, name)
+
+    compare_layer_runs(run_layer(nat, *problem), run_layer(ref, *problem), check)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_float32(kind, case, rng):
+    nat = make_layer(kind, 3, 5, dtype=np.float32, backend="native", seed=9, **case)
+    ref = make_layer(kind, 3, 5, dtype=np.float32, backend="reference", seed=9, **case)
+    truth = make_layer(kind, 3, 5, dtype=np.float64, backend="reference", **case)
+    truth.load_state_dict(nat.state_dict())
+    problem = layer_problem(rng, nat, T=6, B=4)
+    exact = run_layer(truth, *as64_tree(problem))
+
+    def errors(run):
+        errs = {}
+
+        def record(name, a, b):
+            assert a.dtype == np.float32, name
+            errs[name] = max_rel_err(a, b)
+
+        compare_layer_runs(run, exact, record)
+        return errs
+
+    err_nat = errors(run_layer(nat, *problem))
+    err_ref = errors(run_layer(ref, *problem))
+    for name in err_nat:
+        assert err_nat[name] <= F32_FACTOR * err_ref[name] + F32_FLOOR, (
+            f"{name}: native float32 error {err_nat[name]:.3g}, "
+            f"reference float32 error {err_ref[name]:.3g}")
+        assert err_nat[name] <= F32_MAX, (name, err_nat[name])
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_zero_steps(backend, kind, rng):
+    layer = make_layer(kind, 3, 4, num_layers=2, bidirectional=True, dtype=np.float64,
+                       backend=backend, seed=1)
+    x, states, dy, dstates = layer_problem(rng, layer, T=0, B=2)
+    y, finals = layer_forward(layer, x, states)
+    assert y.shape == (0, 2, 8)
+    for s, f in zip(states, finals):
+        assert np.array_equal(f, s)
+    dx, dinits = layer_backward(layer, dy, dstates)
+    assert dx.shape == (0, 2, 3)
+    for ds, di in zip(dstates, dinits):
+        assert np.array_equal(di, ds)
+    assert not any(g.any() for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_dropout_masks_are_the_same_on_both_backends(kind, rng):
+    layers = [make_layer(kind, 3, 5, num_layers=3, dropout=0.5, dtype=np.float64, backend=b,
+                         seed=4) for b in ("reference", "native")]
+    problem = layer_problem(rng, layers[0], T=5, B=3)
+    eval_y = layer_forward(layers[0].eval(), *problem[:2])[0]
+    layers[0].train()
+    runs = [run_layer(layer, *problem) for layer in layers]
+    assert not np.allclose(runs[0][0], eval_y), "dropout should act in training mode"
+    compare_layer_runs(runs[1], runs[0], lambda name, a, b: assert_close(a, b, TOL64, name))
+
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_saturated_units_stay_finite_and_agree(kind, dtype, rng):
+    """Huge pre-activations (|a| up to ~1e4): exp overflows inside the sigmoid and tanh
+    saturates. Nothing may become inf or NaN, and the backends must still agree. In float32,
+    1 - tanh(a)^2 of a saturated unit is a cancellation, so only the F32_MAX bound applies."""
+    x, states, weights, dy, dstates = random_problem(rng, kind, 6, 3, 4, 5, dtype=dtype)
+    x = (200 * x).astype(dtype)
+    weights = tuple((50 * w).astype(dtype) for w in weights)
+    names, nat = run_functional("native", kind, x, states, weights, dy, dstates)
+    _, ref = run_functional("reference", kind, x, states, weights, dy, dstates)
+    for name, n, r in zip(names, nat, ref):
+        assert np.isfinite(n).all() and np.isfinite(r).all(), name
+        assert_close(n, r, TOL64 if dtype == np.float64 else F32_MAX, name)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_only_inputs_work(backend, kind, rng):
+    """Arrays that cannot be written (memory maps, np.broadcast_to, some torch exports)."""
+    problem = random_problem(rng, kind, 5, 3, 4, 3)
+    names, expected = run_functional(backend, kind, *problem)
+    x, states, weights, dy, dstates = (a.copy() if isinstance(a, np.ndarray)
+                                       else tuple(None if b is None else b.copy() for b in a)
+                                       for a in problem)
+    for a in (x, *states, *weights, dy, *dstates):
+        a.flags.writeable = False
+    _, got = run_functional(backend, kind, x, states, weights, dy, dstates)
+    for name, a, b in zip(names, got, expected):
+        assert np.array_equal(a, b), name
