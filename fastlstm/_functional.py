@@ -25,8 +25,10 @@ NONLINEARITIES = ("tanh", "relu")
 class Context:
     """What a forward pass keeps for its backward pass (treat as opaque).
 
-    It holds references, not copies, to the input ``x`` and the weights: changing them in place
-    between forward and backward makes the gradients wrong, exactly as it would in torch.
+    It holds references, not copies, to the input ``x`` and the weights, and the forward's
+    outputs ``y``, ``h_n`` and ``c_n`` are views of its saved states: changing any of them in
+    place between forward and backward makes the gradients wrong (torch would refuse such a
+    backward). The layers copy what they hand out, so only direct callers need to care.
     """
 
     __slots__ = ("cell", "nonlinearity", "x", "hs", "cs", "gates", "w_ih", "w_hh", "has_bias")
@@ -51,6 +53,8 @@ def describe(a):
     """A short description of an array-like for error messages."""
     if isinstance(a, np.ndarray):
         return f"an array of shape {a.shape} and dtype {a.dtype}"
+    if isinstance(a, (tuple, list)):
+        return f"a {type(a).__name__} of {len(a)} items"
     return f"{type(a).__name__} {a!r}"[:120]
 
 

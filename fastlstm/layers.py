@@ -63,6 +63,8 @@ class _Recurrent:
             warnings.warn("dropout acts between stacked layers only, so it has no effect with "
                           f"num_layers=1 (got dropout={self.dropout})", stacklevel=3)
         try:
+            if dtype is None:  # np.dtype(None) is float64; torch's None means its default
+                raise TypeError
             self.dtype = np.dtype(dtype)
         except TypeError as exc:
             raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from exc
@@ -202,7 +204,8 @@ class _Recurrent:
             return (None,) * self.n_states
         if self.n_states > 1:
             if not isinstance(states, (tuple, list)) or len(states) != self.n_states:
-                raise TypeError(f"{name} must be a tuple (h, c) of two arrays or None, got "
+                pair = "(h0, c0)" if name == "hx" else "(dh_n, dc_n)"
+                raise TypeError(f"{name} must be a tuple {pair} of two arrays or None, got "
                                 f"{describe(states)}")
             names = [f"{name}[{i}]" for i in range(self.n_states)]
         else:
@@ -210,6 +213,8 @@ class _Recurrent:
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         checked = []
         for n, s in zip(names, states):
+            if s is None:
+                raise TypeError(f"{n} must be an array of shape {shape}, got None")
             s = np.asarray(_to_numpy(s))
             if s.dtype != self.dtype:
                 raise TypeError(f"{n} must have dtype {self.dtype} (the layer's dtype), got "
@@ -227,7 +232,7 @@ class _Recurrent:
             raise NotImplementedError("lengths (variable-length batches) is not supported yet")
         x = self._check_input(x)
         T, B, _ = x.shape
-        states = self._check_states(self._state_name, states, B)
+        states = self._check_states("hx" if self.n_states > 1 else "h0", states, B)
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         use_dropout = self.training and self.dropout > 0 and L > 1
         finals = [np.empty((L * D, B, H), self.dtype) for _ in range(self.n_states)]
@@ -273,7 +278,7 @@ class _Recurrent:
             raise TypeError(f"dy must have dtype {self.dtype} (the layer's dtype), got {dy.dtype}")
         if dy.shape != y_shape:
             raise ValueError(f"dy must have the shape of y, {y_shape}, got {dy.shape}")
-        dstates = self._check_states(self._dstate_name, dstates, B)
+        dstates = self._check_states("dhx" if self.n_states > 1 else "dh_n", dstates, B)
         if self.batch_first:
             dy = dy.transpose(1, 0, 2)
         new_grads = {}
@@ -332,8 +337,6 @@ class RNN(_Recurrent):
     (initial weights and dropout masks). See ``fastlstm.reference`` for the equations.
     """
 
-    _state_name, _dstate_name = "h0", "dh_n"
-
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
                  backend="native", seed=None):
@@ -384,7 +387,6 @@ class LSTM(_Recurrent):
 
     n_states = 2
     gates = 4
-    _state_name, _dstate_name = "hx", "dhx"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, dtype=np.float32,

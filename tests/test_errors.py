@@ -160,14 +160,24 @@ def test_forward_rejects_bad_state_dtype(twins_k):
 
 @pytest.mark.parametrize("hx, got", [
     (lambda s: s[0], r"got an array of shape \(2, 2, 4\)"),
-    (lambda s: (s[0],), r"got tuple"),
-    (lambda s: (s[0], s[1], s[1]), r"got tuple"),
+    (lambda s: (s[0],), r"got a tuple of 1 items"),
+    (lambda s: (s[0], s[1], s[1]), r"got a tuple of 3 items"),
     (lambda s: "ab", r"got str 'ab'"),
 ], ids=["array", "tuple of 1", "tuple of 3", "string"])
 def test_lstm_hx_must_be_a_pair(hx, got):
     tw = Twins("lstm", "native")
-    with pytest.raises(TypeError, match=r"hx must be a tuple \(h, c\).*" + got):
+    with pytest.raises(TypeError, match=r"hx must be a tuple \(h0, c0\).*" + got):
         tw.layer(tw.x, hx(tw.states))
+    tw.assert_unchanged()
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_lstm_hx_items_must_not_be_none(k):
+    tw = Twins("lstm", "native")
+    hx = list(tw.states)
+    hx[k] = None
+    with pytest.raises(TypeError, match=rf"hx\[{k}\] must be an array of shape \(2, 2, 4\), got None"):
+        tw.layer(tw.x, tuple(hx))
     tw.assert_unchanged()
 
 
@@ -230,7 +240,7 @@ def test_backward_rejects_bad_state_gradient(twins_k, case):
 
 def test_lstm_dhx_must_be_a_pair():
     tw = Twins("lstm", "native")
-    with pytest.raises(TypeError, match=r"dhx must be a tuple.*got an array of shape"):
+    with pytest.raises(TypeError, match=r"dhx must be a tuple \(dh_n, dc_n\).*got an array of shape"):
         tw.layer.backward(tw.dy, tw.dstates[0])
     tw.assert_unchanged()
 
@@ -252,6 +262,7 @@ CTOR_CASES = [
     (dict(dtype=np.int32), TypeError, r"dtype must be np\.float32 or np\.float64, got int32"),
     (dict(dtype=np.float16), TypeError, r"dtype must be np\.float32 or np\.float64, got float16"),
     (dict(dtype="bogus"), TypeError, r"dtype must be np\.float32 or np\.float64, got 'bogus'"),
+    (dict(dtype=None), TypeError, r"dtype must be np\.float32 or np\.float64, got None"),
     (dict(backend="cuda"), ValueError, r"backend must be 'native' or 'reference', got 'cuda'"),
     (dict(bias="yes"), TypeError, r"bias must be True or False, got 'yes'"),
     (dict(batch_first=1), TypeError, r"batch_first must be True or False, got 1"),
@@ -353,7 +364,7 @@ def test_rejected_load_state_dict_changes_nothing(twins, case):
 
 
 def test_load_state_dict_needs_a_mapping(twins):
-    with pytest.raises(TypeError, match=r"state_dict must be a mapping.*got list"):
+    with pytest.raises(TypeError, match=r"state_dict must be a mapping.*got a list of \d+ items"):
         twins.layer.load_state_dict(list(twins.params_before.values()))
     twins.assert_unchanged()
 
@@ -468,7 +479,7 @@ def test_functional_backward_with_the_other_cells_context(backend, kind, other):
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm"])
 @pytest.mark.parametrize("ctx, got", [(None, "NoneType None"), ({"x": 1}, "dict"),
-                                      ((1, 2), "tuple")])
+                                      ((1, 2), "a tuple of 2 items")])
 def test_functional_backward_needs_a_context(backend, kind, ctx, got):
     n = 2 if kind == "lstm" else 1
     with pytest.raises(TypeError, match=r"ctx must be the Context returned by \w+_forward, got "

@@ -1,0 +1,52 @@
+"""The command line, run as a user runs it: `python -m fastlstm ...` in a fresh process."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_info_reports_version_openmp_threads_blas_and_simd():
+    import fastlstm
+    out = run_cli("info")
+    assert f"fastlstm {fastlstm.__version__}" in out
+    assert re.search(r"OpenMP:\s+(on|off)", out)
+    assert re.search(r"threads:\s+\d+ \(OMP_NUM_THREADS=2\)", out)
+    assert re.search(r"BLAS library:\s+OpenBLAS", out)
+    assert re.search(r"BLAS kernel:\s+\S+", out)
+    assert re.search(r"CPU SIMD:\s+\S+", out)
+
+
+def test_demo_runs_both_models_and_reports_against_the_baseline():
+    # A tiny run: it checks the plumbing and the report, not that the LSTM learns (that takes
+    # the full demo's 1500 steps).
+    out = run_cli("demo", "--seq-len", "12", "--steps", "6", "--hidden", "4", "--batch", "8")
+    assert "baseline" in out.lower()
+    assert re.search(r"LSTM\s+\d\.\d{4}", out)
+    assert re.search(r"Elman RNN\s+\d\.\d{4}", out)
+
+
+def test_bench_prints_a_row_per_case_with_times_and_ratios():
+    out = run_cli("bench", "--case", "lstm,5,2,8", "--case", "rnn,5,2,8", "--repeat", "1",
+                  "--no-torch")
+    rows = [line for line in out.splitlines() if re.match(r"(LSTM|RNN)\s+T=5", line)]
+    assert len(rows) == 2
+    for row in rows:
+        assert re.search(r"\d+\.\d+x", row), row
+
+
+@pytest.mark.parametrize("case", ["gru,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8"])
+def test_bench_refuses_a_bad_case(case):
+    proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--case", case],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "CELL,T,B,H" in proc.stderr and case in proc.stderr
