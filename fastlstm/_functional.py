@@ -147,6 +147,11 @@ def _state(name, s, dtype, B, H):
     return s
 
 
+def combined_bias(b_ih, b_hh, n, dtype):
+    """b_ih + b_hh (both are added to the same pre-activation), or zeros without biases."""
+    return np.zeros(n, dtype) if b_ih is None else b_ih + b_hh
+
+
 def bias_grads(has_bias, db):
     """The gradients of b_ih and b_hh: both equal ``db``, returned as two separate arrays."""
     return (db, db.copy()) if has_bias else (None, None)

@@ -10,7 +10,7 @@ from libc.stdint cimport int64_t
 
 import numpy as np
 
-from ._functional import Context, bias_grads, check_backward, check_forward
+from ._functional import Context, bias_grads, check_backward, check_forward, combined_bias
 
 fl_blas_init()
 
@@ -53,11 +53,6 @@ def _check_blas_sizes(T, B, I, GH):
     for name, n in (("T * batch", T * B), ("input_size", I), ("gates * hidden_size", GH)):
         if n > _BLAS_MAX:
             raise ValueError(f"{name} = {n} is larger than the BLAS can index ({_BLAS_MAX})")
-
-
-def _bias(b_ih, b_hh, n, dtype):
-    """b_ih + b_hh: both are added to the same pre-activation, so the kernels take their sum."""
-    return np.zeros(n, dtype) if b_ih is None else b_ih + b_hh
 
 
 cdef void _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
@@ -138,7 +133,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     T, B, I = x.shape
     H = w_hh.shape[1]
     _check_blas_sizes(T, B, I, H)
-    bias = _bias(b_ih, b_hh, H, x.dtype)
+    bias = combined_bias(b_ih, b_hh, H, x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = h0
     relu = nonlinearity == "relu"
@@ -174,7 +169,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     T, B, I = x.shape
     H = w_hh.shape[1]
     _check_blas_sizes(T, B, I, 4 * H)
-    bias = _bias(b_ih, b_hh, 4 * H, x.dtype)
+    bias = combined_bias(b_ih, b_hh, 4 * H, x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     gates = np.empty((T, B, 4 * H), x.dtype)

@@ -50,18 +50,13 @@ decide when a unit listens and when it speaks.
 
 import numpy as np
 
-from ._functional import Context, bias_grads, check_backward, check_forward
+from ._functional import Context, bias_grads, check_backward, check_forward, combined_bias
 
 
 def sigmoid(a):
     """The logistic function, without overflow for large negative ``a``."""
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _bias(b_ih, b_hh, n, dtype):
-    """b_ih + b_hh, or zeros for a layer without biases."""
-    return np.zeros(n, dtype) if b_ih is None else b_ih + b_hh
 
 
 def _weight_grads(ctx, da):
@@ -103,7 +98,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     H = w_hh.shape[0]
     phi = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
     w = np.concatenate([w_ih, w_hh], axis=1)            # one matrix over [x_t, h_{t-1}]
-    b = _bias(b_ih, b_hh, H, x.dtype)
+    b = combined_bias(b_ih, b_hh, H, x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = h0
     for t in range(T):
@@ -161,7 +156,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     w = np.concatenate([w_ih, w_hh], axis=1)
-    b = _bias(b_ih, b_hh, 4 * H, x.dtype)
+    b = combined_bias(b_ih, b_hh, 4 * H, x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     gates = np.empty((T, B, 4 * H), x.dtype)
