@@ -57,14 +57,15 @@ def _check_blas_sizes(T, B, I, GH):
 
 cdef void _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
                        const floating[:, ::1] w_hh, const floating[::1] bias,
-                       floating[:, :, ::1] hs, int relu, int n_threads) noexcept nogil:
+                       floating[:, :, ::1] hs, int relu, int n_threads) noexcept:
     cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    if floating is float:
-        fl_rnn_forward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                           &hs[0, 0, 0], n_threads)
-    else:
-        fl_rnn_forward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                           &hs[0, 0, 0], n_threads)
+    with nogil:  # the kernel touches no Python object
+        if floating is float:
+            fl_rnn_forward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
+                               &hs[0, 0, 0], n_threads)
+        else:
+            fl_rnn_forward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
+                               &hs[0, 0, 0], n_threads)
 
 
 cdef void _rnn_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
@@ -72,29 +73,31 @@ cdef void _rnn_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih
                         const floating[:, :, ::1] dy, floating[:, ::1] dh,
                         floating[:, :, ::1] da, floating[:, :, ::1] dx,
                         floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                        int relu, int n_threads) noexcept nogil:
+                        int relu, int n_threads) noexcept:
     cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    if floating is float:
-        fl_rnn_backward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
-                            &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
-                            &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
-    else:
-        fl_rnn_backward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
-                            &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
-                            &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
+    with nogil:  # the kernel touches no Python object
+        if floating is float:
+            fl_rnn_backward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
+                                &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
+                                &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
+        else:
+            fl_rnn_backward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
+                                &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
+                                &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
 
 
 cdef void _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
                         const floating[:, ::1] w_hh, const floating[::1] bias,
                         floating[:, :, ::1] hs, floating[:, :, ::1] cs,
-                        floating[:, :, ::1] gates, int n_threads) noexcept nogil:
+                        floating[:, :, ::1] gates, int n_threads) noexcept:
     cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    if floating is float:
-        fl_lstm_forward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                            &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
-    else:
-        fl_lstm_forward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                            &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
+    with nogil:  # the kernel touches no Python object
+        if floating is float:
+            fl_lstm_forward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
+                                &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
+        else:
+            fl_lstm_forward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
+                                &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
 
 
 cdef void _lstm_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
@@ -103,18 +106,19 @@ cdef void _lstm_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_i
                          const floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
                          floating[:, :, ::1] da, floating[:, :, ::1] dx,
                          floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                         int n_threads) noexcept nogil:
+                         int n_threads) noexcept:
     cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    if floating is float:
-        fl_lstm_backward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
-                             &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                             &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             n_threads)
-    else:
-        fl_lstm_backward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
-                             &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                             &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             n_threads)
+    with nogil:  # the kernel touches no Python object
+        if floating is float:
+            fl_lstm_backward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
+                                 &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
+                                 &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
+                                 n_threads)
+        else:
+            fl_lstm_backward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
+                                 &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
+                                 &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
+                                 n_threads)
 
 
 def _weight_grad_arrays(ctx, GH):

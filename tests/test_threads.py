@@ -114,3 +114,41 @@ def test_concurrent_calls_from_python_threads(restore_threads):
         for k, (a_list, b_list) in enumerate(zip(concurrent, sequential)):
             for a, b in zip(a_list, b_list):
                 assert np.array_equal(a, b), f"job {k} differs when run concurrently"
+
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernels_release_the_gil(kind, rng, restore_threads):
+    """While a native forward runs in one thread, Python code must keep running in another.
+
+    The main thread spins, recording the longest stretch it could not run. A kernel that held
+    the GIL would stall it for about the whole call; with the GIL released, the longest stall
+    is a scheduling hiccup, far below half the call. One OpenMP thread leaves the second core
+    to the spinning thread.
+    """
+    import threading
+    import time
+    fastlstm.set_num_threads(1)
+    H = 128 if kind == "lstm" else 384   # sized so that the kernel dominates the call
+    x, states, weights, _, _ = random_problem(rng, kind, 400, 64, 32, H, dtype=np.float64)
+    call = {}
+
+    def work():
+        call["start"] = time.perf_counter()
+        f_forward("native", kind, x, states, weights)
+        call["end"] = time.perf_counter()
+
+    worker = threading.Thread(target=work)
+    longest_stall = 0.0
+    worker.start()
+    last = time.perf_counter()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest_stall = max(longest_stall, now - last)
+        last = now
+    worker.join()
+    duration = call["end"] - call["start"]
+    assert duration > 0.01, f"the call took {duration * 1e3:.1f} ms: too short to tell"
+    assert longest_stall < duration / 2, (
+        f"the main thread stalled {longest_stall * 1e3:.1f} ms during a "
+        f"{duration * 1e3:.1f} ms kernel call: the GIL was held")
