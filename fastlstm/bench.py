@@ -40,32 +40,36 @@ def median_time(fn, repeat, min_time=0.05):
     return float(np.median(times))
 
 
-def fastlstm_step(cell, T, B, H, dtype, backend):
-    cls = LSTM if cell == "lstm" else RNN
-    layer = cls(H, H, dtype=dtype, backend=backend, seed=0)
+def make_step(system, cell, T, B, H, dtype):
+    """``(forward, train_step)`` callables for one system ("native", "reference", "torch") on
+    fixed random inputs: an inference forward, and a forward plus backward."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, H)).astype(dtype)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
+    if system == "torch":
+        import torch
+        torch.set_num_threads(get_num_threads())
+        tdtype = torch.float32 if dtype == np.float32 else torch.float64
+        layer = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(H, H).to(tdtype)
+        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        tx_grad = tx.clone().requires_grad_()
 
-    def step():
-        layer.forward(x)
+        def forward():
+            with torch.no_grad():
+                layer(tx)
+
+        def train_step():
+            layer(tx_grad)[0].backward(tdy)
+        return forward, train_step
+    layer = (LSTM if cell == "lstm" else RNN)(H, H, dtype=dtype, backend=system, seed=0)
+
+    def forward():
+        layer.eval()(x)
+
+    def train_step():
+        layer.train()(x)
         layer.backward(dy)
-    return step
-
-
-def torch_step(cell, T, B, H, dtype):
-    import torch
-    torch.set_num_threads(get_num_threads())
-    tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    cls = torch.nn.LSTM if cell == "lstm" else torch.nn.RNN
-    layer = cls(H, H).to(tdtype)
-    x = torch.randn(T, B, H, dtype=tdtype, requires_grad=True)
-    dy = torch.randn(T, B, H, dtype=tdtype)
-
-    def step():
-        y, _ = layer(x)
-        y.backward(dy)
-    return step
+    return forward, train_step
 
 
 def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, with_torch=True,
@@ -88,14 +92,14 @@ def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, wi
     rows = []
     for cell, T, B, H in cases:
         row = {"cell": cell, "T": T, "B": B, "I": H, "H": H, "dtype": np.dtype(dtype).name}
-        row["native"] = median_time(fastlstm_step(cell, T, B, H, dtype, "native"), repeat)
+        row["native"] = median_time(make_step("native", cell, T, B, H, dtype)[1], repeat)
         line = f"{cell.upper():<5}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>11.2f}"
         if with_reference:
-            row["reference"] = median_time(fastlstm_step(cell, T, B, H, dtype, "reference"),
+            row["reference"] = median_time(make_step("reference", cell, T, B, H, dtype)[1],
                                            max(1, repeat // 2))
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>11.1f}x"
         if with_torch:
-            row["torch"] = median_time(torch_step(cell, T, B, H, dtype), repeat)
+            row["torch"] = median_time(make_step("torch", cell, T, B, H, dtype)[1], repeat)
             line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>13.2f}x"
         out(line)
         rows.append(row)
