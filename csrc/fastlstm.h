@@ -1,12 +1,17 @@
-/* fastlstm C kernels: Elman RNN and LSTM, forward and backpropagation through time.
+/* fastlstm C kernels: Elman RNN, LSTM (with projection and peepholes) and GRU, forward and
+ * backpropagation through time.
  *
  * Notation (the same as fastlstm/_functional.py):
- *   T timesteps, B batch rows, I input features, H hidden units, G gates (RNN 1, LSTM 4: i f g o)
+ *   T timesteps, B batch rows, I input features, H hidden units (the size of c and of each gate),
+ *   P the size of h: the LSTM's proj_size when it projects, else H,
+ *   G gates: RNN 1, LSTM 4 (i f g o), GRU 3 (r z n)
  *   x     (T, B, I)        input
- *   hs    (T + 1, B, H)    hs[0] = h0, hs[t + 1] = h after step t (the layer output is hs[1:])
+ *   hs    (T + 1, B, P)    hs[0] = h0, hs[t + 1] = h after step t (the layer output is hs[1:])
  *   cs    (T + 1, B, H)    LSTM cell states, cs[0] = c0
- *   gates (T, B, G * H)    LSTM gate activations i, f, g, o after their nonlinearities
- *   w_ih  (G * H, I), w_hh (G * H, H): torch.nn's layout; bias (G * H) is b_ih + b_hh
+ *   gates (T, B, G * H)    LSTM and GRU gate activations, after their nonlinearities
+ *   hn    (T, B, H)        GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
+ *   w_ih (G * H, I), w_hh (G * H, P), b_ih and b_hh (G * H), w_hr (P, H): torch.nn's layout;
+ *   w_peephole (3 * H): the LSTM peephole weights of gates i, f, o
  * Every array is C-contiguous. Python checks shapes and allocates; the kernels only write into
  * the buffers they are given and keep no state between calls.
  *
@@ -20,27 +25,47 @@
 
 #include <stdint.h>
 
+enum fl_cell { FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU };
+
+/* One layer in one direction: which cell, its sizes and its options. */
+typedef struct {
+    int cell;               /* enum fl_cell */
+    int64_t T, B, I, H, P;  /* P == H unless projection */
+    int projection;         /* LSTM only: h = w_hr (o * tanh(c)) */
+    int peephole;           /* LSTM only: the gates also see the cell state */
+} fl_layer;
+
+/* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots
+ * marked IN and writes those marked OUT. A slot the call does not use may be NULL. */
+enum fl_slot {
+    /* the layer's weights, IN to forward and backward */
+    FL_W_IH, FL_W_HH,
+    FL_B_IH, FL_B_HH,       /* forward: zeros for a layer without biases */
+    FL_W_HR,                /* projection */
+    FL_W_PEEPHOLE,          /* peephole */
+    /* forward: x IN; the rest IN to backward */
+    FL_X,
+    FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */
+    FL_CS,                  /* LSTM; forward: cs[0] IN, cs[1:] OUT */
+    FL_GATES,               /* LSTM and GRU; forward OUT */
+    FL_HN,                  /* GRU; forward OUT */
+    /* backward only */
+    FL_DY,                  /* IN (T, B, P) */
+    FL_DH,                  /* IN dL/dh_n, OUT dL/dh0 (B, P) */
+    FL_DC,                  /* LSTM: IN dL/dc_n, OUT dL/dc0 (B, H) */
+    FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,   /* OUT */
+    FL_DB_IH, FL_DB_HH,     /* OUT; NULL for a layer without biases */
+    /* scratch of fl_work_size() elements, forward and backward */
+    FL_WORK,
+    FL_N_SLOTS
+};
+
+/* Elements of scratch (FL_WORK) a forward (backward = 0) or backward (1) call needs. */
+int64_t fl_work_size(const fl_layer *layer, int backward);
+
 #define FL_DECLARE_KERNELS(REAL, SFX)                                                          \
-    /* hs[0] IN; hs[1:] OUT */                                                                 \
-    void fl_rnn_forward_##SFX(int64_t T, int64_t B, int64_t I, int64_t H, int relu,            \
-                              const REAL *x, const REAL *w_ih, const REAL *w_hh,               \
-                              const REAL *bias, REAL *hs, int n_threads);                      \
-    /* dh IN dL/dh_n, OUT dL/dh0; da (T, B, H) scratch; dx, dw_ih, dw_hh, db OUT */            \
-    void fl_rnn_backward_##SFX(int64_t T, int64_t B, int64_t I, int64_t H, int relu,           \
-                               const REAL *x, const REAL *w_ih, const REAL *w_hh,              \
-                               const REAL *hs, const REAL *dy, REAL *dh, REAL *da,             \
-                               REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db, int n_threads);   \
-    /* hs[0], cs[0] IN; hs[1:], cs[1:], gates OUT */                                           \
-    void fl_lstm_forward_##SFX(int64_t T, int64_t B, int64_t I, int64_t H,                     \
-                               const REAL *x, const REAL *w_ih, const REAL *w_hh,              \
-                               const REAL *bias, REAL *hs, REAL *cs, REAL *gates,              \
-                               int n_threads);                                                 \
-    /* dh, dc IN dL/dh_n, dL/dc_n, OUT dL/dh0, dL/dc0; da (T, B, 4H) scratch; rest OUT */      \
-    void fl_lstm_backward_##SFX(int64_t T, int64_t B, int64_t I, int64_t H,                    \
-                                const REAL *x, const REAL *w_ih, const REAL *w_hh,             \
-                                const REAL *hs, const REAL *cs, const REAL *gates,             \
-                                const REAL *dy, REAL *dh, REAL *dc, REAL *da,                  \
-                                REAL *dx, REAL *dw_ih, REAL *dw_hh, REAL *db, int n_threads);
+    void fl_forward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);          \
+    void fl_backward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);
 
 FL_DECLARE_KERNELS(float, f32)
 FL_DECLARE_KERNELS(double, f64)

@@ -35,8 +35,27 @@ static inline void part_range(int64_t n, int64_t parts, int64_t k, int64_t *lo, 
     *hi = *lo + base + (k < extra ? 1 : 0);
 }
 
-/* The cells the shared time loops in kernels_impl.h run. */
-enum { CELL_TANH, CELL_RELU, CELL_LSTM };
+static inline int64_t gates_of(int cell)
+{
+    return cell == FL_LSTM ? 4 : cell == FL_GRU ? 3 : 1;
+}
+
+/* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout):
+ *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c)
+ *   backward: da (T, B, G H), dL/d(input-side pre-activation);  GRU da_h (T, B, 3H), dL/d(W_hh
+ *             h_{t-1} + b_hh);  projection dhs (T, B, P) dL/dh_t, ms (T, B, H) m_t, dm (B, H) */
+int64_t fl_work_size(const fl_layer *l, int backward)
+{
+    const int64_t GH = gates_of(l->cell) * l->H, TB = l->T * l->B;
+    if (!backward)
+        return l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0;
+    int64_t n = TB * GH;
+    if (l->cell == FL_GRU)
+        n += TB * GH;
+    if (l->projection)
+        n += TB * l->P + TB * l->H + l->B * l->H;
+    return n;
+}
 
 #define REAL float
 #define SFX(name) name##_f32

@@ -6,19 +6,24 @@ same arrays in the same layout, so a context made by one backend can be given to
 
 Notation (used in every docstring and in csrc/):
 
-    T  timesteps        B  batch rows        I  input features     H  hidden units
-    G  gates per cell: 1 for the Elman RNN, 4 for the LSTM (torch's order i, f, g, o)
+    T  timesteps        B  batch rows        I  input features
+    H  hidden units: the size of the LSTM's cell state and of every gate
+    P  the size of h: the LSTM's proj_size when it projects (h = W_hr m), else H
+    G  gates per cell: 1 for the Elman RNN, 4 for the LSTM (torch's order i, f, g, o),
+       3 for the GRU (r, z, n)
     x      (T, B, I)        input sequence
-    hs     (T + 1, B, H)    hs[0] = h0, hs[t + 1] = h after step t; y = hs[1:]
+    hs     (T + 1, B, P)    hs[0] = h0, hs[t + 1] = h after step t; y = hs[1:]
     cs     (T + 1, B, H)    LSTM cell states, cs[0] = c0
-    gates  (T, B, G * H)    LSTM: gate activations i, f, g, o after their nonlinearities
-    w_ih   (G * H, I)   w_hh (G * H, H)   b_ih, b_hh (G * H,)   torch.nn's shapes
+    gates  (T, B, G * H)    LSTM and GRU: gate activations after their nonlinearities
+    hn     (T, B, H)        GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
+    w_ih (G * H, I)   w_hh (G * H, P)   b_ih, b_hh (G * H,)   w_hr (P, H)   torch.nn's shapes
+    w_peephole (3 * H,)     LSTM peephole weights of the gates i, f, o
 """
 
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
-GATES = {"rnn": 1, "lstm": 4}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 NONLINEARITIES = ("tanh", "relu")
 
 
@@ -31,22 +36,34 @@ class Context:
     backward). The layers copy what they hand out, so only direct callers need to care.
     """
 
-    __slots__ = ("cell", "nonlinearity", "x", "hs", "cs", "gates", "w_ih", "w_hh", "has_bias")
+    __slots__ = ("cell", "x", "hs", "w_ih", "w_hh", "has_bias", "nonlinearity", "cs", "gates",
+                 "hn", "w_hr", "w_peephole")
 
-    def __init__(self, cell, nonlinearity, x, hs, cs, gates, w_ih, w_hh, has_bias):
+    def __init__(self, cell, x, hs, w_ih, w_hh, has_bias, *, nonlinearity=None, cs=None,
+                 gates=None, hn=None, w_hr=None, w_peephole=None):
         self.cell = cell
-        self.nonlinearity = nonlinearity
         self.x = x
         self.hs = hs
-        self.cs = cs
-        self.gates = gates
         self.w_ih = w_ih
         self.w_hh = w_hh
         self.has_bias = has_bias
+        self.nonlinearity = nonlinearity
+        self.cs = cs
+        self.gates = gates
+        self.hn = hn
+        self.w_hr = w_hr
+        self.w_peephole = w_peephole
+
+    @property
+    def hidden_size(self):
+        return self.w_hh.shape[0] // GATES[self.cell]
 
     def __repr__(self):
-        T, B, H = self.hs.shape[0] - 1, self.hs.shape[1], self.hs.shape[2]
-        return f"Context(cell={self.cell!r}, T={T}, B={B}, H={H}, dtype={self.hs.dtype})"
+        T, B, P = self.hs.shape[0] - 1, self.hs.shape[1], self.hs.shape[2]
+        extra = "" if self.w_hr is None else f", proj_size={P}"
+        extra += "" if self.w_peephole is None else ", peephole=True"
+        return (f"Context(cell={self.cell!r}, T={T}, B={B}, H={self.hidden_size}{extra}, "
+                f"dtype={self.hs.dtype})")
 
 
 def describe(a):
@@ -89,11 +106,13 @@ def expect_shape(name, a, shape, meaning):
         raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {a.shape}")
 
 
-def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", w_hr=None,
+                  w_peephole=None):
     """Check a forward call's arguments; return them as contiguous arrays of one dtype.
 
-    ``states`` is ``(h0,)`` for the RNN and ``(h0, c0)`` for the LSTM; a None state means zeros.
-    Returns ``(x, states, w_ih, w_hh, b_ih, b_hh)``; biases stay None when both are None.
+    ``states`` is ``(h0,)`` for the RNN and GRU and ``(h0, c0)`` for the LSTM; a None state means
+    zeros. ``w_hr`` and ``w_peephole`` (LSTM only) may be None. Returns ``(x, states, weights)``
+    with ``weights = (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)``; biases stay None when both are.
     """
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
@@ -108,8 +127,19 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
                          f"hidden_size >= 1, got {w_ih.shape}")
     H = gh // G
     expect_shape("w_ih", w_ih, (G * H, I), f"(gates * hidden_size, input_size={I} from x)")
+    P = H
+    if w_hr is not None:
+        w_hr = as_float_array("w_hr", w_hr, dtype, ndim=2)
+        P = w_hr.shape[0]
+        if P == 0:
+            raise ValueError(f"w_hr must have shape (proj_size, hidden_size) with proj_size >= "
+                             f"1, got {w_hr.shape}")
+        expect_shape("w_hr", w_hr, (P, H), f"(proj_size, hidden_size={H} from w_ih)")
     w_hh = as_float_array("w_hh", w_hh, dtype, ndim=2)
-    expect_shape("w_hh", w_hh, (G * H, H), "(gates * hidden_size, hidden_size)")
+    if w_hr is None:
+        expect_shape("w_hh", w_hh, (G * H, H), "(gates * hidden_size, hidden_size)")
+    else:
+        expect_shape("w_hh", w_hh, (G * H, P), "(gates * hidden_size, proj_size)")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be given or both be None")
     if b_ih is not None:
@@ -117,8 +147,12 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
         expect_shape("b_ih", b_ih, (G * H,), "(gates * hidden_size,)")
         b_hh = as_float_array("b_hh", b_hh, dtype, ndim=1)
         expect_shape("b_hh", b_hh, (G * H,), "(gates * hidden_size,)")
-    states = tuple(_state(name, s, dtype, B, H) for name, s in zip(("h0", "c0"), states))
-    return x, states, w_ih, w_hh, b_ih, b_hh
+    if w_peephole is not None:
+        w_peephole = as_float_array("w_peephole", w_peephole, dtype, ndim=1)
+        expect_shape("w_peephole", w_peephole, (3 * H,), "(3 * hidden_size,), gates i, f, o")
+    h0 = _state("h0", states[0], dtype, B, P, _h_size(w_hr))
+    states = (h0,) + tuple(_state("c0", c0, dtype, B, H) for c0 in states[1:])
+    return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)
 
 
 def check_backward(cell, ctx, dy, state_grads):
@@ -128,30 +162,31 @@ def check_backward(cell, ctx, dy, state_grads):
     if ctx.cell != cell:
         raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
     dtype = ctx.hs.dtype
-    T, B, H = ctx.hs.shape[0] - 1, ctx.hs.shape[1], ctx.hs.shape[2]
+    T, B, P = ctx.hs.shape[0] - 1, ctx.hs.shape[1], ctx.hs.shape[2]
     if dy is None:
-        dy = np.zeros((T, B, H), dtype)
+        dy = np.zeros((T, B, P), dtype)
     else:
         dy = as_float_array("dy", dy, dtype, ndim=3)
-        expect_shape("dy", dy, (T, B, H), "(the shape of y)")
-    grads = tuple(_state(name, g, dtype, B, H) for name, g in zip(("dh_n", "dc_n"), state_grads))
-    return dy, grads
+        expect_shape("dy", dy, (T, B, P), "(the shape of y)")
+    dh_n = _state("dh_n", state_grads[0], dtype, B, P, _h_size(ctx.w_hr))
+    H = ctx.hidden_size
+    return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, B, H) for dc in state_grads[1:])
 
 
-def _state(name, s, dtype, B, H):
-    """A (B, H) state or state gradient; None means zeros."""
+def _state(name, s, dtype, B, n, size="hidden_size"):
+    """A (B, n) state or state gradient (n: P for h, H for c); None means zeros."""
     if s is None:
-        return np.zeros((B, H), dtype)
+        return np.zeros((B, n), dtype)
     s = as_float_array(name, s, dtype, ndim=2)
-    expect_shape(name, s, (B, H), "(batch, hidden_size)")
+    expect_shape(name, s, (B, n), f"(batch, {size})")
     return s
 
 
-def combined_bias(b_ih, b_hh, n, dtype):
-    """b_ih + b_hh (both are added to the same pre-activation), or zeros without biases."""
-    return np.zeros(n, dtype) if b_ih is None else b_ih + b_hh
+def _h_size(w_hr):
+    return "hidden_size" if w_hr is None else "proj_size"
 
 
-def bias_grads(has_bias, db):
-    """The gradients of b_ih and b_hh: both equal ``db``, returned as two separate arrays."""
-    return (db, db.copy()) if has_bias else (None, None)
+def extra_grads(ctx, dw_hr, dw_peephole):
+    """The LSTM's optional gradients, one for each optional weight its forward was given."""
+    return (() if ctx.w_hr is None else (dw_hr,)) + \
+        (() if ctx.w_peephole is None else (dw_peephole,))

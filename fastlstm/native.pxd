@@ -1,39 +1,29 @@
-# Declarations of the C kernels in csrc/fastlstm.h (see that header for the notation and for what
-# each argument means). Every kernel runs without the GIL.
+# Declarations of the C kernels in csrc/fastlstm.h (see that header for the notation, the slots
+# and what each one holds). Every kernel runs without the GIL.
 from libc.stdint cimport int64_t
 
 cdef extern from "fastlstm.h" nogil:
-    void fl_rnn_forward_f32(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
-                            const float *x, const float *w_ih, const float *w_hh,
-                            const float *bias, float *hs, int n_threads)
-    void fl_rnn_forward_f64(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
-                            const double *x, const double *w_ih, const double *w_hh,
-                            const double *bias, double *hs, int n_threads)
-    void fl_rnn_backward_f32(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
-                             const float *x, const float *w_ih, const float *w_hh,
-                             const float *hs, const float *dy, float *dh, float *da,
-                             float *dx, float *dw_ih, float *dw_hh, float *db, int n_threads)
-    void fl_rnn_backward_f64(int64_t T, int64_t B, int64_t I, int64_t H, int relu,
-                             const double *x, const double *w_ih, const double *w_hh,
-                             const double *hs, const double *dy, double *dh, double *da,
-                             double *dx, double *dw_ih, double *dw_hh, double *db, int n_threads)
-    void fl_lstm_forward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
-                             const float *x, const float *w_ih, const float *w_hh,
-                             const float *bias, float *hs, float *cs, float *gates, int n_threads)
-    void fl_lstm_forward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
-                             const double *x, const double *w_ih, const double *w_hh,
-                             const double *bias, double *hs, double *cs, double *gates,
-                             int n_threads)
-    void fl_lstm_backward_f32(int64_t T, int64_t B, int64_t I, int64_t H,
-                              const float *x, const float *w_ih, const float *w_hh,
-                              const float *hs, const float *cs, const float *gates,
-                              const float *dy, float *dh, float *dc, float *da,
-                              float *dx, float *dw_ih, float *dw_hh, float *db, int n_threads)
-    void fl_lstm_backward_f64(int64_t T, int64_t B, int64_t I, int64_t H,
-                              const double *x, const double *w_ih, const double *w_hh,
-                              const double *hs, const double *cs, const double *gates,
-                              const double *dy, double *dh, double *dc, double *da,
-                              double *dx, double *dw_ih, double *dw_hh, double *db, int n_threads)
+    enum fl_cell:
+        FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU
+
+    ctypedef struct fl_layer:
+        int cell
+        int64_t T, B, I, H, P
+        int projection
+        int peephole
+
+    enum fl_slot:
+        FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,
+        FL_X, FL_HS, FL_CS, FL_GATES, FL_HN,
+        FL_DY, FL_DH, FL_DC, FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,
+        FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS
+
+    int64_t fl_work_size(const fl_layer *layer, int backward)
+    void fl_forward_f32(const fl_layer *layer, float *const slots[], int n_threads)
+    void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)
+    void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)
+    void fl_backward_f64(const fl_layer *layer, double *const slots[], int n_threads)
+
     void fl_blas_init()
     int fl_openmp_enabled()
     int fl_default_num_threads()

@@ -6,11 +6,10 @@ arguments once (``fastlstm._functional``, shared with the reference), allocates 
 the saved state, and calls the kernel with the GIL released. Thread count: ``set_num_threads``.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
 
 import numpy as np
 
-from ._functional import Context, bias_grads, check_backward, check_forward, combined_bias
+from ._functional import GATES, Context, check_backward, check_forward, extra_grads
 
 fl_blas_init()
 
@@ -49,154 +48,166 @@ def build_info():
     }
 
 
-def _check_blas_sizes(T, B, I, GH):
-    for name, n in (("T * batch", T * B), ("input_size", I), ("gates * hidden_size", GH)):
+def _check_blas_sizes(T, B, I, GH, P):
+    for name, n in (("T * batch", T * B), ("input_size", I), ("gates * hidden_size", GH),
+                    ("proj_size", P)):
         if n > _BLAS_MAX:
             raise ValueError(f"{name} = {n} is larger than the BLAS can index ({_BLAS_MAX})")
 
 
-cdef void _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
-                       const floating[:, ::1] w_hh, const floating[::1] bias,
-                       floating[:, :, ::1] hs, int relu, int n_threads) noexcept:
-    cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    with nogil:  # the kernel touches no Python object
-        if floating is float:
-            fl_rnn_forward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                               &hs[0, 0, 0], n_threads)
-        else:
-            fl_rnn_forward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                               &hs[0, 0, 0], n_threads)
+cdef int _fill_slots(dict arrays, floating **slots) except -1:
+    """Point each slot at its array's data (NULL for the slots not given)."""
+    cdef const floating[::1] flat
+    cdef int k
+    for k in range(FL_N_SLOTS):
+        slots[k] = NULL
+    for k, a in arrays.items():
+        if a is None:
+            continue
+        # The kernels read and write the array's own memory: a copy would be lost.
+        assert a.flags.c_contiguous, f"slot {k} is not C-contiguous"
+        flat = a.reshape(-1)
+        # const dropped: the kernels write only the slots fastlstm.h marks OUT, which we allocate
+        slots[k] = <floating *>&flat[0]
+    return 0
 
 
-cdef void _rnn_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
-                        const floating[:, ::1] w_hh, const floating[:, :, ::1] hs,
-                        const floating[:, :, ::1] dy, floating[:, ::1] dh,
-                        floating[:, :, ::1] da, floating[:, :, ::1] dx,
-                        floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                        int relu, int n_threads) noexcept:
-    cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    with nogil:  # the kernel touches no Python object
-        if floating is float:
-            fl_rnn_backward_f32(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
-                                &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
-                                &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
-        else:
-            fl_rnn_backward_f64(T, B, I, H, relu, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0],
-                                &hs[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &da[0, 0, 0], &dx[0, 0, 0],
-                                &dw_ih[0, 0], &dw_hh[0, 0], &db[0], n_threads)
+cdef int _run(bint backward, fl_layer layer, dict arrays) except -1:
+    """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
+    dtype = arrays[FL_X].dtype
+    arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward), dtype)
+    cdef float *s32[FL_N_SLOTS]
+    cdef double *s64[FL_N_SLOTS]
+    cdef int n_threads = get_num_threads()
+    if dtype == np.float32:
+        _fill_slots(arrays, s32)
+        with nogil:
+            if backward:
+                fl_backward_f32(&layer, s32, n_threads)
+            else:
+                fl_forward_f32(&layer, s32, n_threads)
+    else:
+        _fill_slots(arrays, s64)
+        with nogil:
+            if backward:
+                fl_backward_f64(&layer, s64, n_threads)
+            else:
+                fl_forward_f64(&layer, s64, n_threads)
+    return 0
 
 
-cdef void _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
-                        const floating[:, ::1] w_hh, const floating[::1] bias,
-                        floating[:, :, ::1] hs, floating[:, :, ::1] cs,
-                        floating[:, :, ::1] gates, int n_threads) noexcept:
-    cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    with nogil:  # the kernel touches no Python object
-        if floating is float:
-            fl_lstm_forward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                                &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
-        else:
-            fl_lstm_forward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &bias[0],
-                                &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], n_threads)
+_CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU}
 
 
-cdef void _lstm_backward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
-                         const floating[:, ::1] w_hh, const floating[:, :, ::1] hs,
-                         const floating[:, :, ::1] cs, const floating[:, :, ::1] gates,
-                         const floating[:, :, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
-                         floating[:, :, ::1] da, floating[:, :, ::1] dx,
-                         floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                         int n_threads) noexcept:
-    cdef int64_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = hs.shape[2]
-    with nogil:  # the kernel touches no Python object
-        if floating is float:
-            fl_lstm_backward_f32(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
-                                 &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                                 &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                                 n_threads)
-        else:
-            fl_lstm_backward_f64(T, B, I, H, &x[0, 0, 0], &w_ih[0, 0], &w_hh[0, 0], &hs[0, 0, 0],
-                                 &cs[0, 0, 0], &gates[0, 0, 0], &dy[0, 0, 0], &dh[0, 0], &dc[0, 0],
-                                 &da[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                                 n_threads)
+def _layer(cell, nonlinearity, x, w_ih, w_hh, w_hr, w_peephole):
+    """The fl_layer description of a call (a dict Cython turns into the struct)."""
+    code = FL_RNN_RELU if nonlinearity == "relu" else _CELLS[cell]
+    T, B, I = x.shape
+    GH, P = w_hh.shape
+    _check_blas_sizes(T, B, I, GH, P)
+    return dict(cell=code, T=T, B=B, I=I, H=GH // GATES[cell], P=P,
+                projection=w_hr is not None, peephole=w_peephole is not None)
 
 
-def _weight_grad_arrays(ctx, GH):
-    """Allocate dx, dw_ih, dw_hh, db for a backward pass over ``ctx``."""
-    T, B, I = ctx.x.shape
-    H = ctx.hs.shape[2]
-    dtype = ctx.hs.dtype
-    return (np.empty((T, B, I), dtype), np.empty((GH, I), dtype), np.empty((GH, H), dtype),
-            np.empty(GH, dtype))
+def _forward(cell, x, states, weights, nonlinearity=None):
+    """Allocate the outputs and saved state of a forward call, run it; return the slots."""
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
+    layer = _layer(cell, nonlinearity, x, w_ih, w_hh, w_hr, w_peephole)
+    T, B, H, P, dtype = layer["T"], layer["B"], layer["H"], layer["P"], x.dtype
+    GH = w_hh.shape[0]
+    if b_ih is None:
+        b_ih = b_hh = np.zeros(GH, dtype)
+    hs = np.empty((T + 1, B, P), dtype)
+    hs[0] = states[0]
+    arrays = {FL_X: x, FL_W_IH: w_ih, FL_W_HH: w_hh, FL_B_IH: b_ih, FL_B_HH: b_hh,
+              FL_W_HR: w_hr, FL_W_PEEPHOLE: w_peephole, FL_HS: hs}
+    if cell == "lstm":
+        arrays[FL_CS] = np.empty((T + 1, B, H), dtype)
+        arrays[FL_CS][0] = states[1]
+    if cell != "rnn":
+        arrays[FL_GATES] = np.empty((T, B, GH), dtype)
+    if cell == "gru":
+        arrays[FL_HN] = np.empty((T, B, H), dtype)
+    _run(False, layer, arrays)
+    return arrays
+
+
+def _backward(ctx, dy, dstates):
+    """Allocate the gradients of a backward call, run it; return the slots."""
+    layer = _layer(ctx.cell, ctx.nonlinearity, ctx.x, ctx.w_ih, ctx.w_hh, ctx.w_hr,
+                   ctx.w_peephole)
+    T, B, I, H, P = (layer[k] for k in ("T", "B", "I", "H", "P"))
+    dtype = dy.dtype
+    GH = ctx.w_hh.shape[0]
+    arrays = {FL_X: ctx.x, FL_W_IH: ctx.w_ih, FL_W_HH: ctx.w_hh, FL_W_HR: ctx.w_hr,
+              FL_W_PEEPHOLE: ctx.w_peephole, FL_HS: ctx.hs, FL_CS: ctx.cs, FL_GATES: ctx.gates,
+              FL_HN: ctx.hn, FL_DY: dy, FL_DH: dstates[0].copy(),
+              FL_DX: np.empty((T, B, I), dtype), FL_DW_IH: np.empty((GH, I), dtype),
+              FL_DW_HH: np.empty((GH, P), dtype)}
+    if ctx.has_bias:
+        arrays[FL_DB_IH], arrays[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
+    if ctx.cell == "lstm":
+        arrays[FL_DC] = dstates[1].copy()
+    if ctx.w_hr is not None:
+        arrays[FL_DW_HR] = np.empty((P, H), dtype)
+    if ctx.w_peephole is not None:
+        arrays[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
+    _run(True, layer, arrays)
+    return arrays
+
+
+def _weight_grads(a):
+    return a[FL_DW_IH], a[FL_DW_HH], a.get(FL_DB_IH), a.get(FL_DB_HH)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     """Run an Elman layer over a sequence: as ``fastlstm.reference.rnn_forward``."""
-    x, (h0,), w_ih, w_hh, b_ih, b_hh = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh,
-                                                     nonlinearity)
-    T, B, I = x.shape
-    H = w_hh.shape[1]
-    _check_blas_sizes(T, B, I, H)
-    bias = combined_bias(b_ih, b_hh, H, x.dtype)
-    hs = np.empty((T + 1, B, H), x.dtype)
-    hs[0] = h0
-    relu = nonlinearity == "relu"
-    if x.dtype == np.float32:
-        _rnn_forward[float](x, w_ih, w_hh, bias, hs, relu, get_num_threads())
-    else:
-        _rnn_forward[double](x, w_ih, w_hh, bias, hs, relu, get_num_threads())
-    ctx = Context("rnn", nonlinearity, x, hs, None, None, w_ih, w_hh, b_ih is not None)
-    return hs[1:], hs[T], ctx
+    x, states, weights = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    a = _forward("rnn", x, states, weights, nonlinearity)
+    hs = a[FL_HS]
+    ctx = Context("rnn", x, hs, weights[0], weights[1], b_ih is not None,
+                  nonlinearity=nonlinearity)
+    return hs[1:], hs[-1], ctx
 
 
 def rnn_backward(ctx, dy, dh_n):
     """Backpropagation through time for :func:`rnn_forward`: as ``reference.rnn_backward``."""
-    dy, (dh_n,) = check_backward("rnn", ctx, dy, (dh_n,))
-    H = ctx.hs.shape[2]
-    dh = dh_n.copy()
-    da = np.empty_like(dy)
-    dx, dw_ih, dw_hh, db = _weight_grad_arrays(ctx, H)
-    relu = ctx.nonlinearity == "relu"
-    if dy.dtype == np.float32:
-        _rnn_backward[float](ctx.x, ctx.w_ih, ctx.w_hh, ctx.hs, dy, dh, da, dx, dw_ih, dw_hh,
-                             db, relu, get_num_threads())
-    else:
-        _rnn_backward[double](ctx.x, ctx.w_ih, ctx.w_hh, ctx.hs, dy, dh, da, dx, dw_ih, dw_hh,
-                              db, relu, get_num_threads())
-    return (dx, dh, dw_ih, dw_hh) + bias_grads(ctx.has_bias, db)
+    dy, dstates = check_backward("rnn", ctx, dy, (dh_n,))
+    a = _backward(ctx, dy, dstates)
+    return (a[FL_DX], a[FL_DH]) + _weight_grads(a)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None):
     """Run an LSTM layer over a sequence: as ``fastlstm.reference.lstm_forward``."""
-    x, (h0, c0), w_ih, w_hh, b_ih, b_hh = check_forward("lstm", x, (h0, c0), w_ih, w_hh,
-                                                        b_ih, b_hh)
-    T, B, I = x.shape
-    H = w_hh.shape[1]
-    _check_blas_sizes(T, B, I, 4 * H)
-    bias = combined_bias(b_ih, b_hh, 4 * H, x.dtype)
-    hs = np.empty((T + 1, B, H), x.dtype)
-    cs = np.empty((T + 1, B, H), x.dtype)
-    gates = np.empty((T, B, 4 * H), x.dtype)
-    hs[0], cs[0] = h0, c0
-    if x.dtype == np.float32:
-        _lstm_forward[float](x, w_ih, w_hh, bias, hs, cs, gates, get_num_threads())
-    else:
-        _lstm_forward[double](x, w_ih, w_hh, bias, hs, cs, gates, get_num_threads())
-    ctx = Context("lstm", None, x, hs, cs, gates, w_ih, w_hh, b_ih is not None)
-    return hs[1:], hs[T], cs[T], ctx
+    x, states, weights = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                       w_hr=w_hr, w_peephole=w_peephole)
+    a = _forward("lstm", x, states, weights)
+    hs, cs = a[FL_HS], a[FL_CS]
+    ctx = Context("lstm", x, hs, weights[0], weights[1], b_ih is not None, cs=cs,
+                  gates=a[FL_GATES], w_hr=weights[4], w_peephole=weights[5])
+    return hs[1:], hs[-1], cs[-1], ctx
 
 
 def lstm_backward(ctx, dy, dh_n, dc_n):
     """Backpropagation through time for :func:`lstm_forward`: as ``reference.lstm_backward``."""
-    dy, (dh_n, dc_n) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
-    H = ctx.hs.shape[2]
-    dh, dc = dh_n.copy(), dc_n.copy()
-    da = np.empty_like(ctx.gates)
-    dx, dw_ih, dw_hh, db = _weight_grad_arrays(ctx, 4 * H)
-    if dy.dtype == np.float32:
-        _lstm_backward[float](ctx.x, ctx.w_ih, ctx.w_hh, ctx.hs, ctx.cs, ctx.gates, dy, dh, dc,
-                              da, dx, dw_ih, dw_hh, db, get_num_threads())
-    else:
-        _lstm_backward[double](ctx.x, ctx.w_ih, ctx.w_hh, ctx.hs, ctx.cs, ctx.gates, dy, dh,
-                               dc, da, dx, dw_ih, dw_hh, db, get_num_threads())
-    return (dx, dh, dc, dw_ih, dw_hh) + bias_grads(ctx.has_bias, db)
+    dy, dstates = check_backward("lstm", ctx, dy, (dh_n, dc_n))
+    a = _backward(ctx, dy, dstates)
+    return ((a[FL_DX], a[FL_DH], a[FL_DC]) + _weight_grads(a)
+            + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """Run a GRU layer over a sequence: as ``fastlstm.reference.gru_forward``."""
+    x, states, weights = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
+    a = _forward("gru", x, states, weights)
+    hs = a[FL_HS]
+    ctx = Context("gru", x, hs, weights[0], weights[1], b_ih is not None, gates=a[FL_GATES],
+                  hn=a[FL_HN])
+    return hs[1:], hs[-1], ctx
+
+
+def gru_backward(ctx, dy, dh_n):
+    """Backpropagation through time for :func:`gru_forward`: as ``reference.gru_backward``."""
+    dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
+    a = _backward(ctx, dy, dstates)
+    return (a[FL_DX], a[FL_DH]) + _weight_grads(a)

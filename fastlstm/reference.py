@@ -46,11 +46,36 @@ back one step, ``dL/dc_{t-1} = dL/dc_t * f``: no squashing derivative and no wei
 the forget gate. While the forget gate stays open (f near 1) the error signal flows back across
 hundreds of steps unchanged, the "constant error carousel", and the input and output gates
 decide when a unit listens and when it speaks.
+
+Two options extend the cell. **Peepholes** (Gers & Schmidhuber 2000) let the gates see the cell
+itself, through one weight per unit: ``a_i += p_i * c_{t-1}``, ``a_f += p_f * c_{t-1}`` and,
+once the new cell is known, ``a_o += p_o * c_t``. With the cell in view the gates can time their
+actions precisely, which the hidden state, squashed and gated by ``o``, does not always allow.
+A **projection** (LSTMP, Sak et al. 2014) shrinks what the cell shows to the rest of the network:
+``h_t = W_hr (o * tanh(c_t))`` has ``P < H`` entries, and because ``h`` is also the recurrent
+input, ``W_hh`` shrinks to ``(4H, P)``. The cell keeps its ``H`` units.
+
+The GRU
+-------
+The gated recurrent unit (Cho et al. 2014) gets by with one state and three gates (``W_ir``,
+``W_iz``, ``W_in`` are the row blocks of torch's ``weight_ih``, ``W_hr``, ``W_hz``, ``W_hn`` those of
+``weight_hh``; this ``W_hr`` is not the LSTM's projection)::
+
+    r = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)          reset gate
+    z = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)          update gate
+    n = tanh(W_in x_t + b_in + r * (W_hn h_{t-1} + b_hn))       candidate
+    h_t = (1 - z) * n + z * h_{t-1}
+
+The update gate interpolates between the old state and the candidate, so ``dL/dh_{t-1}`` has a
+term ``z * dL/dh_t`` that meets no weight matrix and no squashing derivative: while ``z`` stays
+near 1, the signal survives, as in the LSTM's cell. Because ``r`` multiplies only the recurrent
+part of ``n``, the two products cannot be merged into one over ``[x_t, h_{t-1}]``; and
+``b_hn`` sits inside the product with ``r``, which is why torch keeps two bias vectors.
 """
 
 import numpy as np
 
-from ._functional import Context, bias_grads, check_backward, check_forward, combined_bias
+from ._functional import Context, check_backward, check_forward, extra_grads
 
 
 def sigmoid(a):
@@ -59,21 +84,29 @@ def sigmoid(a):
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _weight_grads(ctx, da):
+def _rows(a):
+    """A (T, B, n) array as the (T * B, n) matrix of all its rows."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _weight_grads(ctx, da, da_h=None):
     """Gradients of the weights from the pre-activation gradients ``da`` (T, B, G*H).
 
     Every step used the same weights, so their gradient is the sum over all steps and all batch
-    rows of ``da_t.T @ z_t`` with ``z_t = [x_t, h_{t-1}]``: one product over all T*B rows. The
-    two biases are added to the same pre-activation, so they get the same gradient.
+    rows of ``da_t.T @ x_t`` and ``da_t.T @ h_{t-1}``: one product over all T*B rows each. The
+    two biases are added to the same pre-activation, so they get the same gradient; except in
+    the GRU, whose recurrent side has its own ``da_h`` (``b_hn`` sits inside ``r * (...)``).
     """
-    T, B, I = ctx.x.shape
-    H = ctx.hs.shape[2]
-    z = np.concatenate([ctx.x, ctx.hs[:-1]], axis=2).reshape(T * B, I + H)
-    dw = da.reshape(T * B, da.shape[2]).T @ z
-    dw_ih, dw_hh = dw[:, :I], dw[:, I:]
-    db = da.sum(axis=(0, 1))
-    dw_ih, dw_hh = np.ascontiguousarray(dw_ih), np.ascontiguousarray(dw_hh)
-    return (dw_ih, dw_hh) + bias_grads(ctx.has_bias, db)
+    da_h = da if da_h is None else da_h
+    dw_ih = _rows(da).T @ _rows(ctx.x)
+    dw_hh = _rows(da_h).T @ _rows(ctx.hs[:-1])
+    if not ctx.has_bias:
+        return dw_ih, dw_hh, None, None
+    return dw_ih, dw_hh, da.sum(axis=(0, 1)), da_h.sum(axis=(0, 1))
+
+
+def _bias(b, n, dtype):
+    return np.zeros(n, dtype) if b is None else b
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
@@ -92,19 +125,19 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     h_n : (B, H), the state after the last step (h0 when T = 0)
     ctx : Context for :func:`rnn_backward`
     """
-    x, (h0,), w_ih, w_hh, b_ih, b_hh = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh,
-                                                     nonlinearity)
+    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _) = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih,
+                                                             b_hh, nonlinearity)
     T, B, _ = x.shape
     H = w_hh.shape[0]
     phi = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
     w = np.concatenate([w_ih, w_hh], axis=1)            # one matrix over [x_t, h_{t-1}]
-    b = combined_bias(b_ih, b_hh, H, x.dtype)
+    b = _bias(b_ih, H, x.dtype) + _bias(b_hh, H, x.dtype)
     hs = np.empty((T + 1, B, H), x.dtype)
     hs[0] = h0
     for t in range(T):
         z = np.concatenate([x[t], hs[t]], axis=1)       # the fed-back state as extra inputs
         hs[t + 1] = phi(z @ w.T + b)
-    ctx = Context("rnn", nonlinearity, x, hs, None, None, w_ih, w_hh, b_ih is not None)
+    ctx = Context("rnn", x, hs, w_ih, w_hh, b_ih is not None, nonlinearity=nonlinearity)
     return hs[1:], hs[T], ctx
 
 
@@ -138,39 +171,50 @@ def rnn_backward(ctx, dy, dh_n):
     return (dx, dh) + _weight_grads(ctx, da)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None):
     """Run an LSTM layer over a sequence.
 
     Parameters
     ----------
     x : (T, B, I) float32 or float64
-    h0, c0 : (B, H) or None for zeros
-    w_ih : (4H, I); w_hh : (4H, H); b_ih, b_hh : (4H,) or both None; gate order i, f, g, o
+    h0 : (B, P) and c0 : (B, H), or None for zeros (P = H without projection)
+    w_ih : (4H, I); w_hh : (4H, P); b_ih, b_hh : (4H,) or both None; gate order i, f, g, o
+    w_hr : (P, H) projection, or None for none (torch's weight_hr)
+    w_peephole : (3H,) peephole weights of gates i, f, o, or None for none
 
     Returns
     -------
-    y : (T, B, H); h_n, c_n : (B, H) after the last step; ctx : Context for :func:`lstm_backward`
+    y : (T, B, P); h_n : (B, P) and c_n : (B, H) after the last step;
+    ctx : Context for :func:`lstm_backward`
     """
-    x, (h0, c0), w_ih, w_hh, b_ih, b_hh = check_forward("lstm", x, (h0, c0), w_ih, w_hh,
-                                                        b_ih, b_hh)
+    x, (h0, c0), weights = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                         w_hr=w_hr, w_peephole=w_peephole)
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
     T, B, _ = x.shape
-    H = w_hh.shape[1]
+    H, P = w_ih.shape[0] // 4, w_hh.shape[1]
     w = np.concatenate([w_ih, w_hh], axis=1)
-    b = combined_bias(b_ih, b_hh, 4 * H, x.dtype)
-    hs = np.empty((T + 1, B, H), x.dtype)
+    b = _bias(b_ih, 4 * H, x.dtype) + _bias(b_hh, 4 * H, x.dtype)
+    if w_peephole is not None:
+        p_i, p_f, p_o = w_peephole[:H], w_peephole[H:2 * H], w_peephole[2 * H:]
+    hs = np.empty((T + 1, B, P), x.dtype)
     cs = np.empty((T + 1, B, H), x.dtype)
     gates = np.empty((T, B, 4 * H), x.dtype)
     hs[0], cs[0] = h0, c0
     for t in range(T):
         a = np.concatenate([x[t], hs[t]], axis=1) @ w.T + b
-        i = sigmoid(a[:, 0 * H:1 * H])
-        f = sigmoid(a[:, 1 * H:2 * H])
-        g = np.tanh(a[:, 2 * H:3 * H])
-        o = sigmoid(a[:, 3 * H:4 * H])
+        a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H] for k in range(4))
+        if w_peephole is not None:                      # the input and forget gates see c_{t-1}
+            a_i, a_f = a_i + p_i * cs[t], a_f + p_f * cs[t]
+        i, f, g = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g)
         cs[t + 1] = f * cs[t] + i * g                    # additive: the constant error carousel
-        hs[t + 1] = o * np.tanh(cs[t + 1])
+        if w_peephole is not None:                      # the output gate sees c_t
+            a_o = a_o + p_o * cs[t + 1]
+        o = sigmoid(a_o)
+        m = o * np.tanh(cs[t + 1])
+        hs[t + 1] = m if w_hr is None else m @ w_hr.T
         gates[t] = np.concatenate([i, f, g, o], axis=1)
-    ctx = Context("lstm", None, x, hs, cs, gates, w_ih, w_hh, b_ih is not None)
+    ctx = Context("lstm", x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates, w_hr=w_hr,
+                  w_peephole=w_peephole)
     return hs[1:], hs[T], cs[T], ctx
 
 
@@ -180,28 +224,115 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     Parameters
     ----------
     ctx : the Context returned by lstm_forward
-    dy : (T, B, H) or None; dh_n, dc_n : (B, H) or None (None means zeros)
+    dy : (T, B, P) or None; dh_n : (B, P) or None; dc_n : (B, H) or None (None means zeros)
 
     Returns
     -------
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases),
+    then dw_hr if the forward had w_hr, then dw_peephole if it had w_peephole.
     """
     dy, (dh, dc) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
-    cs, gates, w_ih, w_hh = ctx.cs, ctx.gates, ctx.w_ih, ctx.w_hh
+    cs, gates, w_ih, w_hh, w_hr = ctx.cs, ctx.gates, ctx.w_ih, ctx.w_hh, ctx.w_hr
     T = dy.shape[0]
-    H = dh.shape[1]
+    H = dc.shape[1]
+    peephole = ctx.w_peephole is not None
+    if peephole:
+        p_i, p_f, p_o = (ctx.w_peephole[k * H:(k + 1) * H] for k in range(3))
     da = np.empty_like(gates)
+    dhs = np.empty_like(dy)                             # dL/dh_t and m_t = o * tanh(c_t):
+    ms = np.empty_like(cs[1:])                          # what the projection's gradient needs
     dh, dc = dh.copy(), dc.copy()
     for t in reversed(range(T)):
         i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh += dy[t]
+        dhs[t] = dh
+        dm = dh if w_hr is None else dh @ w_hr          # back through h_t = W_hr m_t
         tanh_c = np.tanh(cs[t + 1])
-        dc += dh * o * (1 - tanh_c * tanh_c)            # through h_t = o * tanh(c_t)
-        da[t, :, 0 * H:1 * H] = dc * g * i * (1 - i)     # sigmoid' = s (1 - s)
-        da[t, :, 1 * H:2 * H] = dc * cs[t] * f * (1 - f)
-        da[t, :, 2 * H:3 * H] = dc * i * (1 - g * g)
-        da[t, :, 3 * H:4 * H] = dh * tanh_c * o * (1 - o)
+        ms[t] = o * tanh_c
+        da_o = dm * tanh_c * o * (1 - o)                # sigmoid' = s (1 - s)
+        dc += dm * o * (1 - tanh_c * tanh_c)            # through m_t = o * tanh(c_t)
+        if peephole:
+            dc += da_o * p_o                            # and through o's peephole
+        da_i = dc * g * i * (1 - i)
+        da_f = dc * cs[t] * f * (1 - f)
+        da[t] = np.concatenate([da_i, da_f, dc * i * (1 - g * g), da_o], axis=1)
         dc = dc * f                                     # the carousel: only the forget gate
+        if peephole:
+            dc += da_i * p_i + da_f * p_f               # (and the peepholes)
         dh = da[t] @ w_hh
     dx = da @ w_ih
-    return (dx, dh, dc) + _weight_grads(ctx, da)
+    dw_hr = None if w_hr is None else _rows(dhs).T @ _rows(ms)
+    dw_peephole = None
+    if peephole:
+        c_prev, c = cs[:-1], cs[1:]
+        dw_peephole = np.concatenate([(da[..., :H] * c_prev).sum(axis=(0, 1)),
+                                      (da[..., H:2 * H] * c_prev).sum(axis=(0, 1)),
+                                      (da[..., 3 * H:] * c).sum(axis=(0, 1))])
+    return (dx, dh, dc) + _weight_grads(ctx, da) + extra_grads(ctx, dw_hr, dw_peephole)
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """Run a GRU layer over a sequence (torch.nn.GRU's equations and layout).
+
+    Parameters
+    ----------
+    x : (T, B, I) float32 or float64
+    h0 : (B, H) or None for zeros
+    w_ih : (3H, I); w_hh : (3H, H); b_ih, b_hh : (3H,) or both None; gate order r, z, n
+
+    Returns
+    -------
+    y : (T, B, H); h_n : (B, H) after the last step; ctx : Context for :func:`gru_backward`
+    """
+    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _) = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih,
+                                                             b_hh)
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    b_hh_ = _bias(b_hh, 3 * H, x.dtype)
+    ax = x @ w_ih.T + _bias(b_ih, 3 * H, x.dtype)       # the input side of every step at once
+    hs = np.empty((T + 1, B, H), x.dtype)
+    gates = np.empty((T, B, 3 * H), x.dtype)
+    hn = np.empty((T, B, H), x.dtype)
+    hs[0] = h0
+    for t in range(T):
+        ah = hs[t] @ w_hh.T + b_hh_                     # the recurrent side, all three gates
+        r = sigmoid(ax[t, :, :H] + ah[:, :H])
+        z = sigmoid(ax[t, :, H:2 * H] + ah[:, H:2 * H])
+        hn[t] = ah[:, 2 * H:]
+        n = np.tanh(ax[t, :, 2 * H:] + r * hn[t])
+        hs[t + 1] = (1 - z) * n + z * hs[t]
+        gates[t] = np.concatenate([r, z, n], axis=1)
+    ctx = Context("gru", x, hs, w_ih, w_hh, b_ih is not None, gates=gates, hn=hn)
+    return hs[1:], hs[T], ctx
+
+
+def gru_backward(ctx, dy, dh_n):
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Parameters
+    ----------
+    ctx : the Context returned by gru_forward
+    dy : (T, B, H) or None; dh_n : (B, H) or None (None means zeros)
+
+    Returns
+    -------
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases)
+    """
+    dy, (dh,) = check_backward("gru", ctx, dy, (dh_n,))
+    hs, gates, hn = ctx.hs, ctx.gates, ctx.hn
+    T = dy.shape[0]
+    H = dh.shape[1]
+    da = np.empty_like(gates)                           # dL/d(input side of the pre-activations)
+    da_h = np.empty_like(gates)                         # dL/d(recurrent side, W_hh h + b_hh)
+    dh = dh.copy()
+    for t in reversed(range(T)):
+        r, z, n = (gates[t, :, k * H:(k + 1) * H] for k in range(3))
+        dh += dy[t]
+        da_n = dh * (1 - z) * (1 - n * n)
+        da_z = dh * (hs[t] - n) * z * (1 - z)
+        da_r = da_n * hn[t] * r * (1 - r)
+        da[t] = np.concatenate([da_r, da_z, da_n], axis=1)
+        da_h[t] = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        dh = dh * z + da_h[t] @ ctx.w_hh                # the direct path through z, and W_hh
+    dx = da @ ctx.w_ih
+    return (dx, dh) + _weight_grads(ctx, da, da_h)
