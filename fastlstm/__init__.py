@@ -1,6 +1,6 @@
-"""fastlstm: Elman RNN and LSTM layers for the CPU, forward and backpropagation through time.
+"""fastlstm: Elman RNN, LSTM and GRU layers for the CPU, forward and backpropagation through time.
 
-``fastlstm.RNN`` and ``fastlstm.LSTM`` follow torch.nn; ``fastlstm.reference`` is the NumPy
+``fastlstm.RNN``, ``fastlstm.LSTM`` and ``fastlstm.GRU`` follow torch.nn; ``fastlstm.reference`` is the NumPy
 specification and ``fastlstm.native`` the same functions in C. ``python -m fastlstm demo`` is
 the place to start.
 """
@@ -16,8 +16,8 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 import scipy_openblas32  # noqa: E402,F401
 
 from . import native, reference  # noqa: E402
-from .layers import LSTM, RNN  # noqa: E402
+from .layers import GRU, LSTM, RNN  # noqa: E402
 from .native import get_num_threads, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "reference", "native", "set_num_threads", "get_num_threads"]
+__all__ = ["RNN", "LSTM", "GRU", "reference", "native", "set_num_threads", "get_num_threads"]

@@ -20,6 +20,7 @@ from . import native, reference
 from ._functional import DTYPES, NONLINEARITIES, describe
 
 BACKENDS = {"native": native, "reference": reference}
+RECURRENT_INITS = ("uniform", "orthogonal")
 
 
 def _check_int(name, value, minimum):
@@ -34,6 +35,21 @@ def _check_bool(name, value):
     return bool(value)
 
 
+def _check_choice(name, value, choices):
+    if value not in choices:
+        options = " or ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be {options}, got {value!r}")
+    return value
+
+
+def _orthogonal(rng, rows, cols):
+    """A random (rows, cols) matrix with orthonormal columns (rows >= cols) or rows, drawn from
+    the uniform (Haar) distribution: QR of a Gaussian matrix, with R's diagonal made positive."""
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q *= np.where(np.diag(r) < 0, -1, 1)
+    return q if rows >= cols else q.T
+
+
 def _to_numpy(value):
     """Arrays as they are; torch tensors (anything with .detach().cpu().numpy()) as NumPy."""
     if hasattr(value, "detach"):
@@ -42,13 +58,15 @@ def _to_numpy(value):
 
 
 class _Recurrent:
-    """What RNN and LSTM share; a subclass names its cell and runs one layer-direction."""
+    """What every layer shares; a subclass names its cell and runs one layer-direction."""
 
-    n_states = 1       # states carried between steps: h for the RNN, h and c for the LSTM
+    n_states = 1       # states carried between steps: h for the RNN and GRU, h and c for the LSTM
     gates = 1          # pre-activation blocks per hidden unit
+    proj_size = 0      # the LSTM's projection; 0 means none
+    peephole = False   # the LSTM's peepholes
 
     def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                 bidirectional, dtype, backend, seed):
+                 bidirectional, dtype, backend, seed, recurrent_init):
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
         self.num_layers = _check_int("num_layers", num_layers, 1)
@@ -77,6 +95,8 @@ class _Recurrent:
                                  or seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
         self.seed = seed
+        self.recurrent_init = _check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        self._layout = self._make_layout()
         # Two independent streams from one seed: the initial weights do not depend on whether
         # dropout draws, and the dropout masks repeat from the same seed.
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
@@ -92,33 +112,57 @@ class _Recurrent:
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
-    def _param_shapes(self):
-        """Names and shapes in torch's order: per layer, per direction, w_ih, w_hh, b_ih, b_hh."""
-        H, GH = self.hidden_size, self.gates * self.hidden_size
-        shapes = {}
+    @property
+    def output_size(self):
+        """The size of h and of each direction's output: proj_size, or hidden_size without it."""
+        return self.proj_size or self.hidden_size
+
+    def _state_sizes(self):
+        """The last dimension of each state: h, then the LSTM's c."""
+        return (self.output_size, self.hidden_size)[:self.n_states]
+
+    def _make_layout(self):
+        """Per layer-direction (index k * num_directions + d), the parameters in torch's order:
+        ``{kind: (name, shape)}``, where the kind is the backend function's argument name."""
+        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
+        layout = []
         for k in range(self.num_layers):
-            layer_in = self.input_size if k == 0 else self.num_directions * H
+            layer_in = self.input_size if k == 0 else self.num_directions * P
             for suffix in ("", "_reverse")[:self.num_directions]:
-                shapes[f"weight_ih_l{k}{suffix}"] = (GH, layer_in)
-                shapes[f"weight_hh_l{k}{suffix}"] = (GH, H)
+                entry = {"w_ih": (f"weight_ih_l{k}{suffix}", (GH, layer_in)),
+                         "w_hh": (f"weight_hh_l{k}{suffix}", (GH, P))}
                 if self.bias:
-                    shapes[f"bias_ih_l{k}{suffix}"] = (GH,)
-                    shapes[f"bias_hh_l{k}{suffix}"] = (GH,)
-        return shapes
+                    entry["b_ih"] = (f"bias_ih_l{k}{suffix}", (GH,))
+                    entry["b_hh"] = (f"bias_hh_l{k}{suffix}", (GH,))
+                if self.proj_size:
+                    entry["w_hr"] = (f"weight_hr_l{k}{suffix}", (P, H))
+                if self.peephole:
+                    entry["w_peephole"] = (f"weight_peephole_l{k}{suffix}", (3 * H,))
+                layout.append(entry)
+        return layout
 
     def _init_params(self, rng):
-        """torch's default: every parameter uniform in [-1/sqrt(H), 1/sqrt(H)]."""
+        """torch's default, every parameter uniform in [-1/sqrt(H), 1/sqrt(H)] (the peepholes
+        too, like the biases); then the options: orthogonal recurrent weights (each gate's
+        (H, P) block of weight_hh), and the LSTM's unit forget bias."""
         bound = 1 / np.sqrt(self.hidden_size)
-        return {name: rng.uniform(-bound, bound, shape).astype(self.dtype)
-                for name, shape in self._param_shapes().items()}
+        params = {name: rng.uniform(-bound, bound, shape).astype(self.dtype)
+                  for entry in self._layout for name, shape in entry.values()}
+        if self.recurrent_init == "orthogonal":
+            H, P = self.hidden_size, self.output_size
+            for entry in self._layout:
+                w_hh = params[entry["w_hh"][0]]
+                for g in range(self.gates):
+                    w_hh[g * H:(g + 1) * H] = _orthogonal(rng, H, P)
+        self._init_biases(params)
+        return params
 
-    def _weights(self, k, d):
-        suffix = "_reverse" if d else ""
-        p = self._params
-        if self.bias:
-            return (p[f"weight_ih_l{k}{suffix}"], p[f"weight_hh_l{k}{suffix}"],
-                    p[f"bias_ih_l{k}{suffix}"], p[f"bias_hh_l{k}{suffix}"])
-        return p[f"weight_ih_l{k}{suffix}"], p[f"weight_hh_l{k}{suffix}"], None, None
+    def _init_biases(self, params):
+        """A subclass's change to the initial biases (the LSTM's unit_forget_bias)."""
+
+    def _weights(self, idx):
+        """The parameters of layer-direction ``idx`` as ``{kind: array}``."""
+        return {kind: self._params[name] for kind, (name, _) in self._layout[idx].items()}
 
     def named_parameters(self):
         """Yield ``(name, array)`` for every parameter: the live arrays, updated in place."""
@@ -181,13 +225,16 @@ class _Recurrent:
 
     # ------------------------------------------------------------------ checks
 
+    def _check_dtype(self, name, a):
+        if a.dtype != self.dtype:
+            raise TypeError(f"{name} must have dtype {self.dtype} (the layer's dtype), got "
+                            f"{a.dtype}; convert it with .astype(np.{self.dtype})")
+
     def _check_input(self, x):
         """x as a C-contiguous (T, B, input_size) array of the layer's dtype."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(_to_numpy(x))
-        if x.dtype != self.dtype:
-            raise TypeError(f"x must have dtype {self.dtype} (the layer's dtype), got {x.dtype}; "
-                            f"convert it with x.astype(np.{self.dtype})")
+        self._check_dtype("x", x)
         layout = "(batch, seq_len, input_size)" if self.batch_first else \
             "(seq_len, batch, input_size)"
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -199,7 +246,7 @@ class _Recurrent:
         return np.array(x, order="C", copy=True) if self.training else np.ascontiguousarray(x)
 
     def _check_states(self, name, states, B):
-        """``states`` (a tuple of n_states arrays or None) as arrays (L * D, B, H) or Nones."""
+        """``states`` (a tuple of n_states arrays or None) as arrays (L * D, B, n) or Nones."""
         if states is None:
             return (None,) * self.n_states
         if self.n_states > 1:
@@ -210,18 +257,17 @@ class _Recurrent:
             names = [f"{name}[{i}]" for i in range(self.n_states)]
         else:
             states, names = (states,), [name]
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         checked = []
-        for n, s in zip(names, states):
+        for n, s, size in zip(names, states, self._state_sizes()):
+            shape = (self.num_layers * self.num_directions, B, size)
             if s is None:
                 raise TypeError(f"{n} must be an array of shape {shape}, got None")
             s = np.asarray(_to_numpy(s))
-            if s.dtype != self.dtype:
-                raise TypeError(f"{n} must have dtype {self.dtype} (the layer's dtype), got "
-                                f"{s.dtype}")
+            self._check_dtype(n, s)
             if s.shape != shape:
+                what = "proj_size" if size != self.hidden_size else "hidden_size"
                 raise ValueError(f"{n} must have shape {shape} (num_layers * num_directions, "
-                                 f"batch, hidden_size), got {s.shape}")
+                                 f"batch, {what}), got {s.shape}")
             checked.append(np.ascontiguousarray(s))
         return tuple(checked)
 
@@ -233,9 +279,9 @@ class _Recurrent:
         x = self._check_input(x)
         T, B, _ = x.shape
         states = self._check_states("hx" if self.n_states > 1 else "h0", states, B)
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        L, D = self.num_layers, self.num_directions
         use_dropout = self.training and self.dropout > 0 and L > 1
-        finals = [np.empty((L * D, B, H), self.dtype) for _ in range(self.n_states)]
+        finals = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
         ctxs, masks = [], []
         layer_in = x
         for k in range(L):
@@ -244,7 +290,7 @@ class _Recurrent:
                 idx = k * D + d
                 inp = layer_in[::-1] if d else layer_in     # the reverse direction reads time backwards
                 init = tuple(None if s is None else s[idx] for s in states)
-                y, final, ctx = self._cell_forward(inp, init, self._weights(k, d))
+                y, final, ctx = self._cell_forward(inp, init, self._weights(idx))
                 outs.append(y[::-1] if d else y)
                 for f, v in zip(finals, final):
                     f[idx] = v
@@ -271,18 +317,17 @@ class _Recurrent:
             raise RuntimeError("backward needs the last forward to have run in training mode "
                                "(layer.train()); there is no saved forward pass")
         ctxs, masks, T, B = self._saved
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        y_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+        L, D, P = self.num_layers, self.num_directions, self.output_size
+        y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
         dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(_to_numpy(dy))
-        if dy.dtype != self.dtype:
-            raise TypeError(f"dy must have dtype {self.dtype} (the layer's dtype), got {dy.dtype}")
+        self._check_dtype("dy", dy)
         if dy.shape != y_shape:
             raise ValueError(f"dy must have the shape of y, {y_shape}, got {dy.shape}")
         dstates = self._check_states("dhx" if self.n_states > 1 else "dh_n", dstates, B)
         if self.batch_first:
             dy = dy.transpose(1, 0, 2)
         new_grads = {}
-        dinit = [np.empty((L * D, B, H), self.dtype) for _ in range(self.n_states)]
+        dinit = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
         d_out = dy
         for k in reversed(range(L)):
             if masks and k < L - 1:
@@ -290,7 +335,7 @@ class _Recurrent:
             d_in = None
             for d in range(D):
                 idx = k * D + d
-                g = d_out[:, :, d * H:(d + 1) * H]
+                g = d_out[:, :, d * P:(d + 1) * P]
                 g = g[::-1] if d else g
                 dfinal = tuple(None if s is None else s[idx] for s in dstates)
                 dx, dinit_kd, dweights = self._cell_backward(ctxs[idx], g, dfinal)
@@ -298,12 +343,13 @@ class _Recurrent:
                 d_in = dx if d_in is None else d_in + dx
                 for a, v in zip(dinit, dinit_kd):
                     a[idx] = v
-                suffix = "_reverse" if d else ""
-                names = (f"weight_ih_l{k}{suffix}", f"weight_hh_l{k}{suffix}",
-                         f"bias_ih_l{k}{suffix}", f"bias_hh_l{k}{suffix}")
-                for name, g_w in zip(names, dweights):
+                # The backends return the weight gradients in the order of their arguments:
+                # w_ih, w_hh, b_ih, b_hh (None without biases), then w_hr, w_peephole if given.
+                kinds = ("w_ih", "w_hh", "b_ih", "b_hh") + tuple(
+                    kind for kind in ("w_hr", "w_peephole") if kind in self._layout[idx])
+                for kind, g_w in zip(kinds, dweights, strict=True):
                     if g_w is not None:
-                        new_grads[name] = g_w
+                        new_grads[self._layout[idx][kind][0]] = g_w
             d_out = d_in
         for name, g_w in new_grads.items():
             self.grads[name] += g_w
@@ -316,44 +362,21 @@ class _Recurrent:
     def __repr__(self):
         args = [str(self.input_size), str(self.hidden_size)]
         defaults = {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
-                    "bidirectional": False}
-        args += [f"{k}={getattr(self, k)}" for k, v in defaults.items() if getattr(self, k) != v]
-        args += self._repr_extra()
+                    "bidirectional": False, **self._extra_defaults}
+        args += [f"{k}={getattr(self, k)!r}" for k, v in defaults.items() if getattr(self, k) != v]
         if self.dtype != np.float32:
             args.append(f"dtype={self.dtype}")
         if self.backend != "native":
             args.append(f"backend={self.backend!r}")
+        if self.recurrent_init != "uniform":
+            args.append(f"recurrent_init={self.recurrent_init!r}")
         return f"{type(self).__name__}({', '.join(args)})"
 
-    def _repr_extra(self):
-        return []
+    _extra_defaults = {}  # a subclass's own arguments and their defaults, for __repr__
 
 
-class RNN(_Recurrent):
-    """Elman RNN: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
-
-    Arguments, parameter names and shapes, and return values as ``torch.nn.RNN``; in addition
-    ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference") and ``seed``
-    (initial weights and dropout masks). See ``fastlstm.reference`` for the equations.
-    """
-
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
-                 backend="native", seed=None):
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed)
-
-    def _cell_forward(self, x, init, weights):
-        y, h_n, ctx = BACKENDS[self.backend].rnn_forward(x, init[0], *weights,
-                                                         nonlinearity=self.nonlinearity)
-        return y, (h_n,), ctx
-
-    def _cell_backward(self, ctx, dy, dfinal):
-        dx, dh0, *dweights = BACKENDS[self.backend].rnn_backward(ctx, dy, dfinal[0])
-        return dx, (dh0,), dweights
+class _OneState(_Recurrent):
+    """The forward and backward of the cells with one state, h (RNN and GRU)."""
 
     def forward(self, x, h0=None, lengths=None):
         """Run the layer. x: (T, B, input_size), or (B, T, input_size) with batch_first; h0:
@@ -372,34 +395,121 @@ class RNN(_Recurrent):
         dx, (dh0,) = self._backward(dy, dh_n)
         return dx, dh0
 
-    def _repr_extra(self):
-        return [] if self.nonlinearity == "tanh" else [f"nonlinearity={self.nonlinearity!r}"]
+
+class RNN(_OneState):
+    """Elman RNN: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or relu).
+
+    Arguments, parameter names and shapes, and return values as ``torch.nn.RNN``; in addition
+    ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference"), ``seed``
+    (initial weights and dropout masks) and ``recurrent_init`` ("uniform", torch's default, or
+    "orthogonal" weight_hh). See ``fastlstm.reference`` for the equations.
+    """
+
+    _extra_defaults = {"nonlinearity": "tanh"}
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
+                 backend="native", seed=None, recurrent_init="uniform"):
+        self.nonlinearity = _check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, backend, seed, recurrent_init)
+
+    def _cell_forward(self, x, init, w):
+        y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
+            x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+            nonlinearity=self.nonlinearity)
+        return y, (h_n,), ctx
+
+    def _cell_backward(self, ctx, dy, dfinal):
+        dx, dh0, *dweights = BACKENDS[self.backend].rnn_backward(ctx, dy, dfinal[0])
+        return dx, (dh0,), dweights
+
+
+class GRU(_OneState):
+    """GRU with torch.nn.GRU's equations and gate order r, z, n::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
+
+    Arguments, parameter names and shapes, and return values as ``torch.nn.GRU``; in addition
+    ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference"), ``seed``
+    (initial weights and dropout masks) and ``recurrent_init`` ("uniform", torch's default, or
+    "orthogonal": each gate's block of weight_hh orthogonal). See ``fastlstm.reference``.
+    """
+
+    gates = 3
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, backend="native",
+                 seed=None, recurrent_init="uniform"):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, backend, seed, recurrent_init)
+
+    def _cell_forward(self, x, init, w):
+        y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
+                                                         w.get("b_ih"), w.get("b_hh"))
+        return y, (h_n,), ctx
+
+    def _cell_backward(self, ctx, dy, dfinal):
+        dx, dh0, *dweights = BACKENDS[self.backend].gru_backward(ctx, dy, dfinal[0])
+        return dx, (dh0,), dweights
 
 
 class LSTM(_Recurrent):
     """LSTM with torch.nn.LSTM's gate order i, f, g, o (``c_t = f c_{t-1} + i g``,
-    ``h_t = o tanh(c_t)``).
+    ``h_t = o tanh(c_t)``, or ``h_t = W_hr (o tanh(c_t))`` with ``proj_size > 0``).
 
-    Arguments, parameter names and shapes, and return values as ``torch.nn.LSTM``; in addition
-    ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference") and ``seed``
-    (initial weights and dropout masks). See ``fastlstm.reference`` for the equations.
+    Arguments, parameter names and shapes, and return values as ``torch.nn.LSTM``; in addition:
+
+    - ``peephole``: connections from the cell to the gates (Gers & Schmidhuber 2000),
+      ``i = sigmoid(... + p_i c_{t-1})``, ``f = sigmoid(... + p_f c_{t-1})``,
+      ``o = sigmoid(... + p_o c_t)``, with parameters ``weight_peephole_l{k}`` (and
+      ``_reverse``) of shape (3 * hidden_size,), ordered i, f, o, initialised like the biases.
+    - ``unit_forget_bias``: Keras's initialisation, every bias zero except the forget gate's,
+      whose total is 1 (bias_ih's forget block 1, bias_hh's 0).
+    - ``recurrent_init``: "uniform" (torch's default) or "orthogonal" (each gate's block of
+      weight_hh orthogonal, like Keras's recurrent initializer).
+    - ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference") and ``seed``
+      (initial weights and dropout masks).
+
+    See ``fastlstm.reference`` for the equations.
     """
 
     n_states = 2
     gates = 4
+    _extra_defaults = {"proj_size": 0, "peephole": False, "unit_forget_bias": False}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, *, dtype=np.float32,
-                 backend="native", seed=None):
-        proj_size = _check_int("proj_size", proj_size, 0)
-        if proj_size:
-            raise NotImplementedError("proj_size > 0 (projected LSTM) is not supported yet")
-        self.proj_size = proj_size
+                 dropout=0.0, bidirectional=False, proj_size=0, *, peephole=False,
+                 unit_forget_bias=False, dtype=np.float32, backend="native", seed=None,
+                 recurrent_init="uniform"):
+        self.proj_size = _check_int("proj_size", proj_size, 0)
+        hidden = _check_int("hidden_size", hidden_size, 1)
+        if self.proj_size >= hidden:
+            raise ValueError(f"proj_size must be smaller than hidden_size={hidden}, got "
+                             f"proj_size={self.proj_size}")
+        self.peephole = _check_bool("peephole", peephole)
+        self.unit_forget_bias = _check_bool("unit_forget_bias", unit_forget_bias)
+        if self.unit_forget_bias and not bias:
+            raise ValueError("unit_forget_bias=True sets the forget gate's bias, so it needs "
+                             "bias=True")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed)
+                         bidirectional, dtype, backend, seed, recurrent_init)
 
-    def _cell_forward(self, x, init, weights):
-        y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(x, *init, *weights)
+    def _init_biases(self, params):
+        if not self.unit_forget_bias:
+            return
+        H = self.hidden_size
+        for entry in self._layout:
+            b_ih, b_hh = params[entry["b_ih"][0]], params[entry["b_hh"][0]]
+            b_ih.fill(0)
+            b_hh.fill(0)
+            b_ih[H:2 * H] = 1                  # gate order i, f, g, o: the forget gate's block
+
+    def _cell_forward(self, x, init, w):
+        y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(
+            x, *init, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w_hr=w.get("w_hr"),
+            w_peephole=w.get("w_peephole"))
         return y, (h_n, c_n), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -408,10 +518,11 @@ class LSTM(_Recurrent):
 
     def forward(self, x, hx=None, lengths=None):
         """Run the layer. x: (T, B, input_size), or (B, T, input_size) with batch_first; hx:
-        ``(h0, c0)``, each (num_layers * num_directions, B, hidden_size), or None for zeros.
+        ``(h0, c0)`` or None for zeros, h0 (num_layers * num_directions, B, P) with P =
+        proj_size or hidden_size, c0 (num_layers * num_directions, B, hidden_size).
 
-        Returns ``y, (h_n, c_n)``: y (T, B, num_directions * hidden_size) (batch first if
-        asked), h_n and c_n like h0 and c0.
+        Returns ``y, (h_n, c_n)``: y (T, B, num_directions * P) (batch first if asked), h_n and
+        c_n like h0 and c0.
         """
         y, (h_n, c_n) = self._forward(x, hx, lengths)
         return y, (h_n, c_n)
