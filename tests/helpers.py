@@ -1,73 +1,111 @@
 """Shared helpers for the fastlstm tests (imported as ``from helpers import ...``).
 
-A "kind" names a cell and its nonlinearity: "rnn_tanh", "rnn_relu" or "lstm". The helpers below
-hide the small differences between the RNN and LSTM signatures (one state or two) so that a test
-can be written once and parametrized over kinds.
+A "kind" names a cell and its options: "rnn_tanh", "rnn_relu", "gru", "lstm", and the LSTM with
+a projection ("lstmp"), with peepholes ("lstm_peephole") or both ("lstmp_peephole"). The helpers
+below hide the differences between their signatures (one state or two, optional weights) so that
+a test can be written once and parametrized over kinds.
 """
 import numpy as np
 
 import fastlstm
 from fastlstm import native, reference
 
-KINDS = ("rnn_tanh", "rnn_relu", "lstm")
+KINDS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "lstmp", "lstm_peephole", "lstmp_peephole")
 BACKENDS = {"reference": reference, "native": native}
 DTYPES = (np.float32, np.float64)
 
 
 def cell_of(kind):
-    return "lstm" if kind == "lstm" else "rnn"
+    return kind.split("_")[0].rstrip("p")
 
 
 def n_states(kind):
-    return 2 if kind == "lstm" else 1
+    return 2 if cell_of(kind) == "lstm" else 1
 
 
 def n_gates(kind):
-    return 4 if kind == "lstm" else 1
+    return {"rnn": 1, "gru": 3, "lstm": 4}[cell_of(kind)]
+
+
+def projects(kind):
+    return kind.startswith("lstmp")
+
+
+def has_peephole(kind):
+    return kind.endswith("peephole")
+
+
+def proj_of(H):
+    """The projection size the tests use for a hidden size H (layers need it below H)."""
+    return max(1, H // 2)
+
+
+def extra_names(kind):
+    """The optional LSTM weights of a kind, in the order the backends return their gradients."""
+    return ("w_hr",) * projects(kind) + ("w_peephole",) * has_peephole(kind)
+
+
+def weight_names(kind):
+    return ("w_ih", "w_hh", "b_ih", "b_hh") + extra_names(kind)
+
+
+def state_sizes(kind, H):
+    """The last dimension of each state: h (P), then the LSTM's c (H)."""
+    P = proj_of(H) if projects(kind) else H
+    return (P, H)[:n_states(kind)]
 
 
 # ---------------------------------------------------------------- functional API
 
 
 def random_weights(rng, kind, I, H, dtype=np.float64, bias=True, scale=0.5):
-    """(w_ih, w_hh, b_ih, b_hh) with torch's shapes; biases None when ``bias`` is False."""
-    GH = n_gates(kind) * H
-    w = [scale * rng.standard_normal((GH, I)), scale * rng.standard_normal((GH, H))]
+    """Weights with torch's shapes, in the order of :func:`weight_names`; biases None when
+    ``bias`` is False."""
+    GH, P = n_gates(kind) * H, state_sizes(kind, H)[0]
+    w = [scale * rng.standard_normal((GH, I)), scale * rng.standard_normal((GH, P))]
     if bias:
         w += [scale * rng.standard_normal(GH), scale * rng.standard_normal(GH)]
     else:
         w += [None, None]
+    extra = {"w_hr": (P, H), "w_peephole": (3 * H,)}
+    w += [scale * rng.standard_normal(extra[name]) for name in extra_names(kind)]
     return tuple(None if a is None else a.astype(dtype) for a in w)
 
 
-def random_problem(rng, kind, T, B, I, H, dtype=np.float64, bias=True):
+def random_problem(rng, kind, T, B, I, H, dtype=np.float64, bias=True, scale=0.5):
     """Inputs, initial states, weights and output gradients for one functional call."""
+    sizes = state_sizes(kind, H)
     x = rng.standard_normal((T, B, I)).astype(dtype)
-    states = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(n_states(kind)))
-    weights = random_weights(rng, kind, I, H, dtype, bias)
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
-    dstates = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(n_states(kind)))
+    states = tuple(rng.standard_normal((B, n)).astype(dtype) for n in sizes)
+    weights = random_weights(rng, kind, I, H, dtype, bias, scale)
+    dy = rng.standard_normal((T, B, sizes[0])).astype(dtype)
+    dstates = tuple(rng.standard_normal((B, n)).astype(dtype) for n in sizes)
     return x, states, weights, dy, dstates
 
 
 def f_forward(backend, kind, x, states, weights):
-    """Functional forward of either cell: returns ``(y, finals, ctx)``, finals a tuple."""
+    """Functional forward of any kind: returns ``(y, finals, ctx)``, finals a tuple."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
-    if kind == "lstm":
-        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights)
+    cell = cell_of(kind)
+    if cell == "lstm":
+        extra = dict(zip(extra_names(kind), weights[4:]))
+        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra)
         return y, (h_n, c_n), ctx
-    nonlinearity = kind.split("_")[1]
-    y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=nonlinearity)
+    if cell == "gru":
+        y, h_n, ctx = mod.gru_forward(x, *states, *weights)
+    else:
+        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1])
     return y, (h_n,), ctx
 
 
 def f_backward(backend, kind, ctx, dy, dstates):
-    """Functional backward of either cell: returns ``(dx, dinits, dweights)``, tuples."""
+    """Functional backward of any kind: returns ``(dx, dinits, dweights)``, tuples, dweights in
+    the order of :func:`weight_names`."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
-    if kind == "lstm":
+    if cell_of(kind) == "lstm":
         dx, dh0, dc0, *dw = mod.lstm_backward(ctx, dy, *dstates)
         return dx, (dh0, dc0), tuple(dw)
-    dx, dh0, *dw = mod.rnn_backward(ctx, dy, *dstates)
+    dx, dh0, *dw = getattr(mod, f"{cell_of(kind)}_backward")(ctx, dy, *dstates)
     return dx, (dh0,), tuple(dw)
 
 
@@ -75,9 +113,14 @@ def f_backward(backend, kind, ctx, dy, dstates):
 
 
 def make_layer(kind, input_size, hidden_size, **kwargs):
-    """fastlstm.RNN (tanh or relu) or fastlstm.LSTM; keyword arguments go to the constructor."""
-    if kind == "lstm":
-        return fastlstm.LSTM(input_size, hidden_size, **kwargs)
+    """The layer of a kind; keyword arguments go to the constructor."""
+    cell = cell_of(kind)
+    if cell == "lstm":
+        if projects(kind):
+            kwargs.setdefault("proj_size", proj_of(hidden_size))
+        return fastlstm.LSTM(input_size, hidden_size, peephole=has_peephole(kind), **kwargs)
+    if cell == "gru":
+        return fastlstm.GRU(input_size, hidden_size, **kwargs)
     return fastlstm.RNN(input_size, hidden_size, nonlinearity=kind.split("_")[1], **kwargs)
 
 
@@ -102,16 +145,22 @@ def layer_backward(layer, dy, dstates=None):
 def layer_problem(rng, layer, T, B):
     """Random x, initial states, dy and final-state gradients shaped for ``layer``."""
     D = 2 if layer.bidirectional else 1
-    H, dtype = layer.hidden_size, layer.dtype
+    P, dtype = layer.output_size, layer.dtype
     x_shape = (B, T, layer.input_size) if layer.batch_first else (T, B, layer.input_size)
-    y_shape = (B, T, D * H) if layer.batch_first else (T, B, D * H)
-    s_shape = (layer.num_layers * D, B, H)
-    k = 2 if isinstance(layer, fastlstm.LSTM) else 1
+    y_shape = (B, T, D * P) if layer.batch_first else (T, B, D * P)
+    s_shapes = [(layer.num_layers * D, B, n) for n in layer_state_sizes(layer)]
     x = rng.standard_normal(x_shape).astype(dtype)
-    states = tuple(rng.standard_normal(s_shape).astype(dtype) for _ in range(k))
+    states = tuple(rng.standard_normal(s).astype(dtype) for s in s_shapes)
     dy = rng.standard_normal(y_shape).astype(dtype)
-    dstates = tuple(rng.standard_normal(s_shape).astype(dtype) for _ in range(k))
+    dstates = tuple(rng.standard_normal(s).astype(dtype) for s in s_shapes)
     return x, states, dy, dstates
+
+
+def layer_state_sizes(layer):
+    """The last dimension of each of a layer's states: h, then the LSTM's c."""
+    if isinstance(layer, fastlstm.LSTM):
+        return layer.output_size, layer.hidden_size
+    return (layer.hidden_size,)
 
 
 def grads_copy(layer):

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (f_backward, f_forward, layer_backward, layer_forward,
-                     make_layer, random_problem)
+from helpers import (f_backward, f_forward, layer_backward, layer_forward, layer_state_sizes,
+                     make_layer, n_states, random_problem)
 
 import fastlstm
 
@@ -38,17 +38,17 @@ class Twins:
         self.twin = make_layer(kind, I, H, backend=backend, **LAYER_KW)
         rng = np.random.default_rng(0)
         self.x = rng.standard_normal((T, B, I)).astype(F32)
-        self.states = tuple(rng.standard_normal((L, B, H)).astype(F32)
-                            for _ in range(2 if kind == "lstm" else 1))
-        self.dy = rng.standard_normal((T, B, H)).astype(F32)
-        self.dstates = tuple(rng.standard_normal((L, B, H)).astype(F32) for _ in self.states)
+        sizes = layer_state_sizes(self.layer)
+        self.states = tuple(rng.standard_normal((L, B, n)).astype(F32) for n in sizes)
+        self.dy = rng.standard_normal((T, B, sizes[0])).astype(F32)
+        self.dstates = tuple(rng.standard_normal((L, B, n)).astype(F32) for n in sizes)
         for layer in (self.layer, self.twin):
             layer_forward(layer, self.x, self.states)
         self.params_before = self.layer.state_dict()
 
     @property
     def good_states(self):
-        return self.states if self.kind == "lstm" else self.states[0]
+        return self.states if n_states(self.kind) == 2 else self.states[0]
 
     def assert_unchanged(self, backward=True):
         layer, twin = self.layer, self.twin
@@ -73,7 +73,8 @@ class Twins:
         assert np.array_equal(y_got, y_expected)
 
 
-TWIN_PARAMS = ["rnn_tanh-native", "lstm-native", "rnn_tanh-reference", "lstm-reference"]
+TWIN_PARAMS = [f"{kind}-{backend}" for kind in ("rnn_tanh", "gru", "lstm")
+               for backend in ("native", "reference")]
 # The same, with the index of the state under test: h0 (0) for every cell, c0 (1) for the LSTM.
 TWIN_STATE_PARAMS = [f"{p}-{k}" for p in TWIN_PARAMS for k in ((0, 1) if "lstm" in p else (0,))]
 
@@ -92,7 +93,7 @@ def twins_k(request):
 
 def bad_states(tw, k, bad):
     """The layer's states argument with state ``k`` replaced by ``bad``."""
-    if tw.kind == "lstm":
+    if n_states(tw.kind) == 2:
         states = list(tw.states)
         states[k] = bad
         return tuple(states)
@@ -100,11 +101,11 @@ def bad_states(tw, k, bad):
 
 
 def state_name(tw, k):
-    return f"hx\\[{k}\\]" if tw.kind == "lstm" else "h0"
+    return f"hx\\[{k}\\]" if n_states(tw.kind) == 2 else "h0"
 
 
 def dstate_name(tw, k):
-    return f"dhx\\[{k}\\]" if tw.kind == "lstm" else "dh_n"
+    return f"dhx\\[{k}\\]" if n_states(tw.kind) == 2 else "dh_n"
 
 
 # ---------------------------------------------------------------- forward with bad x
@@ -269,6 +270,8 @@ CTOR_CASES = [
     (dict(bidirectional=None), TypeError, r"bidirectional must be True or False, got None"),
     (dict(seed=-1), ValueError, r"seed.*non-negative integer, got -1"),
     (dict(seed=1.5), ValueError, r"seed.*got 1\.5"),
+    (dict(recurrent_init="normal"), ValueError,
+     r"recurrent_init must be 'uniform' or 'orthogonal', got 'normal'"),
 ]
 
 
@@ -276,7 +279,7 @@ def case_id(case):
     return "-".join(f"{k}={v!r}" for k, v in case[0].items())
 
 
-@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm"])
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
 @pytest.mark.parametrize("case", CTOR_CASES, ids=case_id)
 def test_constructor_rejects_bad_arguments(kind, case):
     kwargs, exc, match = case
@@ -296,7 +299,8 @@ def test_rnn_rejects_bad_nonlinearity(nonlinearity):
 @pytest.mark.parametrize("proj_size, exc, match", [
     (-1, ValueError, r"proj_size.*>= 0.*got -1"),
     (True, ValueError, r"proj_size.*got True"),
-    (3, NotImplementedError, r"proj_size"),
+    (4, ValueError, r"proj_size must be smaller than hidden_size=4, got proj_size=4"),
+    (5, ValueError, r"proj_size must be smaller than hidden_size=4, got proj_size=5"),
 ])
 def test_lstm_proj_size(proj_size, exc, match):
     with pytest.raises(exc, match=match):
@@ -345,7 +349,8 @@ BAD_STATE_DICTS = {
     "extra key": (lambda sd: sd.update(weight_hr_l0=np.zeros((4, 4), F32)), ValueError,
                   r"missing keys \[\], unexpected keys \['weight_hr_l0'\]"),
     "wrong shape": (set_last(lambda v: v[:-1]), ValueError,
-                    r"state_dict\['bias_hh_l1'\] must have shape \((4|16),\), got \((3|15),\)"),
+                    r"state_dict\['bias_hh_l1'\] must have shape \((4|12|16),\), got "
+                    r"\((3|11|15),\)"),
     "int dtype": (set_last(lambda v: v.astype(np.int64)), TypeError,
                   r"state_dict\['bias_hh_l1'\] must have a floating dtype, got int64"),
     "string": (set_last(lambda v: "abc"), TypeError, r"state_dict\['bias_hh_l1'\]"),

@@ -12,8 +12,8 @@ and far below what any wrong term in a gradient (an O(1) mistake) would give.
 """
 import numpy as np
 import pytest
-from helpers import (assert_close, f_backward, f_forward, layer_backward, layer_forward,
-                     make_layer, n_states, random_weights)
+from helpers import (KINDS, assert_close, f_backward, f_forward, layer_backward, layer_forward,
+                     layer_state_sizes, make_layer, random_problem, weight_names)
 
 from fastlstm import reference
 
@@ -80,14 +80,11 @@ def min_abs_preactivation_layer(layer, x, h0):
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_functional_backward_matches_finite_differences(backend, kind, bias):
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((T, B, I))
-    states = [rng.standard_normal((B, H)) for _ in range(n_states(kind))]
-    weights = list(random_weights(rng, kind, I, H, bias=bias, scale=0.8))
-    R = rng.standard_normal((T, B, H))
-    S = [rng.standard_normal((B, H)) for _ in range(n_states(kind))]
+    x, states, weights, R, S = random_problem(rng, kind, T, B, I, H, bias=bias, scale=0.8)
+    weights, S = list(weights), list(S)
 
     def loss():
         y, finals, _ = f_forward(backend, kind, x, states, weights)
@@ -102,7 +99,8 @@ def test_functional_backward_matches_finite_differences(backend, kind, bias):
     assert_close(dx, fd_grad(loss, x), TOL, "dx")
     for name, s, ds in zip(("dh0", "dc0"), states, dinits):
         assert_close(ds, fd_grad(loss, s), TOL, name)
-    for name, w, dw in zip(("dw_ih", "dw_hh", "db_ih", "db_hh"), weights, dweights):
+    assert len(dweights) == len(weights)
+    for name, w, dw in zip(weight_names(kind), weights, dweights, strict=True):
         if w is None:
             assert dw is None, f"{name} must be None for a layer without biases"
         else:
@@ -120,6 +118,13 @@ LAYER_CASES = [
     dict(kind="lstm"),
     dict(kind="lstm", num_layers=2, bidirectional=True),
     dict(kind="lstm", num_layers=2, bidirectional=True, batch_first=True),
+    dict(kind="gru"),
+    dict(kind="gru", num_layers=2, bidirectional=True, batch_first=True),
+    dict(kind="gru", num_layers=2, bias=False),
+    dict(kind="lstmp", num_layers=2, bidirectional=True),
+    dict(kind="lstm_peephole", num_layers=2, bidirectional=True),
+    dict(kind="lstmp_peephole", num_layers=2, bidirectional=True, batch_first=True),
+    dict(kind="lstmp_peephole", num_layers=2, bias=False),
 ]
 
 
@@ -164,7 +169,7 @@ def test_layer_backward_matches_finite_differences(backend, case):
     rng = np.random.default_rng(5)
     D = 2 if layer.bidirectional else 1
     x = rng.standard_normal((B, T, I) if layer.batch_first else (T, B, I))
-    states = [rng.standard_normal((layer.num_layers * D, B, H)) for _ in range(n_states(kind))]
+    states = [rng.standard_normal((layer.num_layers * D, B, n)) for n in layer_state_sizes(layer)]
     y, _ = layer_forward(layer, x, states)
     R = rng.standard_normal(y.shape)
     S = [rng.standard_normal(s.shape) for s in states]
@@ -175,7 +180,7 @@ def test_layer_backward_matches_finite_differences(backend, case):
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
-@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm"])
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstmp_peephole"])
 def test_layer_backward_with_dropout_uses_the_forward_mask(backend, kind):
     """With dropout, the loss of a fresh layer built from the same seed is a deterministic
     function of the parameters (its first mask); its finite differences must equal the backward
@@ -185,10 +190,11 @@ def test_layer_backward_with_dropout_uses_the_forward_mask(backend, kind):
                           backend=backend, seed=21)
 
     rng = np.random.default_rng(8)
+    sizes = layer_state_sizes(make())
     x = rng.standard_normal((T, B, I))
-    states = [rng.standard_normal((2, B, H)) for _ in range(n_states(kind))]
-    R = rng.standard_normal((T, B, H))
-    S = [rng.standard_normal((2, B, H)) for _ in range(n_states(kind))]
+    states = [rng.standard_normal((2, B, n)) for n in sizes]
+    R = rng.standard_normal((T, B, sizes[0]))
+    S = [rng.standard_normal((2, B, n)) for n in sizes]
 
     # The test only proves something if dropout really acts in this forward.
     y_train, _ = layer_forward(make(), x, states)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import (KINDS, assert_all_close, assert_close, f_backward, f_forward, grads_copy,
                      layer_backward, layer_forward, layer_problem, make_layer, max_rel_err,
-                     random_problem)
+                     n_states, random_problem)
 
 TOL64 = 1e-10
 F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
@@ -93,12 +93,12 @@ def test_functional_float32_error_is_like_the_reference(kind, shape, rng):
 @pytest.mark.parametrize("kind", KINDS)
 def test_functional_zero_steps(backend, kind, rng):
     B, I, H = 3, 2, 4
-    x, states, weights, _, dstates = random_problem(rng, kind, 0, B, I, H)
+    x, states, weights, dy, dstates = random_problem(rng, kind, 0, B, I, H)
     y, finals, ctx = f_forward(backend, kind, x, states, weights)
-    assert y.shape == (0, B, H)
+    assert y.shape == (0, B, states[0].shape[1])
     for s, f in zip(states, finals):
         assert np.array_equal(f, s)
-    dx, dinits, dweights = f_backward(backend, kind, ctx, np.zeros((0, B, H)), dstates)
+    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
     assert dx.shape == (0, B, I)
     for ds, di in zip(dstates, dinits):
         assert np.array_equal(di, ds)
@@ -113,7 +113,7 @@ def test_context_crosses_backends(kind, forward_backend, backward_backend, rng):
     x, states, weights, dy, dstates = random_problem(rng, kind, 5, 3, 4, 6)
     ctx_a = f_forward(forward_backend, kind, x, states, weights)[2]
     ctx_b = f_forward(backward_backend, kind, x, states, weights)[2]
-    for field in ("x", "hs", "cs", "gates", "w_ih", "w_hh"):
+    for field in ("x", "hs", "cs", "gates", "hn", "w_ih", "w_hh", "w_hr", "w_peephole"):
         a, b = getattr(ctx_a, field), getattr(ctx_b, field)
         if b is None:
             assert a is None, field
@@ -133,8 +133,8 @@ def test_context_crosses_backends(kind, forward_backend, backward_backend, rng):
 @pytest.mark.parametrize("kind", KINDS)
 def test_no_bias_is_zero_bias_and_gives_none_bias_grads(backend, kind, rng):
     x, states, weights, dy, dstates = random_problem(rng, kind, 4, 3, 2, 5)
-    no_bias = weights[:2] + (None, None)
-    zero_bias = weights[:2] + (np.zeros_like(weights[2]), np.zeros_like(weights[3]))
+    no_bias = weights[:2] + (None, None) + weights[4:]
+    zero_bias = weights[:2] + (np.zeros_like(weights[2]), np.zeros_like(weights[3])) + weights[4:]
     y0, f0, ctx0 = f_forward(backend, kind, x, states, no_bias)
     y1, f1, ctx1 = f_forward(backend, kind, x, states, zero_bias)
     assert_close(y0, y1, 1e-14, "y")
@@ -145,7 +145,7 @@ def test_no_bias_is_zero_bias_and_gives_none_bias_grads(backend, kind, rng):
     assert dw1[2] is not None and dw1[3] is not None
     assert_close(dx0, dx1, 1e-14, "dx")
     assert_all_close(di0, di1, 1e-14, "dinits")
-    assert_all_close(dw0[:2], dw1[:2], 1e-14, "dweights")
+    assert_all_close(dw0[:2] + dw0[4:], dw1[:2] + dw1[4:], 1e-14, "dweights")
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
@@ -158,7 +158,7 @@ def test_missing_states_and_gradients_mean_zeros(backend, kind, rng):
     assert np.array_equal(y0, y1)
     for a, b in zip(f0, f1):
         assert np.array_equal(a, b)
-    if kind == "lstm":  # one of the two states missing
+    if n_states(kind) == 2:  # one of the two states missing
         y2, _, _ = f_forward(backend, kind, x, (states[0], None), weights)
         y3, _, _ = f_forward(backend, kind, x, (states[0], zeros[1]), weights)
         assert np.array_equal(y2, y3)
@@ -278,7 +278,7 @@ def test_layer_zero_steps(backend, kind, rng):
                        backend=backend, seed=1)
     x, states, dy, dstates = layer_problem(rng, layer, T=0, B=2)
     y, finals = layer_forward(layer, x, states)
-    assert y.shape == (0, 2, 8)
+    assert y.shape == (0, 2, 2 * layer.output_size)
     for s, f in zip(states, finals):
         assert np.array_equal(f, s)
     dx, dinits = layer_backward(layer, dy, dstates)

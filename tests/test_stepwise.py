@@ -8,7 +8,7 @@ to 1e-6 (16 units of float32 roundoff), relative to max(1, max |y|).
 """
 import numpy as np
 import pytest
-from helpers import KINDS, assert_close, layer_forward, make_layer
+from helpers import KINDS, assert_close, layer_forward, layer_state_sizes, make_layer
 
 TOLS = {np.float32: 1e-6, np.float64: 1e-12}
 T, B, I, H = 10, 3, 4, 5
@@ -42,8 +42,7 @@ def test_stepwise_equals_whole_sequence(kind, case, backend, dtype, mode, split,
     layer.train(mode == "train")
     L = layer.num_layers
     x = rng.standard_normal((B, T, I) if layer.batch_first else (T, B, I)).astype(dtype)
-    states = tuple(rng.standard_normal((L, B, H)).astype(dtype)
-                   for _ in range(2 if kind == "lstm" else 1))
+    states = tuple(rng.standard_normal((L, B, n)).astype(dtype) for n in layer_state_sizes(layer))
 
     y_all, finals_all = layer_forward(layer, x, states)
     bounds = list(range(T + 1)) if split == "steps" else [0, 2, 7, T]
