@@ -60,9 +60,10 @@ def bench_case(text):
         cell, T, B, H = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
     except (IndexError, ValueError):
         cell = None
-    if cell not in ("lstm", "rnn") or len(parts) != 4 or min(T, B, H) < 1:
+    from .bench import CELLS
+    if cell not in CELLS or len(parts) != 4 or min(T, B, H) < 1:
         raise argparse.ArgumentTypeError(f"expected CELL,T,B,H such as lstm,100,32,256 (CELL "
-                                         f"lstm or rnn, sizes >= 1), got {text!r}")
+                                         f"one of {', '.join(CELLS)}; sizes >= 1), got {text!r}")
     return cell, T, B, H
 
 
@@ -78,7 +79,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p = commands.add_parser("bench", help="native against reference and PyTorch")
     p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H",
-                   help="a case such as lstm,100,32,256 (repeatable; default: a few sizes)")
+                   help="a case such as gru,100,32,256; CELL is rnn, gru, lstm, lstmp (proj_size "
+                        "H/2) or peephole (repeatable; default: a few sizes)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--no-reference", action="store_true")

@@ -36,15 +36,17 @@ def test_demo_runs_both_models_and_reports_against_the_baseline():
 
 
 def test_bench_prints_a_row_per_case_with_times_and_ratios():
-    out = run_cli("bench", "--case", "lstm,5,2,8", "--case", "rnn,5,2,8", "--repeat", "1",
-                  "--no-torch")
-    rows = [line for line in out.splitlines() if re.match(r"(LSTM|RNN)\s+T=5", line)]
-    assert len(rows) == 2
+    cells = ("lstm", "rnn", "gru", "lstmp", "peephole")
+    args = [a for cell in cells for a in ("--case", f"{cell},5,2,8")]
+    out = run_cli("bench", *args, "--repeat", "1", "--no-torch")
+    rows = [line for line in out.splitlines()
+            if re.match(r"(LSTM|RNN|GRU|LSTMP|PEEPHOLE)\s+T=5", line)]
+    assert len(rows) == len(cells)
     for row in rows:
         assert re.search(r"\d+\.\d+x", row), row
 
 
-@pytest.mark.parametrize("case", ["gru,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8"])
+@pytest.mark.parametrize("case", ["lstm2,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8"])
 def test_bench_refuses_a_bad_case(case):
     proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--case", case],
                           capture_output=True, text=True, timeout=60)
