@@ -20,6 +20,8 @@ Notation (used in every docstring and in csrc/):
     w_peephole (3 * H,)     LSTM peephole weights of the gates i, f, o
 """
 
+from dataclasses import KW_ONLY, dataclass
+
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
@@ -27,6 +29,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 NONLINEARITIES = ("tanh", "relu")
 
 
+@dataclass(slots=True, repr=False, eq=False)
 class Context:
     """What a forward pass keeps for its backward pass (treat as opaque).
 
@@ -34,25 +37,22 @@ class Context:
     outputs ``y``, ``h_n`` and ``c_n`` are views of its saved states: changing any of them in
     place between forward and backward makes the gradients wrong (torch would refuse such a
     backward). The layers copy what they hand out, so only direct callers need to care.
+    Arrays in the notation above; None where the cell or its options have no such array.
     """
 
-    __slots__ = ("cell", "x", "hs", "w_ih", "w_hh", "has_bias", "nonlinearity", "cs", "gates",
-                 "hn", "w_hr", "w_peephole")
-
-    def __init__(self, cell, x, hs, w_ih, w_hh, has_bias, *, nonlinearity=None, cs=None,
-                 gates=None, hn=None, w_hr=None, w_peephole=None):
-        self.cell = cell
-        self.x = x
-        self.hs = hs
-        self.w_ih = w_ih
-        self.w_hh = w_hh
-        self.has_bias = has_bias
-        self.nonlinearity = nonlinearity
-        self.cs = cs
-        self.gates = gates
-        self.hn = hn
-        self.w_hr = w_hr
-        self.w_peephole = w_peephole
+    cell: str                  # "rnn", "lstm" or "gru"
+    x: np.ndarray
+    hs: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    has_bias: bool
+    _: KW_ONLY
+    nonlinearity: str = None   # the RNN's "tanh" or "relu"
+    cs: np.ndarray = None
+    gates: np.ndarray = None
+    hn: np.ndarray = None
+    w_hr: np.ndarray = None
+    w_peephole: np.ndarray = None
 
     @property
     def hidden_size(self):

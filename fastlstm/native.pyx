@@ -64,8 +64,10 @@ cdef int _fill_slots(dict arrays, floating **slots) except -1:
     for k, a in arrays.items():
         if a is None:
             continue
-        # The kernels read and write the array's own memory: a copy would be lost.
-        assert a.flags.c_contiguous, f"slot {k} is not C-contiguous"
+        # The kernels must get the array's own memory: reshape would copy a non-contiguous array,
+        # and the pointer would outlive the copy.
+        if not a.flags.c_contiguous:
+            raise ValueError(f"internal error: the array for kernel slot {k} is not C-contiguous")
         flat = a.reshape(-1)
         # const dropped: the kernels write only the slots fastlstm.h marks OUT, which we allocate
         slots[k] = <floating *>&flat[0]
