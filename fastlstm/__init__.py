@@ -12,8 +12,10 @@ import pkgutil
 __path__ = pkgutil.extend_path(__path__, __name__)
 
 # Loads the OpenBLAS that fastlstm.native is linked against (scipy-openblas32), before that
-# extension is imported.
-import scipy_openblas32  # noqa: E402,F401
+# extension is imported, with the kernels that suit this CPU (see _blas.py).
+from . import _blas  # noqa: E402
+
+_blas.load()
 
 from . import native, reference  # noqa: E402
 from .layers import GRU, LSTM, RNN  # noqa: E402
