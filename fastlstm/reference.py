@@ -239,16 +239,17 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     if peephole:
         p_i, p_f, p_o = (ctx.w_peephole[k * H:(k + 1) * H] for k in range(3))
     da = np.empty_like(gates)
-    dhs = np.empty_like(dy)                             # dL/dh_t and m_t = o * tanh(c_t):
-    ms = np.empty_like(cs[1:])                          # what the projection's gradient needs
+    dw_hr = None if w_hr is None else np.zeros_like(w_hr)
     dh, dc = dh.copy(), dc.copy()
     for t in reversed(range(T)):
         i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh += dy[t]
-        dhs[t] = dh
-        dm = dh if w_hr is None else dh @ w_hr          # back through h_t = W_hr m_t
         tanh_c = np.tanh(cs[t + 1])
-        ms[t] = o * tanh_c
+        if w_hr is None:
+            dm = dh                                     # dL/dm_t, m_t = o * tanh(c_t)
+        else:                                           # back through h_t = W_hr m_t
+            dw_hr += dh.T @ (o * tanh_c)
+            dm = dh @ w_hr
         da_o = dm * tanh_c * o * (1 - o)                # sigmoid' = s (1 - s)
         dc += dm * o * (1 - tanh_c * tanh_c)            # through m_t = o * tanh(c_t)
         if peephole:
@@ -261,7 +262,6 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
             dc += da_i * p_i + da_f * p_f               # (and the peepholes)
         dh = da[t] @ w_hh
     dx = da @ w_ih
-    dw_hr = None if w_hr is None else _rows(dhs).T @ _rows(ms)
     dw_peephole = None
     if peephole:
         c_prev, c = cs[:-1], cs[1:]
