@@ -136,10 +136,7 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
                              f"1, got {w_hr.shape}")
         expect_shape("w_hr", w_hr, (P, H), f"(proj_size, hidden_size={H} from w_ih)")
     w_hh = as_float_array("w_hh", w_hh, dtype, ndim=2)
-    if w_hr is None:
-        expect_shape("w_hh", w_hh, (G * H, H), "(gates * hidden_size, hidden_size)")
-    else:
-        expect_shape("w_hh", w_hh, (G * H, P), "(gates * hidden_size, proj_size)")
+    expect_shape("w_hh", w_hh, (G * H, P), f"(gates * hidden_size, {_h_size(w_hr)})")
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be given or both be None")
     if b_ih is not None:
