@@ -158,7 +158,8 @@ def _backward(ctx, dy, dstates):
     return arrays
 
 
-def _weight_grads(a):
+def _param_grads(a):
+    """dw_ih, dw_hh, db_ih, db_hh from the slots of a backward call (biases None without them)."""
     return a[FL_DW_IH], a[FL_DW_HH], a.get(FL_DB_IH), a.get(FL_DB_HH)
 
 
@@ -176,7 +177,7 @@ def rnn_backward(ctx, dy, dh_n):
     """Backpropagation through time for :func:`rnn_forward`: as ``reference.rnn_backward``."""
     dy, dstates = check_backward("rnn", ctx, dy, (dh_n,))
     a = _backward(ctx, dy, dstates)
-    return (a[FL_DX], a[FL_DH]) + _weight_grads(a)
+    return (a[FL_DX], a[FL_DH]) + _param_grads(a)
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None):
@@ -194,7 +195,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     """Backpropagation through time for :func:`lstm_forward`: as ``reference.lstm_backward``."""
     dy, dstates = check_backward("lstm", ctx, dy, (dh_n, dc_n))
     a = _backward(ctx, dy, dstates)
-    return ((a[FL_DX], a[FL_DH], a[FL_DC]) + _weight_grads(a)
+    return ((a[FL_DX], a[FL_DH], a[FL_DC]) + _param_grads(a)
             + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
 
 
@@ -212,4 +213,4 @@ def gru_backward(ctx, dy, dh_n):
     """Backpropagation through time for :func:`gru_forward`: as ``reference.gru_backward``."""
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
     a = _backward(ctx, dy, dstates)
-    return (a[FL_DX], a[FL_DH]) + _weight_grads(a)
+    return (a[FL_DX], a[FL_DH]) + _param_grads(a)
