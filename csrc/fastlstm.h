@@ -2,23 +2,30 @@
  * backpropagation through time.
  *
  * Notation (the same as fastlstm/_functional.py):
- *   T timesteps, B batch rows, I input features, H hidden units (the size of c and of each gate),
- *   P the size of h: the LSTM's proj_size when it projects, else H,
+ *   T timesteps, B sequences (batch rows), I input features, H hidden units (the size of c and
+ *   of each gate), P the size of h: the LSTM's proj_size when it projects, else H,
  *   G gates: RNN 1, LSTM 4 (i f g o), GRU 3 (r z n)
- *   x     (T, B, I)        input
- *   hs    (T + 1, B, P)    hs[0] = h0, hs[t + 1] = h after step t (the layer output is hs[1:])
- *   cs    (T + 1, B, H)    LSTM cell states, cs[0] = c0
- *   gates (T, B, G * H)    LSTM and GRU gate activations, after their nonlinearities
- *   hn    (T, B, H)        GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
+ *
+ * Packed batches. Step t runs the first n_t = batch_sizes[t] sequences (n_t never grows with t:
+ * the caller sorts the sequences by length, longest first); without batch_sizes every step runs
+ * all B. The arrays of the steps hold the rows of step 0, then those of step 1, and so on:
+ * N = n_0 + ... + n_{T-1} rows in all (T * B without batch_sizes, and then (N, ...) is the same
+ * memory as (T, B, ...)). Sequences b >= n_0 have length 0: no step touches them.
+ *   x     (N, I)           input
+ *   hs    (B + N, P)       hs[:B] = h0, then h after each step, row for row like x
+ *   cs    (B + N, H)       LSTM cell states, cs[:B] = c0
+ *   gates (N, G * H)       LSTM and GRU gate activations, after their nonlinearities
+ *   hn    (N, H)           GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
  *   w_ih (G * H, I), w_hh (G * H, P), b_ih and b_hh (G * H), w_hr (P, H): torch.nn's layout;
  *   w_peephole (3 * H): the LSTM peephole weights of gates i, f, o
  * Every array is C-contiguous. Python checks shapes and allocates; the kernels only write into
  * the buffers they are given and keep no state between calls.
  *
- * Threads: the batch is cut into fl_num_parts() contiguous row blocks, a number that depends on
- * the machine only, never on n_threads; each block runs the whole time loop on one thread, and
- * every reduction over rows runs in a fixed order. Results are therefore bitwise identical for
- * every n_threads.
+ * Threads: the sequences are dealt round-robin to fl_num_parts() parts (sequence b to part
+ * b % parts), a number that depends on the machine only, never on n_threads; each part runs the
+ * whole time loop on one thread, and every reduction over rows runs in a fixed order. Results
+ * are therefore bitwise identical for every n_threads. Dealt round-robin, the sequences of a
+ * length-sorted batch share the work evenly.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H
@@ -33,6 +40,7 @@ typedef struct {
     int64_t T, B, I, H, P;  /* P == H unless projection */
     int projection;         /* LSTM only: h = w_hr (o * tanh(c)) */
     int peephole;           /* LSTM only: the gates also see the cell state */
+    const int64_t *batch_sizes; /* T non-increasing counts <= B, or NULL: every step runs B */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots
@@ -50,8 +58,8 @@ enum fl_slot {
     FL_GATES,               /* LSTM and GRU; forward OUT */
     FL_HN,                  /* GRU; forward OUT */
     /* backward only */
-    FL_DY,                  /* IN (T, B, P) */
-    FL_DH,                  /* IN dL/dh_n, OUT dL/dh0 (B, P) */
+    FL_DY,                  /* IN (N, P) */
+    FL_DH,                  /* IN dL/dh_n (each sequence's last h), OUT dL/dh0 (B, P) */
     FL_DC,                  /* LSTM: IN dL/dc_n, OUT dL/dc0 (B, H) */
     FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,   /* OUT */
     FL_DB_IH, FL_DB_HH,     /* OUT; NULL for a layer without biases */
@@ -62,6 +70,9 @@ enum fl_slot {
 
 /* Elements of scratch (FL_WORK) a forward (backward = 0) or backward (1) call needs. */
 int64_t fl_work_size(const fl_layer *layer, int backward);
+
+/* N, the rows of x: the sum of batch_sizes, or T * B without them. */
+int64_t fl_packed_rows(const fl_layer *layer);
 
 #define FL_DECLARE_KERNELS(REAL, SFX)                                                          \
     void fl_forward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);          \

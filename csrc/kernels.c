@@ -35,25 +35,52 @@ static inline void part_range(int64_t n, int64_t parts, int64_t k, int64_t *lo, 
     *hi = *lo + base + (k < extra ? 1 : 0);
 }
 
+/* How many of the sequences 0 .. n-1 part k owns when they are dealt round-robin: k, k + parts,
+ * k + 2 parts, ... */
+static inline int64_t part_count(int64_t n, int64_t parts, int64_t k)
+{
+    return n > k ? (n - k - 1) / parts + 1 : 0;
+}
+
 static inline int64_t gates_of(int cell)
 {
     return cell == FL_LSTM ? 4 : cell == FL_GRU ? 3 : 1;
 }
 
+static inline int64_t batch_size(const fl_layer *l, int64_t t)
+{
+    return l->batch_sizes ? l->batch_sizes[t] : l->B;
+}
+
+int64_t fl_packed_rows(const fl_layer *l)
+{
+    if (!l->batch_sizes)
+        return l->T * l->B;
+    int64_t n = 0;
+    for (int64_t t = 0; t < l->T; t++)
+        n += l->batch_sizes[t];
+    return n;
+}
+
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout):
  *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c)
- *   backward: da (T, B, G H), dL/d(input-side pre-activation);  GRU da_h (T, B, 3H), dL/d(W_hh
- *             h_{t-1} + b_hh);  projection dhs (T, B, P) dL/dh_t, ms (T, B, H) m_t, dm (B, H) */
+ *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
+ *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
+ *             packed batches: h_prev (N, P), each row's h_{t-1}, and with peepholes c_prev
+ *             (N, H), gathered for the weight gradients (without batch_sizes hs and cs hold
+ *             them in that order already) */
 int64_t fl_work_size(const fl_layer *l, int backward)
 {
-    const int64_t GH = gates_of(l->cell) * l->H, TB = l->T * l->B;
+    const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     if (!backward)
         return l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0;
-    int64_t n = TB * GH;
+    int64_t n = N * GH;
     if (l->cell == FL_GRU)
-        n += TB * GH;
+        n += N * GH;
     if (l->projection)
-        n += TB * l->P + TB * l->H + l->B * l->H;
+        n += N * l->P + N * l->H + l->B * l->H;
+    if (l->batch_sizes)
+        n += N * l->P + (l->peephole ? N * l->H : 0);
     return n;
 }
 

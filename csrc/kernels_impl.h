@@ -36,7 +36,7 @@ static void SFX(gemm_rows)(int trans_a, int trans_b, int64_t M, int64_t N, int64
     }
 }
 
-/* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for all T*B rows at once (b_hh NULL: b_ih alone): the
+/* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for all N rows at once (b_hh NULL: b_ih alone): the
  * part of every step's pre-activation that does not wait for the previous step. */
 static void SFX(project_inputs)(int64_t rows, int64_t I, int64_t GH, const REAL *x,
                                 const REAL *w_ih, const REAL *b_ih, const REAL *b_hh, REAL *pre,
@@ -78,41 +78,50 @@ static inline REAL SFX(sigmoid)(REAL a)
 }
 
 /* ---------------------------------------------------------------- the cells
- * What one step does to a block of n rows once the recurrent product is in: the only code that
- * differs between the cells. Rows of pre/act/da have G*H entries, rows of h P, of c H. */
+ * What one step does to n rows of one part once the recurrent product is in: the only code that
+ * differs between the cells. A part's rows are every `ld`-th row of the arrays (see the time
+ * loops): row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da
+ * have G*H entries, rows of h P, of c H. */
 
-/* Elman: pre IN the pre-activation, which lives in hs[t + 1] and becomes h_t there. */
-static inline void SFX(rnn_cell_forward)(int relu, int64_t n, REAL *pre)
+/* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. */
+static inline void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre)
 {
-    if (relu)
-        for (int64_t j = 0; j < n; j++)
-            pre[j] = pre[j] > 0 ? pre[j] : 0;
-    else
-        for (int64_t j = 0; j < n; j++)
-            pre[j] = TANH(pre[j]);
+    for (int64_t r = 0; r < n; r++) {
+        REAL *a = pre + r * ld * H;
+        if (relu)
+            for (int64_t j = 0; j < H; j++)
+                a[j] = a[j] > 0 ? a[j] : 0;
+        else
+            for (int64_t j = 0; j < H; j++)
+                a[j] = TANH(a[j]);
+    }
 }
 
 /* h IN h_t; dh IN dL/dh_t; da OUT dL/d(pre-activation). */
-static inline void SFX(rnn_cell_backward)(int relu, int64_t n, const REAL *h, const REAL *dh,
-                                          REAL *da)
+static inline void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H,
+                                          const REAL *h_all, const REAL *dh_all, REAL *da_all)
 {
-    if (relu)
-        for (int64_t j = 0; j < n; j++)
-            da[j] = h[j] > 0 ? dh[j] : 0;
-    else
-        for (int64_t j = 0; j < n; j++)
-            da[j] = dh[j] * (1 - h[j] * h[j]);
+    for (int64_t r = 0; r < n; r++) {
+        const REAL *h = h_all + r * ld * H, *dh = dh_all + r * ld * H;
+        REAL *da = da_all + r * ld * H;
+        if (relu)
+            for (int64_t j = 0; j < H; j++)
+                da[j] = h[j] > 0 ? dh[j] : 0;
+        else
+            for (int64_t j = 0; j < H; j++)
+                da[j] = dh[j] * (1 - h[j] * h[j]);
+    }
 }
 
 /* LSTM: a IN pre-activations, OUT activations i, f, g, o; c_prev IN; c OUT; m OUT o * tanh(c)
  * (h itself unless the layer projects); p the peephole weights (p_i, p_f, p_o) or NULL. */
-static inline void SFX(lstm_cell_forward)(int64_t n, int64_t H, REAL *a_all,
+static inline void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                           const REAL *c_prev, REAL *c_all, REAL *m_all,
                                           const REAL *p)
 {
     for (int64_t r = 0; r < n; r++) {
-        REAL *a = a_all + r * 4 * H, *c = c_all + r * H, *m = m_all + r * H;
-        const REAL *cp = c_prev + r * H;
+        REAL *a = a_all + r * ld * 4 * H, *c = c_all + r * ld * H, *m = m_all + r * ld * H;
+        const REAL *cp = c_prev + r * ld * H;
         for (int64_t j = 0; j < H; j++) {
             REAL ai = a[j], af = a[H + j], ao = a[3 * H + j];
             if (p) {
@@ -133,15 +142,15 @@ static inline void SFX(lstm_cell_forward)(int64_t n, int64_t H, REAL *a_all,
 /* act IN i, f, g, o; c_prev, c IN; dm IN dL/dm_t (dL/dh_t without projection); dc IN dL/dc_t
  * from the future, OUT dL/dc_{t-1}; da OUT dL/d(pre-activation); m OUT o * tanh(c), when not
  * NULL (projection's weight gradient needs it). */
-static inline void SFX(lstm_cell_backward)(int64_t n, int64_t H, const REAL *act_all,
+static inline void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                            const REAL *c_prev, const REAL *c_all,
                                            const REAL *dm_all, REAL *dc_all, REAL *da_all,
                                            REAL *m_all, const REAL *p)
 {
     for (int64_t r = 0; r < n; r++) {
-        const REAL *a = act_all + r * 4 * H, *cp = c_prev + r * H, *c = c_all + r * H;
-        const REAL *dm = dm_all + r * H;
-        REAL *dc = dc_all + r * H, *d = da_all + r * 4 * H;
+        const int64_t rh = r * ld * H;
+        const REAL *a = act_all + 4 * rh, *cp = c_prev + rh, *c = c_all + rh, *dm = dm_all + rh;
+        REAL *dc = dc_all + rh, *d = da_all + 4 * rh;
         for (int64_t j = 0; j < H; j++) {
             REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
             REAL tc = TANH(c[j]);
@@ -157,20 +166,21 @@ static inline void SFX(lstm_cell_backward)(int64_t n, int64_t H, const REAL *act
             /* the carousel: back to c_{t-1} through the forget gate (and the peepholes) */
             dc[j] = dcj * f + (p ? dai * p[j] + daf * p[H + j] : 0);
             if (m_all)
-                m_all[r * H + j] = o * tc;
+                m_all[rh + j] = o * tc;
         }
     }
 }
 
 /* GRU: a IN the input-side pre-activations (x W_ih^T + b_ih), OUT activations r, z, n; hh IN
  * W_hh h_{t-1} (no bias); h_prev IN; hn OUT W_hn h_{t-1} + b_hn; h OUT. */
-static inline void SFX(gru_cell_forward)(int64_t n, int64_t H, REAL *a_all, const REAL *hh_all,
-                                         const REAL *b_hh, const REAL *h_prev, REAL *hn_all,
-                                         REAL *h_all)
+static inline void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
+                                         const REAL *hh_all, const REAL *b_hh,
+                                         const REAL *h_prev, REAL *hn_all, REAL *h_all)
 {
     for (int64_t r = 0; r < n; r++) {
-        REAL *a = a_all + r * 3 * H, *hn = hn_all + r * H, *h = h_all + r * H;
-        const REAL *hh = hh_all + r * 3 * H, *hp = h_prev + r * H;
+        const int64_t rh = r * ld * H;
+        REAL *a = a_all + 3 * rh, *hn = hn_all + rh, *h = h_all + rh;
+        const REAL *hh = hh_all + 3 * rh, *hp = h_prev + rh;
         for (int64_t j = 0; j < H; j++) {
             REAL rg = SFX(sigmoid)(a[j] + hh[j] + b_hh[j]);
             REAL zg = SFX(sigmoid)(a[H + j] + hh[H + j] + b_hh[H + j]);
@@ -185,13 +195,14 @@ static inline void SFX(gru_cell_forward)(int64_t n, int64_t H, REAL *a_all, cons
 
 /* act IN r, z, n; hn, h_prev IN; dh IN dL/dh_t, OUT the part of dL/dh_{t-1} that bypasses W_hh
  * (z * dL/dh_t); da OUT dL/d(input-side pre-activation); da_h OUT dL/d(W_hh h_{t-1} + b_hh). */
-static inline void SFX(gru_cell_backward)(int64_t n, int64_t H, const REAL *act_all,
+static inline void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                           const REAL *hn_all, const REAL *h_prev, REAL *dh_all,
                                           REAL *da_all, REAL *da_h_all)
 {
     for (int64_t r = 0; r < n; r++) {
-        const REAL *a = act_all + r * 3 * H, *hn = hn_all + r * H, *hp = h_prev + r * H;
-        REAL *dh = dh_all + r * H, *d = da_all + r * 3 * H, *dhh = da_h_all + r * 3 * H;
+        const int64_t rh = r * ld * H;
+        const REAL *a = act_all + 3 * rh, *hn = hn_all + rh, *hp = h_prev + rh;
+        REAL *dh = dh_all + rh, *d = da_all + 3 * rh, *dhh = da_h_all + 3 * rh;
         for (int64_t j = 0; j < H; j++) {
             REAL rg = a[j], zg = a[H + j], ng = a[2 * H + j], dhj = dh[j];
             REAL dan = dhj * (1 - zg) * (1 - ng * ng);
@@ -206,7 +217,12 @@ static inline void SFX(gru_cell_backward)(int64_t n, int64_t H, const REAL *act_
     }
 }
 
-/* ---------------------------------------------------------------- the time loops */
+/* ---------------------------------------------------------------- the time loops
+ * Part k owns the sequences k, k + parts, ...: at step t, of the n_t running ones, the
+ * part_count(n_t) rows starting at row k of the step's block, every parts-th row. A product
+ * over them is one GEMM with leading dimension parts * (row width). Step t's block starts at row
+ * off_t = n_0 + ... + n_{t-1} of x, gates, hn, dy and da, at row B + off_t of hs and cs, and
+ * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}. */
 
 void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
@@ -215,38 +231,53 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
     const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN], *work = s[FL_WORK];
-    /* Where the pre-activations go: into gates, or for the Elman cell straight into hs[t + 1].
-     * The GRU keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
+    /* Where the pre-activations go: into gates, or for the Elman cell straight into hs. The GRU
+     * keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
     REAL *pre = cell == FL_LSTM || cell == FL_GRU ? s[FL_GATES] : hs + B * P;
-    SFX(project_inputs)(T * B, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH],
+    SFX(project_inputs)(fl_packed_rows(l), l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH],
                         cell == FL_GRU ? NULL : b_hh, pre, n_threads);
     const int64_t parts = fl_num_parts();
 #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t k = 0; k < parts; k++) {
-        int64_t b0, b1;
-        part_range(B, parts, k, &b0, &b1);
-        const int64_t n = b1 - b0;
-        if (n == 0)
-            continue;
+        int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
         for (int64_t t = 0; t < T; t++) {
-            const REAL *h_prev = hs + (t * B + b0) * P;
-            REAL *h = hs + ((t + 1) * B + b0) * P, *pre_t = pre + (t * B + b0) * GH;
+            const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
+            if (n == 0)
+                break; /* the batch only shrinks */
+            const int64_t r = off + k;                      /* this part's first row */
+            const REAL *h_prev = hs + (prev + k) * P;
+            REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
             if (cell == FL_GRU) {
-                REAL *hh = work + b0 * GH;
-                SFX(gemm)(0, 1, n, GH, P, 1, h_prev, P, w_hh, P, 0, hh, GH);
-                SFX(gru_cell_forward)(n, H, pre_t, hh, b_hh, h_prev, hn + (t * B + b0) * H, h);
-                continue;
+                REAL *hh = work + k * GH;
+                SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 0, hh, parts * GH);
+                SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
+            } else {
+                SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 1, pre_t, parts * GH);
+                if (cell != FL_LSTM) {
+                    SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
+                } else {
+                    REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
+                    SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep);
+                    if (l->projection)
+                        SFX(gemm)(0, 1, n, P, H, 1, m, parts * H, w_hr, H, 0, h, parts * P);
+                }
             }
-            SFX(gemm)(0, 1, n, GH, P, 1, h_prev, P, w_hh, P, 1, pre_t, GH);
-            if (cell != FL_LSTM) {
-                SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n * H, pre_t);
-                continue;
-            }
-            REAL *c_prev = cs + (t * B + b0) * H, *m = l->projection ? work + b0 * H : h;
-            SFX(lstm_cell_forward)(n, H, pre_t, c_prev, c_prev + B * H, m, peep);
-            if (l->projection)
-                SFX(gemm)(0, 1, n, P, H, 1, m, H, w_hr, H, 0, h, P);
+            prev = B + off;
+            off += n_t;
         }
+    }
+}
+
+/* dst gets, row for row of the packed steps, the row of src (hs or cs, rows of `width`) that
+ * step read as its previous state: h_{t-1} (or c_{t-1}) of every row of x. */
+static void SFX(gather_prev)(const fl_layer *l, const REAL *src, int64_t width, REAL *dst)
+{
+    int64_t off = 0, prev = 0;
+    for (int64_t t = 0; t < l->T; t++) {
+        const int64_t n_t = batch_size(l, t);
+        memcpy(dst + off * width, src + prev * width, (size_t)(n_t * width) * sizeof(REAL));
+        prev = l->B + off;
+        off += n_t;
     }
 }
 
@@ -254,75 +285,94 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
+    const int64_t N = fl_packed_rows(l);
     const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *hs = s[FL_HS], *cs = s[FL_CS];
     const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *dh = s[FL_DH], *dc = s[FL_DC];
     /* The scratch, in the layout fl_work_size() counts. */
-    REAL *da = s[FL_WORK], *rest = da + T * B * GH;
+    REAL *da = s[FL_WORK], *rest = da + N * GH;
     REAL *da_h = da;              /* the recurrent side's gradient: the same, except the GRU's */
     if (cell == FL_GRU)
-        da_h = rest, rest += T * B * GH;
-    REAL *dhs = rest, *ms = dhs + T * B * P, *dm = ms + T * B * H; /* projection only */
+        da_h = rest, rest += N * GH;
+    REAL *dhs = NULL, *ms = NULL, *dm = NULL;
+    if (l->projection)
+        dhs = rest, ms = dhs + N * P, dm = ms + N * H, rest = dm + B * H;
     const int64_t parts = fl_num_parts();
 #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t k = 0; k < parts; k++) {
-        int64_t b0, b1;
-        part_range(B, parts, k, &b0, &b1);
-        const int64_t n = b1 - b0;
-        if (n == 0)
-            continue;
-        REAL *dh_b = dh + b0 * P;
+        int64_t off = N;          /* the first row of step t's block, walking back from the end */
         for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t row = t * B + b0;
-            const REAL *dy_t = dy + row * P;
-            for (int64_t j = 0; j < n * P; j++)
-                dh_b[j] += dy_t[j]; /* the output at t and the future both use h_t */
-            REAL *da_t = da + row * GH, *da_h_t = da_h + row * GH;
+            const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
+            off -= n_t;
+            if (n == 0)
+                continue;
+            const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
+            const int64_t ldp = parts * P, ldg = parts * GH;
+            /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
+             * sequence's last step, then dL/dh_t as t goes back. */
+            REAL *dh_k = dh + k * P;
+            const REAL *dy_t = dy + r * P;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < P; j++)
+                    dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
+            REAL *da_t = da + r * GH, *da_h_t = da_h + r * GH;
             if (cell == FL_LSTM) {
-                const REAL *dm_b = dh_b;
+                const REAL *dm_k = dh_k;
                 if (l->projection) {
-                    memcpy(dhs + row * P, dh_b, (size_t)(n * P) * sizeof(REAL));
-                    SFX(gemm)(0, 0, n, H, P, 1, dh_b, P, w_hr, H, 0, dm + b0 * H, H);
-                    dm_b = dm + b0 * H;
+                    for (int64_t i = 0; i < n; i++)
+                        memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp,
+                               (size_t)P * sizeof(REAL));
+                    SFX(gemm)(0, 0, n, H, P, 1, dh_k, ldp, w_hr, H, 0, dm + k * H, parts * H);
+                    dm_k = dm + k * H;
                 }
-                const REAL *c_prev = cs + row * H;
-                SFX(lstm_cell_backward)(n, H, gates + row * GH, c_prev, c_prev + B * H, dm_b,
-                                        dc + b0 * H, da_t, l->projection ? ms + row * H : NULL,
-                                        peep);
+                SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
+                                        cs + (B + r) * H, dm_k, dc + k * H, da_t,
+                                        l->projection ? ms + r * H : NULL, peep);
             } else if (cell == FL_GRU) {
-                SFX(gru_cell_backward)(n, H, gates + row * GH, hn + row * H, hs + row * P, dh_b,
-                                       da_t, da_h_t);
+                SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
+                                       hs + (prev + k) * P, dh_k, da_t, da_h_t);
             } else {
-                SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n * H, hs + row * P + B * P, dh_b,
+                SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
                                        da_t);
             }
             /* dL/dh_{t-1} = da_h_t @ w_hh, added to the GRU's direct path z * dL/dh_t; the
              * other cells have consumed dh and overwrite it. */
-            SFX(gemm)(0, 0, n, P, GH, 1, da_h_t, GH, w_hh, P, cell == FL_GRU ? 1 : 0, dh_b, P);
+            SFX(gemm)(0, 0, n, P, GH, 1, da_h_t, ldg, w_hh, P, cell == FL_GRU ? 1 : 0, dh_k, ldp);
         }
     }
 
-    /* The weight gradients: each one product over all T*B rows after the loop, not T per-step
-     * products:  dx = da @ w_ih,  dw_ih = da.T @ x,  dw_hh = da_h.T @ hs[:-1],  db = column
-     * sums,  dw_hr = dhs.T @ ms,  and the peepholes' sums of gate gradient times cell state. */
-    const int64_t rows = T * B, I = l->I;
-    SFX(gemm_rows)(0, 0, rows, I, GH, da, GH, s[FL_W_IH], I, 0, s[FL_DX], I, n_threads);
-    SFX(gemm_rows)(1, 0, GH, I, rows, da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, n_threads);
-    SFX(gemm_rows)(1, 0, GH, P, rows, da_h, GH, hs, P, 0, s[FL_DW_HH], P, n_threads);
+    /* The weight gradients: each one product over all N rows after the loop, not T per-step
+     * products:  dx = da @ w_ih,  dw_ih = da.T @ x,  dw_hh = da_h.T @ h_prev,  db = column
+     * sums,  dw_hr = dhs.T @ ms,  and the peepholes' sums of gate gradient times cell state.
+     * h_prev and c_prev are hs and cs without their last block, unless the batch is packed. */
+    const int64_t I = l->I;
+    const REAL *h_prev = hs, *c_prev = cs;
+    if (l->batch_sizes) {
+        REAL *g = rest;
+        SFX(gather_prev)(l, hs, P, g);
+        h_prev = g;
+        if (peep) {
+            SFX(gather_prev)(l, cs, H, g + N * P);
+            c_prev = g + N * P;
+        }
+    }
+    SFX(gemm_rows)(0, 0, N, I, GH, da, GH, s[FL_W_IH], I, 0, s[FL_DX], I, n_threads);
+    SFX(gemm_rows)(1, 0, GH, I, N, da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, n_threads);
+    SFX(gemm_rows)(1, 0, GH, P, N, da_h, GH, h_prev, P, 0, s[FL_DW_HH], P, n_threads);
     if (s[FL_DB_IH]) {
-        SFX(column_sums)(rows, GH, da, GH, NULL, 0, s[FL_DB_IH], n_threads);
+        SFX(column_sums)(N, GH, da, GH, NULL, 0, s[FL_DB_IH], n_threads);
         if (da_h == da)
             memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
         else
-            SFX(column_sums)(rows, GH, da_h, GH, NULL, 0, s[FL_DB_HH], n_threads);
+            SFX(column_sums)(N, GH, da_h, GH, NULL, 0, s[FL_DB_HH], n_threads);
     }
     if (l->projection)
-        SFX(gemm_rows)(1, 0, P, H, rows, dhs, P, ms, H, 0, s[FL_DW_HR], H, n_threads);
+        SFX(gemm_rows)(1, 0, P, H, N, dhs, P, ms, H, 0, s[FL_DW_HR], H, n_threads);
     if (peep) {
         REAL *dp = s[FL_DW_PEEPHOLE];
-        SFX(column_sums)(rows, H, da, GH, cs, H, dp, n_threads);                  /* i: c_{t-1} */
-        SFX(column_sums)(rows, H, da + H, GH, cs, H, dp + H, n_threads);          /* f: c_{t-1} */
-        SFX(column_sums)(rows, H, da + 3 * H, GH, cs + B * H, H, dp + 2 * H, n_threads); /* o: c_t */
+        SFX(column_sums)(N, H, da, GH, c_prev, H, dp, n_threads);                  /* i: c_{t-1} */
+        SFX(column_sums)(N, H, da + H, GH, c_prev, H, dp + H, n_threads);          /* f: c_{t-1} */
+        SFX(column_sums)(N, H, da + 3 * H, GH, cs + B * H, H, dp + 2 * H, n_threads); /* o: c_t */
     }
 }

@@ -11,13 +11,21 @@ Notation (used in every docstring and in csrc/):
     P  the size of h: the LSTM's proj_size when it projects (h = W_hr m), else H
     G  gates per cell: 1 for the Elman RNN, 4 for the LSTM (torch's order i, f, g, o),
        3 for the GRU (r, z, n)
-    x      (T, B, I)        input sequence
-    hs     (T + 1, B, P)    hs[0] = h0, hs[t + 1] = h after step t; y = hs[1:]
-    cs     (T + 1, B, H)    LSTM cell states, cs[0] = c0
-    gates  (T, B, G * H)    LSTM and GRU: gate activations after their nonlinearities
-    hn     (T, B, H)        GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
+    N  rows of the packed steps (below): T * B for a batch of equal lengths
     w_ih (G * H, I)   w_hh (G * H, P)   b_ih, b_hh (G * H,)   w_hr (P, H)   torch.nn's shapes
     w_peephole (3 * H,)     LSTM peephole weights of the gates i, f, o
+
+A batch comes in one of two forms. Padded: x (T, B, I), every sequence T steps long. Packed, as
+torch's PackedSequence holds it: the B sequences sorted by length, longest first, step t runs the
+first ``n_t = batch_sizes[t]`` of them, and x (N, I) holds the rows of step 0, then those of
+step 1, and so on (N = sum of batch_sizes). A padded batch is the packed one with every n_t = B,
+and the backends work on that form throughout; the context keeps every array in it:
+
+    x      (N, I)           input rows
+    hs     (B + N, P)       hs[:B] = h0, then h after each step, row for row like x
+    cs     (B + N, H)       LSTM cell states, cs[:B] = c0
+    gates  (N, G * H)       LSTM and GRU: gate activations after their nonlinearities
+    hn     (N, H)           GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
 """
 
 from dataclasses import KW_ONLY, dataclass
@@ -29,18 +37,68 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 NONLINEARITIES = ("tanh", "relu")
 
 
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Batch:
+    """The steps of a call: step t runs the first ``batch_sizes[t]`` of the B sequences."""
+
+    batch_sizes: np.ndarray   # (T,) int64, non-increasing, at most B
+    B: int
+    padded: bool              # the caller's x, y, dy and dx are (T, B, ...), not (N, ...)
+
+    @property
+    def T(self):
+        return len(self.batch_sizes)
+
+    @property
+    def N(self):
+        return int(self.batch_sizes.sum())
+
+    def steps(self):
+        """For each step, three slices: its rows of x (and of y, gates, dy, dx), the rows of hs
+        and cs holding the states it starts from, and the rows it writes there."""
+        off, prev = 0, 0
+        for n in self.batch_sizes.tolist():
+            yield slice(off, off + n), slice(prev, prev + n), slice(self.B + off, self.B + off + n)
+            off, prev = off + n, self.B + off
+
+    def _offsets(self):
+        """The first row of each step in x: off_t = n_0 + ... + n_{t-1}, then N."""
+        return np.concatenate([[0], np.cumsum(self.batch_sizes)])
+
+    def prev_rows(self):
+        """The row of hs (and cs) holding the state each row of x started from: h_{t-1}."""
+        off = self._offsets()
+        first_prev = np.concatenate([[0], self.B + off[:-2]])  # step 0 starts from hs[:B]
+        step = np.repeat(np.arange(self.T), self.batch_sizes)
+        return first_prev[step] + np.arange(self.N) - off[step]
+
+    def last_rows(self):
+        """The row of hs (and cs) holding each sequence's last state: for a sequence of length
+        0, its initial state."""
+        b = np.arange(self.B)
+        # sequence b runs while batch_sizes[t] > b: its length, with batch_sizes non-increasing
+        lengths = np.searchsorted(-self.batch_sizes, -b, side="left")
+        off = self._offsets()
+        return np.where(lengths > 0, self.B + off[np.maximum(lengths - 1, 0)] + b, b)
+
+    def outside(self, a):
+        """Packed rows ``a`` (N, n) in the caller's form: (T, B, n) for a padded call."""
+        return a.reshape(self.T, self.B, a.shape[-1]) if self.padded else a
+
+
 @dataclass(slots=True, repr=False, eq=False)
 class Context:
     """What a forward pass keeps for its backward pass (treat as opaque).
 
     It holds references, not copies, to the input ``x`` and the weights, and the forward's
-    outputs ``y``, ``h_n`` and ``c_n`` are views of its saved states: changing any of them in
-    place between forward and backward makes the gradients wrong (torch would refuse such a
-    backward). The layers copy what they hand out, so only direct callers need to care.
-    Arrays in the notation above; None where the cell or its options have no such array.
+    output ``y`` is a view of its saved states: changing any of them in place between forward
+    and backward makes the gradients wrong (torch would refuse such a backward). The layers
+    copy what they hand out, so only direct callers need to care. Arrays in the packed form
+    above; None where the cell or its options have no such array.
     """
 
     cell: str                  # "rnn", "lstm" or "gru"
+    batch: Batch
     x: np.ndarray
     hs: np.ndarray
     w_ih: np.ndarray
@@ -59,10 +117,11 @@ class Context:
         return self.w_hh.shape[0] // GATES[self.cell]
 
     def __repr__(self):
-        T, B, P = self.hs.shape[0] - 1, self.hs.shape[1], self.hs.shape[2]
-        extra = "" if self.w_hr is None else f", proj_size={P}"
+        b = self.batch
+        extra = "" if b.padded else f", N={b.N}"
+        extra += "" if self.w_hr is None else f", proj_size={self.hs.shape[1]}"
         extra += "" if self.w_peephole is None else ", peephole=True"
-        return (f"Context(cell={self.cell!r}, T={T}, B={B}, H={self.hidden_size}{extra}, "
+        return (f"Context(cell={self.cell!r}, T={b.T}, B={b.B}{extra}, H={self.hidden_size}, "
                 f"dtype={self.hs.dtype})")
 
 
@@ -107,18 +166,20 @@ def expect_shape(name, a, shape, meaning):
 
 
 def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", w_hr=None,
-                  w_peephole=None):
+                  w_peephole=None, batch_sizes=None):
     """Check a forward call's arguments; return them as contiguous arrays of one dtype.
 
     ``states`` is ``(h0,)`` for the RNN and GRU and ``(h0, c0)`` for the LSTM; a None state means
-    zeros. ``w_hr`` and ``w_peephole`` (LSTM only) may be None. Returns ``(x, states, weights)``
-    with ``weights = (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)``; biases stay None when both are.
+    zeros. ``w_hr`` and ``w_peephole`` (LSTM only) may be None. ``batch_sizes`` None means x is
+    padded (T, B, I); else x is packed (N, I). Returns ``(x, states, weights, batch)``: x as its
+    (N, I) rows, ``weights = (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)`` with the biases None
+    when both are, and the :class:`Batch`.
     """
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    x = as_float_array("x", x, ndim=3)
+    x = as_float_array("x", x, ndim=3 if batch_sizes is None else 2)
     dtype = x.dtype
-    T, B, I = x.shape
+    I = x.shape[-1]
     w_ih = as_float_array("w_ih", w_ih, dtype, ndim=2)
     gh = w_ih.shape[0]
     G = GATES[cell]
@@ -147,27 +208,59 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
     if w_peephole is not None:
         w_peephole = as_float_array("w_peephole", w_peephole, dtype, ndim=1)
         expect_shape("w_peephole", w_peephole, (3 * H,), "(3 * hidden_size,), gates i, f, o")
-    h0 = _state("h0", states[0], dtype, B, P, _h_size(w_hr))
-    states = (h0,) + tuple(_state("c0", c0, dtype, B, H) for c0 in states[1:])
-    return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)
+    if batch_sizes is None:
+        T, B, _ = x.shape
+        batch = Batch(np.full(T, B, np.int64), B, padded=True)
+        x = x.reshape(T * B, I)
+    else:
+        batch = _packed_batch(batch_sizes, x, states[0])
+    h0 = _state("h0", states[0], dtype, batch.B, P, _h_size(w_hr))
+    states = (h0,) + tuple(_state("c0", c0, dtype, batch.B, H) for c0 in states[1:])
+    return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole), batch
+
+
+def _packed_batch(batch_sizes, x, h0):
+    """The Batch of a packed call; B is h0's rows (sequences of length 0 come after the
+    batch_sizes[0] running ones), or batch_sizes[0] without h0."""
+    if not isinstance(batch_sizes, np.ndarray):
+        batch_sizes = np.asarray(batch_sizes)
+    if batch_sizes.ndim != 1 or batch_sizes.dtype.kind not in "iu":
+        raise TypeError(f"batch_sizes must be a 1-D array of integers, got "
+                        f"{describe(batch_sizes)}")
+    sizes = batch_sizes.astype(np.int64)
+    if np.any(sizes < 0) or np.any(sizes[1:] > sizes[:-1]):
+        raise ValueError(f"batch_sizes must be non-negative and non-increasing (sequences "
+                         f"sorted longest first), got {sizes.tolist()}")
+    if sizes.sum() != x.shape[0]:
+        raise ValueError(f"x must have sum(batch_sizes) = {sizes.sum()} rows, got "
+                         f"{x.shape[0]}")
+    first = int(sizes[0]) if len(sizes) else 0
+    h0_shape = () if h0 is None else np.shape(h0)
+    B = h0_shape[0] if h0_shape else first      # a malformed h0 is refused by its own check
+    if first > B:
+        raise ValueError(f"batch_sizes[0] = {first} is more sequences than h0's {B} rows")
+    return Batch(sizes, B, padded=False)
 
 
 def check_backward(cell, ctx, dy, state_grads):
-    """Check a backward call's arguments against its context; None gradients mean zeros."""
+    """Check a backward call's arguments against its context; None gradients mean zeros.
+    Returns dy as its (N, P) rows and the state gradients."""
     if not isinstance(ctx, Context):
         raise TypeError(f"ctx must be the Context returned by {cell}_forward, got {describe(ctx)}")
     if ctx.cell != cell:
         raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
     dtype = ctx.hs.dtype
-    T, B, P = ctx.hs.shape[0] - 1, ctx.hs.shape[1], ctx.hs.shape[2]
+    batch, P = ctx.batch, ctx.hs.shape[1]
+    y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
     if dy is None:
-        dy = np.zeros((T, B, P), dtype)
+        dy = np.zeros((batch.N, P), dtype)
     else:
-        dy = as_float_array("dy", dy, dtype, ndim=3)
-        expect_shape("dy", dy, (T, B, P), "(the shape of y)")
-    dh_n = _state("dh_n", state_grads[0], dtype, B, P, _h_size(ctx.w_hr))
+        dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
+        expect_shape("dy", dy, y_shape, "(the shape of y)")
+        dy = dy.reshape(batch.N, P)
+    dh_n = _state("dh_n", state_grads[0], dtype, batch.B, P, _h_size(ctx.w_hr))
     H = ctx.hidden_size
-    return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, B, H) for dc in state_grads[1:])
+    return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, batch.B, H) for dc in state_grads[1:])
 
 
 def _state(name, s, dtype, B, n, size="hidden_size"):

@@ -57,6 +57,47 @@ def _to_numpy(value):
     return value
 
 
+class _Packing:
+    """Where the rows of a right-padded (T, B, ...) batch go in the packed form the backends run
+    (see fastlstm._functional): sequences sorted by length, longest first, and of each one only
+    the steps it really has, so that no work is spent on padding.
+
+    ``lengths`` None means every sequence has all T steps; the packed rows are then the padded
+    array's own rows, in the same order.
+    """
+
+    def __init__(self, lengths, T, B):
+        self.T, self.B = T, B
+        self.full = lengths is None or bool((lengths == T).all())
+        if lengths is None:
+            lengths = np.full(B, T, np.int64)
+        self.order = np.argsort(-lengths, kind="stable")   # packed position -> batch row
+        sorted_lengths = lengths[self.order]
+        steps = int(sorted_lengths[0]) if B else 0
+        # sequences still running at step t: those longer than t
+        self.batch_sizes = B - np.searchsorted(sorted_lengths[::-1], np.arange(steps),
+                                               side="right")
+        off = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+        t = np.repeat(np.arange(steps), self.batch_sizes)   # the step of each packed row
+        pos = np.arange(off[-1]) - off[t]                   # and its sequence's position
+        self.rows = (t, self.order[pos])                    # where it lives in the padded batch
+        # The same sequence's row at the mirrored step len - 1 - t: the reverse direction reads
+        # each sequence backwards from its own end.
+        self.reverse = off[sorted_lengths[pos] - 1 - t] + pos
+
+    def pack(self, a):
+        """(T, B, n) padded -> (N, n) packed rows."""
+        return a.reshape(-1, a.shape[-1]) if self.full else a[self.rows]
+
+    def unpack(self, a):
+        """(N, n) packed rows -> (T, B, n) padded, zeros past each sequence's end."""
+        if self.full:
+            return a.reshape(self.T, self.B, a.shape[-1])
+        out = np.zeros((self.T, self.B, a.shape[-1]), a.dtype)
+        out[self.rows] = a
+        return out
+
+
 class _Recurrent:
     """What every layer shares; a subclass names its cell and runs one layer-direction."""
 
@@ -271,39 +312,64 @@ class _Recurrent:
             checked.append(np.ascontiguousarray(s))
         return tuple(checked)
 
+    @staticmethod
+    def _check_lengths(lengths, T, B):
+        """``lengths`` as B int64 values in [0, T], or None."""
+        if lengths is None:
+            return None
+        try:
+            a = np.asarray(_to_numpy(lengths))
+        except Exception as exc:
+            raise TypeError(f"lengths must be a 1-D array of integers, got "
+                            f"{describe(lengths)}") from exc
+        if a.shape != (B,):
+            raise ValueError(f"lengths must be 1-D with one length per sequence, shape ({B},), "
+                             f"got shape {a.shape}")
+        if a.dtype.kind not in "iu" and a.size:
+            raise TypeError(f"lengths must be integers, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > T):
+            raise ValueError(f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
+                             f"{a.min()} to {a.max()}")
+        return a
+
     # ------------------------------------------------------------------ forward and backward
 
     def _forward(self, x, states, lengths):
-        if lengths is not None:
-            raise NotImplementedError("lengths (variable-length batches) is not supported yet")
         x = self._check_input(x)
         T, B, _ = x.shape
+        packing = _Packing(self._check_lengths(lengths, T, B), T, B)
         states = self._check_states("hx" if self.n_states > 1 else "h0", states, B)
-        L, D = self.num_layers, self.num_directions
+        L, D, P = self.num_layers, self.num_directions, self.output_size
         use_dropout = self.training and self.dropout > 0 and L > 1
         finals = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
         ctxs, masks = [], []
-        layer_in = x
+        layer_in = packing.pack(x)
         for k in range(L):
             outs = []
             for d in range(D):
                 idx = k * D + d
-                inp = layer_in[::-1] if d else layer_in     # the reverse direction reads time backwards
-                init = tuple(None if s is None else s[idx] for s in states)
-                y, final, ctx = self._cell_forward(inp, init, self._weights(idx))
-                outs.append(y[::-1] if d else y)
+                # the reverse direction reads each sequence backwards from its own end
+                inp = layer_in[packing.reverse] if d else layer_in
+                init = tuple(np.zeros((B, n), self.dtype)[packing.order] if s is None
+                             else s[idx][packing.order] for s, n in zip(states,
+                                                                      self._state_sizes()))
+                y, final, ctx = self._cell_forward(inp, init, self._weights(idx),
+                                                   packing.batch_sizes)
+                outs.append(y[packing.reverse] if d else y)
                 for f, v in zip(finals, final):
-                    f[idx] = v
+                    f[idx][packing.order] = v
                 ctxs.append(ctx)
-            layer_out = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+            layer_out = outs[0] if D == 1 else np.concatenate(outs, axis=1)
             if use_dropout and k < L - 1:
-                masks.append(self._dropout_mask(layer_out.shape))
+                masks.append(packing.pack(self._dropout_mask((T, B, D * P))))
                 layer_out = layer_out * masks[-1]
             layer_in = layer_out
-        y = layer_in.transpose(1, 0, 2) if self.batch_first else layer_in
+        y = packing.unpack(layer_in)
+        y = y.transpose(1, 0, 2) if self.batch_first else y
         # Copies, so that the caller's changes to y never reach what backward reads.
         y = np.array(y, order="C", copy=True) if self.training else np.ascontiguousarray(y)
-        self._saved = (ctxs, masks, T, B) if self.training else None
+        self._saved = (ctxs, masks, packing) if self.training else None
         return y, finals
 
     def _dropout_mask(self, shape):
@@ -316,7 +382,8 @@ class _Recurrent:
         if self._saved is None:
             raise RuntimeError("backward needs the last forward to have run in training mode "
                                "(layer.train()); there is no saved forward pass")
-        ctxs, masks, T, B = self._saved
+        ctxs, masks, packing = self._saved
+        T, B = packing.T, packing.B
         L, D, P = self.num_layers, self.num_directions, self.output_size
         y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
         dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(_to_numpy(dy))
@@ -328,21 +395,21 @@ class _Recurrent:
             dy = dy.transpose(1, 0, 2)
         new_grads = {}
         dinit = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
-        d_out = dy
+        d_out = packing.pack(dy)                    # the gradient at padded steps is not used
         for k in reversed(range(L)):
             if masks and k < L - 1:
                 d_out = d_out * masks[k]
             d_in = None
             for d in range(D):
                 idx = k * D + d
-                g = d_out[:, :, d * P:(d + 1) * P]
-                g = g[::-1] if d else g
-                dfinal = tuple(None if s is None else s[idx] for s in dstates)
+                g = d_out[:, d * P:(d + 1) * P]
+                g = g[packing.reverse] if d else g
+                dfinal = tuple(None if s is None else s[idx][packing.order] for s in dstates)
                 dx, dinit_kd, dweights = self._cell_backward(ctxs[idx], g, dfinal)
-                dx = dx[::-1] if d else dx
+                dx = dx[packing.reverse] if d else dx
                 d_in = dx if d_in is None else d_in + dx
                 for a, v in zip(dinit, dinit_kd):
-                    a[idx] = v
+                    a[idx][packing.order] = v
                 # The backends return the weight gradients in the order of their arguments:
                 # w_ih, w_hh, b_ih, b_hh (None without biases), then w_hr, w_peephole if given.
                 kinds = ("w_ih", "w_hh", "b_ih", "b_hh") + tuple(
@@ -353,7 +420,8 @@ class _Recurrent:
             d_out = d_in
         for name, g_w in new_grads.items():
             self.grads[name] += g_w
-        dx = d_out.transpose(1, 0, 2) if self.batch_first else d_out
+        dx = packing.unpack(d_out)
+        dx = dx.transpose(1, 0, 2) if self.batch_first else dx
         return np.ascontiguousarray(dx), dinit
 
     def __call__(self, *args, **kwargs):
@@ -414,10 +482,10 @@ class RNN(_OneState):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init)
 
-    def _cell_forward(self, x, init, w):
+    def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
             x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
-            nonlinearity=self.nonlinearity)
+            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -445,9 +513,10 @@ class GRU(_OneState):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init)
 
-    def _cell_forward(self, x, init, w):
+    def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
-                                                         w.get("b_ih"), w.get("b_hh"))
+                                                         w.get("b_ih"), w.get("b_hh"),
+                                                         batch_sizes=batch_sizes)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -506,10 +575,10 @@ class LSTM(_Recurrent):
             b_hh.fill(0)
             b_ih[H:2 * H] = 1                  # gate order i, f, g, o: the forget gate's block
 
-    def _cell_forward(self, x, init, w):
+    def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(
             x, *init, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w_hr=w.get("w_hr"),
-            w_peephole=w.get("w_peephole"))
+            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes)
         return y, (h_n, c_n), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):

@@ -11,6 +11,7 @@ cdef extern from "fastlstm.h" nogil:
         int64_t T, B, I, H, P
         int projection
         int peephole
+        const int64_t *batch_sizes
 
     enum fl_slot:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,
@@ -19,6 +20,7 @@ cdef extern from "fastlstm.h" nogil:
         FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS
 
     int64_t fl_work_size(const fl_layer *layer, int backward)
+    int64_t fl_packed_rows(const fl_layer *layer)
     void fl_forward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)
     void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)

@@ -6,6 +6,7 @@ arguments once (``fastlstm._functional``, shared with the reference), allocates 
 the saved state, and calls the kernel with the GIL released. Thread count: ``set_num_threads``.
 """
 from cython cimport floating
+from libc.stdint cimport int64_t
 
 import numpy as np
 
@@ -48,9 +49,9 @@ def build_info():
     }
 
 
-def _check_blas_sizes(T, B, I, GH, P):
-    for name, n in (("T * batch", T * B), ("input_size", I), ("gates * hidden_size", GH),
-                    ("proj_size", P)):
+def _check_blas_sizes(N, I, GH, P):
+    for name, n in (("rows of x (T * batch)", N), ("input_size", I),
+                    ("gates * hidden_size", GH), ("proj_size", P)):
         if n > _BLAS_MAX:
             raise ValueError(f"{name} = {n} is larger than the BLAS can index ({_BLAS_MAX})")
 
@@ -74,8 +75,17 @@ cdef int _fill_slots(dict arrays, floating **slots) except -1:
     return 0
 
 
-cdef int _run(bint backward, fl_layer layer, dict arrays) except -1:
+cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
+    cdef fl_layer layer
+    layer.cell, layer.projection, layer.peephole = (description[k] for k in
+                                                    ("cell", "projection", "peephole"))
+    layer.T, layer.B, layer.I, layer.H, layer.P = (description[k] for k in "TBIHP")
+    # A batch whose every step runs all B sequences is the kernels' plain case.
+    cdef const int64_t[::1] sizes = batch.batch_sizes
+    layer.batch_sizes = NULL
+    if batch.T and not (batch.batch_sizes == batch.B).all():
+        layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
     arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward), dtype)
     cdef float *s32[FL_N_SLOTS]
@@ -101,50 +111,62 @@ cdef int _run(bint backward, fl_layer layer, dict arrays) except -1:
 _CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU}
 
 
-def _layer(cell, nonlinearity, x, w_ih, w_hh, w_hr, w_peephole):
-    """The fl_layer description of a call (a dict Cython turns into the struct)."""
+def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
+    """The fl_layer description of a call as a dict, without its batch_sizes (_run makes the
+    struct and points it at them)."""
     code = FL_RNN_RELU if nonlinearity == "relu" else _CELLS[cell]
-    T, B, I = x.shape
-    GH, P = w_hh.shape
-    _check_blas_sizes(T, B, I, GH, P)
-    return dict(cell=code, T=T, B=B, I=I, H=GH // GATES[cell], P=P,
+    GH, I = w_ih.shape
+    P = w_hh.shape[1]
+    _check_blas_sizes(batch.N, I, GH, P)
+    return dict(cell=code, T=batch.T, B=batch.B, I=I, H=GH // GATES[cell], P=P,
                 projection=w_hr is not None, peephole=w_peephole is not None)
 
 
-def _forward(cell, x, states, weights, nonlinearity=None):
-    """Allocate the outputs and saved state of a forward call, run it; return the slots."""
+def _forward(cell, x, states, weights, batch, nonlinearity=None):
+    """Allocate the saved state of a forward call, run it; return its Context."""
     w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
-    layer = _layer(cell, nonlinearity, x, w_ih, w_hh, w_hr, w_peephole)
-    T, B, H, P, dtype = layer["T"], layer["B"], layer["H"], layer["P"], x.dtype
+    layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
+    B, N, H, P, dtype = batch.B, batch.N, layer["H"], layer["P"], x.dtype
     GH = w_hh.shape[0]
-    if b_ih is None:
+    has_bias = b_ih is not None
+    if not has_bias:
         b_ih = b_hh = np.zeros(GH, dtype)
-    hs = np.empty((T + 1, B, P), dtype)
-    hs[0] = states[0]
+    hs = np.empty((B + N, P), dtype)
+    hs[:B] = states[0]
     arrays = {FL_X: x, FL_W_IH: w_ih, FL_W_HH: w_hh, FL_B_IH: b_ih, FL_B_HH: b_hh,
               FL_W_HR: w_hr, FL_W_PEEPHOLE: w_peephole, FL_HS: hs}
     if cell == "lstm":
-        arrays[FL_CS] = np.empty((T + 1, B, H), dtype)
-        arrays[FL_CS][0] = states[1]
+        arrays[FL_CS] = np.empty((B + N, H), dtype)
+        arrays[FL_CS][:B] = states[1]
     if cell != "rnn":
-        arrays[FL_GATES] = np.empty((T, B, GH), dtype)
+        arrays[FL_GATES] = np.empty((N, GH), dtype)
     if cell == "gru":
-        arrays[FL_HN] = np.empty((T, B, H), dtype)
-    _run(False, layer, arrays)
-    return arrays
+        arrays[FL_HN] = np.empty((N, H), dtype)
+    _run(False, layer, batch, arrays)
+    return Context(cell, batch, x, hs, w_ih, w_hh, has_bias, nonlinearity=nonlinearity,
+                   cs=arrays.get(FL_CS), gates=arrays.get(FL_GATES), hn=arrays.get(FL_HN),
+                   w_hr=w_hr, w_peephole=w_peephole)
+
+
+def _outputs(ctx):
+    """y in the caller's form, each state's last value per sequence, and the context."""
+    last = ctx.batch.last_rows()
+    states = (ctx.hs,) if ctx.cs is None else (ctx.hs, ctx.cs)
+    return (ctx.batch.outside(ctx.hs[ctx.batch.B:]),) + tuple(s[last] for s in states) + (ctx,)
 
 
 def _backward(ctx, dy, dstates):
     """Allocate the gradients of a backward call, run it; return the slots."""
-    layer = _layer(ctx.cell, ctx.nonlinearity, ctx.x, ctx.w_ih, ctx.w_hh, ctx.w_hr,
+    batch = ctx.batch
+    layer = _layer(ctx.cell, ctx.nonlinearity, batch, ctx.w_ih, ctx.w_hh, ctx.w_hr,
                    ctx.w_peephole)
-    T, B, I, H, P = (layer[k] for k in ("T", "B", "I", "H", "P"))
+    N, I, H, P = batch.N, layer["I"], layer["H"], layer["P"]
     dtype = dy.dtype
     GH = ctx.w_hh.shape[0]
     arrays = {FL_X: ctx.x, FL_W_IH: ctx.w_ih, FL_W_HH: ctx.w_hh, FL_W_HR: ctx.w_hr,
               FL_W_PEEPHOLE: ctx.w_peephole, FL_HS: ctx.hs, FL_CS: ctx.cs, FL_GATES: ctx.gates,
               FL_HN: ctx.hn, FL_DY: dy, FL_DH: dstates[0].copy(),
-              FL_DX: np.empty((T, B, I), dtype), FL_DW_IH: np.empty((GH, I), dtype),
+              FL_DX: np.empty((N, I), dtype), FL_DW_IH: np.empty((GH, I), dtype),
               FL_DW_HH: np.empty((GH, P), dtype)}
     if ctx.has_bias:
         arrays[FL_DB_IH], arrays[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
@@ -154,7 +176,8 @@ def _backward(ctx, dy, dstates):
         arrays[FL_DW_HR] = np.empty((P, H), dtype)
     if ctx.w_peephole is not None:
         arrays[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
-    _run(True, layer, arrays)
+    _run(True, layer, batch, arrays)
+    arrays[FL_DX] = batch.outside(arrays[FL_DX])
     return arrays
 
 
@@ -163,14 +186,11 @@ def _param_grads(a):
     return a[FL_DW_IH], a[FL_DW_HH], a.get(FL_DB_IH), a.get(FL_DB_HH)
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None):
     """Run an Elman layer over a sequence: as ``fastlstm.reference.rnn_forward``."""
-    x, states, weights = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity)
-    a = _forward("rnn", x, states, weights, nonlinearity)
-    hs = a[FL_HS]
-    ctx = Context("rnn", x, hs, weights[0], weights[1], b_ih is not None,
-                  nonlinearity=nonlinearity)
-    return hs[1:], hs[-1], ctx
+    x, states, weights, batch = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh,
+                                              nonlinearity, batch_sizes=batch_sizes)
+    return _outputs(_forward("rnn", x, states, weights, batch, nonlinearity))
 
 
 def rnn_backward(ctx, dy, dh_n):
@@ -180,15 +200,13 @@ def rnn_backward(ctx, dy, dh_n):
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
+                 batch_sizes=None):
     """Run an LSTM layer over a sequence: as ``fastlstm.reference.lstm_forward``."""
-    x, states, weights = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
-                                       w_hr=w_hr, w_peephole=w_peephole)
-    a = _forward("lstm", x, states, weights)
-    hs, cs = a[FL_HS], a[FL_CS]
-    ctx = Context("lstm", x, hs, weights[0], weights[1], b_ih is not None, cs=cs,
-                  gates=a[FL_GATES], w_hr=weights[4], w_peephole=weights[5])
-    return hs[1:], hs[-1], cs[-1], ctx
+    x, states, weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                              w_hr=w_hr, w_peephole=w_peephole,
+                                              batch_sizes=batch_sizes)
+    return _outputs(_forward("lstm", x, states, weights, batch))
 
 
 def lstm_backward(ctx, dy, dh_n, dc_n):
@@ -199,14 +217,11 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
             + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
     """Run a GRU layer over a sequence: as ``fastlstm.reference.gru_forward``."""
-    x, states, weights = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh)
-    a = _forward("gru", x, states, weights)
-    hs = a[FL_HS]
-    ctx = Context("gru", x, hs, weights[0], weights[1], b_ih is not None, gates=a[FL_GATES],
-                  hn=a[FL_HN])
-    return hs[1:], hs[-1], ctx
+    x, states, weights, batch = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh,
+                                              batch_sizes=batch_sizes)
+    return _outputs(_forward("gru", x, states, weights, batch))
 
 
 def gru_backward(ctx, dy, dh_n):

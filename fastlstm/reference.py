@@ -3,7 +3,8 @@
 Written to be read. Each function is one layer in one direction; ``fastlstm.native`` has the
 same functions with the same signatures, and the layers (``fastlstm.RNN``, ``fastlstm.LSTM``)
 stack them into layers and directions. Notation, shared with ``csrc/``, is in
-``fastlstm._functional``: x is (T, B, I), hidden states are (B, H), weights have torch.nn's shapes.
+``fastlstm._functional``: x is (T, B, I), or packed (N, I) for sequences of different lengths,
+hidden states are (B, H), weights have torch.nn's shapes.
 
 The Elman network
 -----------------
@@ -84,61 +85,72 @@ def sigmoid(a):
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _rows(a):
-    """A (T, B, n) array as the (T * B, n) matrix of all its rows."""
-    return a.reshape(-1, a.shape[-1])
-
-
 def _weight_grads(ctx, da, da_h=None):
-    """Gradients of the weights from the pre-activation gradients ``da`` (T, B, G*H).
+    """Gradients of the weights from the pre-activation gradients ``da`` (N, G*H).
 
-    Every step used the same weights, so their gradient is the sum over all steps and all batch
-    rows of ``da_t.T @ x_t`` and ``da_t.T @ h_{t-1}``: one product over all T*B rows each. The
+    Every step used the same weights, so their gradient is the sum over all steps and all
+    sequences of ``da_t.T @ x_t`` and ``da_t.T @ h_{t-1}``: one product over all N rows each. The
     two biases are added to the same pre-activation, so they get the same gradient; except in
     the GRU, whose recurrent side has its own ``da_h`` (``b_hn`` sits inside ``r * (...)``).
     """
     da_h = da if da_h is None else da_h
-    dw_ih = _rows(da).T @ _rows(ctx.x)
-    dw_hh = _rows(da_h).T @ _rows(ctx.hs[:-1])
+    dw_ih = da.T @ ctx.x
+    dw_hh = da_h.T @ ctx.hs[ctx.batch.prev_rows()]
     if not ctx.has_bias:
         return dw_ih, dw_hh, None, None
-    return dw_ih, dw_hh, da.sum(axis=(0, 1)), da_h.sum(axis=(0, 1))
+    return dw_ih, dw_hh, da.sum(axis=0), da_h.sum(axis=0)
 
 
 def _bias(b, n, dtype):
     return np.zeros(n, dtype) if b is None else b
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+def _outputs(ctx, *states):
+    """What a forward returns: y in the caller's form, then each state's last value per sequence
+    (``states`` the saved hs, and cs for the LSTM), then the context."""
+    last = ctx.batch.last_rows()
+    B = ctx.batch.B
+    return (ctx.batch.outside(ctx.hs[B:]),) + tuple(s[last] for s in states) + (ctx,)
+
+
+# Every function below takes a batch in either form (see fastlstm._functional): padded, x of
+# shape (T, B, I), or packed as torch's PackedSequence holds it, x (N, I) with batch_sizes. It
+# runs the packed form: step t works on the first n_t sequences, ``rows`` its rows of x, and
+# reads the states it starts from at ``prev`` of hs (and cs) and writes the new ones at ``out``.
+# Sequences that have ended simply drop out; their last state stays where they left it.
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None):
     """Run an Elman layer over a sequence.
 
     Parameters
     ----------
-    x : (T, B, I) float32 or float64
+    x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
     h0 : (B, H) or None for zeros
     w_ih : (H, I); w_hh : (H, H); b_ih, b_hh : (H,) or both None
     nonlinearity : "tanh" or "relu"
+    batch_sizes : None for padded x, else (T,) the number of sequences running at each step,
+        non-increasing (sequences sorted longest first, as in torch's PackedSequence); h0's
+        rows beyond batch_sizes[0] are sequences of length 0
 
     Returns
     -------
-    y : (T, B, H), the hidden state after every step
-    h_n : (B, H), the state after the last step (h0 when T = 0)
+    y : (T, B, H), the hidden state after every step (packed: (N, H))
+    h_n : (B, H), each sequence's state after its last step (h0 for a sequence of length 0)
     ctx : Context for :func:`rnn_backward`
     """
-    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _) = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih,
-                                                             b_hh, nonlinearity)
-    T, B, _ = x.shape
+    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
+        "rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity, batch_sizes=batch_sizes)
     H = w_hh.shape[0]
     phi = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
     w = np.concatenate([w_ih, w_hh], axis=1)            # one matrix over [x_t, h_{t-1}]
     b = _bias(b_ih, H, x.dtype) + _bias(b_hh, H, x.dtype)
-    hs = np.empty((T + 1, B, H), x.dtype)
-    hs[0] = h0
-    for t in range(T):
-        z = np.concatenate([x[t], hs[t]], axis=1)       # the fed-back state as extra inputs
-        hs[t + 1] = phi(z @ w.T + b)
-    ctx = Context("rnn", x, hs, w_ih, w_hh, b_ih is not None, nonlinearity=nonlinearity)
-    return hs[1:], hs[T], ctx
+    hs = np.empty((batch.B + batch.N, H), x.dtype)
+    hs[:batch.B] = h0
+    for rows, prev, out in batch.steps():
+        z = np.concatenate([x[rows], hs[prev]], axis=1)  # the fed-back state as extra inputs
+        hs[out] = phi(z @ w.T + b)
+    ctx = Context("rnn", batch, x, hs, w_ih, w_hh, b_ih is not None, nonlinearity=nonlinearity)
+    return _outputs(ctx, hs)
 
 
 def rnn_backward(ctx, dy, dh_n):
@@ -147,7 +159,7 @@ def rnn_backward(ctx, dy, dh_n):
     Parameters
     ----------
     ctx : the Context returned by rnn_forward
-    dy : (T, B, H) gradient of the loss with respect to y, or None for zeros
+    dy : gradient of the loss with respect to y (y's shape), or None for zeros
     dh_n : (B, H) gradient with respect to h_n, or None for zeros
 
     Returns
@@ -156,66 +168,69 @@ def rnn_backward(ctx, dy, dh_n):
     """
     dy, (dh,) = check_backward("rnn", ctx, dy, (dh_n,))
     hs, w_ih, w_hh = ctx.hs, ctx.w_ih, ctx.w_hh
-    T = dy.shape[0]
-    da = np.empty((T,) + dh.shape, dy.dtype)            # dL/da_t, a_t the pre-activation
-    dh = dh.copy()                                      # dL/dh_t, carried back through time
-    for t in reversed(range(T)):
-        dh += dy[t]                                     # the output at t and the future both use h_t
-        h = hs[t + 1]
+    da = np.empty_like(dy)                              # dL/da_t, a_t the pre-activation
+    dh = dh.copy()           # dL/dh of each sequence's latest state, carried back through time
+    for rows, _, out in reversed(list(ctx.batch.steps())):
+        n = rows.stop - rows.start
+        dh[:n] += dy[rows]                              # the output at t and the future both use h_t
+        h = hs[out]
         # The derivative of the nonlinearity, written with its output: tanh' = 1 - tanh^2 lies in
         # (0, 1], so every step back shrinks the signal (unless W_hh is large): the vanishing gradient.
         dphi = 1 - h * h if ctx.nonlinearity == "tanh" else (h > 0).astype(h.dtype)
-        da[t] = dh * dphi
-        dh = da[t] @ w_hh                               # what reaches h_{t-1} through W_hh
-    dx = da @ w_ih
+        da[rows] = dh[:n] * dphi
+        dh[:n] = da[rows] @ w_hh                        # what reaches h_{t-1} through W_hh
+    dx = ctx.batch.outside(da @ w_ih)
     return (dx, dh) + _weight_grads(ctx, da)
 
 
-def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None):
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
+                 batch_sizes=None):
     """Run an LSTM layer over a sequence.
 
     Parameters
     ----------
-    x : (T, B, I) float32 or float64
+    x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
     h0 : (B, P) and c0 : (B, H), or None for zeros (P = H without projection)
     w_ih : (4H, I); w_hh : (4H, P); b_ih, b_hh : (4H,) or both None; gate order i, f, g, o
     w_hr : (P, H) projection, or None for none (torch's weight_hr)
     w_peephole : (3H,) peephole weights of gates i, f, o, or None for none
+    batch_sizes : None for padded x, else packed steps as in :func:`rnn_forward`
 
     Returns
     -------
-    y : (T, B, P); h_n : (B, P) and c_n : (B, H) after the last step;
-    ctx : Context for :func:`lstm_backward`
+    y : (T, B, P) (packed: (N, P)); h_n : (B, P) and c_n : (B, H), each sequence's states after
+    its last step; ctx : Context for :func:`lstm_backward`
     """
-    x, (h0, c0), weights = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
-                                         w_hr=w_hr, w_peephole=w_peephole)
+    x, (h0, c0), weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                                w_hr=w_hr, w_peephole=w_peephole,
+                                                batch_sizes=batch_sizes)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
-    T, B, _ = x.shape
-    H, P = w_ih.shape[0] // 4, w_hh.shape[1]
+    H, P, B = w_ih.shape[0] // 4, w_hh.shape[1], batch.B
     w = np.concatenate([w_ih, w_hh], axis=1)
     b = _bias(b_ih, 4 * H, x.dtype) + _bias(b_hh, 4 * H, x.dtype)
     if w_peephole is not None:
         p_i, p_f, p_o = w_peephole[:H], w_peephole[H:2 * H], w_peephole[2 * H:]
-    hs = np.empty((T + 1, B, P), x.dtype)
-    cs = np.empty((T + 1, B, H), x.dtype)
-    gates = np.empty((T, B, 4 * H), x.dtype)
-    hs[0], cs[0] = h0, c0
-    for t in range(T):
-        a = np.concatenate([x[t], hs[t]], axis=1) @ w.T + b
+    hs = np.empty((B + batch.N, P), x.dtype)
+    cs = np.empty((B + batch.N, H), x.dtype)
+    gates = np.empty((batch.N, 4 * H), x.dtype)
+    hs[:B], cs[:B] = h0, c0
+    for rows, prev, out in batch.steps():
+        a = np.concatenate([x[rows], hs[prev]], axis=1) @ w.T + b
         a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H] for k in range(4))
+        c_prev = cs[prev]
         if w_peephole is not None:                      # the input and forget gates see c_{t-1}
-            a_i, a_f = a_i + p_i * cs[t], a_f + p_f * cs[t]
+            a_i, a_f = a_i + p_i * c_prev, a_f + p_f * c_prev
         i, f, g = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g)
-        cs[t + 1] = f * cs[t] + i * g                    # additive: the constant error carousel
+        c = cs[out] = f * c_prev + i * g                # additive: the constant error carousel
         if w_peephole is not None:                      # the output gate sees c_t
-            a_o = a_o + p_o * cs[t + 1]
+            a_o = a_o + p_o * c
         o = sigmoid(a_o)
-        m = o * np.tanh(cs[t + 1])
-        hs[t + 1] = m if w_hr is None else m @ w_hr.T
-        gates[t] = np.concatenate([i, f, g, o], axis=1)
-    ctx = Context("lstm", x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates, w_hr=w_hr,
-                  w_peephole=w_peephole)
-    return hs[1:], hs[T], cs[T], ctx
+        m = o * np.tanh(c)
+        hs[out] = m if w_hr is None else m @ w_hr.T
+        gates[rows] = np.concatenate([i, f, g, o], axis=1)
+    ctx = Context("lstm", batch, x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates,
+                  w_hr=w_hr, w_peephole=w_peephole)
+    return _outputs(ctx, hs, cs)
 
 
 def lstm_backward(ctx, dy, dh_n, dc_n):
@@ -224,7 +239,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     Parameters
     ----------
     ctx : the Context returned by lstm_forward
-    dy : (T, B, P) or None; dh_n : (B, P) or None; dc_n : (B, H) or None (None means zeros)
+    dy : y's shape, or None; dh_n : (B, P) or None; dc_n : (B, H) or None (None means zeros)
 
     Returns
     -------
@@ -233,77 +248,79 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     """
     dy, (dh, dc) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
     cs, gates, w_ih, w_hh, w_hr = ctx.cs, ctx.gates, ctx.w_ih, ctx.w_hh, ctx.w_hr
-    T = dy.shape[0]
     H = dc.shape[1]
     peephole = ctx.w_peephole is not None
     if peephole:
         p_i, p_f, p_o = (ctx.w_peephole[k * H:(k + 1) * H] for k in range(3))
     da = np.empty_like(gates)
     dw_hr = None if w_hr is None else np.zeros_like(w_hr)
-    dh, dc = dh.copy(), dc.copy()
-    for t in reversed(range(T)):
-        i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
-        dh += dy[t]
-        tanh_c = np.tanh(cs[t + 1])
+    dh, dc = dh.copy(), dc.copy()                       # per sequence, as in rnn_backward
+    for rows, prev, out in reversed(list(ctx.batch.steps())):
+        n = rows.stop - rows.start
+        i, f, g, o = (gates[rows, k * H:(k + 1) * H] for k in range(4))
+        dh[:n] += dy[rows]
+        tanh_c = np.tanh(cs[out])
         if w_hr is None:
-            dm = dh                                     # dL/dm_t, m_t = o * tanh(c_t)
+            dm = dh[:n]                                 # dL/dm_t, m_t = o * tanh(c_t)
         else:                                           # back through h_t = W_hr m_t
-            dw_hr += dh.T @ (o * tanh_c)
-            dm = dh @ w_hr
+            dw_hr += dh[:n].T @ (o * tanh_c)
+            dm = dh[:n] @ w_hr
         da_o = dm * tanh_c * o * (1 - o)                # sigmoid' = s (1 - s)
-        dc += dm * o * (1 - tanh_c * tanh_c)            # through m_t = o * tanh(c_t)
+        dct = dc[:n] + dm * o * (1 - tanh_c * tanh_c)   # through m_t = o * tanh(c_t)
         if peephole:
-            dc += da_o * p_o                            # and through o's peephole
-        da_i = dc * g * i * (1 - i)
-        da_f = dc * cs[t] * f * (1 - f)
-        da[t] = np.concatenate([da_i, da_f, dc * i * (1 - g * g), da_o], axis=1)
-        dc = dc * f                                     # the carousel: only the forget gate
+            dct += da_o * p_o                           # and through o's peephole
+        da_i = dct * g * i * (1 - i)
+        da_f = dct * cs[prev] * f * (1 - f)
+        da[rows] = np.concatenate([da_i, da_f, dct * i * (1 - g * g), da_o], axis=1)
+        dc[:n] = dct * f                                # the carousel: only the forget gate
         if peephole:
-            dc += da_i * p_i + da_f * p_f               # (and the peepholes)
-        dh = da[t] @ w_hh
-    dx = da @ w_ih
+            dc[:n] += da_i * p_i + da_f * p_f           # (and the peepholes)
+        dh[:n] = da[rows] @ w_hh
+    dx = ctx.batch.outside(da @ w_ih)
     dw_peephole = None
     if peephole:
-        c_prev, c = cs[:-1], cs[1:]
-        dw_peephole = np.concatenate([(da[..., :H] * c_prev).sum(axis=(0, 1)),
-                                      (da[..., H:2 * H] * c_prev).sum(axis=(0, 1)),
-                                      (da[..., 3 * H:] * c).sum(axis=(0, 1))])
+        c_prev, c = cs[ctx.batch.prev_rows()], cs[ctx.batch.B:]
+        dw_peephole = np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
+                                      (da[:, H:2 * H] * c_prev).sum(axis=0),
+                                      (da[:, 3 * H:] * c).sum(axis=0)])
     return (dx, dh, dc) + _weight_grads(ctx, da) + extra_grads(ctx, dw_hr, dw_peephole)
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
     """Run a GRU layer over a sequence (torch.nn.GRU's equations and layout).
 
     Parameters
     ----------
-    x : (T, B, I) float32 or float64
+    x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
     h0 : (B, H) or None for zeros
     w_ih : (3H, I); w_hh : (3H, H); b_ih, b_hh : (3H,) or both None; gate order r, z, n
+    batch_sizes : None for padded x, else packed steps as in :func:`rnn_forward`
 
     Returns
     -------
-    y : (T, B, H); h_n : (B, H) after the last step; ctx : Context for :func:`gru_backward`
+    y : (T, B, H) (packed: (N, H)); h_n : (B, H), each sequence's state after its last step;
+    ctx : Context for :func:`gru_backward`
     """
-    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _) = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih,
-                                                             b_hh)
-    T, B, _ = x.shape
+    x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
+        "gru", x, (h0,), w_ih, w_hh, b_ih, b_hh, batch_sizes=batch_sizes)
     H = w_hh.shape[1]
     b_hh_ = _bias(b_hh, 3 * H, x.dtype)
     ax = x @ w_ih.T + _bias(b_ih, 3 * H, x.dtype)       # the input side of every step at once
-    hs = np.empty((T + 1, B, H), x.dtype)
-    gates = np.empty((T, B, 3 * H), x.dtype)
-    hn = np.empty((T, B, H), x.dtype)
-    hs[0] = h0
-    for t in range(T):
-        ah = hs[t] @ w_hh.T + b_hh_                     # the recurrent side, all three gates
-        r = sigmoid(ax[t, :, :H] + ah[:, :H])
-        z = sigmoid(ax[t, :, H:2 * H] + ah[:, H:2 * H])
-        hn[t] = ah[:, 2 * H:]
-        n = np.tanh(ax[t, :, 2 * H:] + r * hn[t])
-        hs[t + 1] = (1 - z) * n + z * hs[t]
-        gates[t] = np.concatenate([r, z, n], axis=1)
-    ctx = Context("gru", x, hs, w_ih, w_hh, b_ih is not None, gates=gates, hn=hn)
-    return hs[1:], hs[T], ctx
+    hs = np.empty((batch.B + batch.N, H), x.dtype)
+    gates = np.empty((batch.N, 3 * H), x.dtype)
+    hn = np.empty((batch.N, H), x.dtype)
+    hs[:batch.B] = h0
+    for rows, prev, out in batch.steps():
+        h_prev = hs[prev]
+        ah = h_prev @ w_hh.T + b_hh_                    # the recurrent side, all three gates
+        r = sigmoid(ax[rows, :H] + ah[:, :H])
+        z = sigmoid(ax[rows, H:2 * H] + ah[:, H:2 * H])
+        hn[rows] = ah[:, 2 * H:]
+        n = np.tanh(ax[rows, 2 * H:] + r * hn[rows])
+        hs[out] = (1 - z) * n + z * h_prev
+        gates[rows] = np.concatenate([r, z, n], axis=1)
+    ctx = Context("gru", batch, x, hs, w_ih, w_hh, b_ih is not None, gates=gates, hn=hn)
+    return _outputs(ctx, hs)
 
 
 def gru_backward(ctx, dy, dh_n):
@@ -312,7 +329,7 @@ def gru_backward(ctx, dy, dh_n):
     Parameters
     ----------
     ctx : the Context returned by gru_forward
-    dy : (T, B, H) or None; dh_n : (B, H) or None (None means zeros)
+    dy : y's shape, or None; dh_n : (B, H) or None (None means zeros)
 
     Returns
     -------
@@ -320,19 +337,20 @@ def gru_backward(ctx, dy, dh_n):
     """
     dy, (dh,) = check_backward("gru", ctx, dy, (dh_n,))
     hs, gates, hn = ctx.hs, ctx.gates, ctx.hn
-    T = dy.shape[0]
     H = dh.shape[1]
     da = np.empty_like(gates)                           # dL/d(input side of the pre-activations)
     da_h = np.empty_like(gates)                         # dL/d(recurrent side, W_hh h + b_hh)
-    dh = dh.copy()
-    for t in reversed(range(T)):
-        r, z, n = (gates[t, :, k * H:(k + 1) * H] for k in range(3))
-        dh += dy[t]
-        da_n = dh * (1 - z) * (1 - n * n)
-        da_z = dh * (hs[t] - n) * z * (1 - z)
-        da_r = da_n * hn[t] * r * (1 - r)
-        da[t] = np.concatenate([da_r, da_z, da_n], axis=1)
-        da_h[t] = np.concatenate([da_r, da_z, da_n * r], axis=1)
-        dh = dh * z + da_h[t] @ ctx.w_hh                # the direct path through z, and W_hh
-    dx = da @ ctx.w_ih
+    dh = dh.copy()                                      # per sequence, as in rnn_backward
+    for rows, prev, _ in reversed(list(ctx.batch.steps())):
+        n_rows = rows.stop - rows.start
+        r, z, n = (gates[rows, k * H:(k + 1) * H] for k in range(3))
+        dh[:n_rows] += dy[rows]
+        d = dh[:n_rows]
+        da_n = d * (1 - z) * (1 - n * n)
+        da_z = d * (hs[prev] - n) * z * (1 - z)
+        da_r = da_n * hn[rows] * r * (1 - r)
+        da[rows] = np.concatenate([da_r, da_z, da_n], axis=1)
+        da_h[rows] = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        dh[:n_rows] = d * z + da_h[rows] @ ctx.w_hh      # the direct path through z, and W_hh
+    dx = ctx.batch.outside(da @ ctx.w_ih)
     return (dx, dh) + _weight_grads(ctx, da, da_h)

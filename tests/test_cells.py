@@ -95,13 +95,17 @@ def test_gru_context_keeps_the_recurrent_part_of_n(backend, rng):
     w_ih, w_hh = rng.standard_normal((3 * H, I)), rng.standard_normal((3 * H, H))
     b_ih, b_hh = rng.standard_normal(3 * H), rng.standard_normal(3 * H)
     x = rng.standard_normal((T, B, I))
-    y, h_n, ctx = mod.gru_forward(x, rng.standard_normal((B, H)), w_ih, w_hh, b_ih, b_hh)
-    assert ctx.hn.shape == (T, B, H)
-    assert_close(ctx.hn, ctx.hs[:-1] @ w_hh[2 * H:].T + b_hh[2 * H:], 1e-13, "hn")
+    h0 = rng.standard_normal((B, H))
+    y, h_n, ctx = mod.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    h_prev = np.concatenate([h0[None], y[:-1]])          # the state each step started from
+    assert ctx.hn.shape == (T * B, H)                   # the context keeps the rows of all steps
+    hn = ctx.hn.reshape(T, B, H)
+    assert_close(hn, h_prev @ w_hh[2 * H:].T + b_hh[2 * H:], 1e-13, "hn")
     # and h follows torch's update h' = (1 - z) n + z h from the saved gates
-    r, z, n = ctx.gates[..., :H], ctx.gates[..., H:2 * H], ctx.gates[..., 2 * H:]
-    assert_close(y, (1 - z) * n + z * ctx.hs[:-1], 1e-13, "h")
-    assert_close(n, np.tanh(x @ w_ih[2 * H:].T + b_ih[2 * H:] + r * ctx.hn), 1e-13, "n")
+    gates = ctx.gates.reshape(T, B, 3 * H)
+    r, z, n = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:]
+    assert_close(y, (1 - z) * n + z * h_prev, 1e-13, "h")
+    assert_close(n, np.tanh(x @ w_ih[2 * H:].T + b_ih[2 * H:] + r * hn), 1e-13, "n")
 
 
 # ---------------------------------------------------------------- parameters
