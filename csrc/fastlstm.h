@@ -81,13 +81,14 @@ int64_t fl_packed_rows(const fl_layer *layer);
 FL_DECLARE_KERNELS(float, f32)
 FL_DECLARE_KERNELS(double, f64)
 
-/* Run once before the kernels: makes the BLAS single-threaded (see platform.h). */
-void fl_blas_init(void);
+/* Run once before the kernels: makes the BLAS single-threaded (see platform.h) and fixes
+ * fl_num_parts(), the one value the library keeps, a fact about the machine. */
+void fl_init(void);
 
 /* Build and machine facts for `python -m fastlstm info`. */
 int fl_openmp_enabled(void);      /* 1 when built with OpenMP */
 int fl_default_num_threads(void); /* omp_get_max_threads(): honours OMP_NUM_THREADS */
-int fl_num_parts(void);           /* row blocks a batch is cut into: the processors available */
+int fl_num_parts(void);           /* parts a batch is cut into: the processors available */
 const char *fl_blas_corename(void);
 const char *fl_blas_config(void);
 

@@ -17,13 +17,18 @@ int fl_openmp_enabled(void)
 
 int fl_default_num_threads(void) { return FL_OMP_MAX_THREADS(); }
 
-int fl_num_parts(void)
+/* The processors available when fastlstm loads, fixed then: every call cuts its batch into the
+ * same parts, and asking the OpenMP runtime each time would cost a system call. */
+static int num_parts = 1;
+
+void fl_init(void)
 {
+    FL_BLAS_SET_NUM_THREADS(1);
     int n = FL_OMP_NUM_PROCS();
-    return n > 0 ? n : 1;
+    num_parts = n > 0 ? n : 1;
 }
 
-void fl_blas_init(void) { FL_BLAS_SET_NUM_THREADS(1); }
+int fl_num_parts(void) { return num_parts; }
 const char *fl_blas_corename(void) { return FL_BLAS_CORENAME(); }
 const char *fl_blas_config(void) { return FL_BLAS_CONFIG(); }
 
@@ -87,23 +92,59 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #define REAL float
 #define SFX(name) name##_f32
 #define GEMM FL_SGEMM
-#define EXP expf
-#define TANH tanhf
+#define GEMV FL_SGEMV
+#define EXP_UINT uint32_t
+#define EXP_MANT 23
+#define EXP_BIAS 127u
+#define EXP_ROUND 12582912.0f          /* 1.5 * 2^23 */
+#define EXP_ROUND_BITS 0x4B400000u
+#define EXP_MIN -87.0f                 /* 2^n normal: n >= -126 */
+#define EXP_MAX 88.0f                  /* n <= 127 */
+#define EXP_LN2_HI 0.693359375f        /* ln 2 = HI + LO, HI with few bits: n * HI is exact */
+#define EXP_LN2_LO -2.12194440e-4f
+#define EXP_DEGREE 7
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
 #undef GEMM
-#undef EXP
-#undef TANH
+#undef GEMV
+#undef EXP_UINT
+#undef EXP_MANT
+#undef EXP_BIAS
+#undef EXP_ROUND
+#undef EXP_ROUND_BITS
+#undef EXP_MIN
+#undef EXP_MAX
+#undef EXP_LN2_HI
+#undef EXP_LN2_LO
+#undef EXP_DEGREE
 
 #define REAL double
 #define SFX(name) name##_f64
 #define GEMM FL_DGEMM
-#define EXP exp
-#define TANH tanh
+#define GEMV FL_DGEMV
+#define EXP_UINT uint64_t
+#define EXP_MANT 52
+#define EXP_BIAS 1023u
+#define EXP_ROUND 6755399441055744.0   /* 1.5 * 2^52 */
+#define EXP_ROUND_BITS 0x4338000000000000u
+#define EXP_MIN -708.0                 /* n >= -1022 */
+#define EXP_MAX 709.0                  /* n <= 1023 */
+#define EXP_LN2_HI 0.693145751953125   /* ln 2 = HI + LO, HI with few bits: n * HI is exact */
+#define EXP_LN2_LO 1.42860682030941723212e-6
+#define EXP_DEGREE 13
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
 #undef GEMM
-#undef EXP
-#undef TANH
+#undef GEMV
+#undef EXP_UINT
+#undef EXP_MANT
+#undef EXP_BIAS
+#undef EXP_ROUND
+#undef EXP_ROUND_BITS
+#undef EXP_MIN
+#undef EXP_MAX
+#undef EXP_LN2_HI
+#undef EXP_LN2_LO
+#undef EXP_DEGREE

@@ -1,6 +1,6 @@
 /* The kernels for one floating type, written once: csrc/kernels.c includes this file with
- * REAL = float and with REAL = double (SFX names the twins _f32 and _f64, GEMM, EXP and TANH
- * pick the matching BLAS and libm functions). Notation: csrc/fastlstm.h. */
+ * REAL = float and with REAL = double (SFX names the twins _f32 and _f64; GEMM and GEMV pick
+ * the matching BLAS functions, EXP_* the constants of exp below). Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
  * Handles the empty cases itself (K = 0 leaves beta * C; BLAS would reject zero strides). */
@@ -16,6 +16,17 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                 C[m * ldc + n] = beta == 0 ? 0 : beta * C[m * ldc + n];
         return;
     }
+    if (M == 1 && !trans_a) {
+        /* One row, as every step of a batch of one has: a matrix-vector product reads op(B)
+         * once, where GEMM would first copy it into its packed panels. */
+        if (trans_b)
+            GEMV(CblasRowMajor, CblasNoTrans, (blasint)N, (blasint)K, alpha, Bm, (blasint)ldb, A,
+                 1, beta, C, 1);
+        else
+            GEMV(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, Bm, (blasint)ldb, A,
+                 1, beta, C, 1);
+        return;
+    }
     GEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
          (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, Bm, (blasint)ldb, beta, C,
          (blasint)ldc);
@@ -27,7 +38,7 @@ static void SFX(gemm_rows)(int trans_a, int trans_b, int64_t M, int64_t N, int64
                            REAL *C, int64_t ldc, int n_threads)
 {
     const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t m0, m1;
         part_range(M, parts, k, &m0, &m1);
@@ -43,7 +54,7 @@ static void SFX(project_inputs)(int64_t rows, int64_t I, int64_t GH, const REAL 
                                 int n_threads)
 {
     const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t r0, r1;
         part_range(rows, parts, k, &r0, &r1);
@@ -60,7 +71,7 @@ static void SFX(column_sums)(int64_t rows, int64_t n, const REAL *a, int64_t lda
                              int64_t ldb, REAL *out, int n_threads)
 {
     const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t j0, j1;
         part_range(n, parts, k, &j0, &j1);
@@ -72,16 +83,54 @@ static void SFX(column_sums)(int64_t rows, int64_t n, const REAL *a, int64_t lda
     }
 }
 
+/* exp(a) for the gates, written so that the compiler vectorizes the loops that call it (a libm
+ * call per element would not be): a = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor
+ * polynomial (EXP_DEGREE terms, below one unit of roundoff on that interval), 2^n built in the
+ * exponent bits. a is first clamped to the range where 2^n is a normal number, so large |a|
+ * give a huge or tiny result rather than inf or 0 (the sigmoid and tanh above get their
+ * limits 0, 1 or +-1 either way); NaN stays NaN through the comparisons. */
+static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+    1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
+
+static inline REAL SFX(exp)(REAL a)
+{
+    a = a < EXP_MIN ? EXP_MIN : a;
+    a = a > EXP_MAX ? EXP_MAX : a;
+    /* adding 1.5 * 2^(mantissa bits) rounds a / ln2 to an integer n held in the low bits */
+    REAL t = a * (REAL)1.4426950408889634 + EXP_ROUND;
+    REAL n = t - EXP_ROUND;
+    REAL r = (a - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    REAL p = SFX(exp_taylor)[EXP_DEGREE];
+    for (int k = EXP_DEGREE - 1; k >= 0; k--)
+        p = p * r + SFX(exp_taylor)[k];
+    EXP_UINT bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
+    REAL scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 static inline REAL SFX(sigmoid)(REAL a)
 {
-    return 1 / (1 + EXP(-a)); /* exp overflows to inf for very negative a: 1 / inf = 0, no NaN */
+    return 1 / (1 + SFX(exp)(-a));
+}
+
+/* tanh(a) = 1 - 2 / (1 + exp(2a)): one exp, like the sigmoid. Exact to a few units of
+ * roundoff of 1 (so for |a| near 0 in absolute, not relative, terms, which is what the layers'
+ * sums of many terms need); +-1 for large |a|, NaN for NaN. */
+static inline REAL SFX(tanh)(REAL a)
+{
+    return 1 - 2 / (1 + SFX(exp)(2 * a));
 }
 
 /* ---------------------------------------------------------------- the cells
  * What one step does to n rows of one part once the recurrent product is in: the only code that
  * differs between the cells. A part's rows are every `ld`-th row of the arrays (see the time
  * loops): row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da
- * have G*H entries, rows of h P, of c H. */
+ * have G*H entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a
+ * different block of memory, so the loops over the units are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. */
 static inline void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre)
@@ -89,11 +138,13 @@ static inline void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_
     for (int64_t r = 0; r < n; r++) {
         REAL *a = pre + r * ld * H;
         if (relu)
+            #pragma omp simd
             for (int64_t j = 0; j < H; j++)
                 a[j] = a[j] > 0 ? a[j] : 0;
         else
+            #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                a[j] = TANH(a[j]);
+                a[j] = SFX(tanh)(a[j]);
     }
 }
 
@@ -105,16 +156,41 @@ static inline void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64
         const REAL *h = h_all + r * ld * H, *dh = dh_all + r * ld * H;
         REAL *da = da_all + r * ld * H;
         if (relu)
+            #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                da[j] = h[j] > 0 ? dh[j] : 0;
+            {
+                REAL g = dh[j]; /* read either way: a select, not a branch, vectorizes */
+                da[j] = h[j] > 0 ? g : 0;
+            }
         else
+            #pragma omp simd
             for (int64_t j = 0; j < H; j++)
                 da[j] = dh[j] * (1 - h[j] * h[j]);
     }
 }
 
-/* LSTM: a IN pre-activations, OUT activations i, f, g, o; c_prev IN; c OUT; m OUT o * tanh(c)
- * (h itself unless the layer projects); p the peephole weights (p_i, p_f, p_o) or NULL. */
+/* LSTM, unit j of one row: a IN pre-activations, OUT activations i, f, g, o; cp IN c_{t-1};
+ * c OUT; m OUT o * tanh(c) (h itself unless the layer projects); p the peephole weights (p_i,
+ * p_f, p_o) when `peephole`. The row functions below call it with `peephole` a constant, so each
+ * of their loops compiles without the test and vectorizes. */
+static inline void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
+                                          REAL *m, const REAL *p, int peephole)
+{
+    REAL ai = a[j], af = a[H + j], ao = a[3 * H + j];
+    if (peephole) {
+        ai += p[j] * cp[j];
+        af += p[H + j] * cp[j];
+    }
+    REAL i = SFX(sigmoid)(ai), f = SFX(sigmoid)(af), g = SFX(tanh)(a[2 * H + j]);
+    c[j] = f * cp[j] + i * g;
+    if (peephole)
+        ao += p[2 * H + j] * c[j]; /* the output gate sees the new cell */
+    REAL o = SFX(sigmoid)(ao);
+    m[j] = o * SFX(tanh)(c[j]);
+    a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+}
+
+/* The LSTM step of n rows (see lstm_unit_forward); p NULL without peepholes. */
 static inline void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                           const REAL *c_prev, REAL *c_all, REAL *m_all,
                                           const REAL *p)
@@ -122,26 +198,47 @@ static inline void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL
     for (int64_t r = 0; r < n; r++) {
         REAL *a = a_all + r * ld * 4 * H, *c = c_all + r * ld * H, *m = m_all + r * ld * H;
         const REAL *cp = c_prev + r * ld * H;
-        for (int64_t j = 0; j < H; j++) {
-            REAL ai = a[j], af = a[H + j], ao = a[3 * H + j];
-            if (p) {
-                ai += p[j] * cp[j];
-                af += p[H + j] * cp[j];
-            }
-            REAL i = SFX(sigmoid)(ai), f = SFX(sigmoid)(af), g = TANH(a[2 * H + j]);
-            c[j] = f * cp[j] + i * g;
-            if (p)
-                ao += p[2 * H + j] * c[j]; /* the output gate sees the new cell */
-            REAL o = SFX(sigmoid)(ao);
-            m[j] = o * TANH(c[j]);
-            a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+        if (p) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_forward)(j, H, a, cp, c, m, p, 1);
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_forward)(j, H, a, cp, c, m, NULL, 0);
         }
     }
 }
 
-/* act IN i, f, g, o; c_prev, c IN; dm IN dL/dm_t (dL/dh_t without projection); dc IN dL/dc_t
- * from the future, OUT dL/dc_{t-1}; da OUT dL/d(pre-activation); m OUT o * tanh(c), when not
- * NULL (projection's weight gradient needs it). */
+/* Unit j of one row, backwards: act IN i, f, g, o; cp, c IN c_{t-1}, c_t; dm IN dL/dm_t
+ * (dL/dh_t without projection); dc IN dL/dc_t from the future, OUT dL/dc_{t-1}; d OUT
+ * dL/d(pre-activation); m OUT o * tanh(c) when `keep_m` (projection's weight gradient needs
+ * it); p as in lstm_unit_forward. */
+static inline void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, const REAL *cp,
+                                           const REAL *c, const REAL *dm, REAL *dc, REAL *d,
+                                           REAL *m, int keep_m, const REAL *p, int peephole)
+{
+    REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+    REAL tc = SFX(tanh)(c[j]);
+    REAL dao = dm[j] * tc * o * (1 - o);
+    REAL dcj = dc[j] + dm[j] * o * (1 - tc * tc);
+    if (peephole)
+        dcj += dao * p[2 * H + j];
+    REAL dai = dcj * g * i * (1 - i), daf = dcj * cp[j] * f * (1 - f);
+    d[j] = dai;
+    d[H + j] = daf;
+    d[2 * H + j] = dcj * i * (1 - g * g);
+    d[3 * H + j] = dao;
+    /* the carousel: back to c_{t-1} through the forget gate (and the peepholes) */
+    dc[j] = dcj * f;
+    if (peephole)
+        dc[j] += dai * p[j] + daf * p[H + j];
+    if (keep_m)
+        m[j] = o * tc;
+}
+
+/* The LSTM's backward step of n rows (see lstm_unit_backward); m_all NULL unless the layer
+ * projects, p NULL without peepholes. */
 static inline void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                            const REAL *c_prev, const REAL *c_all,
                                            const REAL *dm_all, REAL *dc_all, REAL *da_all,
@@ -150,23 +247,23 @@ static inline void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, con
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
         const REAL *a = act_all + 4 * rh, *cp = c_prev + rh, *c = c_all + rh, *dm = dm_all + rh;
-        REAL *dc = dc_all + rh, *d = da_all + 4 * rh;
-        for (int64_t j = 0; j < H; j++) {
-            REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-            REAL tc = TANH(c[j]);
-            REAL dao = dm[j] * tc * o * (1 - o);
-            REAL dcj = dc[j] + dm[j] * o * (1 - tc * tc);
-            if (p)
-                dcj += dao * p[2 * H + j];
-            REAL dai = dcj * g * i * (1 - i), daf = dcj * cp[j] * f * (1 - f);
-            d[j] = dai;
-            d[H + j] = daf;
-            d[2 * H + j] = dcj * i * (1 - g * g);
-            d[3 * H + j] = dao;
-            /* the carousel: back to c_{t-1} through the forget gate (and the peepholes) */
-            dc[j] = dcj * f + (p ? dai * p[j] + daf * p[H + j] : 0);
-            if (m_all)
-                m_all[rh + j] = o * tc;
+        REAL *dc = dc_all + rh, *d = da_all + 4 * rh, *m = m_all ? m_all + rh : NULL;
+        if (p && m) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, p, 1);
+        } else if (p) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, p, 1);
+        } else if (m) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, NULL, 0);
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, NULL, 0);
         }
     }
 }
@@ -181,11 +278,12 @@ static inline void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL 
         const int64_t rh = r * ld * H;
         REAL *a = a_all + 3 * rh, *hn = hn_all + rh, *h = h_all + rh;
         const REAL *hh = hh_all + 3 * rh, *hp = h_prev + rh;
+        #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
             REAL rg = SFX(sigmoid)(a[j] + hh[j] + b_hh[j]);
             REAL zg = SFX(sigmoid)(a[H + j] + hh[H + j] + b_hh[H + j]);
             REAL hnj = hh[2 * H + j] + b_hh[2 * H + j];
-            REAL ng = TANH(a[2 * H + j] + rg * hnj);
+            REAL ng = SFX(tanh)(a[2 * H + j] + rg * hnj);
             h[j] = (1 - zg) * ng + zg * hp[j];
             hn[j] = hnj;
             a[j] = rg, a[H + j] = zg, a[2 * H + j] = ng;
@@ -203,6 +301,7 @@ static inline void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, cons
         const int64_t rh = r * ld * H;
         const REAL *a = act_all + 3 * rh, *hn = hn_all + rh, *hp = h_prev + rh;
         REAL *dh = dh_all + rh, *d = da_all + 3 * rh, *dhh = da_h_all + 3 * rh;
+        #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
             REAL rg = a[j], zg = a[H + j], ng = a[2 * H + j], dhj = dh[j];
             REAL dan = dhj * (1 - zg) * (1 - ng * ng);
@@ -237,7 +336,7 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
     SFX(project_inputs)(fl_packed_rows(l), l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH],
                         cell == FL_GRU ? NULL : b_hh, pre, n_threads);
     const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
         for (int64_t t = 0; t < T; t++) {
@@ -299,7 +398,7 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
     if (l->projection)
         dhs = rest, ms = dhs + N * P, dm = ms + N * H, rest = dm + B * H;
     const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t off = N;          /* the first row of step t's block, walking back from the end */
         for (int64_t t = T - 1; t >= 0; t--) {

@@ -4,7 +4,7 @@
  * carry their own copies), so tuning it never changes their behaviour. Its symbols carry the
  * prefix scipy_. Kernels call it from inside their own OpenMP regions, one block of rows per
  * thread, so every call must run single-threaded: otherwise BLAS threads and OpenMP threads
- * multiply. fl_blas_init() (run once when fastlstm.native is imported) sets this instance to one
+ * multiply. fl_init() (run once when fastlstm.native is imported) sets this instance to one
  * thread; that wheel exports no per-thread setting, and nothing but fastlstm uses the instance.
  *
  * OpenMP: optional at build time; without it the kernels run on one thread.
@@ -19,6 +19,8 @@
 
 #define FL_SGEMM scipy_cblas_sgemm
 #define FL_DGEMM scipy_cblas_dgemm
+#define FL_SGEMV scipy_cblas_sgemv
+#define FL_DGEMV scipy_cblas_dgemv
 
 #define FL_BLAS_SET_NUM_THREADS scipy_openblas_set_num_threads
 #define FL_BLAS_CORENAME scipy_openblas_get_corename

@@ -317,21 +317,32 @@ class _Recurrent:
         """``lengths`` as B int64 values in [0, T], or None."""
         if lengths is None:
             return None
+        lengths = _to_numpy(lengths)
+        shape_error = f"lengths must be 1-D with one length per sequence, shape ({B},), got "
+        range_error = f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
+        if isinstance(lengths, (list, tuple)):
+            # Item by item: NumPy would turn integers too large for int64 into floats.
+            if len(lengths) != B:
+                raise ValueError(shape_error + f"{len(lengths)} values")
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                       for v in lengths):
+                raise TypeError(f"lengths must be integers, got {describe(lengths)}: "
+                                f"{list(lengths)!r:.80}")
+            if lengths and (min(lengths) < 0 or max(lengths) > T):
+                raise ValueError(range_error + f"{min(lengths)} to {max(lengths)}")
+            return np.array(lengths, np.int64)
         try:
-            a = np.asarray(_to_numpy(lengths))
+            a = np.asarray(lengths)
         except Exception as exc:
             raise TypeError(f"lengths must be a 1-D array of integers, got "
                             f"{describe(lengths)}") from exc
         if a.shape != (B,):
-            raise ValueError(f"lengths must be 1-D with one length per sequence, shape ({B},), "
-                             f"got shape {a.shape}")
+            raise ValueError(shape_error + f"shape {a.shape}")
         if a.dtype.kind not in "iu" and a.size:
             raise TypeError(f"lengths must be integers, got dtype {a.dtype}")
-        a = a.astype(np.int64)
-        if a.size and (a.min() < 0 or a.max() > T):
-            raise ValueError(f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
-                             f"{a.min()} to {a.max()}")
-        return a
+        if a.size and (a.min() < 0 or a.max() > T):   # in a's own dtype: no wrap-around
+            raise ValueError(range_error + f"{a.min()} to {a.max()}")
+        return a.astype(np.int64)
 
     # ------------------------------------------------------------------ forward and backward
 
@@ -426,6 +437,12 @@ class _Recurrent:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def stream(self, batch_size):
+        """A :class:`fastlstm.stream.Stream` stepping this layer one time step per call, for
+        inference with low latency (unidirectional layers only; it copies the weights now)."""
+        from .stream import Stream
+        return Stream(self, batch_size)
 
     def __repr__(self):
         args = [str(self.input_size), str(self.hidden_size)]

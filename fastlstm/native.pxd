@@ -26,7 +26,7 @@ cdef extern from "fastlstm.h" nogil:
     void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_backward_f64(const fl_layer *layer, double *const slots[], int n_threads)
 
-    void fl_blas_init()
+    void fl_init()
     int fl_openmp_enabled()
     int fl_default_num_threads()
     int fl_num_parts()

@@ -5,14 +5,17 @@ Same names, signatures and results as the reference (to rounding). This binding 
 arguments once (``fastlstm._functional``, shared with the reference), allocates the outputs and
 the saved state, and calls the kernel with the GIL released. Thread count: ``set_num_threads``.
 """
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 import numpy as np
 
-from ._functional import GATES, Context, check_backward, check_forward, extra_grads
+from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_forward,
+                          describe, expect_shape, extra_grads)
 
-fl_blas_init()
+fl_init()
 
 # The BLAS behind the kernels takes 32-bit sizes and leading dimensions.
 _BLAS_MAX = 2**31 - 1
@@ -229,3 +232,156 @@ def gru_backward(ctx, dy, dh_n):
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
     a = _backward(ctx, dy, dstates)
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
+
+
+cdef class Stepper:
+    """One time step at a time through a stack of unidirectional layers, for inference.
+
+    ``fastlstm.stream.Stream`` is the public face; this class holds what the kernels need
+    between steps: a copy of every layer's weights, and for each layer its states before and
+    after the step (hs and cs of two rows of blocks, as a forward call of T = 1 has them), its
+    gate buffer and scratch. A step allocates nothing but the array it returns (none with
+    ``out``) and runs every layer in one call without the GIL.
+    """
+    cdef fl_layer *layers
+    cdef void **slots                    # FL_N_SLOTS pointers per layer
+    cdef int n_layers
+    cdef int64_t B, I, P
+    cdef bint f64
+    cdef list arrays                     # every array a slot points into, kept alive here
+    cdef list hs, cs                     # per layer: (2, B, P) and (2, B, H), row 0 the state
+    cdef readonly object dtype
+
+    def __cinit__(self):
+        self.layers = NULL
+        self.slots = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+        PyMem_Free(self.slots)
+
+    def __init__(self, cell, nonlinearity, weights, B, dtype):
+        """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
+        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them)."""
+        self.n_layers = len(weights)
+        self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
+        self.slots = <void **>PyMem_Malloc(self.n_layers * FL_N_SLOTS * sizeof(void *))
+        if self.layers == NULL or self.slots == NULL:
+            raise MemoryError("no memory for the stepper's layer descriptions")
+        self.dtype = np.dtype(dtype)
+        self.f64 = self.dtype == np.float64
+        self.B = B
+        self.arrays, self.hs, self.cs = [], [], []
+        one_step = Batch(np.full(1, B, np.int64), B, padded=False)
+        below = None                      # the layer below's new h: this layer's input
+        for l, w in enumerate(weights):
+            w = {kind: np.array(a, self.dtype, order="C", copy=True) for kind, a in w.items()}
+            desc = _layer(cell, nonlinearity, one_step, w["w_ih"], w["w_hh"], w.get("w_hr"),
+                          w.get("w_peephole"))
+            GH, H, P = w["w_hh"].shape[0], desc["H"], desc["P"]
+            if "b_ih" not in w:
+                w["b_ih"] = w["b_hh"] = np.zeros(GH, self.dtype)
+            hs = np.zeros((2, B, P), self.dtype)
+            arrays = {FL_W_IH: w["w_ih"], FL_W_HH: w["w_hh"], FL_B_IH: w["b_ih"],
+                      FL_B_HH: w["b_hh"], FL_W_HR: w.get("w_hr"),
+                      FL_W_PEEPHOLE: w.get("w_peephole"), FL_X: below, FL_HS: hs}
+            if cell == "lstm":
+                arrays[<int>FL_CS] = np.zeros((2, B, H), self.dtype)
+            if cell != "rnn":
+                arrays[FL_GATES] = np.empty((B, GH), self.dtype)
+            if cell == "gru":
+                arrays[FL_HN] = np.empty((B, H), self.dtype)
+            self._describe(l, desc)
+            arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0), self.dtype)
+            if self.f64:
+                _fill_slots(arrays, <double **>&self.slots[l * FL_N_SLOTS])
+            else:
+                _fill_slots(arrays, <float **>&self.slots[l * FL_N_SLOTS])
+            self.arrays.append(arrays)
+            self.hs.append(hs)
+            self.cs.append(arrays.get(FL_CS))
+            below = hs[1]
+        self.I, self.P = self.layers[0].I, self.layers[self.n_layers - 1].P
+
+    cdef void _describe(self, int l, dict desc):
+        cdef fl_layer *layer = &self.layers[l]
+        layer.cell, layer.projection, layer.peephole = (desc[k] for k in
+                                                        ("cell", "projection", "peephole"))
+        layer.T, layer.B, layer.I, layer.H, layer.P = (desc[k] for k in "TBIHP")
+        layer.batch_sizes = NULL
+
+    def step(self, x, out=None):
+        """Run one step: ``x`` (B, input_size) in, the top layer's new h (B, P) out, written
+        into ``out`` when it is given (a C-contiguous array of that shape and dtype)."""
+        cdef const float[:, ::1] x32
+        cdef const double[:, ::1] x64
+        cdef float[:, ::1] o32
+        cdef double[:, ::1] o64
+        cdef void *x_ptr
+        cdef void *out_ptr
+        cdef int l
+        cdef size_t row_bytes = self.dtype.itemsize
+        x = self._check("x", x, (self.B, self.I))
+        if out is None:
+            out = np.empty((self.B, self.P), self.dtype)
+        else:
+            out = self._check("out", out, (self.B, self.P), writable=True)
+        if self.f64:
+            x64, o64 = x, out
+            x_ptr, out_ptr = <void *>&x64[0, 0], <void *>&o64[0, 0]
+        else:
+            x32, o32 = x, out
+            x_ptr, out_ptr = <void *>&x32[0, 0], <void *>&o32[0, 0]
+        with nogil:
+            self.slots[<int>FL_X] = x_ptr
+            for l in range(self.n_layers):
+                self._step_layer(l)
+            memcpy(out_ptr, self.slots[(self.n_layers - 1) * FL_N_SLOTS + <int>FL_HS],
+                   <size_t>(self.B * self.P) * row_bytes)
+            self.slots[<int>FL_X] = NULL       # the caller's x is not ours to keep
+        return out
+
+    cdef void _step_layer(self, int l) noexcept nogil:
+        """Layer l's step, then its new states become the ones the next step starts from."""
+        cdef fl_layer *layer = &self.layers[l]
+        cdef void **s = &self.slots[l * FL_N_SLOTS]
+        cdef size_t size = 8 if self.f64 else 4
+        cdef size_t h_bytes = <size_t>(layer.B * layer.P) * size
+        cdef size_t c_bytes = <size_t>(layer.B * layer.H) * size
+        if self.f64:
+            fl_forward_f64(layer, <double **>s, 1)
+        else:
+            fl_forward_f32(layer, <float **>s, 1)
+        memcpy(s[<int>FL_HS], <char *>s[<int>FL_HS] + h_bytes, h_bytes)
+        if s[<int>FL_CS] != NULL:
+            memcpy(s[<int>FL_CS], <char *>s[<int>FL_CS] + c_bytes, c_bytes)
+
+    def _check(self, name, a, shape, writable=False):
+        """``a`` as a C-contiguous array of the stepper's dtype and ``shape``, or raise."""
+        if (type(a) is np.ndarray and a.dtype is self.dtype and a.shape == shape
+                and a.flags.c_contiguous and (not writable or a.flags.writeable)):
+            return a
+        if writable:
+            if not (isinstance(a, np.ndarray) and a.dtype == self.dtype and a.shape == shape
+                    and a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"{name} must be a writable C-contiguous array of shape {shape} "
+                                 f"and dtype {self.dtype}, got {describe(a)}")
+            return a
+        a = as_float_array(name, a, self.dtype, ndim=2)
+        expect_shape(name, a, shape, "(batch_size, input_size)")
+        return a
+
+    def get_state(self):
+        """Copies of the states every layer starts its next step from: a tuple of (h,) or
+        (h, c), each (num_layers, B, ·)."""
+        states = (np.stack([hs[0] for hs in self.hs]),)
+        if self.cs[0] is not None:
+            states += (np.stack([cs[0] for cs in self.cs]),)
+        return states
+
+    def set_state(self, states):
+        """Start the next step from ``states``, as :meth:`get_state` returns them (checked by
+        the caller)."""
+        for k, buffers in enumerate((self.hs, self.cs)[:len(states)]):
+            for l, buf in enumerate(buffers):
+                buf[0] = states[k][l]

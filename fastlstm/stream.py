@@ -1,0 +1,107 @@
+"""Streaming inference: a layer fed one time step at a time, as data arrives.
+
+``layer.stream(batch_size)`` returns a :class:`Stream`::
+
+    lstm = fastlstm.LSTM(10, 128, num_layers=2)
+    s = lstm.stream(batch_size=1)
+    for x_t in source:                  # x_t: (1, 10)
+        y_t = s.step(x_t)               # (1, 128): the top layer's output at this step
+    h, c = s.state                      # (2, 1, 128) each, like lstm's h_n and c_n
+    s.reset()                           # zeros again, for the next stream
+
+Steps equal a whole-sequence forward of the same inputs (in eval mode: no dropout). The stream
+takes a copy of the weights when it is made, packed the way its kernel wants them; make a new
+one after changing the layer's parameters.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import native
+from ._functional import as_float_array, expect_shape
+
+_CELL_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+
+
+class Stream:
+    """Step a stacked unidirectional layer through time, one step per call (see the module).
+
+    ``step(x_t, out=None)``: x_t (batch_size, input_size) in; returns the top layer's output
+    (batch_size, output_size), a new array, or ``out`` filled in place when given.
+    ``state``: copies of the current states, in the layer's own shapes: h (num_layers,
+    batch_size, output_size), and for the LSTM the pair (h, c).
+    ``reset(state=None)``: start again from zeros, or from ``state`` given like ``state``.
+    """
+
+    def __init__(self, layer, batch_size):
+        if layer.bidirectional:
+            raise ValueError("stream() needs a unidirectional layer: the reverse direction of a "
+                             "bidirectional layer reads the whole sequence, from its end")
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.layer = layer
+        self.batch_size = int(batch_size)
+        cell = _CELL_NAMES[type(layer).__name__]
+        nonlinearity = getattr(layer, "nonlinearity", None)
+        weights = [layer._weights(k) for k in range(layer.num_layers)]
+        if layer.backend == "native":
+            self._stepper = native.Stepper(cell, nonlinearity, weights, self.batch_size,
+                                           layer.dtype)
+        else:
+            self._stepper = _ReferenceStepper(layer, weights, self.batch_size)
+        # The stepper's own method: a step costs one call, no Python in between.
+        self.step = self._stepper.step
+
+    @property
+    def state(self):
+        states = self._stepper.get_state()
+        return states if len(states) > 1 else states[0]
+
+    def reset(self, state=None):
+        """Start the next step from zeros, or from ``state`` (shaped like :attr:`state`)."""
+        B = self.batch_size
+        if state is None:
+            sizes = self.layer._state_sizes()
+            states = tuple(np.zeros((self.layer.num_layers, B, n), self.layer.dtype)
+                           for n in sizes)
+        else:
+            name = "state" if self.layer.n_states == 1 else "state (h, c)"
+            states = self.layer._check_states(name, state, B)
+        self._stepper.set_state(states)
+
+    def __repr__(self):
+        return f"Stream({self.layer!r}, batch_size={self.batch_size})"
+
+
+class _ReferenceStepper:
+    """The stepper of a reference-backend layer: each step a whole-sequence forward of T = 1
+    through every layer, with the reference functions."""
+
+    def __init__(self, layer, weights, B):
+        self.layer, self.B = layer, B
+        self.weights = [{kind: a.copy() for kind, a in w.items()} for w in weights]
+        self.states = tuple(np.zeros((layer.num_layers, B, n), layer.dtype)
+                            for n in layer._state_sizes())
+
+    def step(self, x, out=None):
+        layer = self.layer
+        x = as_float_array("x", x, layer.dtype, ndim=2)
+        expect_shape("x", x, (self.B, layer.input_size), "(batch_size, input_size)")
+        one_step = np.full(1, self.B)
+        for k, w in enumerate(self.weights):
+            x, finals, _ = layer._cell_forward(x, tuple(s[k] for s in self.states), w, one_step)
+            for s, f in zip(self.states, finals):
+                s[k] = f
+        if out is None:
+            return x
+        out[...] = x
+        return out
+
+    def get_state(self):
+        return tuple(s.copy() for s in self.states)
+
+    def set_state(self, states):
+        for s, new in zip(self.states, states):
+            s[...] = new
