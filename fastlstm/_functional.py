@@ -177,7 +177,12 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
     """
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    x = as_float_array("x", x, ndim=3 if batch_sizes is None else 2)
+    x = as_float_array("x", x)
+    if x.ndim != (3 if batch_sizes is None else 2):
+        form = ("3-D (T, batch, input_size); packed (N, input_size) rows need batch_sizes"
+                if batch_sizes is None else "2-D (N, input_size), packed rows, as batch_sizes "
+                "is given")
+        raise ValueError(f"x must be {form}, got {x.ndim}-D array of shape {x.shape}")
     dtype = x.dtype
     I = x.shape[-1]
     w_ih = as_float_array("w_ih", w_ih, dtype, ndim=2)
@@ -213,20 +218,29 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
         batch = Batch(np.full(T, B, np.int64), B, padded=True)
         x = x.reshape(T * B, I)
     else:
-        batch = _packed_batch(batch_sizes, x, states[0])
+        given = [st for st in states if st is not None]
+        batch = _packed_batch(batch_sizes, x, given[0] if given else None)
     h0 = _state("h0", states[0], dtype, batch.B, P, _h_size(w_hr))
     states = (h0,) + tuple(_state("c0", c0, dtype, batch.B, H) for c0 in states[1:])
     return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole), batch
 
 
 def _packed_batch(batch_sizes, x, h0):
-    """The Batch of a packed call; B is h0's rows (sequences of length 0 come after the
-    batch_sizes[0] running ones), or batch_sizes[0] without h0."""
+    """The Batch of a packed call; B is the initial states' rows (sequences of length 0 come
+    after the batch_sizes[0] running ones), or batch_sizes[0] without them."""
     if not isinstance(batch_sizes, np.ndarray):
-        batch_sizes = np.asarray(batch_sizes)
+        try:
+            batch_sizes = np.asarray(batch_sizes)
+        except Exception as exc:
+            raise TypeError(f"batch_sizes must be a 1-D array of integers, got "
+                            f"{describe(batch_sizes)}") from exc
+        if batch_sizes.size == 0:
+            batch_sizes = batch_sizes.astype(np.int64)   # [] is float64 to NumPy
     if batch_sizes.ndim != 1 or batch_sizes.dtype.kind not in "iu":
         raise TypeError(f"batch_sizes must be a 1-D array of integers, got "
                         f"{describe(batch_sizes)}")
+    if batch_sizes.size and batch_sizes.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"batch_sizes must fit in int64, got {batch_sizes.max()}")
     sizes = batch_sizes.astype(np.int64)
     if np.any(sizes < 0) or np.any(sizes[1:] > sizes[:-1]):
         raise ValueError(f"batch_sizes must be non-negative and non-increasing (sequences "
@@ -238,7 +252,8 @@ def _packed_batch(batch_sizes, x, h0):
     h0_shape = () if h0 is None else np.shape(h0)
     B = h0_shape[0] if h0_shape else first      # a malformed h0 is refused by its own check
     if first > B:
-        raise ValueError(f"batch_sizes[0] = {first} is more sequences than h0's {B} rows")
+        raise ValueError(f"batch_sizes[0] = {first} is more sequences than the initial states' "
+                         f"{B} rows")
     return Batch(sizes, B, padded=False)
 
 
