@@ -1,5 +1,6 @@
 """pytest-benchmark suites: a training step and a forward pass, native against the NumPy
-reference and PyTorch (when installed), for each cell and dtype.
+reference and PyTorch (when installed), for each cell and dtype; the training step on packed
+batches of different lengths; and one streaming step.
 
 Run them (never as part of the test suite) with::
 
@@ -10,7 +11,7 @@ and compare the systems within each group: they run in one session on the same i
 import numpy as np
 import pytest
 
-from fastlstm.bench import CELLS, make_step
+from fastlstm.bench import CELLS, PACKED_CASES, STREAM_CASES, make_step, make_stream_step
 
 CASES = {  # name: (cell, T, B, I = H)
     "lstm-T100-B1-H64": ("lstm", 100, 1, 64),
@@ -24,12 +25,12 @@ DTYPES = [np.float32, np.float64]
 SYSTEMS = ["native", "reference", "torch"]
 
 
-def make(system, cell, T, B, H, dtype):
+def make(system, cell, T, B, H, dtype, packed=False):
     if system == "torch":
         pytest.importorskip("torch")
         if CELLS[cell][1] is None:
             pytest.skip(f"torch has no {cell} cell")
-    return make_step(system, cell, T, B, H, dtype)
+    return make_step(system, cell, T, B, H, dtype, packed)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -47,3 +48,22 @@ def test_train_step(benchmark, case, system, dtype):
 def test_forward(benchmark, case, system, dtype):
     forward, _ = make(system, *CASES[case], dtype)
     benchmark(forward)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("case", PACKED_CASES, ids=lambda c: "{}-T{}-B{}-H{}-packed".format(*c))
+def test_packed_train_step(benchmark, case, system, dtype):
+    _, train_step = make(system, *case, dtype, packed=True)
+    benchmark.extra_info.update(case="{}-T{}-B{}-H{}-packed".format(*case), system=system)
+    benchmark(train_step)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("system", ["native", "reference", "torch", "torch-inference"])
+@pytest.mark.parametrize("case", STREAM_CASES, ids=lambda c: "{}-B{}-I{}-H{}-stream".format(*c))
+def test_stream_step(benchmark, case, system, dtype):
+    if system.startswith("torch"):
+        pytest.importorskip("torch")
+    benchmark.extra_info.update(case="{}-B{}-I{}-H{}-stream".format(*case), system=system)
+    benchmark(make_stream_step(system, *case, dtype))

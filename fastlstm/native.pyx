@@ -312,34 +312,52 @@ cdef class Stepper:
 
     def step(self, x, out=None):
         """Run one step: ``x`` (B, input_size) in, the top layer's new h (B, P) out, written
-        into ``out`` when it is given (a C-contiguous array of that shape and dtype)."""
-        cdef const float[:, ::1] x32
-        cdef const double[:, ::1] x64
-        cdef float[:, ::1] o32
-        cdef double[:, ::1] o64
-        cdef void *x_ptr
-        cdef void *out_ptr
+        into ``out`` when it is given (a writable C-contiguous array of that shape and dtype)."""
         cdef int l
-        cdef size_t row_bytes = self.dtype.itemsize
-        x = self._check("x", x, (self.B, self.I))
+        cdef void *x_ptr = self._data(x, self.I, False)
+        if x_ptr == NULL:                 # not an array the kernel can read as it is
+            x = self._check("x", x, (self.B, self.I))
+            x_ptr = self._data(x, self.I, False)
         if out is None:
             out = np.empty((self.B, self.P), self.dtype)
-        else:
-            out = self._check("out", out, (self.B, self.P), writable=True)
-        if self.f64:
-            x64, o64 = x, out
-            x_ptr, out_ptr = <void *>&x64[0, 0], <void *>&o64[0, 0]
-        else:
-            x32, o32 = x, out
-            x_ptr, out_ptr = <void *>&x32[0, 0], <void *>&o32[0, 0]
+        cdef void *out_ptr = self._data(out, self.P, True)
+        if out_ptr == NULL:
+            raise ValueError(f"out must be a writable C-contiguous array of shape "
+                             f"{(self.B, self.P)} and dtype {self.dtype}, got {describe(out)}")
         with nogil:
             self.slots[<int>FL_X] = x_ptr
             for l in range(self.n_layers):
                 self._step_layer(l)
             memcpy(out_ptr, self.slots[(self.n_layers - 1) * FL_N_SLOTS + <int>FL_HS],
-                   <size_t>(self.B * self.P) * row_bytes)
-            self.slots[<int>FL_X] = NULL       # the caller's x is not ours to keep
+                   <size_t>(self.B * self.P) * (8 if self.f64 else 4))
+            self.slots[<int>FL_X] = NULL  # the caller's x is not ours to keep
         return out
+
+    cdef void *_data(self, a, int64_t width, bint writable) except? NULL:
+        """The data of ``a`` if it is a C-contiguous (B, width) array of the stepper's dtype
+        (and writable if asked), else NULL: the buffer protocol checks it all at once."""
+        cdef const float[:, ::1] r32
+        cdef const double[:, ::1] r64
+        cdef float[:, ::1] w32
+        cdef double[:, ::1] w64
+        cdef bint ok
+        cdef void *p
+        try:
+            if self.f64 and writable:
+                w64 = a
+                ok, p = w64.shape[0] == self.B and w64.shape[1] == width, <void *>&w64[0, 0]
+            elif self.f64:
+                r64 = a
+                ok, p = r64.shape[0] == self.B and r64.shape[1] == width, <void *>&r64[0, 0]
+            elif writable:
+                w32 = a
+                ok, p = w32.shape[0] == self.B and w32.shape[1] == width, <void *>&w32[0, 0]
+            else:
+                r32 = a
+                ok, p = r32.shape[0] == self.B and r32.shape[1] == width, <void *>&r32[0, 0]
+        except (ValueError, TypeError, BufferError):
+            return NULL
+        return p if ok else NULL
 
     cdef void _step_layer(self, int l) noexcept nogil:
         """Layer l's step, then its new states become the ones the next step starts from."""
@@ -356,17 +374,8 @@ cdef class Stepper:
         if s[<int>FL_CS] != NULL:
             memcpy(s[<int>FL_CS], <char *>s[<int>FL_CS] + c_bytes, c_bytes)
 
-    def _check(self, name, a, shape, writable=False):
+    def _check(self, name, a, shape):
         """``a`` as a C-contiguous array of the stepper's dtype and ``shape``, or raise."""
-        if (type(a) is np.ndarray and a.dtype is self.dtype and a.shape == shape
-                and a.flags.c_contiguous and (not writable or a.flags.writeable)):
-            return a
-        if writable:
-            if not (isinstance(a, np.ndarray) and a.dtype == self.dtype and a.shape == shape
-                    and a.flags.c_contiguous and a.flags.writeable):
-                raise ValueError(f"{name} must be a writable C-contiguous array of shape {shape} "
-                                 f"and dtype {self.dtype}, got {describe(a)}")
-            return a
         a = as_float_array(name, a, self.dtype, ndim=2)
         expect_shape(name, a, shape, "(batch_size, input_size)")
         return a
