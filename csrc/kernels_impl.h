@@ -47,22 +47,18 @@ static void SFX(gemm_rows)(int trans_a, int trans_b, int64_t M, int64_t N, int64
     }
 }
 
-/* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for all N rows at once (b_hh NULL: b_ih alone): the
- * part of every step's pre-activation that does not wait for the previous step. */
-static void SFX(project_inputs)(int64_t rows, int64_t I, int64_t GH, const REAL *x,
-                                const REAL *w_ih, const REAL *b_ih, const REAL *b_hh, REAL *pre,
-                                int n_threads)
+/* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
+ * alone): the part of every step's pre-activation that does not wait for the previous step. */
+static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x,
+                              const REAL *w_ih, const REAL *b_ih, const REAL *b_hh, REAL *pre,
+                              int64_t k, int64_t parts)
 {
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t r0, r1;
-        part_range(rows, parts, k, &r0, &r1);
-        for (int64_t r = r0; r < r1; r++)
-            for (int64_t j = 0; j < GH; j++)
-                pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
-        SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
-    }
+    int64_t r0, r1;
+    part_range(rows, parts, k, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t j = 0; j < GH; j++)
+            pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+    SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
 }
 
 /* out[j] = sum over rows r of a[r * lda + j] * (b ? b[r * ldb + j] : 1), for j < n: the bias and
@@ -323,47 +319,65 @@ static inline void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, cons
  * off_t = n_0 + ... + n_{t-1} of x, gates, hn, dy and da, at row B + off_t of hs and cs, and
  * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}. */
 
-void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
+/* The time loop of part k: the sequences k, k + parts, ... of the batch. */
+static void SFX(forward_part)(const fl_layer *l, REAL *const s[], REAL *pre, int64_t k,
+                              int64_t parts)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN], *work = s[FL_WORK];
+    int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
+        if (n == 0)
+            break; /* the batch only shrinks */
+        const int64_t r = off + k;                      /* this part's first row */
+        const REAL *h_prev = hs + (prev + k) * P;
+        REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
+        if (cell == FL_GRU) {
+            REAL *hh = work + k * GH;
+            SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 0, hh, parts * GH);
+            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
+        } else {
+            SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 1, pre_t, parts * GH);
+            if (cell != FL_LSTM) {
+                SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
+            } else {
+                REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
+                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep);
+                if (l->projection)
+                    SFX(gemm)(0, 1, n, P, H, 1, m, parts * H, w_hr, H, 0, h, parts * P);
+            }
+        }
+        prev = B + off;
+        off += n_t;
+    }
+}
+
+void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
+{
+    const int cell = l->cell;
+    const int64_t N = fl_packed_rows(l), GH = gates_of(cell) * l->H, parts = fl_num_parts();
     /* Where the pre-activations go: into gates, or for the Elman cell straight into hs. The GRU
      * keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
-    REAL *pre = cell == FL_LSTM || cell == FL_GRU ? s[FL_GATES] : hs + B * P;
-    SFX(project_inputs)(fl_packed_rows(l), l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH],
-                        cell == FL_GRU ? NULL : b_hh, pre, n_threads);
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
-        for (int64_t t = 0; t < T; t++) {
-            const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
-            if (n == 0)
-                break; /* the batch only shrinks */
-            const int64_t r = off + k;                      /* this part's first row */
-            const REAL *h_prev = hs + (prev + k) * P;
-            REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
-            if (cell == FL_GRU) {
-                REAL *hh = work + k * GH;
-                SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 0, hh, parts * GH);
-                SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
-            } else {
-                SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 1, pre_t, parts * GH);
-                if (cell != FL_LSTM) {
-                    SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
-                } else {
-                    REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
-                    SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep);
-                    if (l->projection)
-                        SFX(gemm)(0, 1, n, P, H, 1, m, parts * H, w_hr, H, 0, h, parts * P);
-                }
-            }
-            prev = B + off;
-            off += n_t;
-        }
+    REAL *pre = cell == FL_LSTM || cell == FL_GRU ? s[FL_GATES] : s[FL_HS] + l->B * l->P;
+    const REAL *b_hh = cell == FL_GRU ? NULL : s[FL_B_HH];
+    /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
+     * whole small step of a stream. */
+    if (n_threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+        for (int64_t k = 0; k < parts; k++)
+            SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+        for (int64_t k = 0; k < parts; k++)
+            SFX(forward_part)(l, s, pre, k, parts);
+    } else {
+        for (int64_t k = 0; k < parts; k++)
+            SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+        for (int64_t k = 0; k < parts; k++)
+            SFX(forward_part)(l, s, pre, k, parts);
     }
 }
 

@@ -292,7 +292,7 @@ class _Recurrent:
             return (None,) * self.n_states
         if self.n_states > 1:
             if not isinstance(states, (tuple, list)) or len(states) != self.n_states:
-                pair = "(h0, c0)" if name == "hx" else "(dh_n, dc_n)"
+                pair = {"hx": "(h0, c0)", "dhx": "(dh_n, dc_n)"}.get(name, "(h, c)")
                 raise TypeError(f"{name} must be a tuple {pair} of two arrays or None, got "
                                 f"{describe(states)}")
             names = [f"{name}[{i}]" for i in range(self.n_states)]

@@ -241,7 +241,7 @@ cdef class Stepper:
     between steps: a copy of every layer's weights, and for each layer its states before and
     after the step (hs and cs of two rows of blocks, as a forward call of T = 1 has them), its
     gate buffer and scratch. A step allocates nothing but the array it returns (none with
-    ``out``) and runs every layer in one call without the GIL.
+    ``out``) and runs every layer in one call, on one thread, without the GIL.
     """
     cdef fl_layer *layers
     cdef void **slots                    # FL_N_SLOTS pointers per layer

@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from . import native
-from ._functional import as_float_array, expect_shape
+from ._functional import as_float_array, describe, expect_shape
 
 _CELL_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
@@ -67,8 +67,7 @@ class Stream:
             states = tuple(np.zeros((self.layer.num_layers, B, n), self.layer.dtype)
                            for n in sizes)
         else:
-            name = "state" if self.layer.n_states == 1 else "state (h, c)"
-            states = self.layer._check_states(name, state, B)
+            states = self.layer._check_states("state", state, B)
         self._stepper.set_state(states)
 
     def __repr__(self):
@@ -89,6 +88,12 @@ class _ReferenceStepper:
         layer = self.layer
         x = as_float_array("x", x, layer.dtype, ndim=2)
         expect_shape("x", x, (self.B, layer.input_size), "(batch_size, input_size)")
+        shape = (self.B, layer.output_size)
+        if out is not None and not (isinstance(out, np.ndarray) and out.dtype == layer.dtype
+                                    and out.shape == shape and out.flags.c_contiguous
+                                    and out.flags.writeable):
+            raise ValueError(f"out must be a writable C-contiguous array of shape {shape} and "
+                             f"dtype {layer.dtype}, got {describe(out)}")
         one_step = np.full(1, self.B)
         for k, w in enumerate(self.weights):
             x, finals, _ = layer._cell_forward(x, tuple(s[k] for s in self.states), w, one_step)
