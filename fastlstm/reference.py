@@ -172,7 +172,7 @@ def rnn_backward(ctx, dy, dh_n):
     dh = dh.copy()           # dL/dh of each sequence's latest state, carried back through time
     for rows, _, out in reversed(list(ctx.batch.steps())):
         n = rows.stop - rows.start
-        dh[:n] += dy[rows]                              # the output at t and the future both use h_t
+        dh[:n] += dy[rows]                              # the output at t and the future use h_t
         h = hs[out]
         # The derivative of the nonlinearity, written with its output: tanh' = 1 - tanh^2 lies in
         # (0, 1], so every step back shrinks the signal (unless W_hh is large): the vanishing gradient.

@@ -20,3 +20,14 @@ def rng(request):
     """A generator seeded from the test's id, so every parametrization draws its own data."""
     seed = sum(ord(c) * (k + 1) for k, c in enumerate(request.node.nodeid)) % 2**32
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch, on one thread (the machine is shared and the problems tiny); skips the test when
+    torch is not installed."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(before)

@@ -83,18 +83,21 @@ def random_problem(rng, kind, T, B, I, H, dtype=np.float64, bias=True, scale=0.5
     return x, states, weights, dy, dstates
 
 
-def f_forward(backend, kind, x, states, weights):
-    """Functional forward of any kind: returns ``(y, finals, ctx)``, finals a tuple."""
+def f_forward(backend, kind, x, states, weights, batch_sizes=None):
+    """Functional forward of any kind, padded or (with batch_sizes) packed: returns
+    ``(y, finals, ctx)``, finals a tuple."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
     cell = cell_of(kind)
     if cell == "lstm":
         extra = dict(zip(extra_names(kind), weights[4:]))
-        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra)
+        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra,
+                                            batch_sizes=batch_sizes)
         return y, (h_n, c_n), ctx
     if cell == "gru":
-        y, h_n, ctx = mod.gru_forward(x, *states, *weights)
+        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes)
     else:
-        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1])
+        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1],
+                                      batch_sizes=batch_sizes)
     return y, (h_n,), ctx
 
 

@@ -444,7 +444,9 @@ def test_functional_nonlinearity(backend, nonlinearity):
 
 
 FUNCTIONAL_BAD_INPUTS = [
-    ("x 2-D", ValueError, r"x must be 3-D \(T, batch, input_size\); packed .* need batch_sizes, got 2-D array of shape \(2, 3\)"),
+    ("x 2-D", ValueError,
+     r"x must be 3-D \(T, batch, input_size\); packed .* need batch_sizes, got 2-D array of "
+     r"shape \(2, 3\)"),
     ("x int", TypeError, r"x must have dtype float32 or float64, got int64"),
     ("x float16", TypeError, r"x must have dtype float32 or float64, got float16"),
     ("h0 shape", ValueError, r"h0 must have shape \(2, 4\).*got \(3, 4\)"),

@@ -148,16 +148,6 @@ def assert_all_finite(result, what=""):
 # ---------------------------------------------------------------- against torch
 
 
-@pytest.fixture(scope="module")
-def torch():
-    """torch, on one thread (the machine is shared and the problems tiny); skips without it."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(before)
-
-
 def make_torch(torch, kind, dtype, **kwargs):
     tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
     if cell_of(kind) == "lstm":

@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, cell_of, extra_names, f_backward, f_forward,
+from helpers import (KINDS, assert_close, f_backward, f_forward,
                      max_rel_err, n_states, random_weights, state_sizes, weight_names)
 
 import fastlstm
@@ -78,23 +78,6 @@ def rows_of(batch_sizes, b):
                     np.int64)
 
 
-def p_forward(backend, kind, x, states, weights, batch_sizes):
-    """Packed forward of any kind: returns ``(y, finals, ctx)``, finals a tuple."""
-    mod = BACKENDS[backend]
-    cell = cell_of(kind)
-    if cell == "lstm":
-        extra = dict(zip(extra_names(kind), weights[4:]))
-        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra,
-                                            batch_sizes=batch_sizes)
-        return y, (h_n, c_n), ctx
-    if cell == "gru":
-        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes)
-    else:
-        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1],
-                                      batch_sizes=batch_sizes)
-    return y, (h_n,), ctx
-
-
 def packed_problem(rng, kind, batch_sizes, B, I, H, dtype=np.float64, bias=True, scale=0.5):
     """x (N, I), initial states (B, .), weights, dy (N, P) and final-state gradients (B, .)."""
     N = int(np.sum(batch_sizes))
@@ -110,7 +93,7 @@ def packed_problem(rng, kind, batch_sizes, B, I, H, dtype=np.float64, bias=True,
 def run_packed(backend, kind, problem, batch_sizes):
     """Packed forward then backward; names and arrays of every output and gradient."""
     x, states, weights, dy, dstates = problem
-    y, finals, ctx = p_forward(backend, kind, x, states, weights, batch_sizes)
+    y, finals, ctx = f_forward(backend, kind, x, states, weights, batch_sizes)
     dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
     names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
              + list(weight_names(kind)))
@@ -173,10 +156,10 @@ def test_packed_backward_matches_finite_differences(backend, kind, bias):
     weights, S = list(weights), list(S)
 
     def loss():
-        y, finals, _ = p_forward(backend, kind, x, states, weights, FD_BATCH_SIZES)
+        y, finals, _ = f_forward(backend, kind, x, states, weights, FD_BATCH_SIZES)
         return weighted_sum((y,) + finals, [R] + S)
 
-    y, finals, ctx = p_forward(backend, kind, x, states, weights, FD_BATCH_SIZES)
+    y, finals, ctx = f_forward(backend, kind, x, states, weights, FD_BATCH_SIZES)
     assert y.shape == (FD_BATCH_SIZES.sum(), states[0].shape[1])
     if kind == "rnn_relu":  # finite differences across the kink of relu are meaningless
         assert min_abs_preactivation(ctx, *weights) > 1e-3
@@ -290,7 +273,7 @@ def test_padded_call_is_bitwise_the_packed_call_with_every_batch_size_B(kind, sh
         assert a.dtype == e.dtype and a.shape == e.shape, name
         assert np.array_equal(a, e), f"{name}: max diff {np.abs(a - e).max():.3g}"
     # Without h0, a packed call has B = batch_sizes[0] sequences: the same once more.
-    y0, f0, _ = p_forward(backend, kind, x, (None,) * len(states), weights, bs)
+    y0, f0, _ = f_forward(backend, kind, x, (None,) * len(states), weights, bs)
     y1, f1, _ = f_forward(backend, kind, x.reshape(T, B, I), (None,) * len(states), weights)
     assert np.array_equal(y0, y1.reshape(T * B, P))
     for a, e in zip(f0, f1):
@@ -359,8 +342,8 @@ def test_packed_native_float32_error_is_like_the_reference(kind, case, rng):
 def test_packed_context_crosses_backends(kind, forward_backend, backward_backend, rng):
     bs = batch_sizes_of([6, 4, 4, 1, 0])
     x, states, weights, dy, dstates = packed_problem(rng, kind, bs, 5, 3, 4)
-    ctx_a = p_forward(forward_backend, kind, x, states, weights, bs)[2]
-    ctx_b = p_forward(backward_backend, kind, x, states, weights, bs)[2]
+    ctx_a = f_forward(forward_backend, kind, x, states, weights, bs)[2]
+    ctx_b = f_forward(backward_backend, kind, x, states, weights, bs)[2]
     crossed = f_backward(backward_backend, kind, ctx_a, dy, dstates)
     same = f_backward(backward_backend, kind, ctx_b, dy, dstates)
     assert_close(crossed[0], same[0], TOL64, "dx")
@@ -416,6 +399,7 @@ def rows(n, I=2):
 
 
 # (batch_sizes, x rows or a full x, exception, regex of the message)
+PACKED_X = r"x must be 2-D \(N, input_size\), packed rows, as batch_sizes is given"
 ERROR_CASES = {
     "increasing": ([2, 3], 5, ValueError,
                    r"batch_sizes must be non-negative and non-increasing.*\[2, 3\]"),
@@ -435,8 +419,8 @@ ERROR_CASES = {
     "sum too small": ([3, 2], 6, ValueError, r"x must have sum\(batch_sizes\) = 5 rows, got 6"),
     "more than h0": ([4, 1], 5, ValueError,
                      r"batch_sizes\[0\] = 4 is more sequences than the initial states' 3 rows"),
-    "x 3-D": ([3, 3], np.zeros((2, 3, 2)), ValueError, r"x must be 2-D \(N, input_size\), packed rows, as batch_sizes is given, got 3-D"),
-    "x 1-D": ([2], np.zeros(2), ValueError, r"x must be 2-D \(N, input_size\), packed rows, as batch_sizes is given, got 1-D"),
+    "x 3-D": ([3, 3], np.zeros((2, 3, 2)), ValueError, PACKED_X + r", got 3-D"),
+    "x 1-D": ([2], np.zeros(2), ValueError, PACKED_X + r", got 1-D"),
 }
 
 
@@ -513,7 +497,7 @@ def test_every_sequence_of_length_zero(kind, backend, batch_sizes, rng):
     bs = np.array(batch_sizes, np.int64)
     x, states, weights, dy, dstates = packed_problem(rng, kind, bs, B, I, H)
     assert x.shape == (0, I) and dy.shape[0] == 0
-    y, finals, ctx = p_forward(backend, kind, x, states, weights, bs)
+    y, finals, ctx = f_forward(backend, kind, x, states, weights, bs)
     assert y.shape == (0, states[0].shape[1])
     for s, f in zip(states, finals, strict=True):
         assert np.array_equal(f, s)
@@ -524,7 +508,7 @@ def test_every_sequence_of_length_zero(kind, backend, batch_sizes, rng):
     for w, dw in zip(weights, dweights, strict=True):
         assert dw.shape == w.shape and not dw.any()
     # Without h0 the batch is empty: B = batch_sizes[0] (0 here).
-    y, finals, ctx = p_forward(backend, kind, x, (None,) * len(states), weights, bs)
+    y, finals, ctx = f_forward(backend, kind, x, (None,) * len(states), weights, bs)
     assert y.shape[0] == 0 and all(f.shape[0] == 0 for f in finals)
     dx, dinits, dweights = f_backward(backend, kind, ctx, None, (None,) * len(states))
     assert dx.shape == (0, I) and all(d.shape[0] == 0 for d in dinits)
@@ -552,14 +536,14 @@ def test_a_batch_of_one_and_one_hidden_unit(kind, backend, rng):
     T, I, H = 4, 2, 1
     bs = np.ones(T, np.int64)
     x, states, weights, dy, dstates = packed_problem(rng, kind, bs, 2, I, H)
-    y, finals, ctx = p_forward(backend, kind, x, tuple(s[:1] for s in states), weights, bs)
+    y, finals, ctx = f_forward(backend, kind, x, tuple(s[:1] for s in states), weights, bs)
     y_p, finals_p, ctx_p = f_forward(backend, kind, x[:, None], tuple(s[:1] for s in states),
                                      weights)
     assert np.array_equal(y, y_p[:, 0])
     for a, e in zip(finals, finals_p):
         assert np.array_equal(a, e)
     # The same sequence with a zero-length companion (B = 2 through h0).
-    y2, finals2, ctx2 = p_forward(backend, kind, x, states, weights, bs)
+    y2, finals2, ctx2 = f_forward(backend, kind, x, states, weights, bs)
     assert_close(y2, y, ORACLE_TOL64, "y")
     for s, a, e in zip(states, finals2, finals):
         assert_close(a[0], e[0], ORACLE_TOL64, "final of sequence 0")

@@ -36,7 +36,7 @@ Tolerances, relative to max(1, max |expected|) (helpers.assert_close):
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, cell_of, extra_names, f_backward, grads_copy,
+from helpers import (KINDS, assert_close, cell_of, f_backward, f_forward, grads_copy,
                      layer_backward, layer_forward, layer_state_sizes, make_layer, max_rel_err,
                      proj_of, projects, random_weights, state_sizes, weight_names)
 
@@ -61,23 +61,6 @@ def one_thread(restore_threads):
 
 
 # ---------------------------------------------------------------- functional helpers
-
-
-def forward(backend, kind, x, states, weights, batch_sizes=None):
-    """Functional forward of any kind, padded or packed: ``(y, finals, ctx)``, finals a tuple."""
-    mod = BACKENDS[backend]
-    cell = cell_of(kind)
-    if cell == "lstm":
-        extra = dict(zip(extra_names(kind), weights[4:]))
-        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra,
-                                            batch_sizes=batch_sizes)
-        return y, (h_n, c_n), ctx
-    if cell == "gru":
-        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes)
-    else:
-        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1],
-                                      batch_sizes=batch_sizes)
-    return y, (h_n,), ctx
 
 
 def batch_sizes_of(lengths):
@@ -121,7 +104,7 @@ def chunked_forward(backend, kind, problem, bounds, start=None):
     states, ys, ctxs = problem.states, [], []
     for x, _, batch_sizes in problem.chunks(bounds):
         init = tuple(np.zeros_like(s) for s in problem.states) if start == "zeros" else states
-        y, finals, ctx = forward(backend, kind, x, init, problem.weights, batch_sizes)
+        y, finals, ctx = f_forward(backend, kind, x, init, problem.weights, batch_sizes)
         if batch_sizes is not None:
             # Sequences that ended before this chunk (rows from batch_sizes[0] on, every row
             # for a chunk past the longest) pass through it unchanged.
@@ -148,7 +131,7 @@ def form_params(f):
 @pytest.mark.parametrize("kind", KINDS)
 def test_chunked_forward_equals_whole_sequence(kind, backend, dtype, form, split, rng):
     problem = Problem(rng, kind, form, dtype)
-    y, finals, _ = forward(backend, kind, problem.x, problem.states, problem.weights,
+    y, finals, _ = f_forward(backend, kind, problem.x, problem.states, problem.weights,
                            problem.batch_sizes)
     y_chunks, finals_chunks, _ = chunked_forward(backend, kind, problem, SPLITS[split])
     tol = TOLS[dtype]
@@ -220,7 +203,7 @@ def chunked_backward(backend, kind, problem, ctxs, bounds):
 def test_chunked_bptt_equals_full_bptt(kind, backend, bias, form, split, rng):
     problem = Problem(rng, kind, form, np.float64, bias)
     bounds = SPLITS[split]
-    _, _, ctx = forward(backend, kind, problem.x, problem.states, problem.weights,
+    _, _, ctx = f_forward(backend, kind, problem.x, problem.states, problem.weights,
                         problem.batch_sizes)
     dx, dinits, dweights = f_backward(backend, kind, ctx, problem.dy, problem.dstates)
     _, _, ctxs = chunked_forward(backend, kind, problem, bounds)
@@ -257,16 +240,6 @@ def chunked_backward_truncated(backend, kind, problem, ctxs, bounds):
 
 TORCH_KINDS = ("lstm", "lstmp", "gru")
 TRUNC_BOUNDS = (0, 3, 5, 9)
-
-
-@pytest.fixture(scope="module")
-def torch():
-    """torch, on one thread (the machine is shared and the problems tiny); skips without it."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(before)
 
 
 def make_torch(torch, kind, **kwargs):
