@@ -34,7 +34,7 @@ def info(args):
     print(f"OpenMP:        {omp}")
     print(f"threads:       {build['num_threads']}"
           + (f" (OMP_NUM_THREADS={env})" if env else "")
-          + f"; a batch is cut into {build['row_blocks']} row blocks")
+          + f"; a batch is dealt round-robin into {build['parts']} parts")
     print(f"BLAS library:  {build['blas_config']} (scipy-openblas32, single-threaded: "
           "fastlstm threads its own work)")
     print(f"BLAS kernel:   {build['blas_core']}")

@@ -42,11 +42,12 @@ def get_num_threads():
 
 
 def build_info():
-    """What this build runs on: OpenMP, row blocks per batch, BLAS core and configuration."""
+    """What this build runs on: OpenMP, threads, the parts a batch is dealt into (round-robin;
+    each part runs on one thread), BLAS core and configuration."""
     return {
         "openmp": bool(fl_openmp_enabled()),
         "num_threads": get_num_threads(),
-        "row_blocks": fl_num_parts(),
+        "parts": fl_num_parts(),
         "blas_core": fl_blas_corename().decode(),
         "blas_config": fl_blas_config().decode(),
     }

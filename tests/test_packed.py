@@ -49,7 +49,7 @@ THREADS = (1, 2, 3)
 def one_thread(restore_threads):
     """Every test here runs the native kernels on one thread unless it sets another count:
     on a small shared machine, waking OpenMP threads costs more than these tiny problems do.
-    Nothing is lost: the sequences are still dealt to build_info()["row_blocks"] parts (a
+    Nothing is lost: the sequences are still dealt to build_info()["parts"] parts (a
     number that depends on the machine, not on the thread count), and the results are bitwise
     the same for every thread count (test_native_packed_results_do_not_depend_on_threads)."""
     fastlstm.set_num_threads(1)
@@ -354,7 +354,7 @@ def test_packed_context_crosses_backends(kind, forward_backend, backward_backend
 # ---------------------------------------------------------------- 5. threads
 
 # (lengths, I, H): B = 7 shrinking 7 -> 1 one by one, so the row parts (sequence b belongs to
-# part b % build_info()["row_blocks"]) drop out at different steps; a wider batch with equal
+# part b % build_info()["parts"]) drop out at different steps; a wider batch with equal
 # lengths, gaps and zero-length sequences; B = 1.
 THREAD_CASES = [
     (list(range(7, 0, -1)), 8, 32),
