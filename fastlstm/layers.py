@@ -101,6 +101,7 @@ class _Packing:
 class _Recurrent:
     """What every layer shares; a subclass names its cell and runs one layer-direction."""
 
+    cell = None        # the backend functions' cell: "rnn", "gru" or "lstm"
     n_states = 1       # states carried between steps: h for the RNN and GRU, h and c for the LSTM
     gates = 1          # pre-activation blocks per hidden unit
     proj_size = 0      # the LSTM's projection; 0 means none
@@ -362,7 +363,7 @@ class _Recurrent:
                 idx = k * D + d
                 # the reverse direction reads each sequence backwards from its own end
                 inp = layer_in[packing.reverse] if d else layer_in
-                init = tuple(np.zeros((B, n), self.dtype)[packing.order] if s is None
+                init = tuple(np.zeros((B, n), self.dtype) if s is None
                              else s[idx][packing.order] for s, n in zip(states,
                                                                       self._state_sizes()))
                 y, final, ctx = self._cell_forward(inp, init, self._weights(idx),
@@ -490,6 +491,7 @@ class RNN(_OneState):
     "orthogonal" weight_hh). See ``fastlstm.reference`` for the equations.
     """
 
+    cell = "rnn"
     _extra_defaults = {"nonlinearity": "tanh"}
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
@@ -522,6 +524,7 @@ class GRU(_OneState):
     "orthogonal": each gate's block of weight_hh orthogonal). See ``fastlstm.reference``.
     """
 
+    cell = "gru"
     gates = 3
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -561,6 +564,7 @@ class LSTM(_Recurrent):
     See ``fastlstm.reference`` for the equations.
     """
 
+    cell = "lstm"
     n_states = 2
     gates = 4
     _extra_defaults = {"proj_size": 0, "peephole": False, "unit_forget_bias": False}

@@ -79,15 +79,21 @@ cdef int _fill_slots(dict arrays, floating **slots) except -1:
     return 0
 
 
-cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
-    """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
-    cdef fl_layer layer
+cdef int _describe(fl_layer *layer, dict description) except -1:
+    """Fill ``layer`` from a description made by :func:`_layer` (batch_sizes NULL)."""
     layer.cell, layer.projection, layer.peephole = (description[k] for k in
                                                     ("cell", "projection", "peephole"))
     layer.T, layer.B, layer.I, layer.H, layer.P = (description[k] for k in "TBIHP")
+    layer.batch_sizes = NULL
+    return 0
+
+
+cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
+    """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
+    cdef fl_layer layer
+    _describe(&layer, description)
     # A batch whose every step runs all B sequences is the kernels' plain case.
     cdef const int64_t[::1] sizes = batch.batch_sizes
-    layer.batch_sizes = NULL
     if batch.T and not (batch.batch_sizes == batch.B).all():
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
@@ -292,7 +298,7 @@ cdef class Stepper:
                 arrays[FL_GATES] = np.empty((B, GH), self.dtype)
             if cell == "gru":
                 arrays[FL_HN] = np.empty((B, H), self.dtype)
-            self._describe(l, desc)
+            _describe(&self.layers[l], desc)
             arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0), self.dtype)
             if self.f64:
                 _fill_slots(arrays, <double **>&self.slots[l * FL_N_SLOTS])
@@ -303,13 +309,6 @@ cdef class Stepper:
             self.cs.append(arrays.get(FL_CS))
             below = hs[1]
         self.I, self.P = self.layers[0].I, self.layers[self.n_layers - 1].P
-
-    cdef void _describe(self, int l, dict desc):
-        cdef fl_layer *layer = &self.layers[l]
-        layer.cell, layer.projection, layer.peephole = (desc[k] for k in
-                                                        ("cell", "projection", "peephole"))
-        layer.T, layer.B, layer.I, layer.H, layer.P = (desc[k] for k in "TBIHP")
-        layer.batch_sizes = NULL
 
     def step(self, x, out=None):
         """Run one step: ``x`` (B, input_size) in, the top layer's new h (B, P) out, written

@@ -10,8 +10,8 @@
     s.reset()                           # zeros again, for the next stream
 
 Steps equal a whole-sequence forward of the same inputs (in eval mode: no dropout). The stream
-takes a copy of the weights when it is made, packed the way its kernel wants them; make a new
-one after changing the layer's parameters.
+takes a contiguous copy of the weights when it is made, for its kernel to read at every step;
+make a new one after changing the layer's parameters.
 """
 
 import numbers
@@ -20,9 +20,6 @@ import numpy as np
 
 from . import native
 from ._functional import as_float_array, describe, expect_shape
-
-_CELL_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
-
 
 class Stream:
     """Step a stacked unidirectional layer through time, one step per call (see the module).
@@ -43,11 +40,10 @@ class Stream:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.layer = layer
         self.batch_size = int(batch_size)
-        cell = _CELL_NAMES[type(layer).__name__]
         nonlinearity = getattr(layer, "nonlinearity", None)
         weights = [layer._weights(k) for k in range(layer.num_layers)]
         if layer.backend == "native":
-            self._stepper = native.Stepper(cell, nonlinearity, weights, self.batch_size,
+            self._stepper = native.Stepper(layer.cell, nonlinearity, weights, self.batch_size,
                                            layer.dtype)
         else:
             self._stepper = _ReferenceStepper(layer, weights, self.batch_size)
