@@ -3,7 +3,6 @@
 #include "fastlstm.h"
 #include "platform.h"
 
-#include <math.h>
 #include <string.h>
 
 int fl_openmp_enabled(void)

@@ -195,6 +195,23 @@ def assert_close(actual, expected, tol, what=""):
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g}"
 
 
+def assert_layer_run_close(layer, run, expected, tol):
+    """A layer's forward and backward ``run = (y, finals, dx, dinits)``, with the gradients it
+    accumulated in ``layer.grads``, against ``expected = (y, finals, dx, dinits, grads)``
+    (another implementation's: torch's), each to :func:`assert_close`'s ``tol``."""
+    y, finals, dx, dinits = run
+    y_e, finals_e, dx_e, dinits_e, grads_e = expected
+    assert_close(y, y_e, tol, "y")
+    for name, a, b in zip(("h_n", "c_n"), finals, finals_e):
+        assert_close(a, b, tol, name)
+    assert_close(dx, dx_e, tol, "dx")
+    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_e):
+        assert_close(a, b, tol, name)
+    assert layer.grads.keys() == grads_e.keys()
+    for name, g in grads_e.items():
+        assert_close(layer.grads[name], g, tol, name)
+
+
 def assert_all_close(actual, expected, tol, what=""):
     """assert_close over two equally long sequences (None entries must match None)."""
     actual, expected = list(actual), list(expected)

@@ -41,8 +41,9 @@ Tolerances, relative to max(1, max |expected|):
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, cell_of, grads_copy, has_peephole, layer_backward,
-                     layer_problem, layer_state_sizes, make_layer, proj_of, projects)
+from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, grads_copy,
+                     has_peephole, layer_backward, layer_problem, layer_state_sizes, make_layer,
+                     proj_of, projects)
 
 import fastlstm
 
@@ -210,18 +211,10 @@ def test_matches_torch_packed_sequence(torch, kind, case, lengths, dtype, backen
     dx, dinits = layer_backward(layer, dy, dstates)
     y_t, finals_t, dx_t, dinits_t, grads_t = torch_run_packed(torch, module, kind, x, states,
                                                                lengths, dy, dstates)
-    tol = TOLS_TORCH[dtype]
     assert y.shape == y_t.shape
-    assert_close(y, y_t, tol, "y")
     assert len(finals) == len(finals_t) and len(dinits) == len(dinits_t)
-    for name, a, b in zip(("h_n", "c_n"), finals, finals_t):
-        assert_close(a, b, tol, name)
-    assert_close(dx, dx_t, tol, "dx")
-    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_t):
-        assert_close(a, b, tol, name)
-    assert layer.grads.keys() == grads_t.keys()
-    for name, g in grads_t.items():
-        assert_close(layer.grads[name], g, tol, name)
+    assert_layer_run_close(layer, (y, finals, dx, dinits),
+                           (y_t, finals_t, dx_t, dinits_t, grads_t), TOLS_TORCH[dtype])
 
 
 # ---------------------------------------------------------------- each sequence on its own

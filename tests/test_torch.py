@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, cell_of, has_peephole, layer_backward, layer_forward,
-                     layer_problem, make_layer, proj_of, projects)
+from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, has_peephole,
+                     layer_backward, layer_forward, layer_problem, make_layer, proj_of, projects)
 
 import fastlstm
 
@@ -109,16 +109,8 @@ def test_matches_torch(kind, case, dtype, backend, rng):
     dx, dinits = layer_backward(layer, dy, dstates)
     y_t, finals_t, dx_t, dinits_t, grads_t = torch_run(module, kind, x, states, dy, dstates)
 
-    tol = TOLS[dtype]
-    assert_close(y, y_t, tol, "y")
-    for name, a, b in zip(("h_n", "c_n"), finals, finals_t):
-        assert_close(a, b, tol, name)
-    assert_close(dx, dx_t, tol, "dx")
-    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_t):
-        assert_close(a, b, tol, name)
-    assert layer.grads.keys() == grads_t.keys()
-    for name, g in grads_t.items():
-        assert_close(layer.grads[name], g, tol, name)
+    assert_layer_run_close(layer, (y, finals, dx, dinits),
+                           (y_t, finals_t, dx_t, dinits_t, grads_t), TOLS[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
