@@ -72,14 +72,25 @@ class Batch:
         step = np.repeat(np.arange(self.T), self.batch_sizes)
         return first_prev[step] + np.arange(self.N) - off[step]
 
+    def lengths(self):
+        """Each sequence's length, longest first: sequence b runs while batch_sizes[t] > b."""
+        return np.searchsorted(-self.batch_sizes, -np.arange(self.B), side="left")
+
     def last_rows(self):
         """The row of hs (and cs) holding each sequence's last state: for a sequence of length
         0, its initial state."""
-        b = np.arange(self.B)
-        # sequence b runs while batch_sizes[t] > b: its length, with batch_sizes non-increasing
-        lengths = np.searchsorted(-self.batch_sizes, -b, side="left")
+        lengths = self.lengths()
         off = self._offsets()
-        return np.where(lengths > 0, self.B + off[np.maximum(lengths - 1, 0)] + b, b)
+        return np.where(lengths > 0, self.B + off[np.maximum(lengths - 1, 0)] + np.arange(self.B),
+                        np.arange(self.B))
+
+    def reversed_rows(self):
+        """For each row of x, the row of the same sequence at the mirrored step length - 1 - t:
+        the order in which a reverse direction reads each sequence, from its own end."""
+        off = self._offsets()
+        t = np.repeat(np.arange(self.T), self.batch_sizes)   # the step of each row
+        pos = np.arange(self.N) - off[t]                      # and its sequence
+        return off[self.lengths()[pos] - 1 - t] + pos
 
     def outside(self, a):
         """Packed rows ``a`` (N, n) in the caller's form: (T, B, n) for a padded call."""

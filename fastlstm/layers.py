@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from . import native, reference
-from ._functional import DTYPES, NONLINEARITIES, describe
+from ._functional import DTYPES, NONLINEARITIES, Batch, describe
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
@@ -81,9 +81,8 @@ class _Packing:
         t = np.repeat(np.arange(steps), self.batch_sizes)   # the step of each packed row
         pos = np.arange(off[-1]) - off[t]                   # and its sequence's position
         self.rows = (t, self.order[pos])                    # where it lives in the padded batch
-        # The same sequence's row at the mirrored step len - 1 - t: the reverse direction reads
-        # each sequence backwards from its own end.
-        self.reverse = off[sorted_lengths[pos] - 1 - t] + pos
+        # the reverse direction reads each sequence backwards from its own end
+        self.reverse = Batch(self.batch_sizes, B, padded=False).reversed_rows()
 
     def pack(self, a):
         """(T, B, n) padded -> (N, n) packed rows."""

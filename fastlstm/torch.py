@@ -1,0 +1,272 @@
+"""torch.nn.RNN, LSTM and GRU running on fastlstm's kernels: the same modules, faster on the CPU.
+
+    import fastlstm.torch
+    fastlstm.torch.convert(model)     # every torch.nn.RNN, LSTM and GRU inside model, in place
+    lstm = fastlstm.torch.LSTM(10, 128, num_layers=2, batch_first=True)   # or build them directly
+
+``fastlstm.torch.RNN``, ``LSTM`` and ``GRU`` subclass their torch.nn namesakes and replace only
+``forward``. Everything else is torch.nn's own: the constructor, the attributes, the parameters
+(real ``torch.nn.Parameter``s with torch's names, shapes and initialisation), ``state_dict``,
+``.to(torch.float64)`` and pickling; and the forward takes and returns what torch.nn's does,
+``hx``, ``batch_first``, unbatched (2-D) input and ``PackedSequence`` input included.
+
+Each layer and direction runs as one :class:`torch.autograd.Function`. Its forward hands
+zero-copy NumPy views of the tensors to ``fastlstm.native`` and keeps the kernel's context, whose
+backpropagation through time is the Function's backward. Autograd composes these Functions with
+the dropout between layers and the reordering of the reverse direction.
+
+Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
+backward pass is not itself differentiable (no double backward).
+
+Threads: ``fastlstm.set_num_threads`` sets the kernels' threads and ``torch.set_num_threads``
+torch's; both start from ``OMP_NUM_THREADS``. torch and fastlstm link the same OpenMP runtime
+(libgomp), which the dynamic linker loads once per process, so they share its threads rather than
+each keeping a pool. Importing this module imports torch; ``import fastlstm`` does not.
+"""
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+from torch.nn.utils.rnn import PackedSequence
+
+from . import native
+from ._functional import Batch
+
+__all__ = ["RNN", "LSTM", "GRU", "convert"]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _numpy(t):
+    """A zero-copy NumPy view of a contiguous CPU tensor (None stays None)."""
+    return None if t is None else t.detach().numpy()
+
+
+def _tensors(arrays):
+    return tuple(None if a is None else torch.from_numpy(a) for a in arrays)
+
+
+class _LayerDirection(torch.autograd.Function):
+    """One layer in one direction over packed rows (the form of fastlstm._functional): the
+    native forward, and backpropagation through time as its backward.
+
+    Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch sizes (a NumPy
+    int64 array), then the contiguous tensors x (N, I), h0 (B, P), c0 (B, H) or None, w_ih, w_hh,
+    b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the LSTM's c_n.
+    """
+
+    @staticmethod
+    def forward(ctx, cell, nonlinearity, batch_sizes, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        a = [_numpy(t) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)]
+        x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_ = a
+        if cell == "lstm":
+            *outputs, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                  w_hr=w_hr_, batch_sizes=batch_sizes)
+        elif cell == "gru":
+            *outputs, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                 batch_sizes=batch_sizes)
+        else:
+            *outputs, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                 nonlinearity, batch_sizes=batch_sizes)
+        outputs = _tensors(outputs)
+        ctx.cell, ctx.native = cell, saved
+        # The kernel's context reads x and the weights in place, and y is a view of its saved
+        # states: saved here, torch's version counters refuse a backward after any of them has
+        # been changed in place, as for its own layers.
+        ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, w_hr, outputs[0])
+        ctx.has_c0, ctx.has_bias = c0 is not None, b_ih is not None
+        return outputs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_n, dc_n=None):
+        ctx.saved_tensors   # raises if a saved tensor was changed in place since the forward
+        grads = [_numpy(g.contiguous()) for g in (dy, dh_n, dc_n) if g is not None]
+        backward = getattr(native, f"{ctx.cell}_backward")
+        dx, *dstates_and_weights = _tensors(backward(ctx.native, *grads))
+        if ctx.cell == "lstm":
+            dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
+        else:
+            (dh0, dw_ih, dw_hh, db_ih, db_hh), dc0, dw_hr = dstates_and_weights, None, ()
+        return (None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
+                dw_hr[0] if dw_hr else None)
+
+
+class _Bridge:
+    """The forward the three modules share; their torch.nn base class provides the rest."""
+
+    cell = None   # the kernels' cell: "rnn", "lstm" or "gru"
+
+    def forward(self, input, hx=None):
+        """torch.nn's forward on fastlstm's kernels: the arguments and return values of the
+        torch.nn module this class derives from."""
+        dtype = _parameter_dtype(self)
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            _check_tensor("input.data", x, dtype)
+            if x.dim() != 2 or x.shape[1] != self.input_size:
+                raise ValueError(f"input.data must be 2-D (N, input_size={self.input_size}), got "
+                                 f"shape {tuple(x.shape)}")
+            batch_sizes = batch_sizes.numpy().astype(np.int64)
+            B, unbatched = int(batch_sizes[0]), False
+        else:
+            _check_tensor("input", input, dtype)
+            layout = "(batch, seq_len, input_size)" if self.batch_first else \
+                "(seq_len, batch, input_size)"
+            if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
+                raise ValueError(f"input must be 3-D {layout}, or 2-D (seq_len, input_size) for "
+                                 f"one unbatched sequence, with input_size={self.input_size}; "
+                                 f"got shape {tuple(input.shape)}")
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else \
+                input.transpose(0, 1) if self.batch_first else input
+            T, B = x.shape[:2]
+            batch_sizes = np.full(T, B, np.int64)
+            x = x.reshape(T * B, self.input_size)
+            sorted_indices = unsorted_indices = None
+        states = self._initial_states(hx, B, unbatched, dtype)
+        if sorted_indices is not None:   # the caller's hx is in the caller's order of sequences
+            states = [s.index_select(1, sorted_indices) for s in states]
+        y, finals = self._run(x, Batch(batch_sizes, B, padded=False), states)
+        if unsorted_indices is not None:
+            finals = [s.index_select(1, unsorted_indices) for s in finals]
+        if packed:
+            output = PackedSequence(y, input.batch_sizes, sorted_indices, unsorted_indices)
+        else:
+            output = y.view(T, B, y.shape[-1])
+            output = output.squeeze(1) if unbatched else \
+                output.transpose(0, 1) if self.batch_first else output
+            finals = [s.squeeze(1) for s in finals] if unbatched else finals
+        return output, (tuple(finals) if self.cell == "lstm" else finals[0])
+
+    def _state_sizes(self):
+        """The last dimension of each state: h (proj_size or hidden_size), then the LSTM's c."""
+        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
+        return sizes[:2 if self.cell == "lstm" else 1]
+
+    def _initial_states(self, hx, B, unbatched, dtype):
+        """hx as a list of (L * D, B, n) tensors, zeros where it is None."""
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        sizes = self._state_sizes()
+        if hx is None:
+            return [torch.zeros(LD, B, n, dtype=dtype) for n in sizes]
+        if self.cell == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, got "
+                                f"{type(hx).__name__}")
+            names = ("hx[0]", "hx[1]")
+        else:
+            hx, names = (hx,), ("hx",)
+        states = []
+        for name, s, n in zip(names, hx, sizes):
+            _check_tensor(name, s, dtype)
+            shape = (LD, n) if unbatched else (LD, B, n)
+            if tuple(s.shape) != shape:
+                form = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + \
+                    ("proj_size)" if n != self.hidden_size else "hidden_size)")
+                raise ValueError(f"{name} must have shape {shape} {form}, got "
+                                 f"{tuple(s.shape)}")
+            states.append(s.unsqueeze(1) if unbatched else s)
+        return states
+
+    def _weights(self, k, d):
+        """w_ih, w_hh, b_ih, b_hh, w_hr of layer k, direction d (None where absent)."""
+        suffix = f"_l{k}" + ("_reverse" if d else "")
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        return [getattr(self, name + suffix, None) for name in names]
+
+    def _run(self, x, batch, states):
+        """Every layer and direction over the packed rows x; returns y and the final states as
+        (L * D, B, n) tensors."""
+        D = 2 if self.bidirectional else 1
+        reverse = torch.from_numpy(batch.reversed_rows()) if D == 2 else None
+        nonlinearity = getattr(self, "nonlinearity", None)
+        finals = [[] for _ in states]
+        layer_in = x
+        for k in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                idx = k * D + d
+                inp = layer_in.index_select(0, reverse) if d else layer_in
+                init = [s[idx].contiguous() for s in states] + [None] * (2 - len(states))
+                weights = [None if w is None else w.contiguous() for w in self._weights(k, d)]
+                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch.batch_sizes,
+                                                  inp.contiguous(), *init, *weights)
+                outs.append(y.index_select(0, reverse) if d else y)
+                for f, v in zip(finals, final):
+                    f.append(v)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, 1)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                layer_in = torch.nn.functional.dropout(layer_in, self.dropout, training=True)
+        return layer_in, [torch.stack(f) for f in finals]
+
+
+def _parameter_dtype(module):
+    """The dtype of a recurrent module's parameters, after checking that fastlstm can run them."""
+    dtypes = {p.dtype for p in module.parameters()}
+    devices = {p.device for p in module.parameters()}
+    what = type(module).__name__
+    if any(d.type != "cpu" for d in devices):
+        raise ValueError(f"fastlstm.torch runs on the CPU, but this {what}'s parameters are on "
+                         f"{', '.join(sorted(map(str, devices)))}; move the model to the CPU "
+                         f"with .cpu()")
+    if len(dtypes) != 1 or not dtypes <= set(_DTYPES):
+        raise TypeError(f"fastlstm.torch runs float32 and float64, but this {what}'s parameters "
+                        f"are {', '.join(sorted(map(str, dtypes)))}; convert the model with "
+                        f".float() or .double()")
+    return dtypes.pop()
+
+
+def _check_tensor(name, t, dtype):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
+                         f"with .cpu()")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got {t.dtype}")
+
+
+class RNN(_Bridge, torch.nn.RNN):
+    __doc__ = "torch.nn.RNN on fastlstm's kernels (see fastlstm.torch).\n\n" + \
+        (torch.nn.RNN.__doc__ or "")
+    cell = "rnn"
+
+
+class LSTM(_Bridge, torch.nn.LSTM):
+    __doc__ = "torch.nn.LSTM on fastlstm's kernels (see fastlstm.torch).\n\n" + \
+        (torch.nn.LSTM.__doc__ or "")
+    cell = "lstm"
+
+
+class GRU(_Bridge, torch.nn.GRU):
+    __doc__ = "torch.nn.GRU on fastlstm's kernels (see fastlstm.torch).\n\n" + \
+        (torch.nn.GRU.__doc__ or "")
+    cell = "gru"
+
+
+_TWINS = {torch.nn.RNN: RNN, torch.nn.LSTM: LSTM, torch.nn.GRU: GRU}
+
+
+def convert(module):
+    """Make every torch.nn.RNN, LSTM and GRU in ``module`` (itself included) run on fastlstm's
+    kernels, in place; return ``module``.
+
+    Each one becomes its fastlstm.torch twin while staying the same object: its parameters, their
+    values and identities (so an optimizer made before keeps working), its hooks and its
+    attributes are unchanged, and so are its outputs. Subclasses of the torch.nn modules are left
+    alone, since they may have forwards of their own. The modules to convert must be on the CPU
+    and float32 or float64.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    found = [(name, m) for name, m in module.named_modules() if type(m) in _TWINS]
+    for name, m in found:    # check them all before changing any
+        try:
+            _parameter_dtype(m)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"cannot convert {name or 'module'}: {exc}") from None
+    for _, m in found:
+        m.__class__ = _TWINS[type(m)]
+    return module
