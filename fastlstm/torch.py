@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import native
-from ._functional import Batch
+from ._functional import Batch, Context
 
 __all__ = ["RNN", "LSTM", "GRU", "convert"]
 
@@ -50,40 +50,43 @@ class _LayerDirection(torch.autograd.Function):
     """One layer in one direction over packed rows (the form of fastlstm._functional): the
     native forward, and backpropagation through time as its backward.
 
-    Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch sizes (a NumPy
-    int64 array), then the contiguous tensors x (N, I), h0 (B, P), c0 (B, H) or None, w_ih, w_hh,
-    b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the LSTM's c_n.
+    Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch (a
+    fastlstm._functional.Batch), then the contiguous tensors x (N, I), h0 (B, P), c0 (B, H) or
+    None, w_ih, w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the
+    LSTM's c_n.
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, batch_sizes, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
-        a = [_numpy(t) for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)]
-        x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_ = a
+    def forward(ctx, cell, nonlinearity, batch, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_ = map(
+            _numpy, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+        bs = batch.batch_sizes
         if cell == "lstm":
-            *outputs, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                  w_hr=w_hr_, batch_sizes=batch_sizes)
+            _, *finals, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                    w_hr=w_hr_, batch_sizes=bs)
         elif cell == "gru":
-            *outputs, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                 batch_sizes=batch_sizes)
+            _, *finals, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                   batch_sizes=bs)
         else:
-            *outputs, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                 nonlinearity, batch_sizes=batch_sizes)
-        outputs = _tensors(outputs)
-        ctx.cell, ctx.native = cell, saved
-        # The kernel's context reads x and the weights in place, and y is a view of its saved
-        # states: saved here, torch's version counters refuse a backward after any of them has
-        # been changed in place, as for its own layers.
-        ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, w_hr, outputs[0])
-        ctx.has_c0, ctx.has_bias = c0 is not None, b_ih is not None
-        return outputs
+            _, *finals, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                   nonlinearity, batch_sizes=bs)
+        hs, cs, gates, hn = _tensors((saved.hs, saved.cs, saved.gates, saved.hn))
+        ctx.cell, ctx.nonlinearity, ctx.batch = cell, nonlinearity, batch
+        # Everything the kernel's backward reads goes through save_for_backward: torch frees it
+        # after the backward, as it does its own layers' saved state, and its version counters
+        # refuse a backward after any of it was changed in place (y is a view of hs).
+        ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn)
+        return (hs[batch.B:], *_tensors(finals))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dh_n, dc_n=None):
-        ctx.saved_tensors   # raises if a saved tensor was changed in place since the forward
+        x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
+        saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
+                        nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
         grads = [_numpy(g.contiguous()) for g in (dy, dh_n, dc_n) if g is not None]
         backward = getattr(native, f"{ctx.cell}_backward")
-        dx, *dstates_and_weights = _tensors(backward(ctx.native, *grads))
+        dx, *dstates_and_weights = _tensors(backward(saved, *grads))
         if ctx.cell == "lstm":
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
         else:
@@ -191,13 +194,16 @@ class _Bridge:
                 inp = layer_in.index_select(0, reverse) if d else layer_in
                 init = [s[idx].contiguous() for s in states] + [None] * (2 - len(states))
                 weights = [None if w is None else w.contiguous() for w in self._weights(k, d)]
-                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch.batch_sizes,
+                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch,
                                                   inp.contiguous(), *init, *weights)
                 outs.append(y.index_select(0, reverse) if d else y)
                 for f, v in zip(finals, final):
                     f.append(v)
-            layer_in = outs[0] if D == 1 else torch.cat(outs, 1)
-            if self.dropout and self.training and k < self.num_layers - 1:
+            # torch.cat copies; a single direction's y is a view of the kernel's saved states,
+            # which the caller may change in place only after it is copied
+            last = k == self.num_layers - 1
+            layer_in = torch.cat(outs, 1) if D == 2 else outs[0].clone() if last else outs[0]
+            if self.dropout and self.training and not last:
                 layer_in = torch.nn.functional.dropout(layer_in, self.dropout, training=True)
         return layer_in, [torch.stack(f) for f in finals]
 

@@ -1,0 +1,489 @@
+"""fastlstm.torch: the torch.nn modules on fastlstm's kernels, against torch.nn itself.
+
+The oracle is torch.nn's own RNN, LSTM and GRU holding the same weights: a small model (the
+recurrent layer and a Linear head) is copied, one copy converted, and both run the same input,
+states and loss. Outputs and every gradient (parameters, input, initial states) must agree to
+test_torch.py's tolerances (1e-10 in float64, 1e-5 in float32, relative to max(1, |value|); its
+docstring says why). torch.autograd.gradcheck checks the backward against finite differences.
+
+The dropout between layers draws its masks through torch's RNG in the same order and shape as
+torch.nn's own layers, so with the same seed the masks are the same and dropout is compared too.
+"""
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+import fastlstm
+
+torch = pytest.importorskip("torch")
+ft = pytest.importorskip("fastlstm.torch")
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+
+TOLS = {torch.float32: 1e-5, torch.float64: 1e-10}
+DTYPES = {"f32": torch.float32, "f64": torch.float64}
+KINDS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "lstmp")
+I, H, T, B = 3, 5, 6, 4
+LENGTHS = [6, 2, 5, 3]    # for packed input: unsorted, so torch permutes the states
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_each():
+    """The machine is shared and these problems tiny: one thread for torch and for fastlstm."""
+    before = torch.get_num_threads(), fastlstm.get_num_threads()
+    torch.set_num_threads(1)
+    fastlstm.set_num_threads(1)
+    yield
+    torch.set_num_threads(before[0])
+    fastlstm.set_num_threads(before[1])
+
+
+def make_rnn(kind, dtype=torch.float64, input_size=I, hidden_size=H, **options):
+    """A torch.nn recurrent module of a kind, torch's own initialisation; "lstmp" projects to
+    half the hidden size."""
+    if kind.startswith("rnn"):
+        return torch.nn.RNN(input_size, hidden_size, nonlinearity=kind[4:], dtype=dtype,
+                            **options)
+    if kind == "gru":
+        return torch.nn.GRU(input_size, hidden_size, dtype=dtype, **options)
+    proj = {"proj_size": hidden_size // 2} if kind == "lstmp" else {}
+    return torch.nn.LSTM(input_size, hidden_size, dtype=dtype, **proj, **options)
+
+
+class Model(torch.nn.Module):
+    """A recurrent layer and a Linear head on its outputs (padded back from a packed output)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        D = 2 if rnn.bidirectional else 1
+        self.head = torch.nn.Linear(D * (rnn.proj_size or rnn.hidden_size), 2,
+                                    dtype=rnn.weight_hh_l0.dtype)
+
+    def forward(self, x, hx=None):
+        y, finals = self.rnn(x, hx)
+        if isinstance(y, torch.nn.utils.rnn.PackedSequence):
+            y, _ = pad_packed_sequence(y, batch_first=self.rnn.batch_first)
+        return self.head(y), finals
+
+
+def states_of(kind, rnn, batch, dtype, gen):
+    """Random initial states for ``batch`` sequences (None: unbatched)."""
+    LD = rnn.num_layers * (2 if rnn.bidirectional else 1)
+    H = rnn.hidden_size
+    sizes = (rnn.proj_size or H, H) if kind.startswith("lstm") else (H,)
+    shape = (LD,) if batch is None else (LD, batch)
+    states = [torch.randn(*shape, n, dtype=dtype, generator=gen).requires_grad_() for n in sizes]
+    return tuple(states) if kind.startswith("lstm") else states[0]
+
+
+def as_tuple(states):
+    return () if states is None else states if isinstance(states, tuple) else (states,)
+
+
+def run(model, x, hx, lengths, seed):
+    """Forward and backward of a loss touching every output; returns the outputs and every
+    gradient (parameters by name, then x and the initial states). With ``lengths``, the model
+    gets x packed."""
+    model.zero_grad()
+    inputs = (x, *as_tuple(hx))
+    for t in inputs:
+        t.grad = None
+    if lengths is not None:
+        x = pack_padded_sequence(x, torch.tensor(lengths), batch_first=model.rnn.batch_first,
+                                 enforce_sorted=False)
+    torch.manual_seed(seed)          # the dropout masks
+    out, finals = model(x, hx)
+    finals = finals if isinstance(finals, tuple) else (finals,)
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, dtype=o.dtype, generator=gen)).sum()
+               for o in (out, *finals))
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    grads.update({f"input {k}": t.grad for k, t in enumerate(inputs)})
+    return [out.detach(), *(f.detach() for f in finals)], grads
+
+
+def assert_same_run(model, x, hx=None, lengths=None, seed=0):
+    """The model against a converted copy of itself: outputs and every gradient."""
+    converted = ft.convert(copy.deepcopy(model))
+    assert type(converted.rnn).__module__ == "fastlstm.torch"
+    outs, grads = run(model, x, hx, lengths, seed)
+    outs_f, grads_f = run(converted, x, hx, lengths, seed)
+    tol = TOLS[x.dtype]
+    for k, (a, b) in enumerate(zip(outs_f, outs, strict=True)):
+        assert_close(a.numpy(), b.numpy(), tol, f"output {k}")
+    assert grads_f.keys() == grads.keys()
+    for name, g in grads.items():
+        assert grads_f[name] is not None, name
+        assert_close(grads_f[name].numpy(), g.numpy(), tol, name)
+
+
+OPTIONS = [
+    dict(),
+    dict(num_layers=2),
+    dict(bidirectional=True),
+    dict(num_layers=3, bidirectional=True, dropout=0.5),
+    dict(num_layers=2, dropout=0.3, batch_first=True),
+    dict(bias=False, batch_first=True),
+    dict(num_layers=2, bidirectional=True, bias=False),
+]
+
+
+def options_id(options):
+    return "-".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("form", ["padded", "padded+hx", "packed", "packed+hx", "unbatched"])
+@pytest.mark.parametrize("options", OPTIONS, ids=options_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_matches_torch(kind, options, form, dtype, rng):
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    torch.manual_seed(gen.initial_seed())
+    model = Model(make_rnn(kind, dtype, **options))
+    if form == "unbatched":
+        x = torch.randn(T, I, dtype=dtype, generator=gen, requires_grad=True)
+        hx = states_of(kind, model.rnn, None, dtype, gen)
+    else:
+        shape = (B, T, I) if options.get("batch_first") else (T, B, I)
+        x = torch.randn(*shape, dtype=dtype, generator=gen, requires_grad=True)
+        hx = states_of(kind, model.rnn, B, dtype, gen) if form.endswith("+hx") else None
+    assert_same_run(model, x, hx, LENGTHS if form.startswith("packed") else None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck(kind):
+    """torch.autograd.gradcheck (finite differences in float64) through two bidirectional
+    layers, with respect to the input, the initial states and every parameter."""
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind, num_layers=2, bidirectional=True))
+    names = [name for name, _ in rnn.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in rnn.parameters()]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, I, dtype=torch.float64, generator=gen, requires_grad=True)
+    hx = states_of(kind, rnn, 2, torch.float64, gen)
+    hx = list(hx) if isinstance(hx, tuple) else [hx]
+
+    def f(x, *rest):
+        states, weights = rest[:len(hx)], rest[len(hx):]
+        y, finals = torch.func.functional_call(
+            rnn, dict(zip(names, weights)),
+            (x, tuple(states) if len(states) == 2 else states[0]))
+        return (y,) + (finals if isinstance(finals, tuple) else (finals,))
+
+    assert torch.autograd.gradcheck(f, (x, *hx, *params), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstmp"])
+def test_gradcheck_packed(kind):
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind, bidirectional=True))
+    x = torch.randn(4, 3, I, dtype=torch.float64, requires_grad=True)
+
+    def f(x):
+        y, _ = rnn(pack_padded_sequence(x, torch.tensor([2, 4, 1]), enforce_sorted=False))
+        return y.data
+
+    assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- convert() and the module API
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(4, I)
+        self.layers = torch.nn.ModuleList([torch.nn.GRU(I, H), torch.nn.RNN(H, H)])
+        self.inner = torch.nn.Sequential(torch.nn.LSTM(H, H, num_layers=2), torch.nn.Identity())
+
+
+class MyLSTM(torch.nn.LSTM):
+    """A user's subclass, which convert() must leave alone."""
+
+
+def test_convert_nested_model_in_place():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"encoder": Encoder(), "top": torch.nn.LSTM(H, 2),
+                                 "mine": MyLSTM(H, 2)})
+    before = {name: type(m) for name, m in model.named_modules()}
+    params = {name: p for name, p in model.named_parameters()}
+    values = copy.deepcopy(model.state_dict())
+    x = torch.randn(T, B, 4)
+
+    def outputs():
+        h = model["encoder"].embed(x)
+        for layer in model["encoder"].layers:
+            h, _ = layer(h)
+        h, _ = model["encoder"].inner[0](h)
+        return h, model["top"](h)[0], model["mine"](h)[0]
+
+    expected = outputs()
+    assert ft.convert(model) is model
+    converted = {name: type(m) for name, m in model.named_modules()}
+    for name, cls in before.items():
+        twin = {torch.nn.RNN: ft.RNN, torch.nn.LSTM: ft.LSTM, torch.nn.GRU: ft.GRU}.get(cls, cls)
+        assert converted[name] is twin, name
+    assert converted["mine"] is MyLSTM
+    assert {name: p for name, p in model.named_parameters()} == params   # the same objects
+    for name, v in model.state_dict().items():
+        assert torch.equal(v, values[name]), name
+    for a, b in zip(outputs(), expected):
+        assert_close(a.detach().numpy(), b.detach().numpy(), TOLS[torch.float32])
+    assert ft.convert(model) is model            # converting again changes nothing
+    assert type(model["top"]) is ft.LSTM
+
+
+def test_convert_a_recurrent_module_itself_and_train_with_an_existing_optimizer():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(I, H, dtype=torch.float64)
+    reference = copy.deepcopy(gru)
+    opt = torch.optim.SGD(gru.parameters(), lr=0.1)     # made before convert()
+    opt_ref = torch.optim.SGD(reference.parameters(), lr=0.1)
+    assert ft.convert(gru) is gru and type(gru) is ft.GRU
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    for module, optimizer in ((gru, opt), (reference, opt_ref)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            module(x)[0].square().mean().backward()
+            optimizer.step()
+    for name, p in reference.named_parameters():
+        assert_close(getattr(gru, name).detach().numpy(), p.detach().numpy(),
+                     TOLS[torch.float64], name)
+
+
+def test_module_api_is_torch_nn():
+    torch.manual_seed(0)
+    lstm = ft.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, batch_first=True)
+    twin = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, batch_first=True)
+    assert isinstance(lstm, torch.nn.LSTM)
+    assert repr(lstm) == repr(twin)
+    assert [(n, p.shape) for n, p in lstm.named_parameters()] == \
+        [(n, p.shape) for n, p in twin.named_parameters()]
+    assert all(isinstance(p, torch.nn.Parameter) for p in lstm.parameters())
+    lstm.load_state_dict(twin.state_dict())
+    x = torch.randn(B, T, I)
+    assert_close(lstm(x)[0].detach().numpy(), twin(x)[0].detach().numpy(), TOLS[torch.float32])
+
+    lstm.to(torch.float64)
+    twin.to(torch.float64)
+    y, (h, c) = lstm(x.double())
+    assert y.dtype == h.dtype == c.dtype == torch.float64
+    assert_close(y.detach().numpy(), twin(x.double())[0].detach().numpy(), TOLS[torch.float64])
+
+    clone = pickle.loads(pickle.dumps(lstm))
+    assert type(clone) is ft.LSTM
+    assert torch.equal(clone(x.double())[0], y)
+
+
+def test_eval_and_no_grad():
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(I, H, num_layers=3, dropout=0.5).double()
+    ours = ft.convert(copy.deepcopy(rnn))
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    rnn.eval()
+    ours.eval()
+    with torch.no_grad():
+        y, y_ours = rnn(x)[0], ours(x)[0]
+    assert not y_ours.requires_grad
+    assert_close(y_ours.numpy(), y.numpy(), TOLS[torch.float64])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_smallest_sizes_match_torch(kind):
+    """B=1, I=1 and the smallest hidden size (1, or 2 to project to 1)."""
+    torch.manual_seed(0)
+    rnn = make_rnn(kind, input_size=1, hidden_size=2 if kind == "lstmp" else 1, num_layers=2,
+                   bidirectional=True)
+    x = torch.randn(T, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert_same_run(Model(rnn), x, states_of(kind, rnn, 1, torch.float64, torch.Generator()))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_steps_returns_the_initial_states(kind):
+    """T=0, which torch.nn refuses: y is empty, the final states are the initial ones and their
+    gradients pass straight through."""
+    rnn = ft.convert(make_rnn(kind, num_layers=2))
+    hx = states_of(kind, rnn, B, torch.float64, torch.Generator().manual_seed(0))
+    y, finals = rnn(torch.zeros(0, B, I, dtype=torch.float64), hx)
+    assert y.shape == (0, B, rnn.proj_size or H)
+    sum((k + 2) * got.sum() for k, got in enumerate(as_tuple(finals))).backward()
+    for k, (got, h0) in enumerate(zip(as_tuple(finals), as_tuple(hx), strict=True)):
+        assert torch.equal(got, h0)
+        assert torch.equal(h0.grad, torch.full_like(h0, k + 2))
+
+
+def test_backward_twice_with_retain_graph():
+    torch.manual_seed(0)
+    lstm = ft.LSTM(I, H).double()
+    y, _ = lstm(torch.randn(T, B, I, dtype=torch.float64))
+    y.sum().backward(retain_graph=True)
+    once = lstm.weight_hh_l0.grad.clone()
+    y.sum().backward()
+    assert torch.allclose(lstm.weight_hh_l0.grad, 2 * once, rtol=1e-14, atol=0)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_double_backward_is_refused():
+    lstm = ft.LSTM(I, H).double()
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(lstm(x)[0].square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_outputs_can_be_changed_in_place(kind):
+    """As torch.nn's GRU and RNN allow (its float32 LSTM does not): y and h_n changed in place
+    before the backward, which sees the changed values' gradients."""
+    torch.manual_seed(0)
+    rnn = make_rnn(kind)
+    ours = ft.convert(copy.deepcopy(rnn))
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    for module in (rnn, ours):
+        y, finals = module(x)
+        y.mul_(2)
+        as_tuple(finals)[0].add_(1)
+        (y.square().sum() + as_tuple(finals)[0].square().sum()).backward()
+    for name, p in rnn.named_parameters():
+        assert_close(getattr(ours, name).grad.numpy(), p.grad.numpy(), TOLS[torch.float64], name)
+
+
+def test_changing_a_weight_in_place_before_backward_is_refused():
+    gru = ft.GRU(I, H)
+    y, _ = gru(torch.randn(T, B, I))
+    with torch.no_grad():
+        gru.weight_hh_l0.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_tensors_not_on_the_cpu_are_refused():
+    """There is no GPU here: tensors on the meta device stand in for CUDA ones."""
+    lstm = ft.LSTM(I, H)
+    with pytest.raises(ValueError, match="input is on meta.*runs on the CPU"):
+        lstm(torch.empty(T, B, I, device="meta"))
+    with pytest.raises(ValueError, match=r"hx\[1\] is on meta"):
+        lstm(torch.randn(T, B, I), (torch.zeros(1, B, H), torch.empty(1, B, H, device="meta")))
+    lstm.to("meta")
+    with pytest.raises(ValueError, match="parameters are on meta"):
+        lstm(torch.randn(T, B, I))
+    with pytest.raises(ValueError, match="cannot convert rnn: .*parameters are on meta"):
+        ft.convert(torch.nn.ModuleDict({"rnn": torch.nn.GRU(I, H, device="meta")}))
+
+
+def test_unsupported_dtypes_are_refused():
+    with pytest.raises(TypeError, match="runs float32 and float64.*torch.float16"):
+        ft.GRU(I, H).half()(torch.randn(T, B, I).half())
+    with pytest.raises(TypeError, match="input must have dtype torch.float64.*got torch.float32"):
+        ft.GRU(I, H).double()(torch.randn(T, B, I))
+    model = torch.nn.Sequential(torch.nn.LSTM(I, H).bfloat16())
+    with pytest.raises(TypeError, match="cannot convert 0: .*bfloat16"):
+        ft.convert(model)
+    assert type(model[0]) is torch.nn.LSTM       # nothing was changed
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+        ft.convert("lstm")
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (lambda: torch.randn(T, B, I + 1), ValueError, r"input must be 3-D .*got shape \(6, 4, 4\)"),
+    (lambda: torch.randn(B, I), None, None),    # 2-D: one unbatched sequence of length B
+    (lambda: torch.randn(1, T, B, I), ValueError, "input must be 3-D"),
+    (lambda: np.zeros((T, B, I), np.float32), TypeError, "input must be a torch.Tensor"),
+])
+def test_bad_input(bad, error, match):
+    lstm = ft.LSTM(I, H)
+    if error is None:
+        lstm(bad())
+        return
+    with pytest.raises(error, match=match):
+        lstm(bad())
+
+
+def test_bad_states():
+    lstm, gru, x = ft.LSTM(I, H, num_layers=2), ft.GRU(I, H), torch.randn(T, B, I)
+    with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\)"):
+        lstm(x, torch.zeros(2, B, H))
+    with pytest.raises(ValueError, match=r"hx\[1\] must have shape \(2, 4, 5\)"):
+        lstm(x, (torch.zeros(2, B, H), torch.zeros(1, B, H)))
+    with pytest.raises(ValueError, match=r"hx must have shape \(1, 5\) .*got \(1, 4, 5\)"):
+        gru(torch.randn(T, I), torch.zeros(1, B, H))       # unbatched input, batched state
+    with pytest.raises(TypeError, match="hx must be a torch.Tensor"):
+        gru(x, np.zeros((1, B, H), np.float32))
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_one_openmp_runtime_shared_with_torch(restore_threads):
+    """torch and fastlstm link libgomp under the same soname, so the process loads one runtime
+    and fastlstm's parallel regions reuse the threads torch's have started: no second pool."""
+    torch.set_num_threads(2)
+    fastlstm.set_num_threads(2)
+    try:
+        torch.ones(1 << 20).add_(1)                  # an OpenMP-parallel torch op
+        threads = len(os.listdir("/proc/self/task"))
+        lstm = ft.LSTM(8, 16, num_layers=2)
+        for _ in range(3):
+            lstm(torch.randn(10, 8, 8))[0].sum().backward()
+            torch.ones(1 << 20).add_(1)
+        assert len(os.listdir("/proc/self/task")) == threads
+        runtimes = {line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line}
+        assert len(runtimes) == 1, runtimes
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_threads_running_models_at_once():
+    """Python threads training their own converted models concurrently, with torch's and
+    fastlstm's OpenMP on two threads each: no deadlock (the run has a time limit) and the same
+    results as one after the other. In a subprocess, so that a hang cannot stall the suite."""
+    code = """
+import copy, threading, torch, fastlstm, fastlstm.torch as ft
+torch.set_num_threads(2); fastlstm.set_num_threads(2)
+torch.manual_seed(0)
+rnns = [ft.convert(cls(8, 16, num_layers=2, dtype=torch.float64))
+        for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.LSTM)]
+x = torch.randn(20, 6, 8, dtype=torch.float64)
+
+def train(rnn):
+    opt = torch.optim.SGD(rnn.parameters(), lr=0.01)
+    for _ in range(20):
+        opt.zero_grad()
+        rnn(x)[0].square().mean().backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in rnn.parameters()])
+
+start = [copy.deepcopy(r) for r in rnns]
+sequential = [train(copy.deepcopy(r)) for r in start]
+results = [None] * 4
+threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, train(start[k])))
+           for k in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert all(torch.equal(a, b) for a, b in zip(results, sequential))
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_fastlstm_import_does_not_import_torch():
+    code = "import sys, fastlstm; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
