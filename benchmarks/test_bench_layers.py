@@ -11,7 +11,8 @@ and compare the systems within each group: they run in one session on the same i
 import numpy as np
 import pytest
 
-from fastlstm.bench import CELLS, PACKED_CASES, STREAM_CASES, make_step, make_stream_step
+from fastlstm.bench import (CELLS, CONVERT_CASES, PACKED_CASES, STREAM_CASES, make_step,
+                            make_stream_step, make_torch_model_step)
 
 CASES = {  # name: (cell, T, B, I = H)
     "lstm-T100-B1-H64": ("lstm", 100, 1, 64),
@@ -67,3 +68,14 @@ def test_stream_step(benchmark, case, system, dtype):
         pytest.importorskip("torch")
     benchmark.extra_info.update(case="{}-B{}-I{}-H{}-stream".format(*case), system=system)
     benchmark(make_stream_step(system, *case, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("system", ["torch.nn", "fastlstm.torch"])
+@pytest.mark.parametrize("case", CONVERT_CASES, ids=lambda c: "{}-T{}-B{}-H{}-model".format(*c))
+def test_torch_model_train_step(benchmark, case, system, dtype):
+    """A PyTorch model's training step before and after fastlstm.torch.convert()."""
+    pytest.importorskip("torch")
+    train_step = make_torch_model_step(*case, dtype, converted=system == "fastlstm.torch")
+    benchmark.extra_info.update(case="{}-T{}-B{}-H{}-model".format(*case), system=system)
+    benchmark(train_step)

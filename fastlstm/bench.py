@@ -60,6 +60,9 @@ PACKED_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256)]
 # Streaming cases: (cell, B, I, H), one step from Python.
 STREAM_CASES = [("lstm", 1, 10, 128), ("lstm", 1, 128, 128), ("gru", 1, 128, 128)]
 
+# PyTorch models before and after fastlstm.torch.convert(): (cell, T, B, I = H).
+CONVERT_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
+
 
 def spread_lengths(T, B):
     """B lengths from T/2 to T, evenly spaced, in a fixed shuffled order."""
@@ -111,6 +114,32 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
     return forward, train_step
 
 
+def make_torch_model_step(cell, T, B, H, dtype, converted):
+    """A training step of a PyTorch model, the torch.nn recurrent layer of ``cell`` and a Linear
+    head on every step's output: forward, MSE loss, backward. ``converted``: the same model after
+    ``fastlstm.torch.convert``."""
+    import torch
+    torch.set_num_threads(get_num_threads())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    kwargs = CELLS[cell][2](H)
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({
+        "rnn": getattr(torch.nn, CELLS[cell][1])(H, H, **kwargs),
+        "head": torch.nn.Linear(kwargs.get("proj_size") or H, 1)}).to(tdtype)
+    if converted:
+        import fastlstm.torch
+        fastlstm.torch.convert(model)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(T, B, H, generator=gen, dtype=tdtype)
+    target = torch.randn(T, B, 1, generator=gen, dtype=tdtype)
+
+    def train_step():
+        model.zero_grad()
+        y, _ = model["rnn"](x)
+        torch.nn.functional.mse_loss(model["head"](y), target).backward()
+    return train_step
+
+
 def make_stream_step(system, cell, B, I, H, dtype):
     """A callable running one streaming step of a one-layer ``cell``: fastlstm's
     ``layer.stream(B).step``; for "torch" its LSTMCell / GRUCell / RNNCell as used by default
@@ -137,9 +166,11 @@ def make_stream_step(system, cell, B, I, H, dtype):
 
 
 def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, with_torch=True,
-        packed_cases=PACKED_CASES, stream_cases=STREAM_CASES, out=print):
+        packed_cases=PACKED_CASES, stream_cases=STREAM_CASES, convert_cases=CONVERT_CASES,
+        out=print):
     """Measure every case; print the tables and return their rows as dicts (times in
-    seconds): the training steps, then the packed training steps, then the streaming steps."""
+    seconds): the training steps, the packed training steps, the streaming steps, and (with
+    torch) PyTorch models before and after fastlstm.torch.convert()."""
     if with_torch:
         try:
             import torch  # noqa: F401
@@ -172,6 +203,12 @@ def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, wi
             out(head)
             for case in stream_cases:
                 rows.append(_run_stream_case(case, dtype, repeat, with_torch, out))
+        if convert_cases and with_torch:
+            out(f"\nPyTorch model training step (recurrent layer, Linear head, MSE loss), before "
+                f"and after fastlstm.torch.convert(), {threads}")
+            out(f"{'case':<29}{'torch.nn ms':>12}{'converted ms':>14}{'speed-up':>10}")
+            for case in convert_cases:
+                rows.append(_run_convert_case(case, dtype, repeat, out))
     out("ratios above 1 mean fastlstm native is faster; torch's streaming cell runs with "
         "autograd (its default) and under inference_mode")
     return rows
@@ -221,4 +258,15 @@ def _run_stream_case(case, dtype, repeat, with_torch, out):
             row[system] = median_time(make_stream_step(system, cell, B, I, H, dtype), repeat)
             line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
     out(line)
+    return row
+
+
+def _run_convert_case(case, dtype, repeat, out):
+    """Measure and print one row of the convert() table."""
+    cell, T, B, H = case
+    row = {"cell": cell, "T": T, "B": B, "I": H, "H": H, "dtype": np.dtype(dtype).name}
+    for system, converted in (("torch.nn", False), ("fastlstm.torch", True)):
+        row[system] = median_time(make_torch_model_step(cell, T, B, H, dtype, converted), repeat)
+    out(f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['torch.nn'] * 1e3:>10.2f}"
+        f"{row['fastlstm.torch'] * 1e3:>14.2f}{row['torch.nn'] / row['fastlstm.torch']:>9.2f}x")
     return row

@@ -487,3 +487,14 @@ def test_fastlstm_import_does_not_import_torch():
                             timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_bench_measures_models_before_and_after_convert():
+    from fastlstm import bench
+    lines = []
+    rows = bench.run(cases=[], packed_cases=[], stream_cases=[], repeat=1,
+                     convert_cases=[("gru", 3, 2, 4), ("lstmp", 2, 1, 4)], out=lines.append)
+    assert [(r["cell"], r["T"]) for r in rows] == [("gru", 3), ("lstmp", 2)]
+    assert all(r["torch.nn"] > 0 and r["fastlstm.torch"] > 0 for r in rows)
+    assert any("fastlstm.torch.convert()" in line for line in lines)
+    assert sum(line.startswith(("GRU", "LSTMP")) and line.endswith("x") for line in lines) == 2
