@@ -1,8 +1,8 @@
 """fastlstm: Elman RNN, LSTM and GRU layers for the CPU, forward and backpropagation through time.
 
-``fastlstm.RNN``, ``fastlstm.LSTM`` and ``fastlstm.GRU`` follow torch.nn; ``fastlstm.reference`` is the NumPy
-specification and ``fastlstm.native`` the same functions in C. ``python -m fastlstm demo`` is
-the place to start.
+``fastlstm.RNN``, ``fastlstm.LSTM`` and ``fastlstm.GRU`` follow torch.nn; ``fastlstm.reference``
+is the NumPy specification and ``fastlstm.native`` the same functions in C; ``fastlstm.torch``
+runs torch.nn's recurrent modules on them. ``python -m fastlstm demo`` is the place to start.
 """
 import pkgutil
 

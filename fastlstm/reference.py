@@ -59,8 +59,8 @@ input, ``W_hh`` shrinks to ``(4H, P)``. The cell keeps its ``H`` units.
 The GRU
 -------
 The gated recurrent unit (Cho et al. 2014) gets by with one state and three gates (``W_ir``,
-``W_iz``, ``W_in`` are the row blocks of torch's ``weight_ih``, ``W_hr``, ``W_hz``, ``W_hn`` those of
-``weight_hh``; this ``W_hr`` is not the LSTM's projection)::
+``W_iz``, ``W_in`` are the row blocks of torch's ``weight_ih``, ``W_hr``, ``W_hz``, ``W_hn``
+those of ``weight_hh``; this ``W_hr`` is not the LSTM's projection)::
 
     r = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)          reset gate
     z = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)          update gate
@@ -175,7 +175,8 @@ def rnn_backward(ctx, dy, dh_n):
         dh[:n] += dy[rows]                              # the output at t and the future use h_t
         h = hs[out]
         # The derivative of the nonlinearity, written with its output: tanh' = 1 - tanh^2 lies in
-        # (0, 1], so every step back shrinks the signal (unless W_hh is large): the vanishing gradient.
+        # (0, 1], so every step back shrinks the signal (unless W_hh is large): the vanishing
+        # gradient.
         dphi = 1 - h * h if ctx.nonlinearity == "tanh" else (h > 0).astype(h.dtype)
         da[rows] = dh[:n] * dphi
         dh[:n] = da[rows] @ w_hh                        # what reaches h_{t-1} through W_hh

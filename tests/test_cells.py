@@ -256,15 +256,18 @@ def test_functional_projected_backward_checks_gradient_shapes(backend, rng):
                                          w_hr=w_hr)[3]
     with pytest.raises(ValueError, match=rf"dy must have shape \({T}, {B}, {P}\)"):
         BACKENDS[backend].lstm_backward(ctx, np.zeros((T, B, H)), None, None)
-    with pytest.raises(ValueError, match=rf"dh_n must have shape \({B}, {P}\) \(batch, proj_size\)"):
+    with pytest.raises(ValueError,
+                       match=rf"dh_n must have shape \({B}, {P}\) \(batch, proj_size\)"):
         BACKENDS[backend].lstm_backward(ctx, None, np.zeros((B, H)), None)
-    with pytest.raises(ValueError, match=rf"dc_n must have shape \({B}, {H}\) \(batch, hidden_size\)"):
+    with pytest.raises(ValueError,
+                       match=rf"dc_n must have shape \({B}, {H}\) \(batch, hidden_size\)"):
         BACKENDS[backend].lstm_backward(ctx, None, None, np.zeros((B, P)))
 
 
 def test_functional_gru_rejects_lstm_weights(backend, rng):
-    with pytest.raises(ValueError, match=re.escape("w_ih must have shape (3 * hidden_size, "
-                                                   "input_size) with hidden_size >= 1, got (16, 4)")):
+    with pytest.raises(ValueError, match=re.escape(
+            "w_ih must have shape (3 * hidden_size, input_size) with hidden_size >= 1, "
+            "got (16, 4)")):
         BACKENDS[backend].gru_forward(rng.standard_normal((T, B, I)), None, np.zeros((16, I)),
                                       np.zeros((16, 4)), None, None)
 

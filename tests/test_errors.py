@@ -177,7 +177,8 @@ def test_lstm_hx_items_must_not_be_none(k):
     tw = Twins("lstm", "native")
     hx = list(tw.states)
     hx[k] = None
-    with pytest.raises(TypeError, match=rf"hx\[{k}\] must be an array of shape \(2, 2, 4\), got None"):
+    with pytest.raises(TypeError,
+                       match=rf"hx\[{k}\] must be an array of shape \(2, 2, 4\), got None"):
         tw.layer(tw.x, tuple(hx))
     tw.assert_unchanged()
 
@@ -241,7 +242,8 @@ def test_backward_rejects_bad_state_gradient(twins_k, case):
 
 def test_lstm_dhx_must_be_a_pair():
     tw = Twins("lstm", "native")
-    with pytest.raises(TypeError, match=r"dhx must be a tuple \(dh_n, dc_n\).*got an array of shape"):
+    with pytest.raises(TypeError,
+                       match=r"dhx must be a tuple \(dh_n, dc_n\).*got an array of shape"):
         tw.layer.backward(tw.dy, tw.dstates[0])
     tw.assert_unchanged()
 
