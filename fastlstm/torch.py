@@ -38,8 +38,8 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 def _numpy(t):
-    """A zero-copy NumPy view of a contiguous CPU tensor (None stays None)."""
-    return None if t is None else t.detach().numpy()
+    """A NumPy view of a CPU tensor, zero-copy when it is contiguous (None stays None)."""
+    return None if t is None else t.detach().contiguous().resolve_neg().numpy()
 
 
 def _tensors(arrays):
@@ -51,9 +51,8 @@ class _LayerDirection(torch.autograd.Function):
     native forward, and backpropagation through time as its backward.
 
     Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch (a
-    fastlstm._functional.Batch), then the contiguous tensors x (N, I), h0 (B, P), c0 (B, H) or
-    None, w_ih, w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the
-    LSTM's c_n.
+    fastlstm._functional.Batch), then the tensors x (N, I), h0 (B, P), c0 (B, H) or None, w_ih,
+    w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the LSTM's c_n.
     """
 
     @staticmethod
@@ -84,7 +83,7 @@ class _LayerDirection(torch.autograd.Function):
         x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
         saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
-        grads = [_numpy(g.contiguous()) for g in (dy, dh_n, dc_n) if g is not None]
+        grads = [_numpy(g) for g in (dy, dh_n, dc_n) if g is not None]
         backward = getattr(native, f"{ctx.cell}_backward")
         dx, *dstates_and_weights = _tensors(backward(saved, *grads))
         if ctx.cell == "lstm":
@@ -106,12 +105,8 @@ class _Bridge:
         dtype = _parameter_dtype(self)
         packed = isinstance(input, PackedSequence)
         if packed:
-            x, batch_sizes, sorted_indices, unsorted_indices = input
-            _check_tensor("input.data", x, dtype)
-            if x.dim() != 2 or x.shape[1] != self.input_size:
-                raise ValueError(f"input.data must be 2-D (N, input_size={self.input_size}), got "
-                                 f"shape {tuple(x.shape)}")
-            batch_sizes = batch_sizes.numpy().astype(np.int64)
+            x, batch_sizes, sorted_indices, unsorted_indices = _check_packed(
+                input, dtype, self.input_size)
             B, unbatched = int(batch_sizes[0]), False
         else:
             _check_tensor("input", input, dtype)
@@ -128,9 +123,7 @@ class _Bridge:
             batch_sizes = np.full(T, B, np.int64)
             x = x.reshape(T * B, self.input_size)
             sorted_indices = unsorted_indices = None
-        states = self._initial_states(hx, B, unbatched, dtype)
-        if sorted_indices is not None:   # the caller's hx is in the caller's order of sequences
-            states = [s.index_select(1, sorted_indices) for s in states]
+        states = self._initial_states(hx, B, unbatched, dtype, sorted_indices)
         y, finals = self._run(x, Batch(batch_sizes, B, padded=False), states)
         if unsorted_indices is not None:
             finals = [s.index_select(1, unsorted_indices) for s in finals]
@@ -148,16 +141,19 @@ class _Bridge:
         sizes = (self.proj_size or self.hidden_size, self.hidden_size)
         return sizes[:2 if self.cell == "lstm" else 1]
 
-    def _initial_states(self, hx, B, unbatched, dtype):
-        """hx as a list of (L * D, B, n) tensors, zeros where it is None."""
+    def _initial_states(self, hx, B, unbatched, dtype, sorted_indices):
+        """hx as a list of (L * D, B, n) tensors, zeros where it is None; a packed batch's
+        sorted_indices put the caller's order of sequences in the kernels' (longest first)."""
         LD = self.num_layers * (2 if self.bidirectional else 1)
         sizes = self._state_sizes()
         if hx is None:
             return [torch.zeros(LD, B, n, dtype=dtype) for n in sizes]
         if self.cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                got = f"a {type(hx).__name__} of {len(hx)} items" if isinstance(
+                    hx, (tuple, list)) else type(hx).__name__
                 raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, got "
-                                f"{type(hx).__name__}")
+                                f"{got}")
             names = ("hx[0]", "hx[1]")
         else:
             hx, names = (hx,), ("hx",)
@@ -171,6 +167,8 @@ class _Bridge:
                 raise ValueError(f"{name} must have shape {shape} {form}, got "
                                  f"{tuple(s.shape)}")
             states.append(s.unsqueeze(1) if unbatched else s)
+        if sorted_indices is not None:
+            states = [s.index_select(1, sorted_indices) for s in states]
         return states
 
     def _weights(self, k, d):
@@ -192,10 +190,9 @@ class _Bridge:
             for d in range(D):
                 idx = k * D + d
                 inp = layer_in.index_select(0, reverse) if d else layer_in
-                init = [s[idx].contiguous() for s in states] + [None] * (2 - len(states))
-                weights = [None if w is None else w.contiguous() for w in self._weights(k, d)]
-                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch,
-                                                  inp.contiguous(), *init, *weights)
+                init = [s[idx] for s in states] + [None] * (2 - len(states))
+                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, inp, *init,
+                                                  *self._weights(k, d))
                 outs.append(y.index_select(0, reverse) if d else y)
                 for f, v in zip(finals, final):
                     f.append(v)
@@ -227,11 +224,55 @@ def _parameter_dtype(module):
 def _check_tensor(name, t, dtype):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
                          f"with .cpu()")
     if t.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got {t.dtype}")
+
+
+def _check_packed(input, dtype, input_size):
+    """A PackedSequence's data, batch sizes (as NumPy int64) and orderings, checked: torch.nn
+    trusts them, and wrong ones would give the kernels a batch that does not add up."""
+    x, batch_sizes, sorted_indices, unsorted_indices = input
+    _check_tensor("input.data", x, dtype)
+    if x.dim() != 2 or x.shape[1] != input_size:
+        raise ValueError(f"input.data must be 2-D (N, input_size={input_size}), got shape "
+                         f"{tuple(x.shape)}")
+    if not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dim() != 1 or \
+            batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
+        raise TypeError(f"input.batch_sizes must be a 1-D int64 CPU tensor, as "
+                        f"pack_padded_sequence makes it, got {_describe_tensor(batch_sizes)}")
+    sizes = batch_sizes.numpy()
+    if len(sizes) == 0 or sizes.min() < 1 or np.any(sizes[1:] > sizes[:-1]) or \
+            sizes.sum() != x.shape[0]:
+        raise ValueError(f"input.batch_sizes must be positive and non-increasing, summing to "
+                         f"the {x.shape[0]} rows of input.data, got {sizes.tolist()}")
+    B = int(sizes[0])
+    if (sorted_indices is None) != (unsorted_indices is None):
+        raise ValueError("input.sorted_indices and input.unsorted_indices must both be given or "
+                         "both be None")
+    if sorted_indices is not None:
+        for name, order in (("sorted_indices", sorted_indices),
+                            ("unsorted_indices", unsorted_indices)):
+            if not isinstance(order, torch.Tensor) or order.shape != (B,) or \
+                    order.dtype != torch.int64 or order.device.type != "cpu" or \
+                    not torch.equal(order.sort().values, torch.arange(B)):
+                raise ValueError(f"input.{name} must be a permutation of the {B} sequences, "
+                                 f"got {_describe_tensor(order)}")
+        if not torch.equal(sorted_indices[unsorted_indices], torch.arange(B)):
+            raise ValueError("input.unsorted_indices must be the inverse of "
+                             "input.sorted_indices")
+    return x, sizes.astype(np.int64), sorted_indices, unsorted_indices
+
+
+def _describe_tensor(t):
+    if not isinstance(t, torch.Tensor):
+        return type(t).__name__
+    values = f" {t.tolist()}" if t.numel() <= 16 and t.device.type == "cpu" else ""
+    return f"a tensor{values} of shape {tuple(t.shape)}, dtype {t.dtype}, on {t.device}"
 
 
 class RNN(_Bridge, torch.nn.RNN):

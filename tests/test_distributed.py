@@ -44,6 +44,17 @@ class Model(torch.nn.Module):
         return self.head(y[-1])
 
 
+@pytest.fixture(autouse=True)
+def one_thread_each():
+    """The single-process run shares the machine with the other tests: one thread."""
+    before = torch.get_num_threads(), fastlstm.get_num_threads()
+    torch.set_num_threads(1)
+    fastlstm.set_num_threads(1)
+    yield
+    torch.set_num_threads(before[0])
+    fastlstm.set_num_threads(before[1])
+
+
 def train(rank, world_size, model):
     """STEPS of SGD on this rank's share of fixed batches; returns the final parameters."""
     gen = torch.Generator().manual_seed(1)

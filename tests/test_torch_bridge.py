@@ -33,6 +33,7 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64}
 KINDS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "lstmp")
 I, H, T, B = 3, 5, 6, 4
 LENGTHS = [6, 2, 5, 3]    # for packed input: unsorted, so torch permutes the states
+SORTED_LENGTHS = [6, 5, 3, 2]   # for packed input with enforce_sorted=True: no permutation
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,14 +93,14 @@ def as_tuple(states):
 def run(model, x, hx, lengths, seed):
     """Forward and backward of a loss touching every output; returns the outputs and every
     gradient (parameters by name, then x and the initial states). With ``lengths``, the model
-    gets x packed."""
+    gets x packed (sorted lengths: packed with enforce_sorted=True)."""
     model.zero_grad()
     inputs = (x, *as_tuple(hx))
     for t in inputs:
         t.grad = None
     if lengths is not None:
         x = pack_padded_sequence(x, torch.tensor(lengths), batch_first=model.rnn.batch_first,
-                                 enforce_sorted=False)
+                                 enforce_sorted=lengths == sorted(lengths, reverse=True))
     torch.manual_seed(seed)          # the dropout masks
     out, finals = model(x, hx)
     finals = finals if isinstance(finals, tuple) else (finals,)
@@ -143,7 +144,8 @@ def options_id(options):
 
 
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
-@pytest.mark.parametrize("form", ["padded", "padded+hx", "packed", "packed+hx", "unbatched"])
+@pytest.mark.parametrize("form", ["padded", "padded+hx", "packed", "packed+hx",
+                                  "packed-sorted+hx", "unbatched"])
 @pytest.mark.parametrize("options", OPTIONS, ids=options_id)
 @pytest.mark.parametrize("kind", KINDS)
 def test_model_matches_torch(kind, options, form, dtype, rng):
@@ -157,7 +159,8 @@ def test_model_matches_torch(kind, options, form, dtype, rng):
         shape = (B, T, I) if options.get("batch_first") else (T, B, I)
         x = torch.randn(*shape, dtype=dtype, generator=gen, requires_grad=True)
         hx = states_of(kind, model.rnn, B, dtype, gen) if form.endswith("+hx") else None
-    assert_same_run(model, x, hx, LENGTHS if form.startswith("packed") else None)
+    lengths = {"packed": LENGTHS, "packed-sorted": SORTED_LENGTHS}.get(form.split("+")[0])
+    assert_same_run(model, x, hx, lengths)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -309,6 +312,18 @@ def test_smallest_sizes_match_torch(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_empty_batch_as_torch(kind):
+    """B=0: outputs and states of torch's shapes, with no rows."""
+    rnn = make_rnn(kind, num_layers=2, bidirectional=True)
+    ours = ft.convert(copy.deepcopy(rnn))
+    x = torch.zeros(T, 0, I, dtype=torch.float64)
+    expected, got = rnn(x), ours(x)
+    assert got[0].shape == expected[0].shape
+    for a, b in zip(as_tuple(got[1]), as_tuple(expected[1]), strict=True):
+        assert a.shape == b.shape
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_no_steps_returns_the_initial_states(kind):
     """T=0, which torch.nn refuses: y is empty, the final states are the initial ones and their
     gradients pass straight through."""
@@ -322,6 +337,28 @@ def test_no_steps_returns_the_initial_states(kind):
         assert torch.equal(h0.grad, torch.full_like(h0, k + 2))
 
 
+def test_saved_tensor_hooks():
+    """Saved tensors offloaded by save_on_cpu, or handed back by a hook in another layout, give
+    the same gradients."""
+    torch.manual_seed(0)
+    gru = ft.GRU(I, H, num_layers=2, bidirectional=True).double()
+    x = torch.randn(T, B, I, dtype=torch.float64)
+
+    def grads():
+        gru.zero_grad()
+        gru(x)[0].square().sum().backward()
+        return [p.grad.clone() for p in gru.parameters()]
+
+    expected = grads()
+    transposed = (lambda t: t.t().contiguous().t() if t.dim() == 2 else t, lambda t: t)
+    for hooks in (torch.autograd.graph.save_on_cpu(),
+                  torch.autograd.graph.saved_tensors_hooks(*transposed)):
+        with hooks:
+            got = grads()
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b)
+
+
 def test_backward_twice_with_retain_graph():
     torch.manual_seed(0)
     lstm = ft.LSTM(I, H).double()
@@ -330,6 +367,37 @@ def test_backward_twice_with_retain_graph():
     once = lstm.weight_hh_l0.grad.clone()
     y.sum().backward()
     assert torch.allclose(lstm.weight_hh_l0.grad, 2 * once, rtol=1e-14, atol=0)
+
+
+def test_the_kernels_get_the_tensors_memory(monkeypatch):
+    """Zero-copy: the native forward and backward receive views of the parameters, the input
+    and the states, not copies."""
+    lstm = ft.LSTM(I, H, proj_size=2)
+    x = torch.randn(T, B, I, requires_grad=True)
+    hx = (torch.randn(1, B, 2), torch.randn(1, B, H))
+    seen = {}
+
+    def spy(name):
+        real = getattr(fastlstm.native, name)
+
+        def call(*args, **kwargs):
+            seen[name] = args, kwargs
+            return real(*args, **kwargs)
+        monkeypatch.setattr(fastlstm.native, name, call)
+
+    spy("lstm_forward")
+    spy("lstm_backward")
+    y, _ = lstm(x, hx)
+    y.sum().backward()
+    (xa, h0, c0, w_ih, w_hh, b_ih, b_hh), kwargs = seen["lstm_forward"]
+    pairs = [(xa, x), (h0, hx[0]), (c0, hx[1]), (w_ih, lstm.weight_ih_l0),
+             (w_hh, lstm.weight_hh_l0), (b_ih, lstm.bias_ih_l0), (b_hh, lstm.bias_hh_l0),
+             (kwargs["w_hr"], lstm.weight_hr_l0)]
+    for array, tensor in pairs:
+        assert np.shares_memory(array, tensor.detach().numpy())
+    saved = seen["lstm_backward"][0][0]
+    assert np.shares_memory(saved.x, x.detach().numpy())
+    assert np.shares_memory(saved.w_hh, lstm.weight_hh_l0.detach().numpy())
 
 
 # ---------------------------------------------------------------- errors
@@ -398,17 +466,42 @@ def test_unsupported_dtypes_are_refused():
 
 @pytest.mark.parametrize("bad, error, match", [
     (lambda: torch.randn(T, B, I + 1), ValueError, r"input must be 3-D .*got shape \(6, 4, 4\)"),
-    (lambda: torch.randn(B, I), None, None),    # 2-D: one unbatched sequence of length B
     (lambda: torch.randn(1, T, B, I), ValueError, "input must be 3-D"),
     (lambda: np.zeros((T, B, I), np.float32), TypeError, "input must be a torch.Tensor"),
+    (lambda: torch.randn(T, B, I).to_sparse(), TypeError, "input must be a dense"),
 ])
 def test_bad_input(bad, error, match):
-    lstm = ft.LSTM(I, H)
-    if error is None:
-        lstm(bad())
-        return
     with pytest.raises(error, match=match):
-        lstm(bad())
+        ft.LSTM(I, H)(bad())
+
+
+def packed(data_rows=3, batch_sizes=(2, 1), sorted_indices=(0, 1), unsorted_indices=(0, 1)):
+    """A PackedSequence built field by field, as a caller could get wrong."""
+    def tensor(v):
+        return v if v is None or isinstance(v, torch.Tensor) else torch.tensor(v)
+    return torch.nn.utils.rnn.PackedSequence(torch.randn(data_rows, I), tensor(batch_sizes),
+                                             tensor(sorted_indices), tensor(unsorted_indices))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(sorted_indices=(0, 1, 0), unsorted_indices=(0, 1, 0)), ValueError,
+     r"input.sorted_indices must be a permutation of the 2 sequences, got a tensor \[0, 1, 0\]"),
+    (dict(sorted_indices=(1, 1)), ValueError, "input.sorted_indices must be a permutation"),
+    (dict(sorted_indices=(1, 0)), ValueError, "unsorted_indices must be the inverse"),
+    (dict(batch_sizes=(1, 2)), ValueError, r"non-increasing.*got \[1, 2\]"),
+    (dict(batch_sizes=(2, 2)), ValueError, r"summing to the 3 rows of input.data"),
+    (dict(data_rows=0, batch_sizes=torch.zeros(0, dtype=torch.int64)), ValueError,
+     r"input.batch_sizes must be positive.*got \[\]"),
+    (dict(batch_sizes=(3, 0)), ValueError, "must be positive"),
+    (dict(batch_sizes=((2, 1),)), TypeError, "input.batch_sizes must be a 1-D int64"),
+    (dict(batch_sizes=(2.0, 1.0)), TypeError, "input.batch_sizes must be a 1-D int64"),
+])
+def test_bad_packed_sequence(bad, error, match, bidirectional):
+    gru = ft.GRU(I, H, bidirectional=bidirectional)
+    for hx in (None, torch.zeros(2 if bidirectional else 1, 2, H)):
+        with pytest.raises(error, match=match):
+            gru(packed(**bad), hx)
 
 
 def test_bad_states():
