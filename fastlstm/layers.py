@@ -17,29 +17,11 @@ import warnings
 import numpy as np
 
 from . import native, reference
-from ._functional import DTYPES, NONLINEARITIES, Batch, describe
+from ._functional import NONLINEARITIES, Batch, describe
+from ._module import Module, check_bool, check_choice, check_dtype, check_int, check_seed, to_numpy
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        options = " or ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be {options}, got {value!r}")
-    return value
 
 
 def _orthogonal(rng, rows, cols):
@@ -48,13 +30,6 @@ def _orthogonal(rng, rows, cols):
     q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
     q *= np.where(np.diag(r) < 0, -1, 1)
     return q if rows >= cols else q.T
-
-
-def _to_numpy(value):
-    """Arrays as they are; torch tensors (anything with .detach().cpu().numpy()) as NumPy."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return value
 
 
 class _Packing:
@@ -97,7 +72,7 @@ class _Packing:
         return out
 
 
-class _Recurrent:
+class _Recurrent(Module):
     """What every layer shares; a subclass names its cell and runs one layer-direction."""
 
     cell = None        # the backend functions' cell: "rnn", "gru" or "lstm"
@@ -108,12 +83,12 @@ class _Recurrent:
 
     def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                  bidirectional, dtype, backend, seed, recurrent_init):
-        self.input_size = _check_int("input_size", input_size, 1)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.bias = _check_bool("bias", bias)
-        self.batch_first = _check_bool("batch_first", batch_first)
-        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
                 or not 0 <= dropout <= 1):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
@@ -121,30 +96,18 @@ class _Recurrent:
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn("dropout acts between stacked layers only, so it has no effect with "
                           f"num_layers=1 (got dropout={self.dropout})", stacklevel=3)
-        try:
-            if dtype is None:  # np.dtype(None) is float64; torch's None means its default
-                raise TypeError
-            self.dtype = np.dtype(dtype)
-        except TypeError as exc:
-            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from exc
-        if self.dtype not in DTYPES:
-            raise TypeError(f"dtype must be np.float32 or np.float64, got {self.dtype}")
+        self.dtype = check_dtype(dtype)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
         self.backend = backend
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
-            raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
-        self.seed = seed
-        self.recurrent_init = _check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        self.seed = check_seed(seed)
+        self.recurrent_init = check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
         self._layout = self._make_layout()
         # Two independent streams from one seed: the initial weights do not depend on whether
         # dropout draws, and the dropout masks repeat from the same seed.
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
         self._dropout_rng = np.random.default_rng(dropout_seq)
-        self._params = self._init_params(np.random.default_rng(init_seq))
-        self.grads = {name: np.zeros_like(p) for name, p in self._params.items()}
-        self.training = True
+        Module.__init__(self, self._init_params(np.random.default_rng(init_seq)))
         self._saved = None    # what the last training forward kept for backward
 
     # ------------------------------------------------------------------ parameters
@@ -205,65 +168,6 @@ class _Recurrent:
         """The parameters of layer-direction ``idx`` as ``{kind: array}``."""
         return {kind: self._params[name] for kind, (name, _) in self._layout[idx].items()}
 
-    def named_parameters(self):
-        """Yield ``(name, array)`` for every parameter: the live arrays, updated in place."""
-        yield from self._params.items()
-
-    def parameters(self):
-        """The live parameter arrays, in the order of :meth:`named_parameters`."""
-        return list(self._params.values())
-
-    def state_dict(self):
-        """A dict of copies of the parameters, with torch.nn's names."""
-        return {name: p.copy() for name, p in self._params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy parameters in from ``state_dict``: NumPy arrays or torch tensors, torch's names.
-
-        The keys must be exactly this layer's; every value must have the parameter's shape and a
-        floating dtype (cast to the layer's dtype). Nothing changes unless every entry is right.
-        """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
-                            f"{describe(state_dict)}")
-        expected = self._params.keys()
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict.keys() if k not in expected]
-        if missing or unexpected:
-            raise ValueError(f"state_dict does not match this layer: missing keys {missing}, "
-                             f"unexpected keys {unexpected}")
-        loaded = {}
-        for name, current in self._params.items():
-            value = _to_numpy(state_dict[name])
-            try:
-                value = np.asarray(value)
-            except Exception as exc:
-                raise TypeError(f"state_dict[{name!r}] must be an array, got "
-                                f"{describe(value)}") from exc
-            if value.dtype.kind != "f":
-                raise TypeError(f"state_dict[{name!r}] must have a floating dtype, got "
-                                f"{value.dtype}")
-            if value.shape != current.shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {current.shape}, got "
-                                 f"{value.shape}")
-            loaded[name] = value
-        for name, value in loaded.items():
-            self._params[name][...] = value
-
-    def zero_grad(self):
-        """Set every accumulated gradient to zero."""
-        for g in self.grads.values():
-            g.fill(0)
-
-    def train(self, mode=True):
-        """Training mode (the default): dropout acts, and forward keeps what backward needs."""
-        self.training = _check_bool("mode", mode)
-        return self
-
-    def eval(self):
-        """Inference mode: no dropout, nothing kept for backward."""
-        return self.train(False)
-
     # ------------------------------------------------------------------ checks
 
     def _check_dtype(self, name, a):
@@ -274,7 +178,7 @@ class _Recurrent:
     def _check_input(self, x):
         """x as a C-contiguous (T, B, input_size) array of the layer's dtype."""
         if not isinstance(x, np.ndarray):
-            x = np.asarray(_to_numpy(x))
+            x = np.asarray(to_numpy(x))
         self._check_dtype("x", x)
         layout = "(batch, seq_len, input_size)" if self.batch_first else \
             "(seq_len, batch, input_size)"
@@ -303,7 +207,7 @@ class _Recurrent:
             shape = (self.num_layers * self.num_directions, B, size)
             if s is None:
                 raise TypeError(f"{n} must be an array of shape {shape}, got None")
-            s = np.asarray(_to_numpy(s))
+            s = np.asarray(to_numpy(s))
             self._check_dtype(n, s)
             if s.shape != shape:
                 what = "proj_size" if size != self.hidden_size else "hidden_size"
@@ -317,7 +221,7 @@ class _Recurrent:
         """``lengths`` as B int64 values in [0, T], or None."""
         if lengths is None:
             return None
-        lengths = _to_numpy(lengths)
+        lengths = to_numpy(lengths)
         shape_error = f"lengths must be 1-D with one length per sequence, shape ({B},), got "
         range_error = f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
         if isinstance(lengths, (list, tuple)):
@@ -397,7 +301,7 @@ class _Recurrent:
         T, B = packing.T, packing.B
         L, D, P = self.num_layers, self.num_directions, self.output_size
         y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
-        dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(_to_numpy(dy))
+        dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(to_numpy(dy))
         self._check_dtype("dy", dy)
         if dy.shape != y_shape:
             raise ValueError(f"dy must have the shape of y, {y_shape}, got {dy.shape}")
@@ -434,9 +338,6 @@ class _Recurrent:
         dx = packing.unpack(d_out)
         dx = dx.transpose(1, 0, 2) if self.batch_first else dx
         return np.ascontiguousarray(dx), dinit
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
 
     def stream(self, batch_size):
         """A :class:`fastlstm.stream.Stream` stepping this layer one time step per call, for
@@ -496,7 +397,7 @@ class RNN(_OneState):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
                  backend="native", seed=None, recurrent_init="uniform"):
-        self.nonlinearity = _check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init)
 
@@ -572,13 +473,13 @@ class LSTM(_Recurrent):
                  dropout=0.0, bidirectional=False, proj_size=0, *, peephole=False,
                  unit_forget_bias=False, dtype=np.float32, backend="native", seed=None,
                  recurrent_init="uniform"):
-        self.proj_size = _check_int("proj_size", proj_size, 0)
-        hidden = _check_int("hidden_size", hidden_size, 1)
+        self.proj_size = check_int("proj_size", proj_size, 0)
+        hidden = check_int("hidden_size", hidden_size, 1)
         if self.proj_size >= hidden:
             raise ValueError(f"proj_size must be smaller than hidden_size={hidden}, got "
                              f"proj_size={self.proj_size}")
-        self.peephole = _check_bool("peephole", peephole)
-        self.unit_forget_bias = _check_bool("unit_forget_bias", unit_forget_bias)
+        self.peephole = check_bool("peephole", peephole)
+        self.unit_forget_bias = check_bool("unit_forget_bias", unit_forget_bias)
         if self.unit_forget_bias and not bias:
             raise ValueError("unit_forget_bias=True sets the forget gate's bias, so it needs "
                              "bias=True")
