@@ -170,6 +170,32 @@ def grads_copy(layer):
     return {name: g.copy() for name, g in layer.grads.items()}
 
 
+# ---------------------------------------------------------------- finite differences
+
+# Step and tolerance of the central differences in float64: test_gradcheck.py's docstring
+# says why a relative error of 1e-6 is far above what they produce and far below a wrong term.
+FD_EPS = 1e-6
+FD_TOL = 1e-6
+T, B, I, H = 4, 2, 3, 2
+
+
+def fd_grad(loss, a):
+    """Central differences of ``loss()`` with respect to every element of ``a``, which loss()
+    reads and which is perturbed in place (and restored)."""
+    flat = a.reshape(-1)
+    assert np.shares_memory(flat, a), "fd_grad needs a contiguous array to perturb in place"
+    g = np.empty(a.size)
+    for k in range(a.size):
+        old = flat[k]
+        flat[k] = old + FD_EPS
+        plus = loss()
+        flat[k] = old - FD_EPS
+        minus = loss()
+        flat[k] = old
+        g[k] = (plus - minus) / (2 * FD_EPS)
+    return g.reshape(a.shape)
+
+
 # ---------------------------------------------------------------- comparisons
 
 

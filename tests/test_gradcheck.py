@@ -12,31 +12,13 @@ and far below what any wrong term in a gradient (an O(1) mistake) would give.
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, f_backward, f_forward, layer_backward, layer_forward,
-                     layer_state_sizes, make_layer, random_problem, weight_names)
+from helpers import (FD_TOL, KINDS, assert_close, f_backward, f_forward, fd_grad,
+                     layer_backward, layer_forward, layer_state_sizes, make_layer,
+                     random_problem, weight_names)
 
 from fastlstm import reference
 
-EPS = 1e-6
-TOL = 1e-6
 T, B, I, H = 4, 2, 3, 2
-
-
-def fd_grad(loss, a):
-    """Central differences of ``loss()`` with respect to every element of ``a``, which loss()
-    reads and which is perturbed in place (and restored)."""
-    flat = a.reshape(-1)
-    assert np.shares_memory(flat, a), "fd_grad needs a contiguous array to perturb in place"
-    g = np.empty(a.size)
-    for k in range(a.size):
-        old = flat[k]
-        flat[k] = old + EPS
-        plus = loss()
-        flat[k] = old - EPS
-        minus = loss()
-        flat[k] = old
-        g[k] = (plus - minus) / (2 * EPS)
-    return g.reshape(a.shape)
 
 
 def weighted_sum(outputs, weights):
@@ -102,15 +84,15 @@ def test_functional_backward_matches_finite_differences(backend, kind, bias):
         assert (y > 0).any() and (y == 0).any(), "both sides of the relu should be exercised"
     dx, dinits, dweights = f_backward(backend, kind, ctx, R, S)
 
-    assert_close(dx, fd_grad(loss, x), TOL, "dx")
+    assert_close(dx, fd_grad(loss, x), FD_TOL, "dx")
     for name, s, ds in zip(("dh0", "dc0"), states, dinits):
-        assert_close(ds, fd_grad(loss, s), TOL, name)
+        assert_close(ds, fd_grad(loss, s), FD_TOL, name)
     assert len(dweights) == len(weights)
     for name, w, dw in zip(weight_names(kind), weights, dweights, strict=True):
         if w is None:
             assert dw is None, f"{name} must be None for a layer without biases"
         else:
-            assert_close(dw, fd_grad(loss, w), TOL, name)
+            assert_close(dw, fd_grad(loss, w), FD_TOL, name)
 
 
 # ---------------------------------------------------------------- layer level
@@ -154,12 +136,12 @@ def check_layer_against_fd(make, x, states, R, S):
 
     layer_forward(layer, x, states)
     dx, dinits = layer_backward(layer, R, S)
-    assert_close(dx, fd_grad(loss, x), TOL, "dx")
+    assert_close(dx, fd_grad(loss, x), FD_TOL, "dx")
     for name, s, ds in zip(("dh0", "dc0"), states, dinits):
-        assert_close(ds, fd_grad(loss, s), TOL, name)
+        assert_close(ds, fd_grad(loss, s), FD_TOL, name)
     assert layer.grads.keys() == params.keys()
     for name, p in params.items():
-        assert_close(layer.grads[name], fd_grad(loss, p), TOL, name)
+        assert_close(layer.grads[name], fd_grad(loss, p), FD_TOL, name)
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
