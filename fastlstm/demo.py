@@ -12,7 +12,9 @@ import time
 
 import numpy as np
 
+from . import losses, optim
 from .layers import LSTM, RNN
+from .linear import Linear
 
 BASELINE_MSE = 2 / 12
 
@@ -32,62 +34,46 @@ def adding_problem(rng, n, T, dtype=np.float32):
 
 
 class Regressor:
-    """A recurrent layer with a linear read-out of its last output, trained with Adam."""
+    """A recurrent layer with a linear read-out of its last output, trained with Adam on the
+    mean squared error, the gradient's norm clipped to ``clip``."""
 
-    def __init__(self, layer, rng, lr, clip=1.0):
-        H = layer.hidden_size
+    def __init__(self, layer, lr, clip=1.0, seed=None):
         self.layer = layer
-        self.w = rng.uniform(-1, 1, H).astype(layer.dtype) / np.sqrt(H)
-        self.b = np.ones(1, layer.dtype)            # start at the mean target
-        self.lr, self.clip, self.step_count = lr, clip, 0
-        self.moments = {}
+        self.head = Linear(layer.hidden_size, 1, dtype=layer.dtype, seed=seed)
+        self.head.bias[...] = 1                     # start at the mean target
+        self.optimizer = optim.Adam([layer, self.head], lr=lr)
+        self.clip = clip
 
     def predict(self, x):
         y, _ = self.layer(x)
-        return y[-1] @ self.w + self.b[0], y
+        return self.head(y[-1])[:, 0], y
 
     def train_step(self, x, target):
         self.layer.train()
+        self.head.train()
         pred, y = self.predict(x)
-        err = pred - target
-        loss = float(np.mean(err * err))
-        dpred = 2 * err / err.size
+        loss, dpred = losses.mse(pred, target)
+        self.optimizer.zero_grad()
         dy = np.zeros_like(y)
-        dy[-1] = np.outer(dpred, self.w)
-        grads = {"w": y[-1].T @ dpred, "b": np.array([dpred.sum()], self.layer.dtype)}
-        self.layer.zero_grad()
+        dy[-1] = self.head.backward(dpred[:, None])
         self.layer.backward(dy)
-        grads.update(self.layer.grads)
-        params = dict(self.layer.named_parameters(), w=self.w, b=self.b)
-        self._adam(params, grads)
+        optim.clip_grad_norm([self.layer, self.head], self.clip)
+        self.optimizer.step()
         return loss
-
-    def _adam(self, params, grads, beta1=0.9, beta2=0.999, eps=1e-8):
-        norm = np.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
-        scale = min(1.0, self.clip / (norm + 1e-12))  # clip the global gradient norm
-        self.step_count += 1
-        t = self.step_count
-        for name, p in params.items():
-            g = grads[name] * scale
-            m, v = self.moments.setdefault(name, (np.zeros_like(p), np.zeros_like(p)))
-            m *= beta1
-            m += (1 - beta1) * g
-            v *= beta2
-            v += (1 - beta2) * g * g
-            p -= self.lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
 
     def test_mse(self, x, target):
         self.layer.eval()
+        self.head.eval()
         pred, _ = self.predict(x)
-        return float(np.mean((pred - target) ** 2))
+        return losses.mse(pred, target)[0]
 
 
 def run(T=100, hidden=64, batch=64, steps=1500, lr=1e-2, seed=0, report_every=100, out=print):
     """Train an LSTM and an Elman RNN side by side; return their final test MSEs."""
     rng = np.random.default_rng(seed)
     models = {
-        "LSTM": Regressor(LSTM(2, hidden, seed=seed), rng, lr),
-        "Elman RNN": Regressor(RNN(2, hidden, seed=seed), rng, lr),
+        "LSTM": Regressor(LSTM(2, hidden, seed=seed), lr, seed=seed),
+        "Elman RNN": Regressor(RNN(2, hidden, seed=seed), lr, seed=seed),
     }
     x_test, y_test = adding_problem(rng, 1000, T)
     out(f"The adding problem, T={T}: predict the sum of the two marked values. "
