@@ -18,15 +18,7 @@ import numpy as np
 
 from fastlstm import LSTM, RNN
 from fastlstm.demo import BASELINE_MSE, Regressor, adding_problem
-
-
-def progress(iterable, description):
-    """tqdm's progress bar when it is installed, else the iterable as it is."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, desc=description, leave=False)
+from fastlstm.progress import progress
 
 
 def train(T, cell, hidden, batch, steps, lr, seed, record_every):
@@ -34,7 +26,8 @@ def train(T, cell, hidden, batch, steps, lr, seed, record_every):
     rng = np.random.default_rng(seed)
     model = Regressor(cell(2, hidden, seed=seed), lr, seed=seed)
     curve, window = [], []
-    for step in progress(range(1, steps + 1), f"{cell.__name__} T={T}"):
+    bar, _ = progress(range(1, steps + 1), f"{cell.__name__} T={T}", leave=False)
+    for step in bar:
         window.append(model.train_step(*adding_problem(rng, batch, T)))
         if step % record_every == 0:
             curve.append((step, float(np.mean(window))))

@@ -31,14 +31,13 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, f_backward, f_forward,
+from helpers import (FD_TOL, KINDS, assert_close, f_backward, f_forward, fd_grad,
                      max_rel_err, n_states, random_weights, state_sizes, weight_names)
 
 import fastlstm
 from fastlstm import native, reference
 
 BACKENDS = {"reference": reference, "native": native}
-FD_EPS, FD_TOL = 1e-6, 1e-6
 ORACLE_TOL64 = 1e-12
 TOL64 = 1e-10
 F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
@@ -102,22 +101,6 @@ def run_packed(backend, kind, problem, batch_sizes):
 
 def weighted_sum(outputs, weights):
     return float(sum(np.sum(o * w) for o, w in zip(outputs, weights)))
-
-
-def fd_grad(loss, a):
-    """Central differences of ``loss()`` in every element of ``a`` (perturbed in place)."""
-    flat = a.reshape(-1)
-    assert np.shares_memory(flat, a)
-    g = np.empty(a.size)
-    for k in range(a.size):
-        old = flat[k]
-        flat[k] = old + FD_EPS
-        plus = loss()
-        flat[k] = old - FD_EPS
-        minus = loss()
-        flat[k] = old
-        g[k] = (plus - minus) / (2 * FD_EPS)
-    return g.reshape(a.shape)
 
 
 def min_abs_preactivation(ctx, w_ih, w_hh, b_ih, b_hh):
