@@ -8,7 +8,8 @@
 
 An optimizer takes a module or a list of modules: anything with ``named_parameters()`` and a
 ``grads`` dict with the same keys (fastlstm's layers and Linear). Each update runs in the
-parameters' dtype, like torch's.
+parameters' dtype, like torch's. The hyperparameters are attributes read at every step, so a
+schedule sets them between steps (``opt.lr = ...``).
 """
 
 import numbers
