@@ -31,3 +31,13 @@ def torch():
     torch.set_num_threads(1)
     yield torch
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def torch_and_fastlstm_on_one_thread(torch):
+    """torch and fastlstm both on one thread, for a module whose problems are tiny: the machine
+    is shared (restored afterwards)."""
+    before = fastlstm.get_num_threads()
+    fastlstm.set_num_threads(1)
+    yield
+    fastlstm.set_num_threads(before)

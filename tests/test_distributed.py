@@ -23,6 +23,8 @@ if not dist.is_available() or not dist.is_gloo_available():
 import fastlstm  # noqa: E402
 import fastlstm.torch  # noqa: E402
 
+# the single-process run shares the machine with the other tests
+pytestmark = pytest.mark.usefixtures("torch_and_fastlstm_on_one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, T, I = 3, 8, 7, 3
 
@@ -42,17 +44,6 @@ class Model(torch.nn.Module):
         y, _ = self.gru(y)
         y, _ = self.rnn(y)
         return self.head(y[-1])
-
-
-@pytest.fixture(autouse=True)
-def one_thread_each():
-    """The single-process run shares the machine with the other tests: one thread."""
-    before = torch.get_num_threads(), fastlstm.get_num_threads()
-    torch.set_num_threads(1)
-    fastlstm.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    fastlstm.set_num_threads(before[1])
 
 
 def train(rank, world_size, model):

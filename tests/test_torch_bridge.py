@@ -26,7 +26,10 @@ torch = pytest.importorskip("torch")
 ft = pytest.importorskip("fastlstm.torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN"),
+    pytest.mark.usefixtures("torch_and_fastlstm_on_one_thread"),
+]
 
 TOLS = {torch.float32: 1e-5, torch.float64: 1e-10}
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
@@ -34,17 +37,6 @@ KINDS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "lstmp")
 I, H, T, B = 3, 5, 6, 4
 LENGTHS = [6, 2, 5, 3]    # for packed input: unsorted, so torch permutes the states
 SORTED_LENGTHS = [6, 5, 3, 2]   # for packed input with enforce_sorted=True: no permutation
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread_each():
-    """The machine is shared and these problems tiny: one thread for torch and for fastlstm."""
-    before = torch.get_num_threads(), fastlstm.get_num_threads()
-    torch.set_num_threads(1)
-    fastlstm.set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    fastlstm.set_num_threads(before[1])
 
 
 def make_rnn(kind, dtype=torch.float64, input_size=I, hidden_size=H, **options):
