@@ -28,12 +28,7 @@ def gradient_flow(layer, x):
     if layer.num_layers != 1 or layer.bidirectional:
         raise ValueError(f"gradient_flow needs a one-layer unidirectional layer, got "
                          f"num_layers={layer.num_layers}, bidirectional={layer.bidirectional}")
-    training = layer.training
-    try:
-        layer.eval()                      # checks x without keeping a copy
-        x = layer._check_input(x)
-    finally:
-        layer.training = training
+    x = layer._check_input(x)             # (T, B, I), batch_first undone
     T, B, _ = x.shape
     weights = layer._weights(0)
     one_step = np.array([B], np.int64)
