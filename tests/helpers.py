@@ -196,6 +196,22 @@ def fd_grad(loss, a):
     return g.reshape(a.shape)
 
 
+def assert_backward_matches_fd(kind, loss, x, states, weights, dx, dinits, dweights):
+    """A functional backward's gradients (dx, the initial states', the weights' in the order of
+    :func:`weight_names`) against central differences of ``loss()``, which reads x, the states
+    and the weights; a weight given as None must get a None gradient."""
+    assert_close(dx, fd_grad(loss, x), FD_TOL, "dx")
+    for name, s, ds in zip(("dh0", "dc0"), states, dinits):
+        assert ds.shape == s.shape
+        assert_close(ds, fd_grad(loss, s), FD_TOL, name)
+    assert len(dweights) == len(weights)
+    for name, w, dw in zip(weight_names(kind), weights, dweights, strict=True):
+        if w is None:
+            assert dw is None, f"{name} must be None for a layer without biases"
+        else:
+            assert_close(dw, fd_grad(loss, w), FD_TOL, name)
+
+
 # ---------------------------------------------------------------- comparisons
 
 

@@ -12,9 +12,9 @@ and far below what any wrong term in a gradient (an O(1) mistake) would give.
 """
 import numpy as np
 import pytest
-from helpers import (FD_TOL, KINDS, assert_close, f_backward, f_forward, fd_grad,
-                     layer_backward, layer_forward, layer_state_sizes, make_layer,
-                     random_problem, weight_names)
+from helpers import (FD_TOL, KINDS, assert_backward_matches_fd, assert_close, f_backward,
+                     f_forward, fd_grad, layer_backward, layer_forward, layer_state_sizes,
+                     make_layer, random_problem)
 
 from fastlstm import reference
 
@@ -84,15 +84,7 @@ def test_functional_backward_matches_finite_differences(backend, kind, bias):
         assert (y > 0).any() and (y == 0).any(), "both sides of the relu should be exercised"
     dx, dinits, dweights = f_backward(backend, kind, ctx, R, S)
 
-    assert_close(dx, fd_grad(loss, x), FD_TOL, "dx")
-    for name, s, ds in zip(("dh0", "dc0"), states, dinits):
-        assert_close(ds, fd_grad(loss, s), FD_TOL, name)
-    assert len(dweights) == len(weights)
-    for name, w, dw in zip(weight_names(kind), weights, dweights, strict=True):
-        if w is None:
-            assert dw is None, f"{name} must be None for a layer without biases"
-        else:
-            assert_close(dw, fd_grad(loss, w), FD_TOL, name)
+    assert_backward_matches_fd(kind, loss, x, states, weights, dx, dinits, dweights)
 
 
 # ---------------------------------------------------------------- layer level

@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (FD_TOL, KINDS, assert_close, f_backward, f_forward, fd_grad,
+from helpers import (KINDS, assert_backward_matches_fd, assert_close, f_backward, f_forward,
                      max_rel_err, n_states, random_weights, state_sizes, weight_names)
 
 import fastlstm
@@ -149,16 +149,7 @@ def test_packed_backward_matches_finite_differences(backend, kind, bias):
         assert (y > 0).any() and (y == 0).any(), "both sides of the relu should be exercised"
     dx, dinits, dweights = f_backward(backend, kind, ctx, R, S)
 
-    assert_close(dx, fd_grad(loss, x), FD_TOL, "dx")
-    for name, s, ds in zip(("dh0", "dc0"), states, dinits):
-        assert ds.shape == s.shape
-        assert_close(ds, fd_grad(loss, s), FD_TOL, name)
-    assert len(dweights) == len(weights)
-    for name, w, dw in zip(weight_names(kind), weights, dweights, strict=True):
-        if w is None:
-            assert dw is None, f"{name} must be None for a layer without biases"
-        else:
-            assert_close(dw, fd_grad(loss, w), FD_TOL, name)
+    assert_backward_matches_fd(kind, loss, x, states, weights, dx, dinits, dweights)
 
 
 # ---------------------------------------------------------------- 2. each sequence alone
