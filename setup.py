@@ -54,7 +54,11 @@ native = Extension(
     extra_link_args=["-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib"],
     # -fno-trapping-math: no floating-point exception is ever read, so comparisons may become
     # vector selects; the gate loops, exp's range clamps included, vectorize. Results unchanged.
-    extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"],
+    # -ffp-contract=off: a * b + c is rounded twice, as written, in every build, so that the same
+    # expression gives the same bits in every variant of a loop (a peephole LSTM with zero
+    # peepholes is exactly the plain one); the packed product asks for its FMAs explicitly.
+    extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"])
+    + ["-ffp-contract=off"],
 )
 
 setup(

@@ -89,6 +89,7 @@ void fl_init(void);
 int fl_openmp_enabled(void);      /* 1 when built with OpenMP */
 int fl_default_num_threads(void); /* omp_get_max_threads(): honours OMP_NUM_THREADS */
 int fl_num_parts(void);           /* parts a batch is cut into: the processors available */
+int fl_vector_kernels(void);      /* 1 when the steps run the AVX-512 packed product */
 const char *fl_blas_corename(void);
 const char *fl_blas_config(void);
 

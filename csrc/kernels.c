@@ -3,6 +3,7 @@
 #include "fastlstm.h"
 #include "platform.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int fl_openmp_enabled(void)
@@ -16,18 +17,27 @@ int fl_openmp_enabled(void)
 
 int fl_default_num_threads(void) { return FL_OMP_MAX_THREADS(); }
 
-/* The processors available when fastlstm loads, fixed then: every call cuts its batch into the
- * same parts, and asking the OpenMP runtime each time would cost a system call. */
+/* Facts about the machine, fixed when fastlstm loads. The processors available: every call
+ * cuts its batch into the same parts, and asking the OpenMP runtime each time would cost a
+ * system call. Whether the steps run the AVX-512 packed product (kernels_impl.h): the CPU and
+ * the operating system support it, and FASTLSTM_VECTOR_KERNELS is not "0". */
 static int num_parts = 1;
+static int vector_kernels = 0;
 
 void fl_init(void)
 {
     FL_BLAS_SET_NUM_THREADS(1);
     int n = FL_OMP_NUM_PROCS();
     num_parts = n > 0 ? n : 1;
+#if FL_HAVE_VECTOR_KERNELS
+    const char *env = getenv("FASTLSTM_VECTOR_KERNELS");
+    __builtin_cpu_init();
+    vector_kernels = __builtin_cpu_supports("avx512f") && !(env && strcmp(env, "0") == 0);
+#endif
 }
 
 int fl_num_parts(void) { return num_parts; }
+int fl_vector_kernels(void) { return vector_kernels; }
 const char *fl_blas_corename(void) { return FL_BLAS_CORENAME(); }
 const char *fl_blas_config(void) { return FL_BLAS_CONFIG(); }
 
@@ -66,7 +76,25 @@ int64_t fl_packed_rows(const fl_layer *l)
     return n;
 }
 
-/* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout):
+/* Elements of the packed w_hh and w_hr of a call (kernels_impl.h, "the packed recurrent
+ * product"); 0 and 0 when it runs its steps through the BLAS: without the vector kernels, or for
+ * a single step, which would not pay back reading the weights once more to pack them. Panels are
+ * 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold either. */
+static void packed_sizes(const fl_layer *l, int backward, int64_t *hh, int64_t *hr)
+{
+    *hh = *hr = 0;
+    if (!vector_kernels || l->T < 2)
+        return;
+    const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
+#define PADDED(n) (((n) + 15) / 16 * 16)
+    *hh = backward ? GH * PADDED(P) : P * PADDED(GH);
+    if (l->projection)
+        *hr = backward ? P * PADDED(H) : H * PADDED(P);
+#undef PADDED
+}
+
+/* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
+ * packed weights (packed_sizes), then
  *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c)
  *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
  *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
@@ -76,9 +104,11 @@ int64_t fl_packed_rows(const fl_layer *l)
 int64_t fl_work_size(const fl_layer *l, int backward)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
+    int64_t hh, hr;
+    packed_sizes(l, backward, &hh, &hr);
     if (!backward)
-        return l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0;
-    int64_t n = N * GH;
+        return hh + hr + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
+    int64_t n = hh + hr + N * GH;
     if (l->cell == FL_GRU)
         n += N * GH;
     if (l->projection)
@@ -102,6 +132,8 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #define EXP_LN2_HI 0.693359375f        /* ln 2 = HI + LO, HI with few bits: n * HI is exact */
 #define EXP_LN2_LO -2.12194440e-4f
 #define EXP_DEGREE 7
+#define VEC_BROADCAST _mm512_set1_ps
+#define VEC_FMA _mm512_fmadd_ps
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
@@ -117,6 +149,8 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #undef EXP_LN2_HI
 #undef EXP_LN2_LO
 #undef EXP_DEGREE
+#undef VEC_BROADCAST
+#undef VEC_FMA
 
 #define REAL double
 #define SFX(name) name##_f64
@@ -132,6 +166,8 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #define EXP_LN2_HI 0.693145751953125   /* ln 2 = HI + LO, HI with few bits: n * HI is exact */
 #define EXP_LN2_LO 1.42860682030941723212e-6
 #define EXP_DEGREE 13
+#define VEC_BROADCAST _mm512_set1_pd
+#define VEC_FMA _mm512_fmadd_pd
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
@@ -147,3 +183,5 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #undef EXP_LN2_HI
 #undef EXP_LN2_LO
 #undef EXP_DEGREE
+#undef VEC_BROADCAST
+#undef VEC_FMA

@@ -89,7 +89,7 @@ static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
 
-static inline REAL SFX(exp)(REAL a)
+FL_INLINE REAL SFX(exp)(REAL a)
 {
     a = a < EXP_MIN ? EXP_MIN : a;
     a = a > EXP_MAX ? EXP_MAX : a;
@@ -108,7 +108,7 @@ static inline REAL SFX(exp)(REAL a)
     return p * scale;
 }
 
-static inline REAL SFX(sigmoid)(REAL a)
+FL_INLINE REAL SFX(sigmoid)(REAL a)
 {
     return 1 / (1 + SFX(exp)(-a));
 }
@@ -116,9 +116,178 @@ static inline REAL SFX(sigmoid)(REAL a)
 /* tanh(a) = 1 - 2 / (1 + exp(2a)): one exp, like the sigmoid. Exact to a few units of
  * roundoff of 1 (so for |a| near 0 in absolute, not relative, terms, which is what the layers'
  * sums of many terms need); +-1 for large |a|, NaN for NaN. */
-static inline REAL SFX(tanh)(REAL a)
+FL_INLINE REAL SFX(tanh)(REAL a)
 {
     return 1 - 2 / (1 + SFX(exp)(2 * a));
+}
+
+/* ---------------------------------------------------------------- the packed recurrent product
+ * Every step multiplies a few rows of h_{t-1} (or of a gradient) by the same weight matrix: T
+ * times per call. A BLAS call re-packs that matrix into its own panels every time, which costs
+ * as much as the product for the small row counts of a step. Here the matrix is packed once per
+ * call and each step runs a register-tiled product over the packed panels. The vector code is
+ * compiled for AVX-512 only (FL_VECTOR_TARGET) and run only where fl_init() found that the CPU
+ * has it (fl_use_packed); elsewhere the steps call the BLAS as before.
+ *
+ * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
+ * vector); panel p holds, for k = 0 .. K-1, the VLEN entries of row k in columns p VLEN ..,
+ * zero past column N. */
+#if FL_HAVE_VECTOR_KERNELS
+#define VLEN ((int64_t)(64 / sizeof(REAL)))
+typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+
+/* Panels k of `parts` (part_range of them) of op(W): W^T for W of shape (N, K) (trans), else W
+ * itself, of shape (K, N). */
+static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL *packed,
+                           int64_t k_part, int64_t parts)
+{
+    int64_t p0, p1;
+    part_range((N + VLEN - 1) / VLEN, parts, k_part, &p0, &p1);
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t v = 0; v < VLEN; v++) {
+                const int64_t col = p * VLEN + v;
+                packed[(p * K + k) * VLEN + v] =
+                    col >= N ? 0 : trans ? W[col * K + k] : W[k * N + col];
+            }
+}
+
+/* C[:mr, :cols] = beta C + A[:mr] op(W) for the np panels from w (cols <= np VLEN, the last
+ * panel may be partial): mr * np accumulators, which the callers keep within the 32 vector
+ * registers. mr and np are constants at every call, so the loops unroll into registers. */
+FL_INLINE FL_VECTOR_TARGET void
+SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, const REAL *w,
+          int64_t cols, int beta, REAL *C, int64_t ldc)
+{
+    SFX(vec) acc[8][8];
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++)
+            acc[i][q] = (SFX(vec)){0};
+    for (int64_t k = 0; k < K; k++) {
+        SFX(vec) wk[8];
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++)
+            wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            const SFX(vec) a = VEC_BROADCAST(A[i * lda + k]);
+#pragma GCC unroll 8
+            for (int q = 0; q < np; q++)
+                acc[i][q] = VEC_FMA(a, wk[q], acc[i][q]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++) {
+            REAL *c = C + i * ldc + q * VLEN;
+            const int64_t n = cols - q * VLEN < VLEN ? cols - q * VLEN : VLEN;
+            if (n == VLEN) {
+                SFX(vec) *cv = (SFX(vec) *)c;
+                *cv = beta ? *cv + acc[i][q] : acc[i][q];
+            } else {
+                for (int64_t v = 0; v < n; v++)
+                    c[v] = beta ? c[v] + acc[i][q][v] : acc[i][q][v];
+            }
+        }
+}
+
+/* Rows [0, rows) of C, rows a multiple of mr, by tiles of mr rows and np panels; the panels a
+ * last group of fewer than np leaves run one at a time. Each group of panels stays in cache
+ * while every row block passes over it. */
+FL_INLINE FL_VECTOR_TARGET void
+SFX(tile_rows)(const int mr, const int np, int64_t rows, int64_t N, int64_t K, const REAL *A,
+               int64_t lda, const REAL *packed, int beta, REAL *C, int64_t ldc)
+{
+    const int64_t panels = (N + VLEN - 1) / VLEN;
+    int64_t p = 0;
+    for (; p + np <= panels; p += np)
+        for (int64_t i = 0; i < rows; i += mr)
+            SFX(tile)(mr, np, K, A + i * lda, lda, packed + p * K * VLEN, N - p * VLEN, beta,
+                      C + i * ldc + p * VLEN, ldc);
+    for (; p < panels; p++)
+        for (int64_t i = 0; i < rows; i += mr)
+            SFX(tile)(mr, 1, K, A + i * lda, lda, packed + p * K * VLEN, N - p * VLEN, beta,
+                      C + i * ldc + p * VLEN, ldc);
+}
+
+/* C (n, N) = beta C + A (n, K) op(W), op(W) packed by SFX(pack); beta is 0 or 1. Blocks of 8
+ * rows run 8 x 3 tiles; the rest, r < 8 rows, one tile row with as many panels as fit. */
+static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, int64_t K, const REAL *A,
+                                              int64_t lda, const REAL *packed, int beta,
+                                              REAL *C, int64_t ldc)
+{
+    const int64_t full = n - n % 8;
+    SFX(tile_rows)(8, 3, full, N, K, A, lda, packed, beta, C, ldc);
+    A += full * lda, C += full * ldc;
+    switch (n % 8) {
+    case 1: SFX(tile_rows)(1, 8, 1, N, K, A, lda, packed, beta, C, ldc); break;
+    case 2: SFX(tile_rows)(2, 8, 2, N, K, A, lda, packed, beta, C, ldc); break;
+    case 3: SFX(tile_rows)(3, 6, 3, N, K, A, lda, packed, beta, C, ldc); break;
+    case 4: SFX(tile_rows)(4, 5, 4, N, K, A, lda, packed, beta, C, ldc); break;
+    case 5: SFX(tile_rows)(5, 4, 5, N, K, A, lda, packed, beta, C, ldc); break;
+    case 6: SFX(tile_rows)(6, 4, 6, N, K, A, lda, packed, beta, C, ldc); break;
+    case 7: SFX(tile_rows)(7, 3, 7, N, K, A, lda, packed, beta, C, ldc); break;
+    }
+}
+#undef VLEN
+#endif
+
+/* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
+ * does not pack or the layer does not project. */
+typedef struct {
+    REAL *hh, *hr;
+} SFX(packed);
+
+/* Points pw at the packed weights in `work`; returns the scratch after them. */
+static REAL *SFX(carve_packed)(const fl_layer *l, int backward, REAL *work, SFX(packed) *pw)
+{
+    int64_t hh, hr;
+    packed_sizes(l, backward, &hh, &hr);
+    pw->hh = hh ? work : NULL;
+    pw->hr = hr ? work + hh : NULL;
+    return work + hh + hr;
+}
+
+/* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
+ * trans, else W (K, N)): on the packed op(W) when the call packed it (packed not NULL), else
+ * through the BLAS. */
+static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                              const REAL *W, int trans, const REAL *packed, int beta, REAL *C,
+                              int64_t ldc)
+{
+#if FL_HAVE_VECTOR_KERNELS
+    if (packed) {
+        SFX(packed_gemm)(n, N, K, A, lda, packed, beta, C, ldc);
+        return;
+    }
+#endif
+    SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, trans ? K : N, beta, C, ldc);
+}
+
+/* Part k of packing the step products' weights of a call (see fl_work_size): forward w_hh^T
+ * and w_hr^T, backward w_hh and w_hr. Nothing without packing. */
+static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
+                                   const SFX(packed) *pw, int64_t k, int64_t parts)
+{
+#if FL_HAVE_VECTOR_KERNELS
+    const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
+    if (!pw->hh)
+        return;
+    if (backward) {
+        SFX(pack_part)(0, GH, P, s[FL_W_HH], pw->hh, k, parts);
+        if (pw->hr)
+            SFX(pack_part)(0, P, H, s[FL_W_HR], pw->hr, k, parts);
+    } else {
+        SFX(pack_part)(1, P, GH, s[FL_W_HH], pw->hh, k, parts);
+        if (pw->hr)
+            SFX(pack_part)(1, H, P, s[FL_W_HR], pw->hr, k, parts);
+    }
+#else
+    (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
+#endif
 }
 
 /* ---------------------------------------------------------------- the cells
@@ -129,7 +298,7 @@ static inline REAL SFX(tanh)(REAL a)
  * different block of memory, so the loops over the units are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. */
-static inline void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre)
+FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = pre + r * ld * H;
@@ -145,8 +314,8 @@ static inline void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_
 }
 
 /* h IN h_t; dh IN dL/dh_t; da OUT dL/d(pre-activation). */
-static inline void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H,
-                                          const REAL *h_all, const REAL *dh_all, REAL *da_all)
+FL_INLINE void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H,
+                                      const REAL *h_all, const REAL *dh_all, REAL *da_all)
 {
     for (int64_t r = 0; r < n; r++) {
         const REAL *h = h_all + r * ld * H, *dh = dh_all + r * ld * H;
@@ -169,8 +338,8 @@ static inline void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64
  * c OUT; m OUT o * tanh(c) (h itself unless the layer projects); p the peephole weights (p_i,
  * p_f, p_o) when `peephole`. The row functions below call it with `peephole` a constant, so each
  * of their loops compiles without the test and vectorizes. */
-static inline void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
-                                          REAL *m, const REAL *p, int peephole)
+FL_INLINE void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
+                                      REAL *m, const REAL *p, int peephole)
 {
     REAL ai = a[j], af = a[H + j], ao = a[3 * H + j];
     if (peephole) {
@@ -187,9 +356,9 @@ static inline void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const R
 }
 
 /* The LSTM step of n rows (see lstm_unit_forward); p NULL without peepholes. */
-static inline void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
-                                          const REAL *c_prev, REAL *c_all, REAL *m_all,
-                                          const REAL *p)
+FL_INLINE void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
+                                      const REAL *c_prev, REAL *c_all, REAL *m_all,
+                                      const REAL *p)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = a_all + r * ld * 4 * H, *c = c_all + r * ld * H, *m = m_all + r * ld * H;
@@ -210,9 +379,9 @@ static inline void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL
  * (dL/dh_t without projection); dc IN dL/dc_t from the future, OUT dL/dc_{t-1}; d OUT
  * dL/d(pre-activation); m OUT o * tanh(c) when `keep_m` (projection's weight gradient needs
  * it); p as in lstm_unit_forward. */
-static inline void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, const REAL *cp,
-                                           const REAL *c, const REAL *dm, REAL *dc, REAL *d,
-                                           REAL *m, int keep_m, const REAL *p, int peephole)
+FL_INLINE void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, const REAL *cp,
+                                       const REAL *c, const REAL *dm, REAL *dc, REAL *d,
+                                       REAL *m, int keep_m, const REAL *p, int peephole)
 {
     REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
     REAL tc = SFX(tanh)(c[j]);
@@ -235,10 +404,10 @@ static inline void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, 
 
 /* The LSTM's backward step of n rows (see lstm_unit_backward); m_all NULL unless the layer
  * projects, p NULL without peepholes. */
-static inline void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
-                                           const REAL *c_prev, const REAL *c_all,
-                                           const REAL *dm_all, REAL *dc_all, REAL *da_all,
-                                           REAL *m_all, const REAL *p)
+FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
+                                       const REAL *c_prev, const REAL *c_all,
+                                       const REAL *dm_all, REAL *dc_all, REAL *da_all,
+                                       REAL *m_all, const REAL *p)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -266,9 +435,9 @@ static inline void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, con
 
 /* GRU: a IN the input-side pre-activations (x W_ih^T + b_ih), OUT activations r, z, n; hh IN
  * W_hh h_{t-1} (no bias); h_prev IN; hn OUT W_hn h_{t-1} + b_hn; h OUT. */
-static inline void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
-                                         const REAL *hh_all, const REAL *b_hh,
-                                         const REAL *h_prev, REAL *hn_all, REAL *h_all)
+FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
+                                     const REAL *hh_all, const REAL *b_hh,
+                                     const REAL *h_prev, REAL *hn_all, REAL *h_all)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -289,9 +458,9 @@ static inline void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL 
 
 /* act IN r, z, n; hn, h_prev IN; dh IN dL/dh_t, OUT the part of dL/dh_{t-1} that bypasses W_hh
  * (z * dL/dh_t); da OUT dL/d(input-side pre-activation); da_h OUT dL/d(W_hh h_{t-1} + b_hh). */
-static inline void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
-                                          const REAL *hn_all, const REAL *h_prev, REAL *dh_all,
-                                          REAL *da_all, REAL *da_h_all)
+FL_INLINE void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
+                                      const REAL *hn_all, const REAL *h_prev, REAL *dh_all,
+                                      REAL *da_all, REAL *da_h_all)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -320,14 +489,15 @@ static inline void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, cons
  * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}. */
 
 /* The time loop of part k: the sequences k, k + parts, ... of the batch. */
-static void SFX(forward_part)(const fl_layer *l, REAL *const s[], REAL *pre, int64_t k,
-                              int64_t parts)
+FL_INLINE void
+SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+                       REAL *pre, int64_t k, int64_t parts)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN], *work = s[FL_WORK];
+    REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN];
     int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
     for (int64_t t = 0; t < T; t++) {
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
@@ -338,22 +508,127 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], REAL *pre, int
         REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
         if (cell == FL_GRU) {
             REAL *hh = work + k * GH;
-            SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 0, hh, parts * GH);
+            SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
             SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
         } else {
-            SFX(gemm)(0, 1, n, GH, P, 1, h_prev, parts * P, w_hh, P, 1, pre_t, parts * GH);
+            SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 1, pre_t,
+                              parts * GH);
             if (cell != FL_LSTM) {
                 SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
             } else {
                 REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
                 SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep);
                 if (l->projection)
-                    SFX(gemm)(0, 1, n, P, H, 1, m, parts * H, w_hr, H, 0, h, parts * P);
+                    SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
             }
         }
         prev = B + off;
         off += n_t;
     }
+}
+
+/* The scratch of a backward call (see fl_work_size): da, da_h (da itself, except the GRU's),
+ * and with projection dhs, ms, dm. */
+typedef struct {
+    REAL *da, *da_h, *dhs, *ms, *dm;
+} SFX(backward_scratch);
+
+/* The backward time loop of part k: the sequences k, k + parts, ... of the batch. */
+FL_INLINE void
+SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                        const SFX(backward_scratch) *sc, int64_t k, int64_t parts)
+{
+    const int cell = l->cell;
+    const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
+    const int64_t N = fl_packed_rows(l);
+    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *cs = s[FL_CS], *hs = s[FL_HS];
+    const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
+    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
+    REAL *dh = s[FL_DH], *dc = s[FL_DC];
+    REAL *da = sc->da, *da_h = sc->da_h, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
+    int64_t off = N;          /* the first row of step t's block, walking back from the end */
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
+        off -= n_t;
+        if (n == 0)
+            continue;
+        const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
+        const int64_t ldp = parts * P, ldg = parts * GH;
+        /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
+         * sequence's last step, then dL/dh_t as t goes back. */
+        REAL *dh_k = dh + k * P;
+        const REAL *dy_t = dy + r * P;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < P; j++)
+                dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
+        REAL *da_t = da + r * GH, *da_h_t = da_h + r * GH;
+        if (cell == FL_LSTM) {
+            const REAL *dm_k = dh_k;
+            if (l->projection) {
+                for (int64_t i = 0; i < n; i++)
+                    memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp,
+                           (size_t)P * sizeof(REAL));
+                SFX(step_product)(n, H, P, dh_k, ldp, w_hr, 0, pw->hr, 0, dm + k * H,
+                                  parts * H);
+                dm_k = dm + k * H;
+            }
+            SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
+                                    cs + (B + r) * H, dm_k, dc + k * H, da_t,
+                                    l->projection ? ms + r * H : NULL, peep);
+        } else if (cell == FL_GRU) {
+            SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
+                                   hs + (prev + k) * P, dh_k, da_t, da_h_t);
+        } else {
+            SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
+                                   da_t);
+        }
+        /* dL/dh_{t-1} = da_h_t @ w_hh, added to the GRU's direct path z * dL/dh_t; the
+         * other cells have consumed dh and overwrite it. */
+        SFX(step_product)(n, P, GH, da_h_t, ldg, w_hh, 0, pw->hh, cell == FL_GRU, dh_k, ldp);
+    }
+}
+
+/* The time loops in two builds, the same code: for AVX-512, whose gate loops run 16 floats or 8
+ * doubles at a time, and for any x86-64 (or other) CPU; fl_vector_kernels() picks one. */
+#if FL_HAVE_VECTOR_KERNELS
+static FL_VECTOR_TARGET void SFX(forward_part_vector)(const fl_layer *l, REAL *const s[],
+                                                      const SFX(packed) *pw, REAL *work,
+                                                      REAL *pre, int64_t k, int64_t parts)
+{
+    SFX(forward_part_body)(l, s, pw, work, pre, k, parts);
+}
+
+static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *const s[],
+                                                       const SFX(packed) *pw,
+                                                       const SFX(backward_scratch) *sc,
+                                                       int64_t k, int64_t parts)
+{
+    SFX(backward_part_body)(l, s, pw, sc, k, parts);
+}
+#endif
+
+static void SFX(forward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                              REAL *work, REAL *pre, int64_t k, int64_t parts)
+{
+#if FL_HAVE_VECTOR_KERNELS
+    if (fl_vector_kernels()) {
+        SFX(forward_part_vector)(l, s, pw, work, pre, k, parts);
+        return;
+    }
+#endif
+    SFX(forward_part_body)(l, s, pw, work, pre, k, parts);
+}
+
+static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                               const SFX(backward_scratch) *sc, int64_t k, int64_t parts)
+{
+#if FL_HAVE_VECTOR_KERNELS
+    if (fl_vector_kernels()) {
+        SFX(backward_part_vector)(l, s, pw, sc, k, parts);
+        return;
+    }
+#endif
+    SFX(backward_part_body)(l, s, pw, sc, k, parts);
 }
 
 void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
@@ -364,20 +639,26 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
      * keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
     REAL *pre = cell == FL_LSTM || cell == FL_GRU ? s[FL_GATES] : s[FL_HS] + l->B * l->P;
     const REAL *b_hh = cell == FL_GRU ? NULL : s[FL_B_HH];
+    SFX(packed) pw;
+    REAL *work = SFX(carve_packed)(l, 0, s[FL_WORK], &pw);
     /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
      * whole small step of a stream. */
     if (n_threads > 1) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
-        for (int64_t k = 0; k < parts; k++)
+        for (int64_t k = 0; k < parts; k++) {
+            SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
             SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+        }
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, pre, k, parts);
+            SFX(forward_part)(l, s, &pw, work, pre, k, parts);
     } else {
-        for (int64_t k = 0; k < parts; k++)
+        for (int64_t k = 0; k < parts; k++) {
+            SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
             SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+        }
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, pre, k, parts);
+            SFX(forward_part)(l, s, &pw, work, pre, k, parts);
     }
 }
 
@@ -399,61 +680,27 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const int64_t N = fl_packed_rows(l);
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *hs = s[FL_HS], *cs = s[FL_CS];
-    const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
+    const REAL *hs = s[FL_HS], *cs = s[FL_CS];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *dh = s[FL_DH], *dc = s[FL_DC];
     /* The scratch, in the layout fl_work_size() counts. */
-    REAL *da = s[FL_WORK], *rest = da + N * GH;
+    SFX(packed) pw;
+    SFX(backward_scratch) scratch = {NULL, NULL, NULL, NULL, NULL};
+    REAL *da = SFX(carve_packed)(l, 1, s[FL_WORK], &pw), *rest = da + N * GH;
     REAL *da_h = da;              /* the recurrent side's gradient: the same, except the GRU's */
     if (cell == FL_GRU)
         da_h = rest, rest += N * GH;
-    REAL *dhs = NULL, *ms = NULL, *dm = NULL;
-    if (l->projection)
-        dhs = rest, ms = dhs + N * P, dm = ms + N * H, rest = dm + B * H;
+    scratch.da = da, scratch.da_h = da_h;
+    if (l->projection) {
+        scratch.dhs = rest, scratch.ms = rest + N * P, scratch.dm = rest + N * P + N * H;
+        rest += N * P + N * H + B * H;
+    }
     const int64_t parts = fl_num_parts();
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t off = N;          /* the first row of step t's block, walking back from the end */
-        for (int64_t t = T - 1; t >= 0; t--) {
-            const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
-            off -= n_t;
-            if (n == 0)
-                continue;
-            const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
-            const int64_t ldp = parts * P, ldg = parts * GH;
-            /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
-             * sequence's last step, then dL/dh_t as t goes back. */
-            REAL *dh_k = dh + k * P;
-            const REAL *dy_t = dy + r * P;
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < P; j++)
-                    dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
-            REAL *da_t = da + r * GH, *da_h_t = da_h + r * GH;
-            if (cell == FL_LSTM) {
-                const REAL *dm_k = dh_k;
-                if (l->projection) {
-                    for (int64_t i = 0; i < n; i++)
-                        memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp,
-                               (size_t)P * sizeof(REAL));
-                    SFX(gemm)(0, 0, n, H, P, 1, dh_k, ldp, w_hr, H, 0, dm + k * H, parts * H);
-                    dm_k = dm + k * H;
-                }
-                SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
-                                        cs + (B + r) * H, dm_k, dc + k * H, da_t,
-                                        l->projection ? ms + r * H : NULL, peep);
-            } else if (cell == FL_GRU) {
-                SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
-                                       hs + (prev + k) * P, dh_k, da_t, da_h_t);
-            } else {
-                SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
-                                       da_t);
-            }
-            /* dL/dh_{t-1} = da_h_t @ w_hh, added to the GRU's direct path z * dL/dh_t; the
-             * other cells have consumed dh and overwrite it. */
-            SFX(gemm)(0, 0, n, P, GH, 1, da_h_t, ldg, w_hh, P, cell == FL_GRU ? 1 : 0, dh_k, ldp);
-        }
-    }
+    for (int64_t k = 0; k < parts; k++)
+        SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        SFX(backward_part)(l, s, &pw, &scratch, k, parts);
 
     /* The weight gradients: each one product over all N rows after the loop, not T per-step
      * products:  dx = da @ w_ih,  dw_ih = da.T @ x,  dw_hh = da_h.T @ h_prev,  db = column
@@ -481,7 +728,8 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
             SFX(column_sums)(N, GH, da_h, GH, NULL, 0, s[FL_DB_HH], n_threads);
     }
     if (l->projection)
-        SFX(gemm_rows)(1, 0, P, H, N, dhs, P, ms, H, 0, s[FL_DW_HR], H, n_threads);
+        SFX(gemm_rows)(1, 0, P, H, N, scratch.dhs, P, scratch.ms, H, 0, s[FL_DW_HR], H,
+                       n_threads);
     if (peep) {
         REAL *dp = s[FL_DW_PEEPHOLE];
         SFX(column_sums)(N, H, da, GH, c_prev, H, dp, n_threads);                  /* i: c_{t-1} */

@@ -35,4 +35,22 @@
 #define FL_OMP_MAX_THREADS() 1
 #endif
 
+/* Functions inlined into every caller, so that each of the two builds of the time loops (see
+ * FL_VECTOR_TARGET) compiles its own copy of the gate math. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_INLINE static inline __attribute__((always_inline))
+#else
+#define FL_INLINE static inline
+#endif
+
+/* The packed-product kernels are written with GCC's vector extensions and compiled for
+ * AVX-512 alone, in functions marked FL_VECTOR_TARGET; fl_init() checks the CPU at run time. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FL_HAVE_VECTOR_KERNELS 1
+#include <immintrin.h>
+#define FL_VECTOR_TARGET __attribute__((target("avx512f,fma")))
+#else
+#define FL_HAVE_VECTOR_KERNELS 0
+#endif
+
 #endif /* FASTLSTM_PLATFORM_H */

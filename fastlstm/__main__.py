@@ -38,6 +38,8 @@ def info(args):
     print(f"BLAS library:  {build['blas_config']} (scipy-openblas32, single-threaded: "
           "fastlstm threads its own work)")
     print(f"BLAS kernel:   {build['blas_core']}")
+    print("time loops:    " + ("AVX-512, weights packed once per call" if build["vector_kernels"]
+                               else "generic x86-64 build, products through the BLAS"))
     print(f"CPU SIMD:      {simd_level()}")
 
 

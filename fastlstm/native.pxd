@@ -30,5 +30,6 @@ cdef extern from "fastlstm.h" nogil:
     int fl_openmp_enabled()
     int fl_default_num_threads()
     int fl_num_parts()
+    int fl_vector_kernels()
     const char *fl_blas_corename()
     const char *fl_blas_config()

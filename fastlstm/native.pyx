@@ -43,11 +43,14 @@ def get_num_threads():
 
 def build_info():
     """What this build runs on: OpenMP, threads, the parts a batch is dealt into (round-robin;
-    each part runs on one thread), BLAS core and configuration."""
+    each part runs on one thread), whether the time loops run their AVX-512 build with packed
+    weights (``vector_kernels``: the CPU has AVX-512F and FASTLSTM_VECTOR_KERNELS is not "0"),
+    BLAS core and configuration."""
     return {
         "openmp": bool(fl_openmp_enabled()),
         "num_threads": get_num_threads(),
         "parts": fl_num_parts(),
+        "vector_kernels": bool(fl_vector_kernels()),
         "blas_core": fl_blas_corename().decode(),
         "blas_config": fl_blas_config().decode(),
     }
