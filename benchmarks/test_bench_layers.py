@@ -14,9 +14,11 @@ import pytest
 from fastlstm.bench import (CELLS, CONVERT_CASES, PACKED_CASES, STREAM_CASES, make_step,
                             make_stream_step, make_torch_model_step)
 
-CASES = {  # name: (cell, T, B, I = H)
+CASES = {  # name: (cell, T, B, I = H): the sizes of bench.GOALS, and the other cells
     "lstm-T100-B1-H64": ("lstm", 100, 1, 64),
+    "lstm-T100-B16-H128": ("lstm", 100, 16, 128),
     "lstm-T100-B32-H256": ("lstm", 100, 32, 256),
+    "lstm-T50-B64-H512": ("lstm", 50, 64, 512),
     "rnn-T100-B32-H256": ("rnn", 100, 32, 256),
     "gru-T100-B32-H256": ("gru", 100, 32, 256),
     "lstmp-T100-B32-H256": ("lstmp", 100, 32, 256),

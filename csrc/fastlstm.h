@@ -76,7 +76,13 @@ int64_t fl_packed_rows(const fl_layer *layer);
 
 #define FL_DECLARE_KERNELS(REAL, SFX)                                                          \
     void fl_forward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);          \
-    void fl_backward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);
+    void fl_backward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);         \
+    void fl_matmul_t_##SFX(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *B,      \
+                           REAL *C, int n_threads);
+
+/* fl_matmul_t: C (M, N) = A (M, K) B^T (B of shape (N, K)), through the BLAS the kernels use,
+ * the rows of C dealt over the threads as the kernels deal theirs: the benchmarks measure the
+ * machine's matrix peak with it. */
 
 FL_DECLARE_KERNELS(float, f32)
 FL_DECLARE_KERNELS(double, f64)

@@ -737,3 +737,9 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         SFX(column_sums)(N, H, da + 3 * H, GH, cs + B * H, H, dp + 2 * H, n_threads); /* o: c_t */
     }
 }
+
+void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *Bm, REAL *C,
+                      int n_threads)
+{
+    SFX(gemm_rows)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, n_threads);
+}

@@ -51,22 +51,34 @@ def demo(args):
 
 def bench(args):
     from . import bench as bench_module
-    bench_module.run(args.case or bench_module.DEFAULT_CASES, dtype=args.dtype, repeat=args.repeat,
-                     with_reference=not args.no_reference, with_torch=not args.no_torch)
+    cases = args.case or bench_module.GOALS
+    report = bench_module.run(cases, sections=args.section or bench_module.SECTIONS,
+                              dtype=args.dtype, repeat=args.repeat,
+                              with_reference=args.reference, with_torch=not args.no_torch)
+    if args.json:
+        bench_module.save_json(report, args.json)
+        print(f"report written to {args.json}")
+    if args.plot:
+        bench_module.plot(report, args.plot)
+        print(f"plot written to {args.plot}")
 
 
 def bench_case(text):
-    """An argparse type: 'lstm,100,32,256' -> ("lstm", 100, 32, 256)."""
+    """An argparse type: 'lstm,100,32,256' -> Case("lstm", 100, 32, 256), a training step;
+    'lstm,100,32,256,infer' an inference forward. The dtype is --dtype's."""
+    from .bench import CELLS, Case
     parts = text.split(",")
     try:
         cell, T, B, H = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
     except (IndexError, ValueError):
         cell = None
-    from .bench import CELLS
-    if cell not in CELLS or len(parts) != 4 or min(T, B, H) < 1:
-        raise argparse.ArgumentTypeError(f"expected CELL,T,B,H such as lstm,100,32,256 (CELL "
-                                         f"one of {', '.join(CELLS)}; sizes >= 1), got {text!r}")
-    return cell, T, B, H
+    mode = parts[4] if len(parts) == 5 else "train"
+    if (cell not in CELLS or len(parts) not in (4, 5) or mode not in ("train", "infer")
+            or min(T, B, H) < 1):
+        raise argparse.ArgumentTypeError(
+            f"expected CELL,T,B,H or CELL,T,B,H,infer such as lstm,100,32,256 (CELL one of "
+            f"{', '.join(CELLS)}; sizes >= 1), got {text!r}")
+    return Case(cell, T, B, H, mode=mode)
 
 
 def main(argv=None):
@@ -79,14 +91,23 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
-    p = commands.add_parser("bench", help="native against reference and PyTorch")
-    p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H",
-                   help="a case such as gru,100,32,256; CELL is rnn, gru, lstm, lstmp (proj_size "
-                        "H/2) or peephole (repeatable; default: a few sizes)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p = commands.add_parser("bench", help="native against PyTorch (and the reference)")
+    p.add_argument("--section", action="append", metavar="NAME",
+                   choices=["goals", "memory", "packed", "stream", "convert"],
+                   help="goals, memory, packed, stream or convert (repeatable; default: all)")
+    p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H[,infer]",
+                   help="measure this case in the goals section instead of the goal cases, such "
+                        "as gru,100,32,256; CELL is rnn, gru, lstm, lstmp (proj_size H/2) or "
+                        "peephole; ',infer' for an inference forward (repeatable)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="of --case and of the packed, stream and convert sections")
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the NumPy reference (slow at the large sizes)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="plot the speed-ups against their goals (needs matplotlib)")
     args = parser.parse_args(argv)
     {"info": info, "demo": demo, "bench": bench}[args.command](args)
 

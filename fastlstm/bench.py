@@ -1,20 +1,31 @@
-"""``python -m fastlstm bench``: fastlstm's native backend against its NumPy reference and,
-when installed, PyTorch's CPU layers, side by side: a training step (forward + backward) on
-batches of equal lengths and on packed batches of different lengths, and the latency of one
-streaming step.
+"""``python -m fastlstm bench``: fastlstm's native backend against PyTorch's CPU layers (when
+installed) and, on request, its NumPy reference, side by side.
+
+Sections: the performance goals (training steps and inference forwards, with GFLOP/s and the
+share of the machine's measured matrix peak they reach), the peak memory of a training step,
+training steps on packed batches of different lengths, the latency of one streaming step, and
+PyTorch models before and after ``fastlstm.torch.convert()``.
 
 Every system runs on the same inputs in the same process, with the same thread count, and each
 case reports the median over several repeats. The ratios are what to read: the machine is
 shared, and absolute times move with its load.
 """
 
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
 import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
 from .layers import GRU, LSTM, RNN
-from .native import get_num_threads
+from .native import build_info, get_num_threads, matmul_t
+from .progress import progress
 
 # The cells a case can name: (fastlstm layer, torch.nn layer or None, constructor arguments).
 # "lstmp" projects h to H / 2 (torch runs it without oneDNN); torch has no peepholes.
@@ -26,12 +37,61 @@ CELLS = {
     "peephole": (LSTM, None, lambda H: {"peephole": True}),
 }
 
-# (cell, T, B, I = H): small, medium and large, the sizes the performance goals name.
-DEFAULT_CASES = [
-    ("lstm", 100, 1, 64), ("lstm", 100, 16, 128), ("lstm", 100, 32, 256),
-    ("rnn", 100, 1, 64), ("rnn", 100, 32, 256), ("gru", 100, 32, 256),
-    ("lstmp", 100, 32, 256),
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "lstmp": 4, "peephole": 4}
+
+
+class Case(NamedTuple):
+    """One measured case: a ``cell`` of CELLS with I = H, a training step (``mode`` "train":
+    forward and backward) or an inference forward ("infer"), and the speed-up over PyTorch it is
+    meant to reach (``goal``) or the share of the measured matrix peak (``peak_goal``)."""
+    cell: str
+    T: int
+    B: int
+    H: int
+    dtype: str = "float32"
+    mode: str = "train"
+    goal: float = None
+    peak_goal: float = None
+
+    def label(self):
+        kind = "inference" if self.mode == "infer" else "train"
+        return (f"{self.cell.upper()} {self.dtype.replace('float', 'f')} {kind} T={self.T} "
+                f"B={self.B} I=H={self.H}")
+
+    def gemm_flops(self):
+        """The FLOPs of the matrix products: 2 T B (I + H) G H for a forward (the projected
+        LSTM: its recurrent and projection products instead), three times that for a training
+        step (the forward, the input and recurrent gradients, the weight gradients)."""
+        G, T, B, H = GATES[self.cell], self.T, self.B, self.H
+        if self.cell == "lstmp":
+            P = H // 2
+            per_step = (H + P) * G * H + H * P
+        else:
+            per_step = 2 * H * G * H
+        return 2 * T * B * per_step * (3 if self.mode == "train" else 1)
+
+
+# The goals fastlstm is built to meet on a 2-core machine, 2 threads each (speed-up over torch):
+# overall, their geometric mean >= 1.5 and none below 1.0; and the large LSTM training step at
+# >= 70% of the machine's float32 matrix peak.
+GOALS = [
+    Case("lstm", 100, 1, 64, goal=1.5),
+    Case("lstm", 100, 16, 128, goal=1.5),
+    Case("lstm", 100, 32, 256, goal=1.3),
+    Case("lstm", 50, 64, 512, goal=1.0),
+    Case("lstm", 100, 32, 256, mode="infer", goal=1.0),
+    Case("lstm", 100, 64, 512, mode="infer", goal=1.0),
+    Case("gru", 100, 32, 256, goal=3.0),
+    Case("rnn", 100, 32, 256, goal=2.0),
+    Case("lstm", 100, 32, 256, dtype="float64", goal=3.0),
+    Case("lstm", 50, 128, 1024, peak_goal=0.70),
 ]
+GEOMEAN_GOAL = 1.5
+
+# Peak memory of a training step: (cell, T, B, I = H), float32.
+MEMORY_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
+
+SECTIONS = ("goals", "memory", "packed", "stream", "convert")
 
 
 def median_time(fn, repeat, min_time=0.05):
@@ -165,108 +225,320 @@ def make_stream_step(system, cell, B, I, H, dtype):
     return inference_step
 
 
-def run(cases=DEFAULT_CASES, dtype=np.float32, repeat=5, with_reference=True, with_torch=True,
-        packed_cases=PACKED_CASES, stream_cases=STREAM_CASES, convert_cases=CONVERT_CASES,
-        out=print):
-    """Measure every case; print the tables and return their rows as dicts (times in
-    seconds): the training steps, the packed training steps, the streaming steps, and (with
-    torch) PyTorch models before and after fastlstm.torch.convert()."""
+def matrix_peak(dtype, repeat, n=2048):
+    """GFLOP/s of an n x n x n product through fastlstm's BLAS on its threads (median)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    return 2 * n ** 3 / median_time(lambda: matmul_t(a, b), repeat) / 1e9
+
+
+def machine():
+    """What the numbers were measured on."""
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = dict(build_info(), cpu=cpu, cores=os.cpu_count(), numpy=np.__version__,
+                python=platform.python_version())
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+# Run in a fresh process by peak_step_memory: one training step after a warm-up one, with the
+# peak resident memory reset in between (Linux: writing 5 to /proc/self/clear_refs). The process
+# runs with MALLOC_MMAP_THRESHOLD_ set, so that glibc maps every buffer of 64 KiB or more on its
+# own and unmaps it when freed: resident memory then follows the live buffers of numpy and torch
+# alike, and neither is credited for memory its allocator kept from the warm-up step.
+_MEMORY_PROBE = """
+import sys
+import numpy as np
+from fastlstm.bench import make_step
+system, cell, T, B, H = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+step = make_step(system, cell, T, B, H, np.float32)[1]
+step()
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+step()
+print(status("VmHWM:") - before)
+"""
+
+
+def peak_step_memory(system, cell, T, B, H):
+    """Bytes a float32 training step of ``system`` adds at its peak to the resident memory of
+    a process that has run one step before (so the layer's gradients and the BLAS's buffers
+    already exist): what it saves for backward and its temporaries. Linux only."""
+    result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, system, cell, str(T), str(B),
+                             str(H)], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+    if result.returncode:
+        raise RuntimeError(f"the memory probe failed: {result.stderr[-2000:]}")
+    return int(result.stdout.split()[-1])
+
+
+def saved_for_backward(cell, T, B, H, itemsize=4):
+    """Bytes of the gate activations and the states a training step must keep for backward:
+    T B H outputs (the Elman cell's derivative needs no more), and for the LSTM and the GRU
+    T B (G H) gates and T B H cell states (the GRU: the recurrent part of n)."""
+    per_row = H if cell == "rnn" else (GATES[cell] + 2) * H
+    return T * B * per_row * itemsize
+
+
+class _Bench:
+    """One run of :func:`run`: the settings, the report it fills and its printed lines."""
+
+    def __init__(self, cases, dtype, repeat, with_reference, with_torch, write):
+        self.cases, self.dtype, self.repeat = cases, dtype, repeat
+        self.with_reference, self.with_torch, self.write = with_reference, with_torch, write
+        self.report = {"machine": machine(), "repeat": repeat, "peak_gflops": {}, "rows": []}
+        self.threads = f"{get_num_threads()} threads, median of {repeat}"
+
+    def emit(self, *lines):
+        """Print (without breaking the progress bar)."""
+        for line in lines:
+            self.write(line)
+
+    def time(self, system, cell, T, B, H, dtype, step=1, packed=False):
+        """Median seconds of a forward (step 0) or training step (step 1) of ``system``."""
+        repeat = max(1, self.repeat // 2) if system == "reference" else self.repeat
+        fn = make_step(system, cell, T, B, H, np.dtype(dtype).type, packed)[step]
+        return median_time(fn, repeat)
+
+    # --- goals
+    def start_goals(self):
+        for name in sorted({c.dtype for c in self.cases}):
+            self.report["peak_gflops"][name] = matrix_peak(np.dtype(name).type, self.repeat)
+        peaks = ", ".join(f"{n} {g:.0f}" for n, g in self.report["peak_gflops"].items())
+        self.emit(f"Matrix peak (a 2048^3 product in fastlstm's BLAS, {self.threads}), GFLOP/s: "
+                  f"{peaks}",
+                  f"\nGoals: training step (forward + backward) or inference forward, "
+                  f"{self.threads}",
+                  f"{'case':<40}{'native ms':>10}"
+                  + (f"{'reference ms':>14}{'ref/native':>11}" if self.with_reference else "")
+                  + (f"{'torch ms':>10}{'torch/native':>13}{'goal':>7}" if self.with_torch
+                     else "")
+                  + f"{'GFLOP/s':>9}{'% peak':>8}")
+
+    def goals_row(self, case):
+        row = dict(case._asdict(), section="goals", label=case.label())
+        sizes = (case.cell, case.T, case.B, case.H, case.dtype, int(case.mode == "train"))
+        row["native"] = self.time("native", *sizes)
+        line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}"
+        if self.with_reference:
+            row["reference"] = self.time("reference", *sizes)
+            line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
+        if self.with_torch and CELLS[case.cell][1] is not None:
+            row["torch"] = self.time("torch", *sizes)
+            row["speedup"] = row["torch"] / row["native"]
+            goal = f"{case.goal:.1f}x" if case.goal else "-"
+            line += f"{row['torch'] * 1e3:>10.2f}{row['speedup']:>12.2f}x{goal:>7}"
+        elif self.with_torch:
+            line += f"{'-':>10}{'-':>13}{'-':>7}"
+        row["gflops"] = case.gemm_flops() / row["native"] / 1e9
+        row["peak_share"] = row["gflops"] / self.report["peak_gflops"][case.dtype]
+        line += f"{row['gflops']:>9.0f}{row['peak_share'] * 100:>7.0f}%"
+        if case.peak_goal:
+            line += f"  (goal {case.peak_goal * 100:.0f}% of peak)"
+        self.emit(line)
+        return row
+
+    def goals_summary(self):
+        rows = [r for r in self.report["rows"] if r["section"] == "goals"]
+        ratios = [r["speedup"] for r in rows if r.get("goal") and "speedup" in r]
+        checks = [f"{r['label']}: {r['speedup']:.2f}x, goal {r['goal']:.1f}x"
+                  for r in rows if r.get("goal") and "speedup" in r and r["speedup"] < r["goal"]]
+        checks += [f"{r['label']}: {r['peak_share'] * 100:.0f}% of peak, goal "
+                   f"{r['peak_goal'] * 100:.0f}%"
+                   for r in rows if r.get("peak_goal") and r["peak_share"] < r["peak_goal"]]
+        if ratios:
+            geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            self.report["geomean_speedup"] = geomean
+            self.emit(f"geometric mean of the speed-ups: {geomean:.2f}x (goal "
+                      f"{GEOMEAN_GOAL:.1f}x), lowest {min(ratios):.2f}x (goal 1.0x)")
+        if any(r.get("goal") or r.get("peak_goal") for r in rows):
+            self.emit("below goal: " + ("; ".join(checks) if checks else "none"))
+
+    # --- memory
+    def start_memory(self):
+        self.emit("\nPeak memory a float32 training step adds (the process has run one step "
+                  "before), against what it must save for backward (gates and states)",
+                  f"{'case':<40}{'native MiB':>11}{'torch MiB':>11}{'torch/native':>13}"
+                  f"{'saved MiB':>11}")
+
+    def memory_row(self, case):
+        cell, T, B, H = case
+        row = {"section": "memory", "cell": cell, "T": T, "B": B, "H": H, "dtype": "float32",
+               "saved": saved_for_backward(cell, T, B, H)}
+        for system in ("native", "torch"):
+            row[system] = peak_step_memory(system, cell, T, B, H)
+        mib = 2.0 ** 20
+        self.emit(f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<17}{row['native'] / mib:>11.1f}"
+                  f"{row['torch'] / mib:>11.1f}{row['torch'] / row['native']:>12.2f}x"
+                  f"{row['saved'] / mib:>11.1f}")
+        return row
+
+    # --- packed batches
+    def start_packed(self):
+        self.emit(f"\nPacked training step, lengths spread over T/2..T (torch: PackedSequence), "
+                  f"{self.dtype}, {self.threads}",
+                  f"{'case':<29}{'native ms':>10}"
+                  + (f"{'reference ms':>14}{'ref/native':>11}" if self.with_reference else "")
+                  + (f"{'torch ms':>10}{'torch/native':>13}" if self.with_torch else "")
+                  + f"{'native all-T ms':>17}{'packed/all':>12}")
+
+    def packed_row(self, case):
+        cell, T, B, H = case
+        dtype = self.dtype
+        row = {"section": "packed", "cell": cell, "T": T, "B": B, "I": H, "H": H,
+               "dtype": dtype}
+        row["native"] = self.time("native", cell, T, B, H, dtype, packed=True)
+        line = f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
+        if self.with_reference:
+            row["reference"] = self.time("reference", cell, T, B, H, dtype, packed=True)
+            line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
+        if self.with_torch and CELLS[cell][1] is not None:
+            row["torch"] = self.time("torch", cell, T, B, H, dtype, packed=True)
+            line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>12.2f}x"
+        elif self.with_torch:
+            line += f"{'-':>10}{'-':>13}"
+        row["native_all_T"] = self.time("native", cell, T, B, H, dtype)
+        line += f"{row['native_all_T'] * 1e3:>17.2f}{row['native'] / row['native_all_T']:>12.2f}"
+        self.emit(line)
+        return row
+
+    # --- streaming
+    def start_stream(self):
+        head = f"{'case':<29}{'native us':>10}"
+        if self.with_torch:
+            head += (f"{'torch us':>10}{'torch/native':>14}{'inference us':>14}"
+                     f"{'torch/native':>14}")
+        self.emit(f"\nStreaming: one step of layer.stream(B).step(x) from Python, {self.dtype}, "
+                  f"{self.threads} (torch: its cell with autograd, its default, and under "
+                  f"inference_mode)", head)
+
+    def stream_row(self, case):
+        cell, B, I, H = case
+        dtype = self.dtype
+        row = {"section": "stream", "cell": cell, "B": B, "I": I, "H": H, "dtype": dtype}
+        dt = np.dtype(dtype).type
+        row["native"] = median_time(make_stream_step("native", cell, B, I, H, dt), self.repeat)
+        line = f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
+        if self.with_torch:
+            for system in ("torch", "torch-inference"):
+                row[system] = median_time(make_stream_step(system, cell, B, I, H, dt),
+                                          self.repeat)
+                line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
+        self.emit(line)
+        return row
+
+    # --- PyTorch models before and after convert()
+    def start_convert(self):
+        self.emit(f"\nPyTorch model training step (recurrent layer, Linear head, MSE loss), "
+                  f"before and after fastlstm.torch.convert(), {self.dtype}, {self.threads}",
+                  f"{'case':<29}{'torch.nn ms':>12}{'converted ms':>14}{'speed-up':>10}")
+
+    def convert_row(self, case):
+        cell, T, B, H = case
+        dtype = self.dtype
+        row = {"section": "convert", "cell": cell, "T": T, "B": B, "I": H, "H": H,
+               "dtype": dtype}
+        for system, converted in (("torch.nn", False), ("fastlstm.torch", True)):
+            step = make_torch_model_step(cell, T, B, H, np.dtype(dtype).type, converted)
+            row[system] = median_time(step, self.repeat)
+        self.emit(f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['torch.nn'] * 1e3:>10.2f}"
+                  f"{row['fastlstm.torch'] * 1e3:>14.2f}"
+                  f"{row['torch.nn'] / row['fastlstm.torch']:>9.2f}x")
+        return row
+
+
+def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_reference=False,
+        with_torch=True, packed_cases=PACKED_CASES, stream_cases=STREAM_CASES,
+        convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES, out=print, bar=True):
+    """Measure the cases of each of ``sections`` and print their tables. ``cases``: the goal
+    table's, Case tuples (or (cell, T, B, H), a training step in ``dtype``); ``dtype``: that of
+    the packed, streaming and convert sections. The memory and convert sections need torch.
+
+    Returns the report: the machine, its measured matrix peaks (GFLOP/s), and the rows of every
+    table (times in seconds, memory in bytes); with goals, the geometric mean of the speed-ups.
+    ``bar``: a progress bar while it runs, when tqdm is installed (the tables then go to tqdm's
+    ``write``, which prints them above the bar, instead of to ``out``)."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"sections must be among {', '.join(SECTIONS)}, got {sorted(unknown)}")
     if with_torch:
         try:
             import torch  # noqa: F401
         except ImportError:
             with_torch = False
-    dtype = np.dtype(dtype).type
-    threads = f"{np.dtype(dtype).name}, {get_num_threads()} threads, median of {repeat}"
-    rows = []
+    dtype = np.dtype(dtype).name
+    cases = [c if isinstance(c, Case) else Case(*c, dtype=dtype) for c in cases]
+    # The memory probe reads Linux's /proc.
+    memory = with_torch and sys.platform.startswith("linux")
+    todo = {"goals": cases, "memory": memory_cases if memory else [],
+            "packed": packed_cases, "stream": stream_cases,
+            "convert": convert_cases if with_torch else []}
+    tasks = [(section, case) for section in SECTIONS if section in sections
+             for case in todo[section]]
+    write = out
+    if bar:
+        tasks, tqdm_write = progress(tasks, "bench", leave=False)
+        if tqdm_write is not print:      # tqdm is installed
+            write = tqdm_write
+    bench = _Bench(cases, dtype, repeat, with_reference, with_torch, write)
+    current = None
     with warnings.catch_warnings():
         # torch warns, once, that it runs a projected LSTM without oneDNN: the table shows that.
         warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
-        if cases:
-            out(f"Training step (forward + backward), {threads}")
-            out(_header(with_reference, with_torch))
-            for case in cases:
-                rows.append(_run_case(case, dtype, repeat, with_reference, with_torch, out))
-        if packed_cases:
-            out(f"\nPacked training step, lengths spread over T/2..T (torch: PackedSequence), "
-                f"{threads}")
-            out(_header(with_reference, with_torch) + f"{'native all-T ms':>17}{'packed/all':>12}")
-            for case in packed_cases:
-                rows.append(_run_case(case, dtype, repeat, with_reference, with_torch, out,
-                                      packed=True))
-        if stream_cases:
-            out(f"\nStreaming: one step of layer.stream(B).step(x) from Python, {threads}")
-            head = f"{'case':<29}{'native us':>10}"
-            if with_torch:
-                head += (f"{'torch us':>10}{'torch/native':>14}{'inference us':>14}"
-                         f"{'torch/native':>14}")
-            out(head)
-            for case in stream_cases:
-                rows.append(_run_stream_case(case, dtype, repeat, with_torch, out))
-        if convert_cases and with_torch:
-            out(f"\nPyTorch model training step (recurrent layer, Linear head, MSE loss), before "
-                f"and after fastlstm.torch.convert(), {threads}")
-            out(f"{'case':<29}{'torch.nn ms':>12}{'converted ms':>14}{'speed-up':>10}")
-            for case in convert_cases:
-                rows.append(_run_convert_case(case, dtype, repeat, out))
-    out("ratios above 1 mean fastlstm native is faster; torch's streaming cell runs with "
-        "autograd (its default) and under inference_mode")
-    return rows
+        for section, case in tasks:
+            if section != current:
+                current = section
+                getattr(bench, f"start_{section}")()
+            bench.report["rows"].append(getattr(bench, f"{section}_row")(case))
+    if "goals" in sections:
+        bench.goals_summary()
+    return bench.report
 
 
-def _header(with_reference, with_torch):
-    header = f"{'case':<29}{'native ms':>10}"
-    if with_reference:
-        header += f"{'reference ms':>14}{'ref/native':>12}"
-    if with_torch:
-        header += f"{'torch ms':>10}{'torch/native':>14}"
-    return header
+def save_json(report, path):
+    """Write :func:`run`'s report to ``path`` as JSON."""
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
 
 
-def _run_case(case, dtype, repeat, with_reference, with_torch, out, packed=False):
-    """Measure and print one row of a training-step table (packed: also native on the same
-    batch with every sequence T long, and the ratio of the two)."""
-    cell, T, B, H = case
-    row = {"cell": cell, "T": T, "B": B, "I": H, "H": H, "dtype": np.dtype(dtype).name,
-           "packed": packed}
-    row["native"] = median_time(make_step("native", cell, T, B, H, dtype, packed)[1], repeat)
-    line = f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
-    if with_reference:
-        row["reference"] = median_time(make_step("reference", cell, T, B, H, dtype, packed)[1],
-                                       max(1, repeat // 2))
-        line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>11.1f}x"
-    if with_torch and CELLS[cell][1] is None:
-        line += f"{'-':>10}{'-':>14}"
-    elif with_torch:
-        row["torch"] = median_time(make_step("torch", cell, T, B, H, dtype, packed)[1], repeat)
-        line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>13.2f}x"
-    if packed:
-        row["native_all_T"] = median_time(make_step("native", cell, T, B, H, dtype)[1], repeat)
-        line += f"{row['native_all_T'] * 1e3:>17.2f}{row['native'] / row['native_all_T']:>12.2f}"
-    out(line)
-    return row
+def plot(report, path):
+    """Bar chart of the goal table's speed-ups over torch, with the goals, saved to ``path``
+    (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-
-def _run_stream_case(case, dtype, repeat, with_torch, out):
-    """Measure and print one row of the streaming table."""
-    cell, B, I, H = case
-    row = {"cell": cell, "B": B, "I": I, "H": H, "dtype": np.dtype(dtype).name}
-    row["native"] = median_time(make_stream_step("native", cell, B, I, H, dtype), repeat)
-    line = f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
-    if with_torch:
-        for system in ("torch", "torch-inference"):
-            row[system] = median_time(make_stream_step(system, cell, B, I, H, dtype), repeat)
-            line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
-    out(line)
-    return row
-
-
-def _run_convert_case(case, dtype, repeat, out):
-    """Measure and print one row of the convert() table."""
-    cell, T, B, H = case
-    row = {"cell": cell, "T": T, "B": B, "I": H, "H": H, "dtype": np.dtype(dtype).name}
-    for system, converted in (("torch.nn", False), ("fastlstm.torch", True)):
-        row[system] = median_time(make_torch_model_step(cell, T, B, H, dtype, converted), repeat)
-    out(f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['torch.nn'] * 1e3:>10.2f}"
-        f"{row['fastlstm.torch'] * 1e3:>14.2f}{row['torch.nn'] / row['fastlstm.torch']:>9.2f}x")
-    return row
+    rows = [r for r in report["rows"] if r["section"] == "goals" and "speedup" in r]
+    if not rows:
+        raise ValueError("the report has no goal rows measured against torch to plot")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    met = ["tab:green" if r["speedup"] >= (r["goal"] or 1.0) else "tab:red" for r in rows]
+    ax.barh(y, [r["speedup"] for r in rows], color=met)
+    goals = [(yi, r["goal"]) for yi, r in zip(y, rows) if r["goal"]]
+    ax.scatter([g for _, g in goals], [yi for yi, _ in goals], marker="|", s=300, color="black",
+               label="goal", zorder=3)
+    ax.axvline(1.0, color="gray", linewidth=1)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.set_xlabel("speed-up over PyTorch (torch time / fastlstm time)")
+    m = report["machine"]
+    ax.set_title(f"fastlstm vs torch {m.get('torch', '')}, {m['num_threads']} threads, "
+                 f"{m['cpu']}", fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

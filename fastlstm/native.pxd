@@ -25,6 +25,10 @@ cdef extern from "fastlstm.h" nogil:
     void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)
     void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_backward_f64(const fl_layer *layer, double *const slots[], int n_threads)
+    void fl_matmul_t_f32(int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                         float *C, int n_threads)
+    void fl_matmul_t_f64(int64_t M, int64_t N, int64_t K, const double *A, const double *B,
+                         double *C, int n_threads)
 
     void fl_init()
     int fl_openmp_enabled()

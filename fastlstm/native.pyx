@@ -56,6 +56,41 @@ def build_info():
     }
 
 
+def matmul_t(a, b):
+    """``a @ b.T`` for C-contiguous float32 or float64 matrices of one dtype, through the BLAS
+    the kernels use, on the kernels' threads: what ``python -m fastlstm bench`` measures the
+    machine's matrix peak with."""
+    for name, m in (("a", a), ("b", b)):
+        if not isinstance(m, np.ndarray) or m.ndim != 2 or not m.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous 2-D array, got {describe(m)}")
+    if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"a and b must both be float32 or both float64, got {a.dtype} and "
+                        f"{b.dtype}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have as many columns, got shapes {a.shape} and {b.shape}")
+    _check_blas_sizes(max(a.shape[0], b.shape[0]), a.shape[1], 1, 1)
+    out = np.empty((a.shape[0], b.shape[0]), a.dtype)
+    if out.size == 0:
+        return out
+    cdef int n_threads = get_num_threads()
+    cdef int64_t M = a.shape[0], N = b.shape[0], K = a.shape[1]
+    cdef const float[:, ::1] a32, b32
+    cdef float[:, ::1] c32
+    cdef const double[:, ::1] a64, b64
+    cdef double[:, ::1] c64
+    if a.dtype == np.float32:
+        a32, b32, c32 = a, b, out
+        with nogil:
+            fl_matmul_t_f32(M, N, K, &a32[0, 0] if K else NULL, &b32[0, 0] if K else NULL,
+                            &c32[0, 0], n_threads)
+    else:
+        a64, b64, c64 = a, b, out
+        with nogil:
+            fl_matmul_t_f64(M, N, K, &a64[0, 0] if K else NULL, &b64[0, 0] if K else NULL,
+                            &c64[0, 0], n_threads)
+    return out
+
+
 def _check_blas_sizes(N, I, GH, P):
     for name, n in (("rows of x (T * batch)", N), ("input_size", I),
                     ("gates * hidden_size", GH), ("proj_size", P)):

@@ -1,4 +1,5 @@
 """The command line, run as a user runs it: `python -m fastlstm ...` in a fresh process."""
+import json
 import os
 import re
 import subprocess
@@ -35,18 +36,40 @@ def test_demo_runs_both_models_and_reports_against_the_baseline():
     assert re.search(r"Elman RNN\s+\d\.\d{4}", out)
 
 
-def test_bench_prints_a_row_per_case_with_times_and_ratios():
+def test_bench_prints_a_row_per_case_with_times_ratios_and_gflops():
     cells = ("lstm", "rnn", "gru", "lstmp", "peephole")
     args = [a for cell in cells for a in ("--case", f"{cell},5,2,8")]
-    out = run_cli("bench", *args, "--repeat", "1", "--no-torch")
+    out = run_cli("bench", *args, "--case", "lstm,5,2,8,infer", "--section", "goals",
+                  "--repeat", "1", "--no-torch", "--reference")
+    assert re.search(r"Matrix peak .*float32 \d+", out)
     rows = [line for line in out.splitlines()
-            if re.match(r"(LSTM|RNN|GRU|LSTMP|PEEPHOLE)\s+T=5", line)]
-    assert len(rows) == len(cells)
+            if re.match(r"(LSTM|RNN|GRU|LSTMP|PEEPHOLE) f32 (train|inference) T=5", line)]
+    assert len(rows) == len(cells) + 1
     for row in rows:
-        assert re.search(r"\d+\.\d+x", row), row
+        # native ms, reference ms, ref/native, GFLOP/s, % peak
+        assert re.search(r"\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx\s+\d+\s+\d+%$", row), row
+    assert "below goal" not in out      # these cases have no goals
 
 
-@pytest.mark.parametrize("case", ["lstm2,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8"])
+def test_bench_writes_json_and_plot(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    report, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    run_cli("bench", "--case", "gru,4,2,8", "--case", "lstm,3,1,4,infer", "--section", "goals",
+            "--repeat", "1", "--json", str(report), "--plot", str(png))
+    data = json.loads(report.read_text())
+    assert data["machine"]["num_threads"] == 2 and "torch" in data["machine"]
+    assert data["peak_gflops"]["float32"] > 0
+    assert [(r["cell"], r["mode"]) for r in data["rows"]] == [("gru", "train"),
+                                                              ("lstm", "infer")]
+    for r in data["rows"]:
+        assert r["native"] > 0 and r["torch"] > 0
+        assert r["speedup"] == pytest.approx(r["torch"] / r["native"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("case", ["lstm2,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8",
+                                  "lstm,5,2,8,fast", "lstm,5,2,8,infer,x"])
 def test_bench_refuses_a_bad_case(case):
     proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--case", case],
                           capture_output=True, text=True, timeout=60)

@@ -577,8 +577,8 @@ def test_fastlstm_import_does_not_import_torch():
 def test_bench_measures_models_before_and_after_convert():
     from fastlstm import bench
     lines = []
-    rows = bench.run(cases=[], packed_cases=[], stream_cases=[], repeat=1,
-                     convert_cases=[("gru", 3, 2, 4), ("lstmp", 2, 1, 4)], out=lines.append)
+    rows = bench.run(sections=["convert"], repeat=1, bar=False, out=lines.append,
+                     convert_cases=[("gru", 3, 2, 4), ("lstmp", 2, 1, 4)])["rows"]
     assert [(r["cell"], r["T"]) for r in rows] == [("gru", 3), ("lstmp", 2)]
     assert all(r["torch.nn"] > 0 and r["fastlstm.torch"] > 0 for r in rows)
     assert any("fastlstm.torch.convert()" in line for line in lines)

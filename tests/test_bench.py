@@ -1,0 +1,76 @@
+"""The benchmark's own arithmetic: FLOP counts, the goal summary and the memory probe. (Speed
+itself is measured, never asserted: `python -m fastlstm bench`, `pytest benchmarks`.)"""
+import sys
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import bench
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "lstmp"])
+def test_gemm_flops_count_every_product_of_a_training_step(cell):
+    # Counted independently: the shapes of the weights each product multiplies by.
+    T, B, H = 7, 3, 8
+    layer = bench.CELLS[cell][0](H, H, **bench.CELLS[cell][2](H))
+    params = dict(layer.named_parameters())
+    weights = ["weight_ih_l0", "weight_hh_l0"] + (["weight_hr_l0"] if cell == "lstmp" else [])
+    forward = sum(2 * T * B * params[w].size for w in weights)
+    assert bench.Case(cell, T, B, H, mode="infer").gemm_flops() == forward
+    # backward: the gradients with respect to the inputs of each product, and to its weights
+    assert bench.Case(cell, T, B, H).gemm_flops() == 3 * forward
+
+
+def goal_report(goal, peak_goal=None):
+    lines = []
+    case = bench.Case("gru", 3, 2, 4, goal=goal, peak_goal=peak_goal)
+    report = bench.run([case], sections=["goals"], repeat=1, bar=False, out=lines.append)
+    return report, lines
+
+
+def test_the_summary_names_the_cases_below_their_goals():
+    pytest.importorskip("torch")
+    report, lines = goal_report(goal=1e6)
+    row = report["rows"][0]
+    assert report["geomean_speedup"] == pytest.approx(row["speedup"])
+    assert any(line.startswith("below goal: GRU f32 train T=3") for line in lines)
+    report, lines = goal_report(goal=1e-6)
+    assert "below goal: none" in lines
+    report, lines = goal_report(goal=None, peak_goal=1.0)   # a tiny case is far from the peak
+    assert any("of peak, goal 100%" in line for line in lines)
+
+
+def test_saved_for_backward_is_what_a_training_forward_keeps():
+    T, B, H = 5, 3, 4
+    x = np.zeros((T, B, H), np.float32)
+    for cell in ("rnn", "gru", "lstm"):
+        layer = bench.CELLS[cell][0](H, H)
+        layer.train()(x)
+        ctx = layer._saved[0][0]
+        kept = [ctx.gates, ctx.cs, ctx.hn]
+        # the states after each step (hs also holds h0 in its first B rows)
+        nbytes = ctx.hs[B:].nbytes + sum(a.nbytes if cell != "lstm" or a is not ctx.cs
+                                         else a[B:].nbytes for a in kept if a is not None)
+        assert bench.saved_for_backward(cell, T, B, H) == nbytes, cell
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+def test_the_memory_probe_sees_at_least_what_a_step_must_keep():
+    T, B, H = 100, 32, 256
+    peak = bench.peak_step_memory("native", "lstm", T, B, H)
+    assert bench.saved_for_backward("lstm", T, B, H) <= peak < 8 * bench.saved_for_backward(
+        "lstm", T, B, H)
+
+
+def test_matrix_peak_multiplies_through_fastlstms_blas():
+    rng = np.random.default_rng(0)
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-13)):
+        a, b = rng.standard_normal((37, 19)).astype(dtype), rng.standard_normal((23, 19))
+        b = b.astype(dtype)
+        np.testing.assert_allclose(fastlstm.native.matmul_t(a, b), a @ b.T, rtol=tol, atol=tol)
+    assert fastlstm.native.matmul_t(np.ones((2, 0)), np.ones((3, 0))).tolist() == [[0] * 3] * 2
+    with pytest.raises(TypeError, match="a and b must both be float32 or both float64"):
+        fastlstm.native.matmul_t(np.ones((2, 2), np.float32), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="b must be a C-contiguous 2-D array"):
+        fastlstm.native.matmul_t(np.ones((2, 2)), np.ones((2, 2)).T)
