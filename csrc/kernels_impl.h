@@ -152,32 +152,57 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL 
             }
 }
 
+/* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. */
+FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, int64_t K, int64_t k,
+                                            const REAL *A, int64_t lda, const REAL *w,
+                                            SFX(vec) acc[8][8])
+{
+    SFX(vec) wk[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < np; q++)
+        wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++) {
+        const SFX(vec) a = VEC_BROADCAST(A[i * lda + k]);
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++)
+            acc[i][q] = VEC_FMA(a, wk[q], acc[i][q]);
+    }
+}
+
 /* C[:mr, :cols] = beta C + A[:mr] op(W) for the np panels from w (cols <= np VLEN, the last
- * panel may be partial): mr * np accumulators, which the callers keep within the 32 vector
- * registers. mr and np are constants at every call, so the loops unroll into registers. */
+ * panel may be partial). mr and np are constants at every call, so the loops unroll into
+ * registers: mr * np accumulators, which the callers keep within the 32 vector registers. A
+ * thin tile (mr * np < 8) would wait on the latency of its FMAs, each adding to the one before:
+ * it sums the k of each residue modulo u into its own accumulators instead (u sets of them,
+ * mr * np * u >= 8), and adds the sets together at the end. */
 FL_INLINE FL_VECTOR_TARGET void
 SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, const REAL *w,
           int64_t cols, int beta, REAL *C, int64_t ldc)
 {
-    SFX(vec) acc[8][8];
+    const int u = mr * np >= 8 ? 1 : mr * np >= 4 ? 2 : mr * np >= 2 ? 4 : 8;
+    SFX(vec) acc[8][8][8];
 #pragma GCC unroll 8
-    for (int i = 0; i < mr; i++)
+    for (int s = 0; s < u; s++)
 #pragma GCC unroll 8
-        for (int q = 0; q < np; q++)
-            acc[i][q] = (SFX(vec)){0};
-    for (int64_t k = 0; k < K; k++) {
-        SFX(vec) wk[8];
-#pragma GCC unroll 8
-        for (int q = 0; q < np; q++)
-            wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
-#pragma GCC unroll 8
-        for (int i = 0; i < mr; i++) {
-            const SFX(vec) a = VEC_BROADCAST(A[i * lda + k]);
+        for (int i = 0; i < mr; i++)
 #pragma GCC unroll 8
             for (int q = 0; q < np; q++)
-                acc[i][q] = VEC_FMA(a, wk[q], acc[i][q]);
-        }
-    }
+                acc[s][i][q] = (SFX(vec)){0};
+    int64_t k = 0;
+    for (; k + u <= K; k += u)
+#pragma GCC unroll 8
+        for (int s = 0; s < u; s++)
+            SFX(tile_k)(mr, np, K, k + s, A, lda, w, acc[s]);
+    for (; k < K; k++)
+        SFX(tile_k)(mr, np, K, k, A, lda, w, acc[0]);
+#pragma GCC unroll 8
+    for (int s = 1; s < u; s++)
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+            for (int q = 0; q < np; q++)
+                acc[0][i][q] += acc[s][i][q];
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 8
@@ -186,10 +211,10 @@ SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, con
             const int64_t n = cols - q * VLEN < VLEN ? cols - q * VLEN : VLEN;
             if (n == VLEN) {
                 SFX(vec) *cv = (SFX(vec) *)c;
-                *cv = beta ? *cv + acc[i][q] : acc[i][q];
+                *cv = beta ? *cv + acc[0][i][q] : acc[0][i][q];
             } else {
                 for (int64_t v = 0; v < n; v++)
-                    c[v] = beta ? c[v] + acc[i][q][v] : acc[i][q][v];
+                    c[v] = beta ? c[v] + acc[0][i][q][v] : acc[0][i][q][v];
             }
         }
 }
