@@ -25,7 +25,8 @@
  * b % parts), a number that depends on the machine only, never on n_threads; each part runs the
  * whole time loop on one thread, and every reduction over rows runs in a fixed order. Results
  * are therefore bitwise identical for every n_threads. Dealt round-robin, the sequences of a
- * length-sorted batch share the work evenly.
+ * length-sorted batch share the work evenly. n_threads is an upper bound: a call on one
+ * sequence, or too small to share, runs on one thread.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H

@@ -658,6 +658,7 @@ static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(pac
 
 void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
+    n_threads = call_threads(l, n_threads);
     const int cell = l->cell;
     const int64_t N = fl_packed_rows(l), GH = gates_of(cell) * l->H, parts = fl_num_parts();
     /* Where the pre-activations go: into gates, or for the Elman cell straight into hs. The GRU
@@ -702,6 +703,7 @@ static void SFX(gather_prev)(const fl_layer *l, const REAL *src, int64_t width, 
 
 void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
+    n_threads = call_threads(l, n_threads);
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const int64_t N = fl_packed_rows(l);
