@@ -127,7 +127,7 @@ FL_INLINE REAL SFX(tanh)(REAL a)
  * as much as the product for the small row counts of a step. Here the matrix is packed once per
  * call and each step runs a register-tiled product over the packed panels. The vector code is
  * compiled for AVX-512 only (FL_VECTOR_TARGET) and run only where fl_init() found that the CPU
- * has it (fl_use_packed); elsewhere the steps call the BLAS as before.
+ * has it (fl_vector_kernels()); elsewhere the steps call the BLAS as before.
  *
  * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
  * vector); panel p holds, for k = 0 .. K-1, the VLEN entries of row k in columns p VLEN ..,
@@ -238,7 +238,7 @@ SFX(tile_rows)(const int mr, const int np, int64_t rows, int64_t N, int64_t K, c
                       C + i * ldc + p * VLEN, ldc);
 }
 
-/* C (n, N) = beta C + A (n, K) op(W), op(W) packed by SFX(pack); beta is 0 or 1. Blocks of 8
+/* C (n, N) = beta C + A (n, K) op(W), op(W) packed by pack_part; beta is 0 or 1. Blocks of 8
  * rows run 8 x 3 tiles; the rest, r < 8 rows, one tile row with as many panels as fit. */
 static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, int64_t K, const REAL *A,
                                               int64_t lda, const REAL *packed, int beta,
