@@ -13,12 +13,10 @@ must stay below 1e-4 in any case, far below the O(1) error of any wrong term.
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_all_close, assert_close, f_backward, f_forward, grads_copy,
-                     layer_backward, layer_forward, layer_problem, make_layer, max_rel_err,
-                     n_states, random_problem)
-
-TOL64 = 1e-10
-F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
+from helpers import (F32_MAX, KINDS, TOL64, as64_tree, assert_all_close, assert_close,
+                     assert_f32_like_reference, compare_layer_runs, f_backward, f_forward,
+                     layer_backward, layer_forward, layer_problem, make_layer, n_states,
+                     random_problem, run_layer)
 
 # (T, B, I, H): the edge sizes 1 in every position, then shapes drawn from a seeded generator.
 _shape_rng = np.random.default_rng(20240601)
@@ -39,25 +37,12 @@ def run_functional(backend, kind, x, states, weights, dy, dstates):
     return names, [y, *finals, dx, *dinits, *dweights]
 
 
-def as64(arrays):
-    return [None if a is None else np.asarray(a, np.float64) for a in arrays]
-
-
-def as64_tree(args):
-    """Arrays, and tuples/lists of arrays, converted to float64."""
-    return [np.asarray(a, np.float64) if isinstance(a, np.ndarray) else as64(a) for a in args]
-
-
 def check_float32(names, native32, reference32, truth64):
     for name, nat, ref, truth in zip(names, native32, reference32, truth64):
         if truth is None:
             assert nat is None and ref is None, name
-            continue
-        assert nat.dtype == np.float32 and ref.dtype == np.float32, name
-        err_nat, err_ref = max_rel_err(nat, truth), max_rel_err(ref, truth)
-        assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
-            f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
-        assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+        else:
+            assert_f32_like_reference(name, nat, ref, truth)
 
 
 # ---------------------------------------------------------------- functional level
@@ -205,27 +190,6 @@ def case_id(case):
     return "-".join(f"{k}={v}" for k, v in case.items())
 
 
-def run_layer(layer, x, states, dy, dstates):
-    layer.zero_grad()
-    y, finals = layer_forward(layer, x, states)
-    dx, dinits = layer_backward(layer, dy, dstates)
-    return y, finals, dx, dinits, grads_copy(layer)
-
-
-def compare_layer_runs(got, expected, check):
-    y, finals, dx, dinits, grads = got
-    y_e, finals_e, dx_e, dinits_e, grads_e = expected
-    check("y", y, y_e)
-    for name, a, b in zip(("h_n", "c_n"), finals, finals_e):
-        check(name, a, b)
-    check("dx", dx, dx_e)
-    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_e):
-        check(name, a, b)
-    assert grads.keys() == grads_e.keys()
-    for name in grads:
-        check(name, grads[name], grads_e[name])
-
-
 @pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_float64(kind, case, rng):
@@ -239,7 +203,7 @@ def test_layer_float64(kind, case, rng):
         assert a.dtype == np.float64
         assert_close(a, b, TOL64, name)
 
-    compare_layer_runs(run_layer(nat, *problem), run_layer(ref, *problem), check)
+    compare_layer_runs(run_layer(nat, *problem), run_layer(ref, *problem), check=check)
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=case_id)
@@ -250,25 +214,8 @@ def test_layer_float32(kind, case, rng):
     truth = make_layer(kind, 3, 5, dtype=np.float64, backend="reference", **case)
     truth.load_state_dict(nat.state_dict())
     problem = layer_problem(rng, nat, T=6, B=4)
-    exact = run_layer(truth, *as64_tree(problem))
-
-    def errors(run):
-        errs = {}
-
-        def record(name, a, b):
-            assert a.dtype == np.float32, name
-            errs[name] = max_rel_err(a, b)
-
-        compare_layer_runs(run, exact, record)
-        return errs
-
-    err_nat = errors(run_layer(nat, *problem))
-    err_ref = errors(run_layer(ref, *problem))
-    for name in err_nat:
-        assert err_nat[name] <= F32_FACTOR * err_ref[name] + F32_FLOOR, (
-            f"{name}: native float32 error {err_nat[name]:.3g}, "
-            f"reference float32 error {err_ref[name]:.3g}")
-        assert err_nat[name] <= F32_MAX, (name, err_nat[name])
+    compare_layer_runs(run_layer(nat, *problem), run_layer(ref, *problem),
+                       run_layer(truth, *as64_tree(problem)), check=assert_f32_like_reference)
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
@@ -297,7 +244,8 @@ def test_layer_dropout_masks_are_the_same_on_both_backends(kind, rng):
     layers[0].train()
     runs = [run_layer(layer, *problem) for layer in layers]
     assert not np.allclose(runs[0][0], eval_y), "dropout should act in training mode"
-    compare_layer_runs(runs[1], runs[0], lambda name, a, b: assert_close(a, b, TOL64, name))
+    compare_layer_runs(runs[1], runs[0],
+                       check=lambda name, a, b: assert_close(a, b, TOL64, name))
 
 
 

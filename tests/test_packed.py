@@ -31,16 +31,15 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_backward_matches_fd, assert_close, f_backward, f_forward,
-                     max_rel_err, n_states, random_weights, state_sizes, weight_names)
+from helpers import (KINDS, TOL64, as64_tree, assert_backward_matches_fd, assert_close,
+                     assert_f32_like_reference, f_backward, f_forward, n_states, random_weights,
+                     state_sizes, weight_names)
 
 import fastlstm
 from fastlstm import native, reference
 
 BACKENDS = {"reference": reference, "native": native}
 ORACLE_TOL64 = 1e-12
-TOL64 = 1e-10
-F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
 THREADS = (1, 2, 3)
 
 
@@ -286,13 +285,6 @@ def test_packed_native_matches_reference_float64(kind, case, bias, rng):
             assert_close(n, r, TOL64, name)
 
 
-def as64(problem):
-    x, states, weights, dy, dstates = problem
-    conv = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
-    return (conv(x), tuple(map(conv, states)), tuple(map(conv, weights)), conv(dy),
-            tuple(map(conv, dstates)))
-
-
 @pytest.mark.parametrize("case", nvr_cases(), ids=oracle_id)
 @pytest.mark.parametrize("kind", KINDS)
 def test_packed_native_float32_error_is_like_the_reference(kind, case, rng):
@@ -301,13 +293,9 @@ def test_packed_native_float32_error_is_like_the_reference(kind, case, rng):
     problem = packed_problem(rng, kind, bs, len(lengths), I, H, dtype=np.float32)
     names, nat = run_packed("native", kind, problem, bs)
     _, ref = run_packed("reference", kind, problem, bs)
-    _, truth = run_packed("reference", kind, as64(problem), bs)
+    _, truth = run_packed("reference", kind, as64_tree(problem), bs)
     for name, n, r, t in zip(names, nat, ref, truth, strict=True):
-        assert n.dtype == np.float32 and r.dtype == np.float32, name
-        err_nat, err_ref = max_rel_err(n, t), max_rel_err(r, t)
-        assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
-            f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
-        assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+        assert_f32_like_reference(name, n, r, t)
 
 
 @pytest.mark.parametrize("kind", KINDS)
