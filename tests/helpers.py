@@ -112,6 +112,18 @@ def f_backward(backend, kind, ctx, dy, dstates):
     return dx, (dh0,), tuple(dw)
 
 
+def run_functional(backend, kind, problem, batch_sizes=None):
+    """Functional forward (padded, or packed with ``batch_sizes``) then backward of ``problem =
+    (x, states, weights, dy, dstates)``: the names and the arrays of every output and gradient,
+    the weight gradients named as in :func:`weight_names`."""
+    x, states, weights, dy, dstates = problem
+    y, finals, ctx = f_forward(backend, kind, x, states, weights, batch_sizes)
+    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
+    names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
+             + list(weight_names(kind)))
+    return names, [y, *finals, dx, *dinits, *dweights]
+
+
 # ---------------------------------------------------------------- layers
 
 
@@ -248,9 +260,13 @@ F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
 
 
 def as64_tree(args):
-    """Arrays, and tuples/lists of arrays (None kept), converted to float64."""
-    return [np.asarray(a, np.float64) if isinstance(a, np.ndarray)
-            else [None if b is None else np.asarray(b, np.float64) for b in a] for a in args]
+    """Arrays, and tuples/lists of them at any depth, converted to float64 (None stays None)."""
+    def convert(a):
+        if a is None or isinstance(a, np.ndarray):
+            return None if a is None else np.asarray(a, np.float64)
+        return [convert(b) for b in a]
+
+    return convert(args)
 
 
 def assert_f32_like_reference(name, native32, reference32, truth64):
@@ -262,6 +278,20 @@ def assert_f32_like_reference(name, native32, reference32, truth64):
     assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
         f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
     assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+
+
+def assert_functional_matches(names, native, reference, truth64=None):
+    """:func:`run_functional` results of the two backends, by name (None must match None):
+    float64 to TOL64; float32, given ``truth64`` (the reference's float64 results on the same
+    inputs), by the float32 policy."""
+    for k, (name, nat, ref) in enumerate(zip(names, native, reference, strict=True)):
+        if ref is None:
+            assert nat is None, name
+        elif truth64 is None:
+            assert nat.dtype == np.float64 and nat.shape == ref.shape, name
+            assert_close(nat, ref, TOL64, name)
+        else:
+            assert_f32_like_reference(name, nat, ref, truth64[k])
 
 
 def scale_of(a):

@@ -14,9 +14,9 @@ must stay below 1e-4 in any case, far below the O(1) error of any wrong term.
 import numpy as np
 import pytest
 from helpers import (F32_MAX, KINDS, TOL64, as64_tree, assert_all_close, assert_close,
-                     assert_f32_like_reference, compare_layer_runs, f_backward, f_forward,
-                     layer_backward, layer_forward, layer_problem, make_layer, n_states,
-                     random_problem, run_layer)
+                     assert_f32_like_reference, assert_functional_matches, compare_layer_runs,
+                     f_backward, f_forward, layer_backward, layer_forward, layer_problem,
+                     make_layer, n_states, random_problem, run_functional, run_layer)
 
 # (T, B, I, H): the edge sizes 1 in every position, then shapes drawn from a seeded generator.
 _shape_rng = np.random.default_rng(20240601)
@@ -28,23 +28,6 @@ def shape_id(shape):
     return "T{}-B{}-I{}-H{}".format(*shape)
 
 
-def run_functional(backend, kind, x, states, weights, dy, dstates):
-    """Forward then backward; every output and gradient as one flat list, with names."""
-    y, finals, ctx = f_forward(backend, kind, x, states, weights)
-    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
-    names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
-             + ["dw_ih", "dw_hh", "db_ih", "db_hh"])
-    return names, [y, *finals, dx, *dinits, *dweights]
-
-
-def check_float32(names, native32, reference32, truth64):
-    for name, nat, ref, truth in zip(names, native32, reference32, truth64):
-        if truth is None:
-            assert nat is None and ref is None, name
-        else:
-            assert_f32_like_reference(name, nat, ref, truth)
-
-
 # ---------------------------------------------------------------- functional level
 
 
@@ -53,25 +36,19 @@ def check_float32(names, native32, reference32, truth64):
 @pytest.mark.parametrize("kind", KINDS)
 def test_functional_float64(kind, shape, bias, rng):
     problem = random_problem(rng, kind, *shape, dtype=np.float64, bias=bias)
-    names, ref = run_functional("reference", kind, *problem)
-    _, nat = run_functional("native", kind, *problem)
-    for name, n, r in zip(names, nat, ref):
-        if r is None:
-            assert n is None, name
-        else:
-            assert n.dtype == np.float64 and n.shape == r.shape, name
-            assert_close(n, r, TOL64, name)
+    names, ref = run_functional("reference", kind, problem)
+    _, nat = run_functional("native", kind, problem)
+    assert_functional_matches(names, nat, ref)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("kind", KINDS)
 def test_functional_float32_error_is_like_the_reference(kind, shape, rng):
-    x, states, weights, dy, dstates = random_problem(rng, kind, *shape, dtype=np.float32)
-    names, nat = run_functional("native", kind, x, states, weights, dy, dstates)
-    _, ref = run_functional("reference", kind, x, states, weights, dy, dstates)
-    _, truth = run_functional("reference", kind,
-                              *as64_tree([x, states, weights, dy, dstates]))
-    check_float32(names, nat, ref, truth)
+    problem = random_problem(rng, kind, *shape, dtype=np.float32)
+    names, nat = run_functional("native", kind, problem)
+    _, ref = run_functional("reference", kind, problem)
+    _, truth = run_functional("reference", kind, as64_tree(problem))
+    assert_functional_matches(names, nat, ref, truth)
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
@@ -158,7 +135,7 @@ def test_missing_states_and_gradients_mean_zeros(backend, kind, rng):
 def test_inputs_are_not_modified_and_strided_inputs_work(backend, kind, rng):
     x, states, weights, dy, dstates = random_problem(rng, kind, 5, 3, 4, 3)
     originals = [a.copy() for a in (x, *states, *weights, dy, *dstates)]
-    names, expected = run_functional(backend, kind, x, states, weights, dy, dstates)
+    names, expected = run_functional(backend, kind, (x, states, weights, dy, dstates))
     for before, after in zip(originals, (x, *states, *weights, dy, *dstates)):
         assert np.array_equal(before, after), "a functional call modified one of its inputs"
 
@@ -169,9 +146,9 @@ def test_inputs_are_not_modified_and_strided_inputs_work(backend, kind, rng):
         return big[..., 1]
 
     wt = [np.asfortranarray(w) if w.ndim == 2 else strided(w) for w in weights]
-    _, got = run_functional(backend, kind, strided(x), [strided(s) for s in states], wt,
-                            strided(dy), [strided(s) for s in dstates])
-    for name, a, b in zip(names, got, expected):
+    _, got = run_functional(backend, kind, (strided(x), [strided(s) for s in states], wt,
+                                            strided(dy), [strided(s) for s in dstates]))
+    for name, a, b in zip(names, got, expected, strict=True):
         assert_close(a, b, 1e-14, name)
 
 
@@ -258,9 +235,9 @@ def test_saturated_units_stay_finite_and_agree(kind, dtype, rng):
     x, states, weights, dy, dstates = random_problem(rng, kind, 6, 3, 4, 5, dtype=dtype)
     x = (200 * x).astype(dtype)
     weights = tuple((50 * w).astype(dtype) for w in weights)
-    names, nat = run_functional("native", kind, x, states, weights, dy, dstates)
-    _, ref = run_functional("reference", kind, x, states, weights, dy, dstates)
-    for name, n, r in zip(names, nat, ref):
+    names, nat = run_functional("native", kind, (x, states, weights, dy, dstates))
+    _, ref = run_functional("reference", kind, (x, states, weights, dy, dstates))
+    for name, n, r in zip(names, nat, ref, strict=True):
         assert np.isfinite(n).all() and np.isfinite(r).all(), name
         assert_close(n, r, TOL64 if dtype == np.float64 else F32_MAX, name)
 
@@ -270,12 +247,12 @@ def test_saturated_units_stay_finite_and_agree(kind, dtype, rng):
 def test_read_only_inputs_work(backend, kind, rng):
     """Arrays that cannot be written (memory maps, np.broadcast_to, some torch exports)."""
     problem = random_problem(rng, kind, 5, 3, 4, 3)
-    names, expected = run_functional(backend, kind, *problem)
+    names, expected = run_functional(backend, kind, problem)
     x, states, weights, dy, dstates = (a.copy() if isinstance(a, np.ndarray)
                                        else tuple(None if b is None else b.copy() for b in a)
                                        for a in problem)
     for a in (x, *states, *weights, dy, *dstates):
         a.flags.writeable = False
-    _, got = run_functional(backend, kind, x, states, weights, dy, dstates)
-    for name, a, b in zip(names, got, expected):
+    _, got = run_functional(backend, kind, (x, states, weights, dy, dstates))
+    for name, a, b in zip(names, got, expected, strict=True):
         assert np.array_equal(a, b), name
