@@ -145,6 +145,24 @@ def describe(a):
     return f"{type(a).__name__} {a!r}"[:120]
 
 
+def as_array(name, a):
+    """``a`` as a NumPy array, or a TypeError naming ``name``.
+
+    Arrays pass as they are; torch tensors (anything with ``.detach().cpu().numpy()``) and
+    array-likes (lists, scalars) are converted. What would only make an array of Python objects
+    (None, ragged lists) is refused here, where the message can still say what it was.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        array = np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+    except Exception as exc:  # an object numpy cannot turn into an array
+        raise TypeError(f"{name} must be an array, got {describe(a)}") from exc
+    if array.dtype == object:
+        raise TypeError(f"{name} must be an array of numbers, got {describe(a)}")
+    return array
+
+
 def as_float_array(name, a, dtype=None, ndim=None):
     """Return ``a`` as a C-contiguous float32/float64 array, or raise naming ``name``.
 
@@ -154,10 +172,7 @@ def as_float_array(name, a, dtype=None, ndim=None):
     hear about.
     """
     if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:  # an object numpy cannot turn into an array
-            raise TypeError(f"{name} must be an array, got {describe(a)}") from exc
+        a = as_array(name, a)
         if a.dtype.kind in "iub" and dtype is not None:
             a = a.astype(dtype)  # a literal list of numbers: take the expected dtype
     if dtype is None:

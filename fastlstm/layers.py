@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 
 from . import native, reference
-from ._functional import NONLINEARITIES, Batch, describe
-from ._module import Module, check_bool, check_choice, check_dtype, check_int, check_seed, to_numpy
+from ._functional import NONLINEARITIES, Batch, as_array, describe
+from ._module import Module, check_bool, check_choice, check_dtype, check_int, check_seed
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
@@ -97,9 +97,7 @@ class _Recurrent(Module):
             warnings.warn("dropout acts between stacked layers only, so it has no effect with "
                           f"num_layers=1 (got dropout={self.dropout})", stacklevel=3)
         self.dtype = check_dtype(dtype)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
-        self.backend = backend
+        self.backend = check_choice("backend", backend, tuple(BACKENDS))
         self.seed = check_seed(seed)
         self.recurrent_init = check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
         self._layout = self._make_layout()
@@ -177,8 +175,7 @@ class _Recurrent(Module):
 
     def _check_input(self, x):
         """x as a C-contiguous (T, B, input_size) array of the layer's dtype."""
-        if not isinstance(x, np.ndarray):
-            x = np.asarray(to_numpy(x))
+        x = as_array("x", x)
         self._check_dtype("x", x)
         layout = "(batch, seq_len, input_size)" if self.batch_first else \
             "(seq_len, batch, input_size)"
@@ -207,7 +204,7 @@ class _Recurrent(Module):
             shape = (self.num_layers * self.num_directions, B, size)
             if s is None:
                 raise TypeError(f"{n} must be an array of shape {shape}, got None")
-            s = np.asarray(to_numpy(s))
+            s = as_array(n, s)
             self._check_dtype(n, s)
             if s.shape != shape:
                 what = "proj_size" if size != self.hidden_size else "hidden_size"
@@ -221,7 +218,8 @@ class _Recurrent(Module):
         """``lengths`` as B int64 values in [0, T], or None."""
         if lengths is None:
             return None
-        lengths = to_numpy(lengths)
+        if hasattr(lengths, "detach"):   # a torch tensor: as NumPy; lists stay lists (below)
+            lengths = as_array("lengths", lengths)
         shape_error = f"lengths must be 1-D with one length per sequence, shape ({B},), got "
         range_error = f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
         if isinstance(lengths, (list, tuple)):
@@ -235,11 +233,7 @@ class _Recurrent(Module):
             if lengths and (min(lengths) < 0 or max(lengths) > T):
                 raise ValueError(range_error + f"{min(lengths)} to {max(lengths)}")
             return np.array(lengths, np.int64)
-        try:
-            a = np.asarray(lengths)
-        except Exception as exc:
-            raise TypeError(f"lengths must be a 1-D array of integers, got "
-                            f"{describe(lengths)}") from exc
+        a = as_array("lengths", lengths)
         if a.shape != (B,):
             raise ValueError(shape_error + f"shape {a.shape}")
         if a.dtype.kind not in "iu" and a.size:
@@ -301,7 +295,7 @@ class _Recurrent(Module):
         T, B = packing.T, packing.B
         L, D, P = self.num_layers, self.num_directions, self.output_size
         y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
-        dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(to_numpy(dy))
+        dy = np.zeros(y_shape, self.dtype) if dy is None else as_array("dy", dy)
         self._check_dtype("dy", dy)
         if dy.shape != y_shape:
             raise ValueError(f"dy must have the shape of y, {y_shape}, got {dy.shape}")

@@ -1,0 +1,91 @@
+"""The checks of every public entry point beyond test_errors.py's: what cannot become an array of
+numbers, sizes that cannot be allocated, contexts whose arrays were replaced, the BLAS's 32-bit
+sizes, the toolkit's hyperparameters; and inputs in any memory layout, which must work.
+
+Each bad call must raise the documented exception (TypeError, ValueError, MemoryError for a size
+that cannot be allocated) with a message that names the argument and says what it got.
+"""
+import re
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import losses, native
+
+F32 = np.float32
+RAGGED = [[1.0, 2.0], [3.0]]
+
+
+class BrokenTensor:
+    """Has a .detach() like a torch tensor, but is not one."""
+
+    def detach(self):
+        raise RuntimeError("not a tensor")
+
+
+# ---------------------------------------------------------------- values that are not arrays
+
+NOT_ARRAYS = [(RAGGED, r"must be an array, got a list of 2 items"),
+              ({"a": 1}, r"must be an array of numbers, got dict \{'a': 1\}"),
+              (BrokenTensor(), r"must be an array, got BrokenTensor")]
+
+
+def layer_calls():
+    """(argument name, call with the bad value) for every array argument of the layers, the
+    functional API and the toolkit."""
+    lstm = fastlstm.LSTM(3, 4)
+    x = np.zeros((2, 1, 3), F32)
+    h = np.zeros((1, 1, 4), F32)
+    lstm(x)
+    stream = fastlstm.GRU(3, 4).stream(1)
+    linear = fastlstm.Linear(3, 2)
+    linear(np.zeros((1, 3), F32))
+    w = np.zeros((4, 3))
+    ctx = native.rnn_forward(np.zeros((2, 1, 3)), None, w, np.zeros((4, 4)), None, None)[2]
+    return [
+        ("x", lambda bad: lstm(bad)),
+        (r"hx\[0\]", lambda bad: lstm(x, (bad, h))),
+        (r"hx\[1\]", lambda bad: lstm(x, (h, bad))),
+        ("dy", lambda bad: lstm.backward(bad)),
+        (r"dhx\[1\]", lambda bad: lstm.backward(None, (h, bad))),
+        (r"state_dict\['bias_hh_l0'\]",
+         lambda bad: lstm.load_state_dict({**lstm.state_dict(), "bias_hh_l0": bad})),
+        (r"state\[0\]", lambda bad: fastlstm.LSTM(3, 4).stream(1).reset((bad, h[0]))),
+        ("x", lambda bad: stream.step(bad)),
+        ("x", lambda bad: linear(bad)),
+        ("dy", lambda bad: linear.backward(bad)),
+        ("pred", lambda bad: losses.mse(bad, np.zeros(2))),
+        ("target", lambda bad: losses.mse(np.zeros(2), bad)),
+        ("labels", lambda bad: losses.cross_entropy(np.zeros((2, 3)), bad)),
+        ("x", lambda bad: native.rnn_forward(bad, None, w, np.zeros((4, 4)), None, None)),
+        ("w_ih", lambda bad: native.rnn_forward(np.zeros((2, 1, 3)), None, bad,
+                                                np.zeros((4, 4)), None, None)),
+        ("dh_n", lambda bad: native.rnn_backward(ctx, None, bad)),
+    ]
+
+
+@pytest.mark.parametrize("bad, got", NOT_ARRAYS, ids=["ragged", "dict", "fake tensor"])
+def test_what_cannot_be_an_array_of_numbers_is_named(bad, got):
+    for name, call in layer_calls():
+        with pytest.raises(TypeError, match=rf"^{name} {got}"):
+            call(bad)
+
+
+def test_lengths_that_are_not_an_array_of_numbers():
+    layer = fastlstm.RNN(3, 4)
+    x = np.zeros((2, 1, 3), F32)
+    with pytest.raises(TypeError, match=r"lengths must be an array of numbers, got dict"):
+        layer(x, lengths={0: 1})
+    with pytest.raises(TypeError, match=r"lengths must be an array, got BrokenTensor"):
+        layer(x, lengths=BrokenTensor())
+
+
+@pytest.mark.parametrize("name, value", [("backend", ["native"]), ("backend", np.array([1])),
+                                         ("nonlinearity", np.array(["tanh", "relu"])),
+                                         ("recurrent_init", ["uniform"])])
+def test_choices_that_are_not_strings(name, value):
+    """An unhashable or array value gets the argument's own message, not NumPy's or Python's
+    complaint about hashing or about the truth value of an array."""
+    with pytest.raises(ValueError, match=rf"{name} must be .* got " + re.escape(repr(value))):
+        fastlstm.RNN(3, 4, **{name: value})
