@@ -183,7 +183,8 @@ def as_float_array(name, a, dtype=None, ndim=None):
                         f"got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
-    return np.ascontiguousarray(a)
+    # Not np.ascontiguousarray, which turns a 0-D array into a 1-D one.
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def expect_shape(name, a, shape, meaning):

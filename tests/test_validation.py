@@ -89,3 +89,23 @@ def test_choices_that_are_not_strings(name, value):
     complaint about hashing or about the truth value of an array."""
     with pytest.raises(ValueError, match=rf"{name} must be .* got " + re.escape(repr(value))):
         fastlstm.RNN(3, 4, **{name: value})
+
+
+# ---------------------------------------------------------------- 0-D arrays stay 0-D
+
+
+def test_linear_reports_a_0d_input_as_it_is():
+    with pytest.raises(ValueError, match=r"x must have in_features=3 entries on its last "
+                                         r"axis, got shape \(\)"):
+        fastlstm.Linear(3, 2)(np.float32(1))
+
+
+def test_cross_entropy_refuses_0d_logits():
+    with pytest.raises(ValueError, match=r"logits must be \(\.\.\., classes\).*got shape \(\)"):
+        losses.cross_entropy(np.float64(2), 0)
+
+
+def test_mse_of_0d_arrays():
+    """(3 - 1)^2 = 4, and its gradient 2 (3 - 1) = 4, as a 0-D array like pred."""
+    loss, grad = losses.mse(np.float64(3), np.float64(1))
+    assert loss == 4 and grad.shape == () and grad == 4
