@@ -272,9 +272,9 @@ def _packed_batch(batch_sizes, x, h0):
     if np.any(sizes < 0) or np.any(sizes[1:] > sizes[:-1]):
         raise ValueError(f"batch_sizes must be non-negative and non-increasing (sequences "
                          f"sorted longest first), got {sizes.tolist()}")
-    if sizes.sum() != x.shape[0]:
-        raise ValueError(f"x must have sum(batch_sizes) = {sizes.sum()} rows, got "
-                         f"{x.shape[0]}")
+    total = sum(sizes.tolist())   # in Python's integers: a sum past int64 must not wrap around
+    if total != x.shape[0]:
+        raise ValueError(f"x must have sum(batch_sizes) = {total} rows, got {x.shape[0]}")
     first = int(sizes[0]) if len(sizes) else 0
     h0_shape = () if h0 is None else np.shape(h0)
     B = h0_shape[0] if h0_shape else first      # a malformed h0 is refused by its own check

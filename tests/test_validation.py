@@ -109,3 +109,17 @@ def test_mse_of_0d_arrays():
     """(3 - 1)^2 = 4, and its gradient 2 (3 - 1) = 4, as a 0-D array like pred."""
     loss, grad = losses.mse(np.float64(3), np.float64(1))
     assert loss == 4 and grad.shape == () and grad == 4
+
+
+# ---------------------------------------------------------------- packed batches
+
+
+@pytest.mark.parametrize("backend", [native, fastlstm.reference], ids=["native", "reference"])
+def test_batch_sizes_whose_int64_sum_wraps_around(backend):
+    """17 steps of 2^60 sequences sum to 2^64 + 2^60, which int64 wraps to 2^60: the rows of
+    this x (zero features, so no memory). The sum must be exact, and refused."""
+    x = np.empty((2**60, 0), F32)
+    with pytest.raises(ValueError, match=r"x must have sum\(batch_sizes\) = "
+                                         rf"{17 * 2**60} rows, got {2**60}"):
+        backend.rnn_forward(x, None, np.zeros((4, 0), F32), np.zeros((4, 4), F32), None, None,
+                            batch_sizes=np.full(17, 2**60))
