@@ -291,6 +291,7 @@ def check_backward(cell, ctx, dy, state_grads):
         raise TypeError(f"ctx must be the Context returned by {cell}_forward, got {describe(ctx)}")
     if ctx.cell != cell:
         raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
+    _check_context(ctx)
     dtype = ctx.hs.dtype
     batch, P = ctx.batch, ctx.hs.shape[1]
     y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
@@ -303,6 +304,43 @@ def check_backward(cell, ctx, dy, state_grads):
     dh_n = _state("dh_n", state_grads[0], dtype, batch.B, P, _h_size(ctx.w_hr))
     H = ctx.hidden_size
     return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, batch.B, H) for dc in state_grads[1:])
+
+
+def _check_context(ctx):
+    """Refuse a context whose arrays no longer fit together (one replaced after the forward):
+    the native backward reads them as memory of the sizes its batch and weights give."""
+    batch, hs, w_ih, w_hr = ctx.batch, ctx.hs, ctx.w_ih, ctx.w_hr
+    sizes = getattr(batch, "batch_sizes", None)
+    if not (isinstance(batch, Batch) and isinstance(sizes, np.ndarray) and sizes.ndim == 1
+            and sizes.dtype == np.int64 and sizes.flags.c_contiguous
+            and not (sizes[:1] > batch.B).any() and (sizes >= 0).all()
+            and not (sizes[1:] > sizes[:-1]).any()):
+        raise ValueError(f"ctx.batch must be the Batch its forward made, with batch_sizes "
+                         f"non-increasing from at most B, got {batch!r}")
+    if ctx.cell == "rnn" and ctx.nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"ctx.nonlinearity must be 'tanh' or 'relu', got {ctx.nonlinearity!r}")
+    if not (all(isinstance(a, np.ndarray) and a.ndim == 2 for a in (hs, w_ih))
+            and hs.dtype in DTYPES and w_ih.shape[0] % GATES[ctx.cell] == 0):
+        raise ValueError(f"ctx.hs and ctx.w_ih must be the arrays its forward made, got "
+                         f"{describe(hs)} and {describe(w_ih)}")
+    (GH, I), P = w_ih.shape, hs.shape[1]
+    H, N, B = GH // GATES[ctx.cell], batch.N, batch.B
+    shapes = {"x": (N, I), "hs": (B + N, H if w_hr is None else P), "w_hh": (GH, P),
+              "cs": (B + N, H), "gates": (N, GH), "hn": (N, H), "w_hr": (P, H),
+              "w_peephole": (3 * H,)}
+    required = ("x", "hs", "w_hh") + {"rnn": (), "lstm": ("cs", "gates"),
+                                      "gru": ("gates", "hn")}[ctx.cell]
+    for field, shape in shapes.items():
+        a = getattr(ctx, field)
+        if a is None and field not in required:
+            continue
+        if field in ("w_hr", "w_peephole") and ctx.cell != "lstm":
+            raise ValueError(f"ctx.{field} must be None in a context of {ctx.cell}_forward, "
+                             f"got {describe(a)}")
+        if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == hs.dtype
+                and a.flags.c_contiguous):
+            raise ValueError(f"ctx.{field} must be a C-contiguous {hs.dtype} array of shape "
+                             f"{shape}, as its forward made it, got {describe(a)}")
 
 
 def _state(name, s, dtype, B, n, size="hidden_size"):

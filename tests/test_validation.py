@@ -9,9 +9,11 @@ import re
 
 import numpy as np
 import pytest
+from helpers import f_backward, f_forward, random_problem
 
 import fastlstm
 from fastlstm import losses, native
+from fastlstm._functional import Batch
 
 F32 = np.float32
 RAGGED = [[1.0, 2.0], [3.0]]
@@ -123,3 +125,60 @@ def test_batch_sizes_whose_int64_sum_wraps_around(backend):
                                          rf"{17 * 2**60} rows, got {2**60}"):
         backend.rnn_forward(x, None, np.zeros((4, 0), F32), np.zeros((4, 4), F32), None, None,
                             batch_sizes=np.full(17, 2**60))
+
+
+# ---------------------------------------------------------------- contexts
+
+
+def context(backend, kind, rng):
+    x, states, weights, dy, dstates = random_problem(rng, kind, 3, 2, 2, 3)
+    return f_forward(backend, kind, x, states, weights)[2], dy, dstates
+
+
+CONTEXT_CHANGES = {
+    "hs shorter": (lambda ctx: setattr(ctx, "hs", ctx.hs[:1]),
+                   r"ctx\.hs must be a C-contiguous float64 array of shape \(8, \d\), as its "
+                   r"forward made it, got an array of shape \(1, \d\)"),
+    "hs strided": (lambda ctx: setattr(ctx, "hs", np.repeat(ctx.hs, 2, axis=0)[::2]),
+                   r"ctx\.hs must be a C-contiguous"),
+    "x float32": (lambda ctx: setattr(ctx, "x", ctx.x.astype(F32)),
+                  r"ctx\.x must be a C-contiguous float64 array of shape \(6, 2\).*float32"),
+    "w_hh wider": (lambda ctx: setattr(ctx, "w_hh", np.zeros((ctx.w_hh.shape[0], 9))),
+                   r"ctx\.w_hh must be .* got an array of shape \(\d+, 9\)"),
+    "batch_sizes growing": (lambda ctx: ctx.batch.batch_sizes.__setitem__(slice(None),
+                                                                          [1, 2, 3]),
+                            r"ctx\.batch must be the Batch its forward made"),
+    "batch replaced": (lambda ctx: setattr(ctx, "batch", Batch(np.array([2, 2, 2]), 1, True)),
+                       r"ctx\.batch must be the Batch its forward made"),
+    "nonlinearity": (lambda ctx: setattr(ctx, "nonlinearity", "sigmoid"),
+                     r"ctx\.nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"),
+    "gates dropped": (lambda ctx: setattr(ctx, "gates", None),
+                      r"ctx\.gates must be a C-contiguous .* got NoneType None"),
+    "w_hr on a GRU": (lambda ctx: setattr(ctx, "w_hr", np.zeros((3, 3))),
+                      r"ctx\.w_hr must be None in a context of gru_forward"),
+}
+CONTEXT_CASES = [("rnn_tanh", c) for c in ("hs shorter", "hs strided", "x float32", "w_hh wider",
+                                           "batch_sizes growing", "batch replaced",
+                                           "nonlinearity")] + \
+    [("lstm", c) for c in ("hs shorter", "gates dropped", "batch_sizes growing")] + \
+    [("gru", c) for c in ("hs shorter", "gates dropped", "w_hr on a GRU")]
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("kind, change", CONTEXT_CASES, ids=[f"{k}-{c}" for k, c in CONTEXT_CASES])
+def test_backward_refuses_a_context_whose_arrays_were_replaced(kind, change, backend, rng):
+    """The native kernel would read the replaced arrays as memory of the forward's sizes."""
+    ctx, dy, dstates = context(backend, kind, rng)
+    f_backward(backend, kind, ctx, dy, dstates)       # the context as its forward made it works
+    modify, match = CONTEXT_CHANGES[change]
+    modify(ctx)
+    with pytest.raises(ValueError, match=match):
+        f_backward(backend, kind, ctx, dy, dstates)
+
+
+def test_lstm_context_with_projection_must_keep_its_shapes(rng):
+    x, states, weights, dy, dstates = random_problem(rng, "lstmp", 3, 2, 2, 4)
+    ctx = f_forward("native", "lstmp", x, states, weights)[2]
+    ctx.w_hr = None       # without the projection, h would have hidden_size = 4 columns, not 2
+    with pytest.raises(ValueError, match=r"ctx\.hs must be .* shape \(8, 4\).*\(8, 2\)"):
+        f_backward("native", "lstmp", ctx, dy, dstates)
