@@ -48,6 +48,25 @@ def check_seed(seed):
     return seed
 
 
+def check_allocatable(what, count, dtype):
+    """Raise a MemoryError naming ``what`` unless ``count`` numbers of ``dtype`` can be allocated.
+
+    A module checks the sizes it was given this way before building its parameters one by one:
+    a size too large to allocate (``num_layers=10**12``) would otherwise run out of memory, or
+    time, before NumPy had a single impossible array to refuse. The trial array is released at
+    once; its memory is never touched.
+    """
+    nbytes = count * np.dtype(dtype).itemsize
+    if nbytes <= np.iinfo(np.intp).max:
+        try:
+            np.empty(count, dtype)
+            return
+        except MemoryError:
+            pass
+    raise MemoryError(f"{what} need {count} numbers of {np.dtype(dtype)} ({nbytes / 2**30:.3g} "
+                      f"GiB), more than can be allocated")
+
+
 class Module:
     """Parameters (``{name: array}``, updated in place), their gradients ``grads`` with the same
     keys, accumulated by ``backward`` like torch's ``.grad``, and the training flag."""

@@ -11,6 +11,7 @@ Every argument is checked before anything changes, so a call that raises leaves 
 was: parameters, gradients, the saved forward pass and the dropout generator.
 """
 
+import math
 import numbers
 import warnings
 
@@ -18,10 +19,14 @@ import numpy as np
 
 from . import native, reference
 from ._functional import NONLINEARITIES, Batch, as_array, describe
-from ._module import Module, check_bool, check_choice, check_dtype, check_int, check_seed
+from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
+                      check_seed)
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
+# torch's parameter names of the backend functions' weights, in torch's order
+TORCH_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+               "w_hr": "weight_hr", "w_peephole": "weight_peephole"}
 
 
 def _orthogonal(rng, rows, cols):
@@ -100,6 +105,9 @@ class _Recurrent(Module):
         self.backend = check_choice("backend", backend, tuple(BACKENDS))
         self.seed = check_seed(seed)
         self.recurrent_init = check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        check_allocatable(f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
+                          f"{self.hidden_size}, num_layers={self.num_layers})'s parameters and "
+                          f"their gradients", 2 * self._parameter_count(), self.dtype)
         self._layout = self._make_layout()
         # Two independent streams from one seed: the initial weights do not depend on whether
         # dropout draws, and the dropout masks repeat from the same seed.
@@ -123,24 +131,36 @@ class _Recurrent(Module):
         """The last dimension of each state: h, then the LSTM's c."""
         return (self.output_size, self.hidden_size)[:self.n_states]
 
+    def _shapes(self, layer_in):
+        """The parameters of one layer-direction that reads ``layer_in`` features, in torch's
+        order: ``{kind: shape}``, where the kind is the backend function's argument name."""
+        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
+        shapes = {"w_ih": (GH, layer_in), "w_hh": (GH, P)}
+        if self.bias:
+            shapes["b_ih"] = shapes["b_hh"] = (GH,)
+        if self.proj_size:
+            shapes["w_hr"] = (P, H)
+        if self.peephole:
+            shapes["w_peephole"] = (3 * H,)
+        return shapes
+
+    def _parameter_count(self):
+        """How many numbers the parameters hold: the first layer reads input_size features, the
+        others the layer below's num_directions * output_size."""
+        first, other = (sum(math.prod(shape) for shape in self._shapes(n).values())
+                        for n in (self.input_size, self.num_directions * self.output_size))
+        return self.num_directions * (first + (self.num_layers - 1) * other)
+
     def _make_layout(self):
         """Per layer-direction (index k * num_directions + d), the parameters in torch's order:
         ``{kind: (name, shape)}``, where the kind is the backend function's argument name."""
-        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
         layout = []
         for k in range(self.num_layers):
-            layer_in = self.input_size if k == 0 else self.num_directions * P
+            shapes = self._shapes(self.input_size if k == 0
+                                  else self.num_directions * self.output_size)
             for suffix in ("", "_reverse")[:self.num_directions]:
-                entry = {"w_ih": (f"weight_ih_l{k}{suffix}", (GH, layer_in)),
-                         "w_hh": (f"weight_hh_l{k}{suffix}", (GH, P))}
-                if self.bias:
-                    entry["b_ih"] = (f"bias_ih_l{k}{suffix}", (GH,))
-                    entry["b_hh"] = (f"bias_hh_l{k}{suffix}", (GH,))
-                if self.proj_size:
-                    entry["w_hr"] = (f"weight_hr_l{k}{suffix}", (P, H))
-                if self.peephole:
-                    entry["w_peephole"] = (f"weight_peephole_l{k}{suffix}", (3 * H,))
-                layout.append(entry)
+                layout.append({kind: (f"{TORCH_NAMES[kind]}_l{k}{suffix}", shape)
+                               for kind, shape in shapes.items()})
         return layout
 
     def _init_params(self, rng):

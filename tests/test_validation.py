@@ -6,6 +6,9 @@ Each bad call must raise the documented exception (TypeError, ValueError, Memory
 that cannot be allocated) with a message that names the argument and says what it got.
 """
 import re
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -182,3 +185,57 @@ def test_lstm_context_with_projection_must_keep_its_shapes(rng):
     ctx.w_hr = None       # without the projection, h would have hidden_size = 4 columns, not 2
     with pytest.raises(ValueError, match=r"ctx\.hs must be .* shape \(8, 4\).*\(8, 2\)"):
         f_backward("native", "lstmp", ctx, dy, dstates)
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda: fastlstm.LSTM(3, 4, num_layers=10**12), r"LSTM\(input_size=3, hidden_size=4, "
+                                                     r"num_layers=1000000000000\)'s parameters"),
+    (lambda: fastlstm.LSTM(10**30, 4), r"LSTM\(input_size=10{30}, hidden_size=4"),
+    (lambda: fastlstm.LSTM(1, 10**6), r"LSTM\(input_size=1, hidden_size=1000000, "),
+    (lambda: fastlstm.GRU(3, 2**40, bidirectional=True), r"GRU\(input_size=3, hidden_size="),
+    (lambda: fastlstm.RNN(3, 4, num_layers=2**62), r"RNN\(input_size=3, hidden_size=4"),
+    (lambda: fastlstm.Linear(10**30, 2), r"Linear\(10{30}, 2\)'s parameters"),
+    (lambda: fastlstm.LSTM(3, 4).stream(10**30), r"the states of a stream of batch_size=10{30}"),
+    (lambda: fastlstm.LSTM(3, 4).stream(2**40), r"the states of a stream of batch_size="),
+], ids=["num_layers", "input_size beyond int64", "hidden_size 1e6", "hidden_size 2^40",
+        "num_layers 2^62", "Linear", "stream beyond int64", "stream 2^40"])
+def test_sizes_that_cannot_be_allocated_raise_memory_error(make, what):
+    """Before anything is built: without the check, num_layers=10**12 would loop for hours
+    building the parameters' names, and sizes beyond int64 gave NumPy's unnamed errors."""
+    with pytest.raises(MemoryError, match=what + r".* more than can be allocated"):
+        make()
+
+
+def test_sizes_that_can_be_allocated_are_not_refused():
+    layer = fastlstm.RNN(1, 1, num_layers=2000)
+    assert len(layer.state_dict()) == 4 * 2000
+
+
+FORWARD_TOO_LARGE = textwrap.dedent("""
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    import numpy as np
+    import fastlstm
+    # 2^24 rows of one feature: 64 MiB; their hidden states of 1024 units: 64 GiB.
+    x = np.zeros((2**14, 2**10, 1), np.float32)
+    for backend in ("native", "reference"):
+        layer = fastlstm.LSTM(1, 1024, backend=backend)
+        try:
+            layer(x)
+        except MemoryError as exc:
+            print(backend, "MemoryError", exc)
+""")
+
+
+def test_a_forward_whose_states_cannot_be_allocated_raises_memory_error():
+    """In a child process limited to 2 GiB of address space (never more is used), so that a
+    failure could not take the test run, or the machine's memory, with it."""
+    result = subprocess.run([sys.executable, "-c", FORWARD_TOO_LARGE], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["native", "MemoryError"],
+                                                    ["reference", "MemoryError"]], result.stdout
