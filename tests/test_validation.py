@@ -239,3 +239,33 @@ def test_a_forward_whose_states_cannot_be_allocated_raises_memory_error():
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["native", "MemoryError"],
                                                     ["reference", "MemoryError"]], result.stdout
+
+
+# ---------------------------------------------------------------- 32-bit sizes
+
+
+def test_blas_leading_dimensions_are_checked():
+    """The time loops' products stride over rows of one part of the batch, with leading
+    dimension parts * gates * hidden_size, a 32-bit number for the BLAS. An LSTM with a
+    projection of 1 can have 4 * hidden_size below 2^31 and that stride above it; the check
+    reads only the weights' shapes, so broadcast (zero-memory) weights show it."""
+    parts = native.build_info()["parts"]
+    if parts == 1:
+        pytest.skip("one part: the leading dimensions are the sizes the BLAS check covers")
+    H = 2**31 // parts // 4 + 1
+    w_ih, w_hh = (np.broadcast_to(F32(0), (4 * H, 1)) for _ in range(2))
+    w_hr = np.broadcast_to(F32(0), (1, H))
+    batch = Batch(np.full(1, 2, np.int64), 2, padded=True)
+    with pytest.raises(ValueError, match=rf"{parts} parts of a batch times gates \* hidden_size "
+                                         rf"= {parts * 4 * H} is larger than the BLAS can index"):
+        native._layer("lstm", None, batch, w_ih, w_hh, w_hr, None)
+    # 4 * H itself passes the plain size check
+    assert 4 * H < 2**31 - 1
+
+
+@pytest.mark.parametrize("n", [2**31, 10**30])
+def test_thread_counts_beyond_a_c_int_are_refused(n, restore_threads):
+    """Stored, such a count made every later kernel call fail with an OverflowError."""
+    with pytest.raises(ValueError, match=rf"n must be .* at most 2147483647, got {n}"):
+        fastlstm.set_num_threads(n)
+    assert fastlstm.get_num_threads() == restore_threads
