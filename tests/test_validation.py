@@ -15,7 +15,7 @@ import pytest
 from helpers import f_backward, f_forward, random_problem
 
 import fastlstm
-from fastlstm import losses, native
+from fastlstm import losses, native, optim
 from fastlstm._functional import Batch
 
 F32 = np.float32
@@ -269,3 +269,50 @@ def test_thread_counts_beyond_a_c_int_are_refused(n, restore_threads):
     with pytest.raises(ValueError, match=rf"n must be .* at most 2147483647, got {n}"):
         fastlstm.set_num_threads(n)
     assert fastlstm.get_num_threads() == restore_threads
+
+
+# ---------------------------------------------------------------- the optimizers
+
+BAD_HYPERPARAMETERS = [
+    (lambda m: optim.SGD(m, lr=float("inf")), r"lr must be a finite number >= 0\.0, got inf"),
+    (lambda m: optim.SGD(m, lr=0.1, momentum=float("inf")), r"momentum must be a finite"),
+    (lambda m: optim.Adam(m, eps=float("inf")), r"eps must be a finite number"),
+    (lambda m: optim.Adam(m, weight_decay=float("nan")), r"weight_decay must be a finite"),
+    (lambda m: optim.RMSprop(m, momentum=float("-inf")), r"momentum must be a finite"),
+]
+
+
+@pytest.mark.parametrize("make, match", BAD_HYPERPARAMETERS)
+def test_non_finite_hyperparameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(fastlstm.Linear(2, 2))
+
+
+@pytest.mark.parametrize("nesterov", ["no", 1, None])
+def test_nesterov_must_be_a_bool(nesterov):
+    """bool("no") is True: the string used to switch Nesterov momentum on."""
+    with pytest.raises(TypeError, match=r"nesterov must be True or False, got "
+                                        + re.escape(repr(nesterov))):
+        optim.SGD(fastlstm.Linear(2, 2), lr=0.1, momentum=0.9, nesterov=nesterov)
+
+
+def test_a_module_whose_grads_do_not_match_its_parameters():
+    """The optimizer would fail with a KeyError at its first step."""
+    m = fastlstm.Linear(2, 2)
+    del m.grads["bias"]
+    for make in (lambda: optim.Adam([fastlstm.Linear(1, 1), m]),
+                 lambda: optim.clip_grad_norm([fastlstm.Linear(1, 1), m], 1.0)):
+        with pytest.raises(ValueError, match=r"layers\[1\]\.grads must have one gradient per "
+                                             r"parameter, named \['weight', 'bias'\], got "
+                                             r"\['weight'\]"):
+            make()
+
+
+def test_clip_grad_norm_with_an_infinite_max_norm_measures_without_clipping(rng):
+    m = fastlstm.Linear(3, 2, dtype=np.float64)
+    for g in m.grads.values():
+        g[...] = rng.standard_normal(g.shape)
+    before = {k: g.copy() for k, g in m.grads.items()}
+    norm = optim.clip_grad_norm(m, float("inf"))
+    assert norm == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in before.values())), rel=1e-15)
+    assert all(np.array_equal(m.grads[k], before[k]) for k in before)
