@@ -316,3 +316,33 @@ def test_clip_grad_norm_with_an_infinite_max_norm_measures_without_clipping(rng)
     norm = optim.clip_grad_norm(m, float("inf"))
     assert norm == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in before.values())), rel=1e-15)
     assert all(np.array_equal(m.grads[k], before[k]) for k in before)
+
+
+# ---------------------------------------------------------------- any memory layout works
+
+LAYOUTS = {"fortran": np.asfortranarray,
+           "reversed": lambda a: np.flip(np.flip(a, 0).copy(), 0),
+           "strided": lambda a: np.repeat(a, 2, axis=-1)[..., ::2]}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_toolkit_and_state_dicts_take_any_layout(layout, rng):
+    """Each call on a non-contiguous view gives bitwise what it gives on a C-contiguous copy."""
+    view = LAYOUTS[layout]
+    x, dy = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    states = rng.standard_normal((2, 1, 2, 4))
+    results = []
+    for relayout in (np.ascontiguousarray, view):
+        linear = fastlstm.Linear(3, 2, dtype=np.float64, seed=1)
+        y = linear(relayout(x))
+        dx = linear.backward(relayout(dy))
+        mse = losses.mse(relayout(y), relayout(dy))
+        ce = losses.cross_entropy(relayout(y), relayout(np.arange(4) % 2))
+        lstm = fastlstm.LSTM(3, 4, dtype=np.float64, seed=2)
+        lstm.load_state_dict({k: relayout(v + 1) for k, v in lstm.state_dict().items()})
+        stream = lstm.stream(2)
+        stream.reset(tuple(relayout(s) for s in states))
+        results.append([y, dx, linear.grads["weight"], mse[0], mse[1], ce[0], ce[1],
+                        *lstm.state_dict().values(), *stream.state])
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        assert np.array_equal(a, b), k
