@@ -22,9 +22,9 @@ class Linear(Module):
         has_bias = check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         self.seed = check_seed(seed)
-        check_allocatable(f"Linear({self.in_features}, {self.out_features})'s parameters and their "
-                          f"gradients", 2 * self.out_features * (self.in_features + has_bias),
-                          self.dtype)
+        check_allocatable(f"Linear(in_features={self.in_features}, out_features="
+                          f"{self.out_features})'s parameters and their gradients",
+                          2 * self.out_features * (self.in_features + has_bias), self.dtype)
         rng = np.random.default_rng(seed)
         bound = 1 / np.sqrt(self.in_features)
         params = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features))}
