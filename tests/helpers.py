@@ -55,6 +55,16 @@ def state_sizes(kind, H):
     return (P, H)[:n_states(kind)]
 
 
+class BrokenTensor:
+    """Has a .detach() like a torch tensor, but is not one: a value no argument may take."""
+
+    def detach(self):
+        raise RuntimeError("not a tensor")
+
+    def __repr__(self):
+        return "BrokenTensor()"
+
+
 # ---------------------------------------------------------------- functional API
 
 

@@ -11,9 +11,20 @@ relative, float32 within 8x the float32 reference's own error against a float64 
 and at most 1e-4. Strided views are cut out of arrays filled with NaN, so a backend that read the
 gaps instead of the elements would return NaN.
 
+Bad input is fuzzed in a child process (tests/fuzz_bad_inputs.py, whose docstring says what it
+checks), so that a crash would end the child, not the test run: the test asserts that it exited
+normally and that every property ran.
+
 The examples are the same on every run (derandomize, no example database), so CI is
-deterministic; ``pytest --hypothesis-show-statistics tests/test_fuzz.py`` counts them.
+deterministic; ``pytest --hypothesis-show-statistics tests/test_fuzz.py`` counts them, and the
+child prints its own counts.
 """
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import (DTYPES, KINDS, TOL64, as64_tree, assert_close, assert_f32_like_reference,
@@ -136,3 +147,23 @@ def test_functional_native_matches_reference(kind, case):
     truth = None if dtype == np.float64 else \
         run_functional("reference", kind, as64_tree(problem), batch_sizes)[1]
     assert_functional_matches(names, nat, ref, truth)
+
+
+CHILD = Path(__file__).with_name("fuzz_bad_inputs.py")
+CHILD_PROPERTIES = {"layer_forward_refuses", "layer_backward_refuses", "load_state_dict_refuses",
+                    "constructors_refuse", "functional_refuses", "streams_refuse",
+                    "toolkit_refuses"}
+
+
+def test_bad_inputs_are_refused_and_never_kill_the_process():
+    result = subprocess.run([sys.executable, str(CHILD)], capture_output=True, text=True,
+                            timeout=600, cwd=CHILD.parent)
+    how = f"killed by signal {-result.returncode}" if result.returncode < 0 else \
+        f"exit status {result.returncode}"
+    assert result.returncode == 0, (f"{CHILD.name}: {how}\n{result.stdout[-3000:]}\n"
+                                    f"{result.stderr[-6000:]}")
+    counts = json.loads(result.stdout.splitlines()[-1])
+    expected = CHILD_PROPERTIES | ({"torch_bridge_refuses"} if importlib.util.find_spec("torch")
+                                   else set())
+    assert set(counts) == expected
+    assert min(counts.values()) >= 100, counts     # every property ran its examples

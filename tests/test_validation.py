@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import f_backward, f_forward, random_problem
+from helpers import BrokenTensor, f_backward, f_forward, random_problem
 
 import fastlstm
 from fastlstm import losses, native, optim
@@ -20,13 +20,6 @@ from fastlstm._functional import Batch
 
 F32 = np.float32
 RAGGED = [[1.0, 2.0], [3.0]]
-
-
-class BrokenTensor:
-    """Has a .detach() like a torch tensor, but is not one."""
-
-    def detach(self):
-        raise RuntimeError("not a tensor")
 
 
 # ---------------------------------------------------------------- values that are not arrays
