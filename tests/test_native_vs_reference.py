@@ -13,7 +13,7 @@ must stay below 1e-4 in any case, far below the O(1) error of any wrong term.
 """
 import numpy as np
 import pytest
-from helpers import (F32_MAX, KINDS, TOL64, as64_tree, assert_all_close, assert_close,
+from helpers import (KINDS, TOL64, as64_tree, assert_all_close, assert_close,
                      assert_f32_like_reference, assert_functional_matches, compare_layer_runs,
                      f_backward, f_forward, layer_backward, layer_forward, layer_problem,
                      make_layer, n_states, random_problem, run_functional, run_layer)
@@ -224,22 +224,6 @@ def test_layer_dropout_masks_are_the_same_on_both_backends(kind, rng):
     compare_layer_runs(runs[1], runs[0],
                        check=lambda name, a, b: assert_close(a, b, TOL64, name))
 
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_saturated_units_stay_finite_and_agree(kind, dtype, rng):
-    """Huge pre-activations (|a| up to ~1e4): exp overflows inside the sigmoid and tanh
-    saturates. Nothing may become inf or NaN, and the backends must still agree. In float32,
-    1 - tanh(a)^2 of a saturated unit is a cancellation, so only the F32_MAX bound applies."""
-    x, states, weights, dy, dstates = random_problem(rng, kind, 6, 3, 4, 5, dtype=dtype)
-    x = (200 * x).astype(dtype)
-    weights = tuple((50 * w).astype(dtype) for w in weights)
-    names, nat = run_functional("native", kind, (x, states, weights, dy, dstates))
-    _, ref = run_functional("reference", kind, (x, states, weights, dy, dstates))
-    for name, n, r in zip(names, nat, ref, strict=True):
-        assert np.isfinite(n).all() and np.isfinite(r).all(), name
-        assert_close(n, r, TOL64 if dtype == np.float64 else F32_MAX, name)
 
 
 @pytest.mark.parametrize("backend", ["reference", "native"])
