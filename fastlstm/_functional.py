@@ -28,7 +28,7 @@ and the backends work on that form throughout; the context keeps every array in 
     hn     (N, H)           GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
 """
 
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -39,19 +39,26 @@ NONLINEARITIES = ("tanh", "relu")
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
 class Batch:
-    """The steps of a call: step t runs the first ``batch_sizes[t]`` of the B sequences."""
+    """The steps of a call: step t runs the first ``batch_sizes[t]`` of the B sequences.
+
+    It keeps a read-only copy of batch_sizes: checked when its forward was, a context's batch
+    cannot change between the forward and the backward, whose kernel relies on it.
+    """
 
     batch_sizes: np.ndarray   # (T,) int64, non-increasing, at most B
     B: int
     padded: bool              # the caller's x, y, dy and dx are (T, B, ...), not (N, ...)
+    N: int = field(init=False)   # the rows of all steps: sum(batch_sizes)
+
+    def __post_init__(self):
+        sizes = np.array(self.batch_sizes, np.int64)
+        sizes.flags.writeable = False
+        object.__setattr__(self, "batch_sizes", sizes)
+        object.__setattr__(self, "N", int(sizes.sum()))
 
     @property
     def T(self):
         return len(self.batch_sizes)
-
-    @property
-    def N(self):
-        return int(self.batch_sizes.sum())
 
     def steps(self):
         """For each step, three slices: its rows of x (and of y, gates, dy, dx), the rows of hs
@@ -306,41 +313,42 @@ def check_backward(cell, ctx, dy, state_grads):
     return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, batch.B, H) for dc in state_grads[1:])
 
 
+# The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
+CONTEXT_ARRAYS = {"rnn": ("x", "hs", "w_hh"), "lstm": ("x", "hs", "w_hh", "cs", "gates"),
+                  "gru": ("x", "hs", "w_hh", "gates", "hn")}
+
+
 def _check_context(ctx):
     """Refuse a context whose arrays no longer fit together (one replaced after the forward):
     the native backward reads them as memory of the sizes its batch and weights give."""
-    batch, hs, w_ih, w_hr = ctx.batch, ctx.hs, ctx.w_ih, ctx.w_hr
-    sizes = getattr(batch, "batch_sizes", None)
-    if not (isinstance(batch, Batch) and isinstance(sizes, np.ndarray) and sizes.ndim == 1
-            and sizes.dtype == np.int64 and sizes.flags.c_contiguous
-            and not (sizes[:1] > batch.B).any() and (sizes >= 0).all()
-            and not (sizes[1:] > sizes[:-1]).any()):
-        raise ValueError(f"ctx.batch must be the Batch its forward made, with batch_sizes "
-                         f"non-increasing from at most B, got {batch!r}")
-    if ctx.cell == "rnn" and ctx.nonlinearity not in NONLINEARITIES:
+    cell, batch, hs, w_ih, w_hr = ctx.cell, ctx.batch, ctx.hs, ctx.w_ih, ctx.w_hr
+    if not isinstance(batch, Batch):
+        raise TypeError(f"ctx.batch must be the Batch its forward made, got {describe(batch)}")
+    if cell == "rnn" and ctx.nonlinearity not in NONLINEARITIES:
         raise ValueError(f"ctx.nonlinearity must be 'tanh' or 'relu', got {ctx.nonlinearity!r}")
-    if not (all(isinstance(a, np.ndarray) and a.ndim == 2 for a in (hs, w_ih))
-            and hs.dtype in DTYPES and w_ih.shape[0] % GATES[ctx.cell] == 0):
+    if not (isinstance(hs, np.ndarray) and hs.ndim == 2 and hs.dtype.type in DTYPES
+            and isinstance(w_ih, np.ndarray) and w_ih.ndim == 2
+            and w_ih.shape[0] % GATES[cell] == 0):
         raise ValueError(f"ctx.hs and ctx.w_ih must be the arrays its forward made, got "
                          f"{describe(hs)} and {describe(w_ih)}")
     (GH, I), P = w_ih.shape, hs.shape[1]
-    H, N, B = GH // GATES[ctx.cell], batch.N, batch.B
+    H, N, B = GH // GATES[cell], batch.N, batch.B
     shapes = {"x": (N, I), "hs": (B + N, H if w_hr is None else P), "w_hh": (GH, P),
               "cs": (B + N, H), "gates": (N, GH), "hn": (N, H), "w_hr": (P, H),
               "w_peephole": (3 * H,)}
-    required = ("x", "hs", "w_hh") + {"rnn": (), "lstm": ("cs", "gates"),
-                                      "gru": ("gates", "hn")}[ctx.cell]
-    for field, shape in shapes.items():
-        a = getattr(ctx, field)
-        if a is None and field not in required:
-            continue
-        if field in ("w_hr", "w_peephole") and ctx.cell != "lstm":
-            raise ValueError(f"ctx.{field} must be None in a context of {ctx.cell}_forward, "
-                             f"got {describe(a)}")
-        if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == hs.dtype
+    names = CONTEXT_ARRAYS[cell]
+    for name in ("w_hr", "w_peephole"):
+        if getattr(ctx, name) is not None:
+            if cell != "lstm":
+                raise ValueError(f"ctx.{name} must be None in a context of {cell}_forward, got "
+                                 f"{describe(getattr(ctx, name))}")
+            names += (name,)
+    for name in names:
+        a = getattr(ctx, name)
+        if not (isinstance(a, np.ndarray) and a.shape == shapes[name] and a.dtype == hs.dtype
                 and a.flags.c_contiguous):
-            raise ValueError(f"ctx.{field} must be a C-contiguous {hs.dtype} array of shape "
-                             f"{shape}, as its forward made it, got {describe(a)}")
+            raise ValueError(f"ctx.{name} must be a C-contiguous {hs.dtype} array of shape "
+                             f"{shapes[name]}, as its forward made it, got {describe(a)}")
 
 
 def _state(name, s, dtype, B, n, size="hidden_size"):

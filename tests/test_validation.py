@@ -141,11 +141,8 @@ CONTEXT_CHANGES = {
                   r"ctx\.x must be a C-contiguous float64 array of shape \(6, 2\).*float32"),
     "w_hh wider": (lambda ctx: setattr(ctx, "w_hh", np.zeros((ctx.w_hh.shape[0], 9))),
                    r"ctx\.w_hh must be .* got an array of shape \(\d+, 9\)"),
-    "batch_sizes growing": (lambda ctx: ctx.batch.batch_sizes.__setitem__(slice(None),
-                                                                          [1, 2, 3]),
-                            r"ctx\.batch must be the Batch its forward made"),
-    "batch replaced": (lambda ctx: setattr(ctx, "batch", Batch(np.array([2, 2, 2]), 1, True)),
-                       r"ctx\.batch must be the Batch its forward made"),
+    "batch of more steps": (lambda ctx: setattr(ctx, "batch", Batch(np.full(4, 2), 2, True)),
+                            r"ctx\.x must be a C-contiguous float64 array of shape \(8, 2\)"),
     "nonlinearity": (lambda ctx: setattr(ctx, "nonlinearity", "sigmoid"),
                      r"ctx\.nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"),
     "gates dropped": (lambda ctx: setattr(ctx, "gates", None),
@@ -154,9 +151,8 @@ CONTEXT_CHANGES = {
                       r"ctx\.w_hr must be None in a context of gru_forward"),
 }
 CONTEXT_CASES = [("rnn_tanh", c) for c in ("hs shorter", "hs strided", "x float32", "w_hh wider",
-                                           "batch_sizes growing", "batch replaced",
-                                           "nonlinearity")] + \
-    [("lstm", c) for c in ("hs shorter", "gates dropped", "batch_sizes growing")] + \
+                                           "batch of more steps", "nonlinearity")] + \
+    [("lstm", c) for c in ("hs shorter", "gates dropped", "batch of more steps")] + \
     [("gru", c) for c in ("hs shorter", "gates dropped", "w_hr on a GRU")]
 
 
@@ -170,6 +166,18 @@ def test_backward_refuses_a_context_whose_arrays_were_replaced(kind, change, bac
     modify(ctx)
     with pytest.raises(ValueError, match=match):
         f_backward(backend, kind, ctx, dy, dstates)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_a_contexts_batch_cannot_change(backend, rng):
+    """Its batch_sizes are read-only (the kernel's loops trust them), and it must be a Batch."""
+    ctx, dy, dstates = context(backend, "gru", rng)
+    with pytest.raises(ValueError, match="read-only"):
+        ctx.batch.batch_sizes[1:] = 3
+    ctx.batch = (3, 2)
+    with pytest.raises(TypeError, match=r"ctx\.batch must be the Batch its forward made, got a "
+                                        r"tuple of 2 items"):
+        f_backward(backend, "gru", ctx, dy, dstates)
 
 
 def test_lstm_context_with_projection_must_keep_its_shapes(rng):
