@@ -155,9 +155,10 @@ CHILD_PROPERTIES = {"layer_forward_refuses", "layer_backward_refuses", "load_sta
                     "toolkit_refuses"}
 
 
-def test_bad_inputs_are_refused_and_never_kill_the_process():
+def test_bad_inputs_are_refused_and_never_kill_the_process(tmp_path):
+    """The child runs in a temporary directory, where hypothesis keeps its caches."""
     result = subprocess.run([sys.executable, str(CHILD)], capture_output=True, text=True,
-                            timeout=600, cwd=CHILD.parent)
+                            timeout=600, cwd=tmp_path)
     how = f"killed by signal {-result.returncode}" if result.returncode < 0 else \
         f"exit status {result.returncode}"
     assert result.returncode == 0, (f"{CHILD.name}: {how}\n{result.stdout[-3000:]}\n"
