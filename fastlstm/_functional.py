@@ -28,7 +28,7 @@ and the backends work on that form throughout; the context keeps every array in 
     hn     (N, H)           GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
 """
 
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -39,19 +39,26 @@ NONLINEARITIES = ("tanh", "relu")
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
 class Batch:
-    """The steps of a call: step t runs the first ``batch_sizes[t]`` of the B sequences."""
+    """The steps of a call: step t runs the first ``batch_sizes[t]`` of the B sequences.
+
+    It keeps a read-only copy of batch_sizes: checked when its forward was, a context's batch
+    cannot change between the forward and the backward, whose kernel relies on it.
+    """
 
     batch_sizes: np.ndarray   # (T,) int64, non-increasing, at most B
     B: int
     padded: bool              # the caller's x, y, dy and dx are (T, B, ...), not (N, ...)
+    N: int = field(init=False)   # the rows of all steps: sum(batch_sizes)
+
+    def __post_init__(self):
+        sizes = np.array(self.batch_sizes, np.int64)
+        sizes.flags.writeable = False
+        object.__setattr__(self, "batch_sizes", sizes)
+        object.__setattr__(self, "N", int(sizes.sum()))
 
     @property
     def T(self):
         return len(self.batch_sizes)
-
-    @property
-    def N(self):
-        return int(self.batch_sizes.sum())
 
     def steps(self):
         """For each step, three slices: its rows of x (and of y, gates, dy, dx), the rows of hs
@@ -145,6 +152,24 @@ def describe(a):
     return f"{type(a).__name__} {a!r}"[:120]
 
 
+def as_array(name, a):
+    """``a`` as a NumPy array, or a TypeError naming ``name``.
+
+    Arrays pass as they are; torch tensors (anything with ``.detach().cpu().numpy()``) and
+    array-likes (lists, scalars) are converted. What would only make an array of Python objects
+    (None, ragged lists) is refused here, where the message can still say what it was.
+    """
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        array = np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+    except Exception as exc:  # an object numpy cannot turn into an array
+        raise TypeError(f"{name} must be an array, got {describe(a)}") from exc
+    if array.dtype == object:
+        raise TypeError(f"{name} must be an array of numbers, got {describe(a)}")
+    return array
+
+
 def as_float_array(name, a, dtype=None, ndim=None):
     """Return ``a`` as a C-contiguous float32/float64 array, or raise naming ``name``.
 
@@ -154,10 +179,7 @@ def as_float_array(name, a, dtype=None, ndim=None):
     hear about.
     """
     if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:  # an object numpy cannot turn into an array
-            raise TypeError(f"{name} must be an array, got {describe(a)}") from exc
+        a = as_array(name, a)
         if a.dtype.kind in "iub" and dtype is not None:
             a = a.astype(dtype)  # a literal list of numbers: take the expected dtype
     if dtype is None:
@@ -168,7 +190,8 @@ def as_float_array(name, a, dtype=None, ndim=None):
                         f"got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
-    return np.ascontiguousarray(a)
+    # Not np.ascontiguousarray, which turns a 0-D array into a 1-D one.
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def expect_shape(name, a, shape, meaning):
@@ -256,9 +279,9 @@ def _packed_batch(batch_sizes, x, h0):
     if np.any(sizes < 0) or np.any(sizes[1:] > sizes[:-1]):
         raise ValueError(f"batch_sizes must be non-negative and non-increasing (sequences "
                          f"sorted longest first), got {sizes.tolist()}")
-    if sizes.sum() != x.shape[0]:
-        raise ValueError(f"x must have sum(batch_sizes) = {sizes.sum()} rows, got "
-                         f"{x.shape[0]}")
+    total = sum(sizes.tolist())   # in Python's integers: a sum past int64 must not wrap around
+    if total != x.shape[0]:
+        raise ValueError(f"x must have sum(batch_sizes) = {total} rows, got {x.shape[0]}")
     first = int(sizes[0]) if len(sizes) else 0
     h0_shape = () if h0 is None else np.shape(h0)
     B = h0_shape[0] if h0_shape else first      # a malformed h0 is refused by its own check
@@ -275,6 +298,7 @@ def check_backward(cell, ctx, dy, state_grads):
         raise TypeError(f"ctx must be the Context returned by {cell}_forward, got {describe(ctx)}")
     if ctx.cell != cell:
         raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
+    _check_context(ctx)
     dtype = ctx.hs.dtype
     batch, P = ctx.batch, ctx.hs.shape[1]
     y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
@@ -287,6 +311,44 @@ def check_backward(cell, ctx, dy, state_grads):
     dh_n = _state("dh_n", state_grads[0], dtype, batch.B, P, _h_size(ctx.w_hr))
     H = ctx.hidden_size
     return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, batch.B, H) for dc in state_grads[1:])
+
+
+# The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
+CONTEXT_ARRAYS = {"rnn": ("x", "hs", "w_hh"), "lstm": ("x", "hs", "w_hh", "cs", "gates"),
+                  "gru": ("x", "hs", "w_hh", "gates", "hn")}
+
+
+def _check_context(ctx):
+    """Refuse a context whose arrays no longer fit together (one replaced after the forward):
+    the native backward reads them as memory of the sizes its batch and weights give."""
+    cell, batch, hs, w_ih, w_hr = ctx.cell, ctx.batch, ctx.hs, ctx.w_ih, ctx.w_hr
+    if not isinstance(batch, Batch):
+        raise TypeError(f"ctx.batch must be the Batch its forward made, got {describe(batch)}")
+    if cell == "rnn" and ctx.nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"ctx.nonlinearity must be 'tanh' or 'relu', got {ctx.nonlinearity!r}")
+    if not (isinstance(hs, np.ndarray) and hs.ndim == 2 and hs.dtype.type in DTYPES
+            and isinstance(w_ih, np.ndarray) and w_ih.ndim == 2
+            and w_ih.shape[0] % GATES[cell] == 0):
+        raise ValueError(f"ctx.hs and ctx.w_ih must be the arrays its forward made, got "
+                         f"{describe(hs)} and {describe(w_ih)}")
+    (GH, I), P = w_ih.shape, hs.shape[1]
+    H, N, B = GH // GATES[cell], batch.N, batch.B
+    shapes = {"x": (N, I), "hs": (B + N, H if w_hr is None else P), "w_hh": (GH, P),
+              "cs": (B + N, H), "gates": (N, GH), "hn": (N, H), "w_hr": (P, H),
+              "w_peephole": (3 * H,)}
+    names = CONTEXT_ARRAYS[cell]
+    for name in ("w_hr", "w_peephole"):
+        if getattr(ctx, name) is not None:
+            if cell != "lstm":
+                raise ValueError(f"ctx.{name} must be None in a context of {cell}_forward, got "
+                                 f"{describe(getattr(ctx, name))}")
+            names += (name,)
+    for name in names:
+        a = getattr(ctx, name)
+        if not (isinstance(a, np.ndarray) and a.shape == shapes[name] and a.dtype == hs.dtype
+                and a.flags.c_contiguous):
+            raise ValueError(f"ctx.{name} must be a C-contiguous {hs.dtype} array of shape "
+                             f"{shapes[name]}, as its forward made it, got {describe(a)}")
 
 
 def _state(name, s, dtype, B, n, size="hidden_size"):

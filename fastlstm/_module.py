@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._functional import DTYPES, describe
+from ._functional import DTYPES, as_array, describe
 
 
 def check_int(name, value, minimum):
@@ -22,7 +22,7 @@ def check_bool(name, value):
 
 
 def check_choice(name, value, choices):
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         options = " or ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be {options}, got {value!r}")
     return value
@@ -48,11 +48,23 @@ def check_seed(seed):
     return seed
 
 
-def to_numpy(value):
-    """Arrays as they are; torch tensors (anything with .detach().cpu().numpy()) as NumPy."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return value
+def check_allocatable(what, count, dtype):
+    """Raise a MemoryError naming ``what`` unless ``count`` numbers of ``dtype`` can be allocated.
+
+    A module checks the sizes it was given this way before building its parameters one by one:
+    a size too large to allocate (``num_layers=10**12``) would otherwise run out of memory, or
+    time, before NumPy had a single impossible array to refuse. The trial array is released at
+    once; its memory is never touched.
+    """
+    nbytes = count * np.dtype(dtype).itemsize
+    if nbytes <= np.iinfo(np.intp).max:
+        try:
+            np.empty(count, dtype)
+            return
+        except MemoryError:
+            pass
+    raise MemoryError(f"{what} need {count} numbers of {np.dtype(dtype)} ({nbytes / 2**30:.3g} "
+                      f"GiB), more than can be allocated")
 
 
 class Module:
@@ -96,12 +108,7 @@ class Module:
                              f"unexpected keys {unexpected}")
         loaded = {}
         for name, current in self._params.items():
-            value = to_numpy(state_dict[name])
-            try:
-                value = np.asarray(value)
-            except Exception as exc:
-                raise TypeError(f"state_dict[{name!r}] must be an array, got "
-                                f"{describe(value)}") from exc
+            value = as_array(f"state_dict[{name!r}]", state_dict[name])
             if value.dtype.kind != "f":
                 raise TypeError(f"state_dict[{name!r}] must have a floating dtype, got "
                                 f"{value.dtype}")

@@ -11,17 +11,22 @@ Every argument is checked before anything changes, so a call that raises leaves 
 was: parameters, gradients, the saved forward pass and the dropout generator.
 """
 
+import math
 import numbers
 import warnings
 
 import numpy as np
 
 from . import native, reference
-from ._functional import NONLINEARITIES, Batch, describe
-from ._module import Module, check_bool, check_choice, check_dtype, check_int, check_seed, to_numpy
+from ._functional import NONLINEARITIES, Batch, as_array, describe
+from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
+                      check_seed)
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
+# torch's parameter names of the backend functions' weights, in torch's order
+TORCH_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+               "w_hr": "weight_hr", "w_peephole": "weight_peephole"}
 
 
 def _orthogonal(rng, rows, cols):
@@ -97,11 +102,12 @@ class _Recurrent(Module):
             warnings.warn("dropout acts between stacked layers only, so it has no effect with "
                           f"num_layers=1 (got dropout={self.dropout})", stacklevel=3)
         self.dtype = check_dtype(dtype)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be 'native' or 'reference', got {backend!r}")
-        self.backend = backend
+        self.backend = check_choice("backend", backend, tuple(BACKENDS))
         self.seed = check_seed(seed)
         self.recurrent_init = check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        check_allocatable(f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
+                          f"{self.hidden_size}, num_layers={self.num_layers})'s parameters and "
+                          f"their gradients", 2 * self._parameter_count(), self.dtype)
         self._layout = self._make_layout()
         # Two independent streams from one seed: the initial weights do not depend on whether
         # dropout draws, and the dropout masks repeat from the same seed.
@@ -125,24 +131,36 @@ class _Recurrent(Module):
         """The last dimension of each state: h, then the LSTM's c."""
         return (self.output_size, self.hidden_size)[:self.n_states]
 
+    def _shapes(self, layer_in):
+        """The parameters of one layer-direction that reads ``layer_in`` features, in torch's
+        order: ``{kind: shape}``, where the kind is the backend function's argument name."""
+        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
+        shapes = {"w_ih": (GH, layer_in), "w_hh": (GH, P)}
+        if self.bias:
+            shapes["b_ih"] = shapes["b_hh"] = (GH,)
+        if self.proj_size:
+            shapes["w_hr"] = (P, H)
+        if self.peephole:
+            shapes["w_peephole"] = (3 * H,)
+        return shapes
+
+    def _parameter_count(self):
+        """How many numbers the parameters hold: the first layer reads input_size features, the
+        others the layer below's num_directions * output_size."""
+        first, other = (sum(math.prod(shape) for shape in self._shapes(n).values())
+                        for n in (self.input_size, self.num_directions * self.output_size))
+        return self.num_directions * (first + (self.num_layers - 1) * other)
+
     def _make_layout(self):
         """Per layer-direction (index k * num_directions + d), the parameters in torch's order:
         ``{kind: (name, shape)}``, where the kind is the backend function's argument name."""
-        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
         layout = []
         for k in range(self.num_layers):
-            layer_in = self.input_size if k == 0 else self.num_directions * P
+            shapes = self._shapes(self.input_size if k == 0
+                                  else self.num_directions * self.output_size)
             for suffix in ("", "_reverse")[:self.num_directions]:
-                entry = {"w_ih": (f"weight_ih_l{k}{suffix}", (GH, layer_in)),
-                         "w_hh": (f"weight_hh_l{k}{suffix}", (GH, P))}
-                if self.bias:
-                    entry["b_ih"] = (f"bias_ih_l{k}{suffix}", (GH,))
-                    entry["b_hh"] = (f"bias_hh_l{k}{suffix}", (GH,))
-                if self.proj_size:
-                    entry["w_hr"] = (f"weight_hr_l{k}{suffix}", (P, H))
-                if self.peephole:
-                    entry["w_peephole"] = (f"weight_peephole_l{k}{suffix}", (3 * H,))
-                layout.append(entry)
+                layout.append({kind: (f"{TORCH_NAMES[kind]}_l{k}{suffix}", shape)
+                               for kind, shape in shapes.items()})
         return layout
 
     def _init_params(self, rng):
@@ -177,8 +195,7 @@ class _Recurrent(Module):
 
     def _check_input(self, x):
         """x as a C-contiguous (T, B, input_size) array of the layer's dtype."""
-        if not isinstance(x, np.ndarray):
-            x = np.asarray(to_numpy(x))
+        x = as_array("x", x)
         self._check_dtype("x", x)
         layout = "(batch, seq_len, input_size)" if self.batch_first else \
             "(seq_len, batch, input_size)"
@@ -207,7 +224,7 @@ class _Recurrent(Module):
             shape = (self.num_layers * self.num_directions, B, size)
             if s is None:
                 raise TypeError(f"{n} must be an array of shape {shape}, got None")
-            s = np.asarray(to_numpy(s))
+            s = as_array(n, s)
             self._check_dtype(n, s)
             if s.shape != shape:
                 what = "proj_size" if size != self.hidden_size else "hidden_size"
@@ -221,7 +238,8 @@ class _Recurrent(Module):
         """``lengths`` as B int64 values in [0, T], or None."""
         if lengths is None:
             return None
-        lengths = to_numpy(lengths)
+        if hasattr(lengths, "detach"):   # a torch tensor: as NumPy; lists stay lists (below)
+            lengths = as_array("lengths", lengths)
         shape_error = f"lengths must be 1-D with one length per sequence, shape ({B},), got "
         range_error = f"lengths must lie in [0, {T}] (x has {T} steps), got values from "
         if isinstance(lengths, (list, tuple)):
@@ -235,11 +253,7 @@ class _Recurrent(Module):
             if lengths and (min(lengths) < 0 or max(lengths) > T):
                 raise ValueError(range_error + f"{min(lengths)} to {max(lengths)}")
             return np.array(lengths, np.int64)
-        try:
-            a = np.asarray(lengths)
-        except Exception as exc:
-            raise TypeError(f"lengths must be a 1-D array of integers, got "
-                            f"{describe(lengths)}") from exc
+        a = as_array("lengths", lengths)
         if a.shape != (B,):
             raise ValueError(shape_error + f"shape {a.shape}")
         if a.dtype.kind not in "iu" and a.size:
@@ -301,7 +315,7 @@ class _Recurrent(Module):
         T, B = packing.T, packing.B
         L, D, P = self.num_layers, self.num_directions, self.output_size
         y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
-        dy = np.zeros(y_shape, self.dtype) if dy is None else np.asarray(to_numpy(dy))
+        dy = np.zeros(y_shape, self.dtype) if dy is None else as_array("dy", dy)
         self._check_dtype("dy", dy)
         if dy.shape != y_shape:
             raise ValueError(f"dy must have the shape of y, {y_shape}, got {dy.shape}")

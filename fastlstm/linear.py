@@ -4,7 +4,7 @@ arguments, parameter names, shapes and initialisation, and a hand-written backwa
 import numpy as np
 
 from ._functional import as_float_array
-from ._module import Module, check_bool, check_dtype, check_int, check_seed
+from ._module import Module, check_allocatable, check_bool, check_dtype, check_int, check_seed
 
 
 class Linear(Module):
@@ -22,6 +22,9 @@ class Linear(Module):
         has_bias = check_bool("bias", bias)
         self.dtype = check_dtype(dtype)
         self.seed = check_seed(seed)
+        check_allocatable(f"Linear(in_features={self.in_features}, out_features="
+                          f"{self.out_features})'s parameters and their gradients",
+                          2 * self.out_features * (self.in_features + has_bias), self.dtype)
         rng = np.random.default_rng(seed)
         bound = 1 / np.sqrt(self.in_features)
         params = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features))}

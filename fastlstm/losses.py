@@ -7,7 +7,7 @@ shape and dtype, ready for a layer's ``backward``.
 
 import numpy as np
 
-from ._functional import as_float_array, describe
+from ._functional import as_array, as_float_array, describe
 
 
 def mse(pred, target):
@@ -36,7 +36,7 @@ def cross_entropy(logits, labels):
     if logits.ndim == 0 or logits.shape[-1] < 1:
         raise ValueError(f"logits must be (..., classes) with classes >= 1, got shape "
                          f"{logits.shape}")
-    labels = np.asarray(labels)
+    labels = as_array("labels", labels)
     C = logits.shape[-1]
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers (class indices), got {describe(labels)}")

@@ -19,6 +19,7 @@ fl_init()
 
 # The BLAS behind the kernels takes 32-bit sizes and leading dimensions.
 _BLAS_MAX = 2**31 - 1
+_INT_MAX = 2**31 - 1
 
 # The user's choice of thread count (set_num_threads), passed to every kernel as an argument:
 # the kernels themselves keep no state.
@@ -31,8 +32,11 @@ def set_num_threads(n):
     Results do not depend on ``n``: they are bitwise identical for every thread count.
     """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer number of threads, got {n!r}")
+    # at most a C int: the kernels take it as one, and a larger count stored here would make
+    # every later call fail
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= _INT_MAX:
+        raise ValueError(f"n must be a positive integer number of threads, at most {_INT_MAX}, "
+                         f"got {n!r}")
     _num_threads = int(n)
 
 
@@ -92,8 +96,14 @@ def matmul_t(a, b):
 
 
 def _check_blas_sizes(N, I, GH, P):
+    """Refuse sizes the BLAS cannot take: its sizes and leading dimensions are 32-bit. The time
+    loops step through the rows of one part of the batch (of fl_num_parts()) at a time, so their
+    products have leading dimensions of parts times a row (csrc/kernels_impl.h)."""
+    parts = fl_num_parts()
     for name, n in (("rows of x (T * batch)", N), ("input_size", I),
-                    ("gates * hidden_size", GH), ("proj_size", P)):
+                    ("gates * hidden_size", GH), ("proj_size", P),
+                    (f"{parts} parts of a batch times gates * hidden_size", parts * GH),
+                    (f"{parts} parts of a batch times proj_size", parts * P)):
         if n > _BLAS_MAX:
             raise ValueError(f"{name} = {n} is larger than the BLAS can index ({_BLAS_MAX})")
 

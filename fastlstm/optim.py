@@ -12,11 +12,13 @@ parameters' dtype, like torch's. The hyperparameters are attributes read at ever
 schedule sets them between steps (``opt.lr = ...``).
 """
 
+import math
 import numbers
 
 import numpy as np
 
 from ._functional import describe
+from ._module import check_bool
 
 
 def _modules(layers):
@@ -33,17 +35,24 @@ def _modules(layers):
                                                                    dict)):
             raise TypeError(f"layers[{k}] must be a fastlstm module (with named_parameters() "
                             f"and grads), got {describe(layer)}")
+        names = [name for name, _ in layer.named_parameters()]
+        if sorted(names) != sorted(layer.grads):
+            raise ValueError(f"layers[{k}].grads must have one gradient per parameter, named "
+                             f"{names}, got {list(layer.grads)}")
     if not layers:
         raise ValueError("layers must hold at least one module")
     return layers
 
 
-def _check_number(name, value, low=0.0, high=None, low_open=False):
+def _check_number(name, value, low=0.0, high=None, low_open=False, finite=True):
+    """``value`` as a float, or a ValueError: a real number (finite unless ``finite`` is False)
+    at least ``low`` (above it with ``low_open``) and below ``high``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             not (value > low if low_open else value >= low) or \
-            (high is not None and not value < high):
+            (high is not None and not value < high) or (finite and not math.isfinite(value)):
         bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and < {high}")
-        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+        raise ValueError(f"{name} must be a {'finite ' if finite else ''}number {bounds}, got "
+                         f"{value!r}")
     return float(value)
 
 
@@ -82,9 +91,9 @@ class SGD(Optimizer):
     def __init__(self, layers, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(layers, lr, weight_decay)
         self.momentum = _check_number("momentum", momentum)
-        if nesterov and not self.momentum:
+        self.nesterov = check_bool("nesterov", nesterov)
+        if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs a momentum > 0")
-        self.nesterov = bool(nesterov)
 
     def _update(self, p, g, state):
         if self.momentum:
@@ -153,7 +162,7 @@ def clip_grad_norm(layers, max_norm):
     ``max_norm`` (as torch.nn.utils.clip_grad_norm_: by max_norm / (norm + 1e-6) when that is
     below 1); return the norm before clipping."""
     layers = _modules(layers)
-    max_norm = _check_number("max_norm", max_norm)
+    max_norm = _check_number("max_norm", max_norm, finite=False)   # inf: measure, never clip
     grads = [g for layer in layers for g in layer.grads.values()]
     norm = float(np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads)))
     scale = max_norm / (norm + 1e-6)

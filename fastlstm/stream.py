@@ -14,12 +14,11 @@ takes a contiguous copy of the weights when it is made, for its kernel to read a
 make a new one after changing the layer's parameters.
 """
 
-import numbers
-
 import numpy as np
 
 from . import native
 from ._functional import as_float_array, describe, expect_shape
+from ._module import check_allocatable, check_int
 
 class Stream:
     """Step a stacked unidirectional layer through time, one step per call (see the module).
@@ -35,11 +34,11 @@ class Stream:
         if layer.bidirectional:
             raise ValueError("stream() needs a unidirectional layer: the reverse direction of a "
                              "bidirectional layer reads the whole sequence, from its end")
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                or batch_size < 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.layer = layer
-        self.batch_size = int(batch_size)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        check_allocatable(f"the states of a stream of batch_size={self.batch_size}",
+                          layer.num_layers * self.batch_size * sum(layer._state_sizes()),
+                          layer.dtype)
         nonlinearity = getattr(layer, "nonlinearity", None)
         weights = [layer._weights(k) for k in range(layer.num_layers)]
         if layer.backend == "native":

@@ -55,6 +55,16 @@ def state_sizes(kind, H):
     return (P, H)[:n_states(kind)]
 
 
+class BrokenTensor:
+    """Has a .detach() like a torch tensor, but is not one: a value no argument may take."""
+
+    def detach(self):
+        raise RuntimeError("not a tensor")
+
+    def __repr__(self):
+        return "BrokenTensor()"
+
+
 # ---------------------------------------------------------------- functional API
 
 
@@ -112,6 +122,18 @@ def f_backward(backend, kind, ctx, dy, dstates):
     return dx, (dh0,), tuple(dw)
 
 
+def run_functional(backend, kind, problem, batch_sizes=None):
+    """Functional forward (padded, or packed with ``batch_sizes``) then backward of ``problem =
+    (x, states, weights, dy, dstates)``: the names and the arrays of every output and gradient,
+    the weight gradients named as in :func:`weight_names`."""
+    x, states, weights, dy, dstates = problem
+    y, finals, ctx = f_forward(backend, kind, x, states, weights, batch_sizes)
+    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
+    names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
+             + list(weight_names(kind)))
+    return names, [y, *finals, dx, *dinits, *dweights]
+
+
 # ---------------------------------------------------------------- layers
 
 
@@ -127,12 +149,12 @@ def make_layer(kind, input_size, hidden_size, **kwargs):
     return fastlstm.RNN(input_size, hidden_size, nonlinearity=kind.split("_")[1], **kwargs)
 
 
-def layer_forward(layer, x, states=None):
+def layer_forward(layer, x, states=None, lengths=None):
     """Run a layer with ``states`` a tuple (h0,) / (h0, c0) or None; returns ``(y, finals)``."""
     if isinstance(layer, fastlstm.LSTM):
-        y, (h_n, c_n) = layer(x, None if states is None else tuple(states))
+        y, (h_n, c_n) = layer(x, None if states is None else tuple(states), lengths=lengths)
         return y, (h_n, c_n)
-    y, h_n = layer(x, None if states is None else states[0])
+    y, h_n = layer(x, None if states is None else states[0], lengths=lengths)
     return y, (h_n,)
 
 
@@ -168,6 +190,32 @@ def layer_state_sizes(layer):
 
 def grads_copy(layer):
     return {name: g.copy() for name, g in layer.grads.items()}
+
+
+def run_layer(layer, x, states, dy, dstates, lengths=None):
+    """Forward (with ``lengths``) then backward; returns ``(y, finals, dx, dinits, grads)`` with
+    the gradients of this call only."""
+    layer.zero_grad()
+    y, finals = layer_forward(layer, x, states, lengths)
+    dx, dinits = layer_backward(layer, dy, dstates)
+    return y, finals, dx, dinits, grads_copy(layer)
+
+
+def run_arrays(run):
+    """The arrays of a :func:`run_layer` result as ``(name, array)`` pairs: y, the final states,
+    dx, the initial states' gradients, then the parameter gradients."""
+    y, finals, dx, dinits, grads = run
+    return ([("y", y), *zip(("h_n", "c_n"), finals), ("dx", dx), *zip(("dh0", "dc0"), dinits)]
+            + list(grads.items()))
+
+
+def compare_layer_runs(*runs, check):
+    """``check(name, a, b, ...)`` on the arrays of the same name in :func:`run_layer` results."""
+    arrays = [run_arrays(run) for run in runs]
+    names = [name for name, _ in arrays[0]]
+    assert all([name for name, _ in a] == names for a in arrays), "the runs' arrays differ"
+    for k, name in enumerate(names):
+        check(name, *(a[k][1] for a in arrays))
 
 
 # ---------------------------------------------------------------- finite differences
@@ -213,6 +261,47 @@ def assert_backward_matches_fd(kind, loss, x, states, weights, dx, dinits, dweig
 
 
 # ---------------------------------------------------------------- comparisons
+
+# Native against reference: float64 to 1e-10 relative; a float32 result within F32_FACTOR times
+# the reference's own float32 error against a float64 truth, plus F32_FLOOR, and at most F32_MAX.
+# test_native_vs_reference.py's docstring gives the reasoning.
+TOL64 = 1e-10
+F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
+
+
+def as64_tree(args):
+    """Arrays, and tuples/lists of them at any depth, converted to float64 (None stays None)."""
+    def convert(a):
+        if a is None or isinstance(a, np.ndarray):
+            return None if a is None else np.asarray(a, np.float64)
+        return [convert(b) for b in a]
+
+    return convert(args)
+
+
+def assert_f32_like_reference(name, native32, reference32, truth64):
+    """The float32 policy above: the native result's error against ``truth64`` (the reference in
+    float64 on the same inputs) is within F32_FACTOR of the float32 reference's, plus F32_FLOOR,
+    and at most F32_MAX."""
+    assert native32.dtype == np.float32 and reference32.dtype == np.float32, name
+    err_nat, err_ref = max_rel_err(native32, truth64), max_rel_err(reference32, truth64)
+    assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
+        f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
+    assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+
+
+def assert_functional_matches(names, native, reference, truth64=None):
+    """:func:`run_functional` results of the two backends, by name (None must match None):
+    float64 to TOL64; float32, given ``truth64`` (the reference's float64 results on the same
+    inputs), by the float32 policy."""
+    for k, (name, nat, ref) in enumerate(zip(names, native, reference, strict=True)):
+        if ref is None:
+            assert nat is None, name
+        elif truth64 is None:
+            assert nat.dtype == np.float64 and nat.shape == ref.shape, name
+            assert_close(nat, ref, TOL64, name)
+        else:
+            assert_f32_like_reference(name, nat, ref, truth64[k])
 
 
 def scale_of(a):

@@ -41,9 +41,9 @@ Tolerances, relative to max(1, max |expected|):
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, grads_copy,
-                     has_peephole, layer_backward, layer_problem, layer_state_sizes, make_layer,
-                     proj_of, projects)
+from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, has_peephole,
+                     layer_backward, layer_forward, layer_problem, layer_state_sizes, make_layer,
+                     proj_of, projects, run_layer)
 
 import fastlstm
 
@@ -70,25 +70,6 @@ def case_id(case):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def run(layer, x, states=None, lengths=None):
-    """Forward with ``lengths``; ``states`` a tuple (h0,) / (h0, c0) or None. Returns
-    ``(y, finals)``, finals a tuple."""
-    if isinstance(layer, fastlstm.LSTM):
-        y, (h_n, c_n) = layer(x, None if states is None else tuple(states), lengths=lengths)
-        return y, (h_n, c_n)
-    y, h_n = layer(x, None if states is None else states[0], lengths=lengths)
-    return y, (h_n,)
-
-
-def run_both(layer, x, states, dy, dstates, lengths):
-    """Forward with ``lengths`` then backward; returns ``(y, finals, dx, dinits, grads)`` with the
-    gradients of this call only."""
-    layer.zero_grad()
-    y, finals = run(layer, x, states, lengths)
-    dx, dinits = layer_backward(layer, dy, dstates)
-    return y, finals, dx, dinits, grads_copy(layer)
 
 
 def steps(layer, a, b, n):
@@ -207,7 +188,7 @@ def test_matches_torch_packed_sequence(torch, kind, case, lengths, dtype, backen
     assert not result.missing_keys and not result.unexpected_keys
 
     x, states, dy, dstates = layer_problem(rng, layer, T, B)   # dy random at padding too
-    y, finals = run(layer, x, states, list(lengths))
+    y, finals = layer_forward(layer, x, states, list(lengths))
     dx, dinits = layer_backward(layer, dy, dstates)
     y_t, finals_t, dx_t, dinits_t, grads_t = torch_run_packed(torch, module, kind, x, states,
                                                                lengths, dy, dstates)
@@ -233,7 +214,7 @@ ORACLE_CASES = [
 def test_each_sequence_alone_equals_its_column(kind, case, backend, dtype, rng):
     layer = make_layer(kind, I, H, dtype=dtype, backend=backend, seed=3, **case)
     x, states, dy, dstates = layer_problem(rng, layer, T, B)
-    y, finals, dx, dinits, grads = run_both(layer, x, states, dy, dstates, np.array(LENGTHS))
+    y, finals, dx, dinits, grads = run_layer(layer, x, states, dy, dstates, np.array(LENGTHS))
     assert y.shape == dy.shape and dx.shape == x.shape
     for f, s in zip(finals, states, strict=True):
         assert f.shape == s.shape
@@ -253,7 +234,7 @@ def test_each_sequence_alone_equals_its_column(kind, case, backend, dtype, rng):
             continue
         states_b = tuple(s[:, b:b + 1] for s in states)
         dstates_b = tuple(s[:, b:b + 1] for s in dstates)
-        y_b, finals_b, dx_b, dinits_b, grads_b = run_both(
+        y_b, finals_b, dx_b, dinits_b, grads_b = run_layer(
             layer, steps(layer, x, b, n), states_b, steps(layer, dy, b, n), dstates_b, None)
         assert_close(steps(layer, y, b, n), y_b, tol, f"y of sequence {b}")
         for name, f, f_b in zip(("h_n", "c_n"), finals, finals_b):
@@ -292,7 +273,8 @@ def test_padding_is_never_read(kind, case, backend, dtype, mode, rng):
     if mode == "eval":
         results = []
         for layer, value in ((zeros, 0), (nans, np.nan)):
-            y, finals = run(layer.eval(), with_padding(layer, x, lengths, value), states, lengths)
+            y, finals = layer_forward(layer.eval(), with_padding(layer, x, lengths, value), states,
+                                      lengths)
             results.append((y, finals))
         (y0, f0), (yn, fn) = results
         assert np.isfinite(yn).all() and all(np.isfinite(f).all() for f in fn)
@@ -300,9 +282,9 @@ def test_padding_is_never_read(kind, case, backend, dtype, mode, rng):
         for a, b in zip(fn, f0, strict=True):
             assert np.array_equal(a, b)
         return
-    clean = run_both(zeros, with_padding(zeros, x, lengths, 0), states,
+    clean = run_layer(zeros, with_padding(zeros, x, lengths, 0), states,
                      with_padding(zeros, dy, lengths, 0), dstates, lengths)
-    dirty = run_both(nans, with_padding(nans, x, lengths, np.nan), states,
+    dirty = run_layer(nans, with_padding(nans, x, lengths, np.nan), states,
                      with_padding(nans, dy, lengths, np.nan), dstates, lengths)
     assert_all_finite(dirty, "NaN padding:")
     assert_results_equal(dirty, clean, "NaN padding against zero padding:")
@@ -324,8 +306,8 @@ def test_lengths_all_T_equals_no_lengths(kind, backend, dtype, rng):
               seed=4)
     plain, full = make_layer(kind, I, H, **kw), make_layer(kind, I, H, **kw)
     x, states, dy, dstates = layer_problem(rng, plain, T, B)
-    expected = run_both(plain, x, states, dy, dstates, None)
-    got = run_both(full, x, states, dy, dstates, [T] * B)
+    expected = run_layer(plain, x, states, dy, dstates, None)
+    got = run_layer(full, x, states, dy, dstates, [T] * B)
     assert_results_close(got, expected, TOLS_SAME[dtype], "lengths all T:")
 
 
@@ -338,8 +320,8 @@ def test_missing_states_are_zeros(kind, backend, dtype, rng):
     given, missing = make_layer(kind, I, H, **kw), make_layer(kind, I, H, **kw)
     x, states, dy, dstates = layer_problem(rng, given, T, B)
     zeros = tuple(np.zeros_like(s) for s in states)
-    expected = run_both(given, x, zeros, dy, zeros, LENGTHS)
-    got = run_both(missing, x, None, dy, None, LENGTHS)
+    expected = run_layer(given, x, zeros, dy, zeros, LENGTHS)
+    got = run_layer(missing, x, None, dy, None, LENGTHS)
     assert_results_close(got, expected, TOLS_SAME[dtype], "missing states:")
     for f in got[1]:     # the empty sequence's final states are its (zero) initial states
         assert not f[:, LENGTHS.index(0)].any()
@@ -354,8 +336,8 @@ def test_every_spelling_of_lengths_gives_the_same_result(spell, backend, rng):
     kw = dict(num_layers=2, bidirectional=True, dtype=np.float64, backend=backend, seed=9)
     reference_layer, layer = make_layer("lstm", I, H, **kw), make_layer("lstm", I, H, **kw)
     x, states, dy, dstates = layer_problem(rng, layer, T, B)
-    expected = run_both(reference_layer, x, states, dy, dstates, np.array(LENGTHS, np.int64))
-    got = run_both(layer, x, states, dy, dstates, spell(LENGTHS))
+    expected = run_layer(reference_layer, x, states, dy, dstates, np.array(LENGTHS, np.int64))
+    got = run_layer(layer, x, states, dy, dstates, spell(LENGTHS))
     assert_results_equal(got, expected, "lengths spelled differently:")
 
 
@@ -368,7 +350,7 @@ def test_no_steps_at_all(kind, backend, batch_first, rng):
                        dtype=np.float64, backend=backend, seed=1)
     x, states, dy, dstates = layer_problem(rng, layer, 0, B)
     D, P = 2, layer.output_size
-    y, finals, dx, dinits, grads = run_both(layer, x, states, dy, dstates, [0] * B)
+    y, finals, dx, dinits, grads = run_layer(layer, x, states, dy, dstates, [0] * B)
     assert y.shape == ((B, 0, D * P) if batch_first else (0, B, D * P))
     assert dx.shape == x.shape
     for f, s in zip(finals, states, strict=True):
@@ -377,7 +359,7 @@ def test_no_steps_at_all(kind, backend, batch_first, rng):
         assert np.array_equal(d, s)
     assert not any(g.any() for g in grads.values())
     # Without initial states: zeros.
-    y, finals = run(layer, x, None, np.zeros(B, np.int64))
+    y, finals = layer_forward(layer, x, None, np.zeros(B, np.int64))
     for f, n in zip(finals, layer_state_sizes(layer), strict=True):
         assert np.array_equal(f, np.zeros((4, B, n)))
 
@@ -389,7 +371,7 @@ def test_a_batch_of_one(kind, backend, n, rng):
     layer = make_layer(kind, I, H, num_layers=2, bidirectional=True, dtype=np.float64,
                        backend=backend, seed=2)
     x, states, dy, dstates = layer_problem(rng, layer, T, 1)
-    got = run_both(layer, x, states, dy, dstates, [n])
+    got = run_layer(layer, x, states, dy, dstates, [n])
     y, finals, dx, dinits, grads = got
     assert y.shape == dy.shape and dx.shape == x.shape
     assert (y[n:] == 0).all() and (dx[n:] == 0).all()
@@ -400,7 +382,7 @@ def test_a_batch_of_one(kind, backend, n, rng):
             assert np.array_equal(d, s)
         assert not any(g.any() for g in grads.values())
         return
-    y_e, finals_e, dx_e, dinits_e, grads_e = run_both(layer, x[:n], states, dy[:n], dstates,
+    y_e, finals_e, dx_e, dinits_e, grads_e = run_layer(layer, x[:n], states, dy[:n], dstates,
                                                       None)
     tol = TOLS_ORACLE[np.float64]
     assert_results_close((y[:n], finals, dx[:n], dinits, grads),
@@ -421,8 +403,8 @@ def test_native_matches_reference(kind, dtype, case, rng):
     nat = make_layer(kind, I, H, dtype=dtype, backend="native", seed=11, **case)
     nat.load_state_dict(ref.state_dict())
     x, states, dy, dstates = layer_problem(rng, ref, T, B)
-    expected = run_both(ref, x, states, dy, dstates, LENGTHS)
-    got = run_both(nat, x, states, dy, dstates, LENGTHS)
+    expected = run_layer(ref, x, states, dy, dstates, LENGTHS)
+    got = run_layer(nat, x, states, dy, dstates, LENGTHS)
     assert_results_close(got, expected, TOLS_ORACLE[dtype], "native against reference:")
 
 
@@ -445,8 +427,8 @@ def test_native_matches_reference_on_a_larger_batch(kind, dtype, rng):
     nat.load_state_dict(ref.state_dict())
     x, states, dy, dstates = layer_problem(rng, ref, TL, BL)
     lengths = random_lengths(rng, TL, BL)
-    expected = run_both(ref, x, states, dy, dstates, lengths)
-    got = run_both(nat, x, states, dy, dstates, lengths)
+    expected = run_layer(ref, x, states, dy, dstates, lengths)
+    got = run_layer(nat, x, states, dy, dstates, lengths)
     assert_results_close(got, expected, TOLS_ORACLE[dtype], "native against reference:")
 
 
@@ -459,10 +441,10 @@ def test_results_with_lengths_do_not_depend_on_threads(kind, rng, restore_thread
     x, states, dy, dstates = layer_problem(rng, layer, TL, BL)
     lengths = random_lengths(rng, TL, BL)
     fastlstm.set_num_threads(1)
-    expected = run_both(layer, x, states, dy, dstates, lengths)
+    expected = run_layer(layer, x, states, dy, dstates, lengths)
     for n in (2, 3):
         fastlstm.set_num_threads(n)
-        assert_results_equal(run_both(layer, x, states, dy, dstates, lengths), expected,
+        assert_results_equal(run_layer(layer, x, states, dy, dstates, lengths), expected,
                              f"{n} threads against 1:")
 
 
@@ -488,7 +470,7 @@ class LengthTwins:
         self.dy = rng.standard_normal((TE, BE, sizes[0])).astype(F32)
         self.dstates = tuple(rng.standard_normal((LE, BE, n)).astype(F32) for n in sizes)
         for layer in (self.layer, self.twin):
-            run(layer, self.x, self.states, previous)
+            layer_forward(layer, self.x, self.states, previous)
         self.params_before = self.layer.state_dict()
 
     def assert_unchanged(self):
@@ -510,8 +492,8 @@ class LengthTwins:
             assert np.array_equal(g, twin.grads[name]), name
         # The dropout generator did not advance: the next forward draws the same masks.
         for lengths in (self.previous, None):
-            y_got, _ = run(layer, self.x, self.states, lengths)
-            y_expected, _ = run(twin, self.x, self.states, lengths)
+            y_got, _ = layer_forward(layer, self.x, self.states, lengths)
+            y_expected, _ = layer_forward(twin, self.x, self.states, lengths)
             assert np.array_equal(y_got, y_expected)
 
 
@@ -544,5 +526,5 @@ def test_bad_lengths_are_refused_and_change_nothing(case, kind, backend, previou
     bad, exc = BAD_LENGTHS[case]
     tw = LengthTwins(kind, backend, previous)
     with pytest.raises(exc, match="lengths"):
-        run(tw.layer, tw.x, tw.states, bad)
+        layer_forward(tw.layer, tw.x, tw.states, bad)
     tw.assert_unchanged()

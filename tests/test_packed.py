@@ -31,16 +31,15 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_backward_matches_fd, assert_close, f_backward, f_forward,
-                     max_rel_err, n_states, random_weights, state_sizes, weight_names)
+from helpers import (KINDS, TOL64, as64_tree, assert_backward_matches_fd, assert_close,
+                     assert_functional_matches, f_backward, f_forward, n_states, random_weights,
+                     run_functional, state_sizes, weight_names)
 
 import fastlstm
 from fastlstm import native, reference
 
 BACKENDS = {"reference": reference, "native": native}
 ORACLE_TOL64 = 1e-12
-TOL64 = 1e-10
-F32_FACTOR, F32_FLOOR, F32_MAX = 8.0, 1e-6, 1e-4
 THREADS = (1, 2, 3)
 
 
@@ -87,16 +86,6 @@ def packed_problem(rng, kind, batch_sizes, B, I, H, dtype=np.float64, bias=True,
     dy = rng.standard_normal((N, sizes[0])).astype(dtype)
     dstates = tuple(rng.standard_normal((B, n)).astype(dtype) for n in sizes)
     return x, states, weights, dy, dstates
-
-
-def run_packed(backend, kind, problem, batch_sizes):
-    """Packed forward then backward; names and arrays of every output and gradient."""
-    x, states, weights, dy, dstates = problem
-    y, finals, ctx = f_forward(backend, kind, x, states, weights, batch_sizes)
-    dx, dinits, dweights = f_backward(backend, kind, ctx, dy, dstates)
-    names = (["y", "h_n", "c_n"][:1 + len(finals)] + ["dx", "dh0", "dc0"][:1 + len(dinits)]
-             + list(weight_names(kind)))
-    return names, [y, *finals, dx, *dinits, *dweights]
 
 
 def weighted_sum(outputs, weights):
@@ -180,7 +169,7 @@ def test_packed_call_equals_each_sequence_alone(kind, case, bias, backend, rng):
     bs = batch_sizes_of(lengths)
     problem = packed_problem(rng, kind, bs, B, I, H, bias=bias)
     x, states, weights, dy, dstates = problem
-    names, got = run_packed(backend, kind, problem, bs)
+    names, got = run_functional(backend, kind, problem, bs)
     n_s = n_states(kind)
     y, finals = got[0], got[1:1 + n_s]
     dx, dinits, dweights = got[1 + n_s], got[2 + n_s:2 + 2 * n_s], got[2 + 2 * n_s:]
@@ -236,7 +225,7 @@ def test_padded_call_is_bitwise_the_packed_call_with_every_batch_size_B(kind, sh
     bs = np.full(T, B, np.int64)
     x, states, weights, dy, dstates = packed_problem(rng, kind, bs, B, I, H, dtype=dtype)
     P = states[0].shape[1]
-    names, packed = run_packed(backend, kind, (x, states, weights, dy, dstates), bs)
+    names, packed = run_functional(backend, kind, (x, states, weights, dy, dstates), bs)
     y, finals, ctx = f_forward(backend, kind, x.reshape(T, B, I), states, weights)
     dx, dinits, dweights = f_backward(backend, kind, ctx, dy.reshape(T, B, P), dstates)
     padded = [y.reshape(T * B, P), *finals, dx.reshape(T * B, I), *dinits, *dweights]
@@ -276,21 +265,9 @@ def test_packed_native_matches_reference_float64(kind, case, bias, rng):
     lengths, I, H = case
     bs = batch_sizes_of(lengths)
     problem = packed_problem(rng, kind, bs, len(lengths), I, H, bias=bias)
-    names, ref = run_packed("reference", kind, problem, bs)
-    _, nat = run_packed("native", kind, problem, bs)
-    for name, n, r in zip(names, nat, ref, strict=True):
-        if r is None:
-            assert n is None, name
-        else:
-            assert n.dtype == np.float64 and n.shape == r.shape, name
-            assert_close(n, r, TOL64, name)
-
-
-def as64(problem):
-    x, states, weights, dy, dstates = problem
-    conv = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
-    return (conv(x), tuple(map(conv, states)), tuple(map(conv, weights)), conv(dy),
-            tuple(map(conv, dstates)))
+    names, ref = run_functional("reference", kind, problem, bs)
+    _, nat = run_functional("native", kind, problem, bs)
+    assert_functional_matches(names, nat, ref)
 
 
 @pytest.mark.parametrize("case", nvr_cases(), ids=oracle_id)
@@ -299,15 +276,10 @@ def test_packed_native_float32_error_is_like_the_reference(kind, case, rng):
     lengths, I, H = case
     bs = batch_sizes_of(lengths)
     problem = packed_problem(rng, kind, bs, len(lengths), I, H, dtype=np.float32)
-    names, nat = run_packed("native", kind, problem, bs)
-    _, ref = run_packed("reference", kind, problem, bs)
-    _, truth = run_packed("reference", kind, as64(problem), bs)
-    for name, n, r, t in zip(names, nat, ref, truth, strict=True):
-        assert n.dtype == np.float32 and r.dtype == np.float32, name
-        err_nat, err_ref = max_rel_err(n, t), max_rel_err(r, t)
-        assert err_nat <= F32_FACTOR * err_ref + F32_FLOOR, (
-            f"{name}: native float32 error {err_nat:.3g}, reference float32 error {err_ref:.3g}")
-        assert err_nat <= F32_MAX, f"{name}: native float32 error {err_nat:.3g}"
+    names, nat = run_functional("native", kind, problem, bs)
+    _, ref = run_functional("reference", kind, problem, bs)
+    _, truth = run_functional("reference", kind, as64_tree(problem), bs)
+    assert_functional_matches(names, nat, ref, truth)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -348,8 +320,8 @@ def test_native_packed_results_do_not_depend_on_threads(kind, case, dtype, rng,
     results = {}
     for n in THREADS:
         fastlstm.set_num_threads(n)
-        results[n] = run_packed("native", kind, problem, bs)[1]
-    names = run_packed("native", kind, problem, bs)[0]
+        results[n] = run_functional("native", kind, problem, bs)[1]
+    names = run_functional("native", kind, problem, bs)[0]
     for n in THREADS[1:]:
         for name, a, b in zip(names, results[n], results[THREADS[0]], strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b), (
@@ -496,8 +468,8 @@ def test_trailing_empty_steps_change_nothing(kind, backend, rng):
     nothing: bitwise the call without them."""
     short, long = np.array([3, 2, 1]), np.array([3, 2, 1, 0, 0])
     problem = packed_problem(rng, kind, short, 4, 2, 3)
-    names, expected = run_packed(backend, kind, problem, short)
-    _, got = run_packed(backend, kind, problem, long)
+    names, expected = run_functional(backend, kind, problem, short)
+    _, got = run_functional(backend, kind, problem, long)
     for name, a, e in zip(names, got, expected, strict=True):
         assert np.array_equal(a, e), name
 

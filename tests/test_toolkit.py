@@ -256,9 +256,9 @@ def test_clip_grad_norm():
 def test_optimizer_errors():
     with pytest.raises(TypeError, match=r"layers\[1\] must be a fastlstm module"):
         optim.SGD([fastlstm.Linear(2, 2), np.zeros(3)], lr=0.1)
-    with pytest.raises(ValueError, match="lr must be a number >= 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
         optim.Adam(fastlstm.Linear(2, 2), lr=-1)
-    with pytest.raises(ValueError, match=r"betas\[1\] must be a number >= 0.0 and < 1.0"):
+    with pytest.raises(ValueError, match=r"betas\[1\] must be a finite number >= 0.0 and < 1.0"):
         optim.Adam(fastlstm.Linear(2, 2), betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="nesterov=True needs a momentum"):
         optim.SGD(fastlstm.Linear(2, 2), lr=0.1, nesterov=True)
