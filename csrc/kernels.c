@@ -76,8 +76,9 @@ int64_t fl_packed_rows(const fl_layer *l)
     return n;
 }
 
-/* The threads a call runs on: n_threads, but no more than the sequences (a batch of one has one
- * part with rows, and no work for a second thread), and one for a call whose products come to
+/* The threads a call runs on: n_threads, but no more than the parts (each runs on one thread, so
+ * more would only be started to wait) or the sequences (a batch of one has one part with rows,
+ * and no work for a second thread), and one for a call whose products come to
  * fewer than 2^17 FLOPs: about a microsecond of work, which a second thread would not pay back
  * (an OpenMP region costs microseconds on an idle machine, and on a busy one it waits until its
  * other thread is scheduled, easily milliseconds). Results do not depend on it. */
@@ -85,9 +86,10 @@ static int call_threads(const fl_layer *l, int n_threads)
 {
     const int64_t GH = gates_of(l->cell) * l->H;
     const double flops = 2.0 * (double)fl_packed_rows(l) * (double)GH * (double)(l->I + l->P);
-    if (flops < (double)(1 << 17))
+    if (flops < (double)(1 << 17) || l->B < 2)
         return 1;
-    return l->B < n_threads ? (int)(l->B > 0 ? l->B : 1) : n_threads;
+    int64_t most = l->B < num_parts ? l->B : num_parts;
+    return n_threads < most ? n_threads : (int)most;
 }
 
 /* Elements of the packed w_hh and w_hr of a call (kernels_impl.h, "the packed recurrent

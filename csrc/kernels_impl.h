@@ -330,7 +330,7 @@ FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H,
         if (relu)
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                a[j] = a[j] > 0 ? a[j] : 0;
+                a[j] = a[j] < 0 ? 0 : a[j]; /* NaN stays NaN, as in max(a, 0) */
         else
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
@@ -768,5 +768,6 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *Bm, REAL *C,
                       int n_threads)
 {
-    SFX(gemm_rows)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, n_threads);
+    SFX(gemm_rows)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, n_threads < fl_num_parts() ? n_threads
+                                                                      : fl_num_parts());
 }

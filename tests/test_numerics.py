@@ -119,9 +119,6 @@ def test_huge_finite_inputs_stay_finite_and_agree(kind, dtype, magnitude, rng):
 # ---------------------------------------------------------------- non-finite input
 
 T0, B0 = 2, 1     # where the non-finite value goes: step 2 of sequence 1 (of 3), feature 0
-RELU_NAN = pytest.mark.xfail(
-    strict=True, reason="csrc/kernels_impl.h rnn_cell_forward: `a > 0 ? a : 0` makes the native "
-    "relu of NaN 0; the reference's np.maximum keeps NaN")
 
 
 def run_with(backend, kind, problem, value):
@@ -149,9 +146,8 @@ def assert_only_its_sequence_changed(run, clean):
         assert np.array_equal(a[others], c[others])
 
 
-@pytest.mark.parametrize("kind, backend", [
-    pytest.param(k, b, marks=RELU_NAN if (k, b) == ("rnn_relu", "native") else ())
-    for k in KINDS for b in BACKENDS])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_input_propagates_through_its_own_sequence(kind, backend, rng):
     """x[T0, B0] = NaN: its sequence's outputs from T0 on and its final states are NaN, the
     weight gradients NaN, and nothing else changes."""
