@@ -152,3 +152,26 @@ def test_kernels_release_the_gil(kind, rng, restore_threads):
     assert longest_stall < duration / 2, (
         f"the main thread stalled {longest_stall * 1e3:.1f} ms during a "
         f"{duration * 1e3:.1f} ms kernel call: the GIL was held")
+
+
+@pytest.mark.skipif(not OPENMP, reason="built without OpenMP: always one thread")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in Linux's /proc")
+def test_a_call_starts_no_more_threads_than_the_batch_has_parts():
+    # set_num_threads is an upper bound: each part of a batch runs on one thread, so a call
+    # must not start the other 997 (a thousand threads per call once aborted the process).
+    code = """if True:
+        import os, numpy as np, fastlstm
+        fastlstm.set_num_threads(1000)
+        layer = fastlstm.LSTM(16, 64, seed=0)
+        x = np.ones((20, 32, 16), np.float32)
+        layer(x)
+        layer.backward(np.ones((20, 32, 64), np.float32))
+        fastlstm.native.matmul_t(np.ones((64, 64)), np.ones((64, 64)))
+        print(len(os.listdir("/proc/self/task")))
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    parts = fastlstm.native.build_info()["parts"]
+    # the main thread, the parts' OpenMP threads, and the BLAS libraries' own few
+    assert int(result.stdout) < parts + 8
