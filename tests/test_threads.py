@@ -5,10 +5,13 @@ reductions run in a fixed order), so everything here is compared with np.array_e
 more than this machine's cores on purpose. Every test that changes the thread count restores it
 (the restore_threads fixture).
 """
+import functools
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,38 +120,73 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernels_release_the_gil(kind, rng, restore_threads):
-    """While a native forward runs in one thread, Python code must keep running in another.
+# The GIL test below: the worker's CPU time that proves the kernel ran without the GIL, and the
+# CPU time the main thread spins without seeing the worker's clock move before it concludes
+# that the worker waits for the GIL and lets it have it.
+WORKER_CPU = 0.02
+STALL = 0.005
 
-    The main thread spins, recording the longest stretch it could not run. A kernel that held
-    the GIL would stall it for about the whole call; with the GIL released, the longest stall
-    is a scheduling hiccup, far below half the call. One OpenMP thread leaves the second core
-    to the spinning thread.
+
+def spin_while_worker_runs(clock):
+    """Spin, holding the GIL, while the thread of CPU clock ``clock`` runs; return the CPU time
+    it used meanwhile. Stops once that reaches WORKER_CPU, or once this thread has used STALL
+    of CPU time without the other's clock moving."""
+    start = last = time.clock_gettime(clock)
+    mine = time.thread_time()
+    while True:
+        now = time.clock_gettime(clock)
+        if now - start >= WORKER_CPU:
+            return now - start
+        if now != last:
+            last, mine = now, time.thread_time()
+        elif time.thread_time() - mine > STALL:
+            return now - start
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
+    """While a worker thread is inside a kernel, the main thread runs Python code: proof that
+    the kernel released the GIL, with no clock but CPU time and nothing compared to a duration.
+
+    CPython is made never to take the GIL from a thread by force (a switch interval of 100 s),
+    so the main thread holds it from the moment it gets it until it sleeps. It spins, holding
+    it, while it watches the worker's CPU clock. Whatever CPU time the worker uses meanwhile, it
+    uses without the GIL: if that reaches WORKER_CPU, the worker was in the kernel (the Python
+    around the kernel call cannot run, and numpy's GIL-free copies in it take microseconds).
+    When the worker's clock stops, the worker waits for the GIL, and the main thread sleeps a
+    millisecond to let it have it. A kernel that held the GIL would keep the main thread from
+    running at all while it runs. One OpenMP thread: the kernel runs in the worker itself.
     """
-    import threading
-    import time
     fastlstm.set_num_threads(1)
-    H = 384 if n_gates(kind) == 1 else 128   # sized so that the kernel dominates the call
-    x, states, weights, _, _ = random_problem(rng, kind, 400, 64, 32, H, dtype=np.float64)
-    call = {}
+    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 100 ms
+    x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
+    if backward:
+        ctx = f_forward("native", kind, x, states, weights)[2]
+        call = functools.partial(f_backward, "native", kind, ctx, dy, dstates)
+    else:
+        call = functools.partial(f_forward, "native", kind, x, states, weights)
+    finished, may_exit = threading.Event(), threading.Event()
 
     def work():
-        call["start"] = time.perf_counter()
-        f_forward("native", kind, x, states, weights)
-        call["end"] = time.perf_counter()
+        call()
+        finished.set()
+        may_exit.wait()   # its CPU clock must stay readable until the main thread is done
 
     worker = threading.Thread(target=work)
-    longest_stall = 0.0
-    worker.start()
-    last = time.perf_counter()
-    while worker.is_alive():
-        now = time.perf_counter()
-        longest_stall = max(longest_stall, now - last)
-        last = now
-    worker.join()
-    duration = call["end"] - call["start"]
-    assert duration > 0.01, f"the call took {duration * 1e3:.1f} ms: too short to tell"
-    assert longest_stall < duration / 2, (
-        f"the main thread stalled {longest_stall * 1e3:.1f} ms during a "
-        f"{duration * 1e3:.1f} ms kernel call: the GIL was held")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100)
+    try:
+        worker.start()
+        clock = time.pthread_getcpuclockid(worker.ident)
+        most = 0.0
+        while most < WORKER_CPU and not finished.is_set():
+            most = max(most, spin_while_worker_runs(clock))
+            time.sleep(0.001)
+    finally:
+        may_exit.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+    assert most >= WORKER_CPU, (
+        f"the worker used at most {most * 1e3:.1f} ms of CPU time while the main thread held "
+        "the GIL: the kernel held it")
