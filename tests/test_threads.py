@@ -120,7 +120,7 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 
-# The GIL test below: the worker's CPU time that proves the kernel ran without the GIL, and the
+# The GIL tests below: the worker's CPU time that proves a kernel ran without the GIL, and the
 # CPU time the main thread spins without seeing the worker's clock move before it concludes
 # that the worker waits for the GIL and lets it have it.
 WORKER_CPU = 0.02
@@ -143,11 +143,10 @@ def spin_while_worker_runs(clock):
             return now - start
 
 
-@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
-    """While a worker thread is inside a kernel, the main thread runs Python code: proof that
-    the kernel released the GIL, with no clock but CPU time and nothing compared to a duration.
+def assert_runs_without_the_gil(call):
+    """While a worker thread is inside ``call``, the main thread runs Python code: proof that
+    the kernel in it released the GIL, with no clock but CPU time and nothing compared to a
+    duration.
 
     CPython is made never to take the GIL from a thread by force (a switch interval of 100 s),
     so the main thread holds it from the moment it gets it until it sleeps. It spins, holding
@@ -156,16 +155,9 @@ def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
     around the kernel call cannot run, and numpy's GIL-free copies in it take microseconds).
     When the worker's clock stops, the worker waits for the GIL, and the main thread sleeps a
     millisecond to let it have it. A kernel that held the GIL would keep the main thread from
-    running at all while it runs. One OpenMP thread: the kernel runs in the worker itself.
+    running at all while it runs. ``call`` must use one OpenMP thread, the worker itself, and
+    spend well over WORKER_CPU in the kernel.
     """
-    fastlstm.set_num_threads(1)
-    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 100 ms
-    x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
-    if backward:
-        ctx = f_forward("native", kind, x, states, weights)[2]
-        call = functools.partial(f_backward, "native", kind, ctx, dy, dstates)
-    else:
-        call = functools.partial(f_forward, "native", kind, x, states, weights)
     finished, may_exit = threading.Event(), threading.Event()
 
     def work():
@@ -190,3 +182,29 @@ def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
     assert most >= WORKER_CPU, (
         f"the worker used at most {most * 1e3:.1f} ms of CPU time while the main thread held "
         "the GIL: the kernel held it")
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
+    """The functional kernels, forward and backward (see assert_runs_without_the_gil)."""
+    fastlstm.set_num_threads(1)
+    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 100 ms
+    x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
+    if backward:
+        ctx = f_forward("native", kind, x, states, weights)[2]
+        assert_runs_without_the_gil(
+            functools.partial(f_backward, "native", kind, ctx, dy, dstates))
+    else:
+        assert_runs_without_the_gil(
+            functools.partial(f_forward, "native", kind, x, states, weights))
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
+def test_stream_steps_release_the_gil(kind, rng):
+    """A stream's step, which runs every layer in one call on one thread (see
+    assert_runs_without_the_gil)."""
+    layer = make_layer(kind, 256, 256, num_layers=4, dtype=np.float64, seed=0)
+    stream = layer.stream(512)                  # sized so that 16 steps take > 100 ms
+    x = rng.standard_normal((512, 256))
+    assert_runs_without_the_gil(lambda: [stream.step(x) for _ in range(16)])
