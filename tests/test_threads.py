@@ -5,6 +5,7 @@ reductions run in a fixed order), so everything here is compared with np.array_e
 more than this machine's cores on purpose. Every test that changes the thread count restores it
 (the restore_threads fixture).
 """
+import ctypes
 import functools
 import os
 import re
@@ -120,50 +121,61 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 
-# The GIL tests below: the worker's CPU time that proves a kernel ran without the GIL, and the
-# CPU time the main thread spins without seeing the worker's clock move before it concludes
-# that the worker waits for the GIL and lets it have it.
+# The worker's CPU time that proves a kernel ran without the GIL (the GIL tests below).
 WORKER_CPU = 0.02
-STALL = 0.005
 
 
-def spin_while_worker_runs(clock):
-    """Spin, holding the GIL, while the thread of CPU clock ``clock`` runs; return the CPU time
-    it used meanwhile. Stops once that reaches WORKER_CPU, or once this thread has used STALL
-    of CPU time without the other's clock moving."""
-    start = last = time.clock_gettime(clock)
-    mine = time.thread_time()
-    while True:
-        now = time.clock_gettime(clock)
-        if now - start >= WORKER_CPU:
-            return now - start
-        if now != last:
-            last, mine = now, time.thread_time()
-        elif time.thread_time() - mine > STALL:
-            return now - start
+class ThreadState:
+    """The scheduler's state of one thread of this process ("R" running or runnable, "S"
+    sleeping, ...), read from /proc without releasing the GIL: through ctypes.PyDLL, whose calls
+    keep it, where Python's own file reads release it."""
+
+    def __init__(self, native_id):
+        self.fd = os.open(f"/proc/self/task/{native_id}/stat", os.O_RDONLY)
+        self.buf = ctypes.create_string_buffer(1024)
+        self.pread = ctypes.PyDLL(None).pread
+        self.pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+        self.pread.restype = ctypes.c_ssize_t
+
+    def __call__(self):
+        n = self.pread(self.fd, self.buf, len(self.buf), 0)
+        stat = self.buf.raw[:n]
+        return stat[stat.rindex(b")") + 2:][:1].decode()   # the field after the name
+
+    def close(self):
+        os.close(self.fd)
+
+
+def spin_while_worker_runs(clock, state):
+    """Spin, holding the GIL, while the worker thread (CPU clock ``clock``, scheduler state
+    ``state``) is runnable; return the CPU time it used meanwhile, once that reaches WORKER_CPU
+    or once the worker sleeps (waits for the GIL)."""
+    start = time.clock_gettime(clock)
+    while state() == "R" and time.clock_gettime(clock) - start < WORKER_CPU:
+        pass
+    return time.clock_gettime(clock) - start
 
 
 def assert_runs_without_the_gil(call):
     """While a worker thread is inside ``call``, the main thread runs Python code: proof that
-    the kernel in it released the GIL, with no clock but CPU time and nothing compared to a
-    duration.
+    the kernel in it released the GIL, with no clock but CPU time and no duration compared.
 
     CPython is made never to take the GIL from a thread by force (a switch interval of 100 s),
     so the main thread holds it from the moment it gets it until it sleeps. It spins, holding
     it, while it watches the worker's CPU clock. Whatever CPU time the worker uses meanwhile, it
     uses without the GIL: if that reaches WORKER_CPU, the worker was in the kernel (the Python
     around the kernel call cannot run, and numpy's GIL-free copies in it take microseconds).
-    When the worker's clock stops, the worker waits for the GIL, and the main thread sleeps a
-    millisecond to let it have it. A kernel that held the GIL would keep the main thread from
-    running at all while it runs. ``call`` must use one OpenMP thread, the worker itself, and
-    spend well over WORKER_CPU in the kernel.
+    When the worker sleeps (its scheduler state is no longer "R"), it waits for the GIL, and
+    the main thread sleeps a millisecond to let it have it. A kernel that held the GIL would
+    keep the main thread from running at all while it runs. ``call`` must use one OpenMP
+    thread, the worker itself, and spend well over WORKER_CPU in each kernel call.
     """
     finished, may_exit = threading.Event(), threading.Event()
 
     def work():
         call()
         finished.set()
-        may_exit.wait()   # its CPU clock must stay readable until the main thread is done
+        may_exit.wait()   # its clock and state must stay readable until the main thread is done
 
     worker = threading.Thread(target=work)
     interval = sys.getswitchinterval()
@@ -171,10 +183,14 @@ def assert_runs_without_the_gil(call):
     try:
         worker.start()
         clock = time.pthread_getcpuclockid(worker.ident)
+        state = ThreadState(worker.native_id)
         most = 0.0
-        while most < WORKER_CPU and not finished.is_set():
-            most = max(most, spin_while_worker_runs(clock))
-            time.sleep(0.001)
+        try:
+            while most < WORKER_CPU and not finished.is_set():
+                most = max(most, spin_while_worker_runs(clock, state))
+                time.sleep(0.001)
+        finally:
+            state.close()
     finally:
         may_exit.set()
         worker.join()
@@ -189,7 +205,7 @@ def assert_runs_without_the_gil(call):
 def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
     """The functional kernels, forward and backward (see assert_runs_without_the_gil)."""
     fastlstm.set_num_threads(1)
-    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 100 ms
+    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 50 ms
     x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
     if backward:
         ctx = f_forward("native", kind, x, states, weights)[2]
@@ -204,7 +220,7 @@ def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
 def test_stream_steps_release_the_gil(kind, rng):
     """A stream's step, which runs every layer in one call on one thread (see
     assert_runs_without_the_gil)."""
-    layer = make_layer(kind, 256, 256, num_layers=4, dtype=np.float64, seed=0)
-    stream = layer.stream(512)                  # sized so that 16 steps take > 100 ms
-    x = rng.standard_normal((512, 256))
-    assert_runs_without_the_gil(lambda: [stream.step(x) for _ in range(16)])
+    H = 1024 if n_gates(kind) == 1 else 512    # sized so that each step takes > 100 ms
+    stream = make_layer(kind, H, H, num_layers=4, dtype=np.float64, seed=0).stream(512)
+    x = rng.standard_normal((512, H))
+    assert_runs_without_the_gil(lambda: [stream.step(x) for _ in range(2)])
