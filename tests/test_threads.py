@@ -5,8 +5,10 @@ reductions run in a fixed order), so everything here is compared with np.array_e
 more than this machine's cores on purpose. Every test that changes the thread count restores it
 (the restore_threads fixture).
 """
+import copy
 import ctypes
 import functools
+import itertools
 import os
 import re
 import subprocess
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (KINDS, f_backward, f_forward, grads_copy, layer_backward, layer_forward,
-                     layer_problem, make_layer, n_gates, random_problem)
+from helpers import (DTYPES, KINDS, f_backward, f_forward, grads_copy, layer_backward,
+                     layer_forward, layer_problem, make_layer, n_gates, random_problem)
 
 import fastlstm
 
@@ -27,9 +29,10 @@ THREADS = (1, 2, 3)
 OPENMP = fastlstm.native.build_info()["openmp"]
 
 
-def native_run(kind, problem):
+def native_run(kind, problem, batch_sizes=None):
+    """Forward and backward of one functional problem: every output and gradient, in a list."""
     x, states, weights, dy, dstates = problem
-    y, finals, ctx = f_forward("native", kind, x, states, weights)
+    y, finals, ctx = f_forward("native", kind, x, states, weights, batch_sizes)
     dx, dinits, dweights = f_backward("native", kind, ctx, dy, dstates)
     return [y, *finals, dx, *dinits, *dweights]
 
@@ -119,6 +122,85 @@ def test_concurrent_calls_from_python_threads(restore_threads):
             for a, b in zip(a_list, b_list):
                 assert np.array_equal(a, b), f"job {k} differs when run concurrently"
 
+
+def packed_problem(rng, kind, dtype, bias):
+    """A packed batch of B = 6 sequences, some of length 0, and its functional problem: x
+    (N, I), initial states, weights, dy (N, P), final-state gradients; and its batch_sizes."""
+    T, B, I, H = 9, 6, 5, 16
+    batch_sizes = np.sort(rng.integers(1, B + 1, size=T))[::-1].astype(np.int64)
+    x, states, weights, dy, dstates = random_problem(rng, kind, T, B, I, H, dtype, bias)
+    N = int(batch_sizes.sum())
+    flat = (x.reshape(T * B, I)[:N], states, weights, dy.reshape(T * B, -1)[:N], dstates)
+    return tuple(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+                 for a in flat), batch_sizes
+
+
+def test_concurrent_calls_on_shared_inputs(restore_threads):
+    """Four Python threads run the same jobs at once on the same arrays, each in its own order:
+    every kind in both dtypes, forward and backward, on packed batches (some sequences of
+    length 0), half of them without biases, each kernel on 2 OpenMP threads. Every result is
+    bitwise the sequential one, and no input changes."""
+    fastlstm.set_num_threads(2)
+    rng = np.random.default_rng(5)
+    jobs = [(kind, *packed_problem(rng, kind, dtype, bias=k % 2 == 0))
+            for k, (kind, dtype) in enumerate(itertools.product(KINDS, DTYPES))]
+    copies = copy.deepcopy(jobs)
+    sequential = [native_run(*job) for job in jobs]
+
+    def run_all(shift):
+        order = [(k + shift) % len(jobs) for k in range(len(jobs))]
+        return {k: native_run(*jobs[k]) for k in order}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run_all, range(4)))
+    for results in concurrent:
+        for k, got in results.items():
+            for a, b in zip(got, sequential[k], strict=True):
+                assert np.array_equal(a, b), f"job {k} ({jobs[k][0]}) differs when concurrent"
+    for a, b in zip(arrays_in(jobs), arrays_in(copies), strict=True):
+        assert np.array_equal(a, b), "an input changed"
+
+
+def arrays_in(nest):
+    """Every array in a nest of tuples and lists, in order."""
+    if isinstance(nest, np.ndarray):
+        return [nest]
+    if isinstance(nest, (tuple, list)):
+        return [a for item in nest for a in arrays_in(item)]
+    return []
+
+
+def test_concurrent_layers(restore_threads):
+    """Four Python threads each train their own layer at once (2 layers, bidirectional,
+    sequences of different lengths; a forward and a backward, three times): outputs, input
+    and state gradients and parameter gradients are bitwise those of sequential runs."""
+    fastlstm.set_num_threads(2)
+    rng = np.random.default_rng(6)
+    jobs = []
+    for k, kind in enumerate(("rnn_relu", "gru", "lstmp", "lstm_peephole")):
+        layer = make_layer(kind, 5, 12, num_layers=2, bidirectional=True, seed=k,
+                           dtype=DTYPES[k % 2])
+        jobs.append((layer, layer_problem(rng, layer, T=10, B=4), rng.integers(0, 11, 4)))
+
+    def train(job):
+        layer, (x, states, dy, dstates), lengths = job
+        results = []
+        for _ in range(3):
+            layer.zero_grad()
+            y, finals = layer(x, tuple(states) if len(states) == 2 else states[0], lengths)
+            finals = finals if isinstance(finals, tuple) else (finals,)
+            dx, dinits = layer_backward(layer, dy, dstates)
+            grads = grads_copy(layer)
+            results.append([y, *finals, dx, *dinits] + [grads[k] for k in sorted(grads)])
+        return results
+
+    sequential = [train(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(train, jobs))
+    for job, got, want in zip(jobs, concurrent, sequential, strict=True):
+        for got_run, want_run in zip(got, want, strict=True):
+            for a, b in zip(got_run, want_run, strict=True):
+                assert np.array_equal(a, b), f"{type(job[0]).__name__} differs when concurrent"
 
 
 # The worker's CPU time that proves a kernel ran without the GIL (the GIL tests below).
