@@ -124,8 +124,9 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 def packed_problem(rng, kind, dtype, bias):
-    """A packed batch of B = 6 sequences, some of length 0, and its functional problem: x
-    (N, I), initial states, weights, dy (N, P), final-state gradients; and its batch_sizes."""
+    """A packed batch of B = 6 sequences (those past batch_sizes[0] of length 0) and its
+    functional problem: x (N, I), initial states, weights, dy (N, P), final-state gradients;
+    and its batch_sizes."""
     T, B, I, H = 9, 6, 5, 16
     batch_sizes = np.sort(rng.integers(1, B + 1, size=T))[::-1].astype(np.int64)
     x, states, weights, dy, dstates = random_problem(rng, kind, T, B, I, H, dtype, bias)
