@@ -5,17 +5,23 @@ reductions run in a fixed order), so everything here is compared with np.array_e
 more than this machine's cores on purpose. Every test that changes the thread count restores it
 (the restore_threads fixture).
 """
+import copy
+import ctypes
+import functools
+import itertools
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import (KINDS, f_backward, f_forward, grads_copy, layer_backward, layer_forward,
-                     layer_problem, make_layer, n_gates, random_problem)
+from helpers import (DTYPES, KINDS, f_backward, f_forward, grads_copy, layer_backward,
+                     layer_forward, layer_problem, make_layer, n_gates, random_problem)
 
 import fastlstm
 
@@ -23,9 +29,10 @@ THREADS = (1, 2, 3)
 OPENMP = fastlstm.native.build_info()["openmp"]
 
 
-def native_run(kind, problem):
+def native_run(kind, problem, batch_sizes=None):
+    """Forward and backward of one functional problem: every output and gradient, in a list."""
     x, states, weights, dy, dstates = problem
-    y, finals, ctx = f_forward("native", kind, x, states, weights)
+    y, finals, ctx = f_forward("native", kind, x, states, weights, batch_sizes)
     dx, dinits, dweights = f_backward("native", kind, ctx, dy, dstates)
     return [y, *finals, dx, *dinits, *dweights]
 
@@ -116,42 +123,190 @@ def test_concurrent_calls_from_python_threads(restore_threads):
                 assert np.array_equal(a, b), f"job {k} differs when run concurrently"
 
 
+def packed_problem(rng, kind, dtype, bias):
+    """A packed batch of B = 6 sequences (those past batch_sizes[0] of length 0) and its
+    functional problem: x (N, I), initial states, weights, dy (N, P), final-state gradients;
+    and its batch_sizes."""
+    T, B, I, H = 9, 6, 5, 16
+    batch_sizes = np.sort(rng.integers(1, B + 1, size=T))[::-1].astype(np.int64)
+    x, states, weights, dy, dstates = random_problem(rng, kind, T, B, I, H, dtype, bias)
+    N = int(batch_sizes.sum())
+    flat = (x.reshape(T * B, I)[:N], states, weights, dy.reshape(T * B, -1)[:N], dstates)
+    return tuple(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+                 for a in flat), batch_sizes
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_kernels_release_the_gil(kind, rng, restore_threads):
-    """While a native forward runs in one thread, Python code must keep running in another.
 
-    The main thread spins, recording the longest stretch it could not run. A kernel that held
-    the GIL would stall it for about the whole call; with the GIL released, the longest stall
-    is a scheduling hiccup, far below half the call. One OpenMP thread leaves the second core
-    to the spinning thread.
+def test_concurrent_calls_on_shared_inputs(restore_threads):
+    """Four Python threads run the same jobs at once on the same arrays, each in its own order:
+    every kind in both dtypes, forward and backward, on packed batches (some sequences of
+    length 0), half of them without biases, each kernel on 2 OpenMP threads. Every result is
+    bitwise the sequential one, and no input changes."""
+    fastlstm.set_num_threads(2)
+    rng = np.random.default_rng(5)
+    jobs = [(kind, *packed_problem(rng, kind, dtype, bias=k % 2 == 0))
+            for k, (kind, dtype) in enumerate(itertools.product(KINDS, DTYPES))]
+    copies = copy.deepcopy(jobs)
+    sequential = [native_run(*job) for job in jobs]
+
+    def run_all(shift):
+        order = [(k + shift) % len(jobs) for k in range(len(jobs))]
+        return {k: native_run(*jobs[k]) for k in order}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run_all, range(4)))
+    for results in concurrent:
+        for k, got in results.items():
+            for a, b in zip(got, sequential[k], strict=True):
+                assert np.array_equal(a, b), f"job {k} ({jobs[k][0]}) differs when concurrent"
+    for a, b in zip(arrays_in(jobs), arrays_in(copies), strict=True):
+        assert np.array_equal(a, b), "an input changed"
+
+
+def arrays_in(nest):
+    """Every array in a nest of tuples and lists, in order."""
+    if isinstance(nest, np.ndarray):
+        return [nest]
+    if isinstance(nest, (tuple, list)):
+        return [a for item in nest for a in arrays_in(item)]
+    return []
+
+
+def test_concurrent_layers(restore_threads):
+    """Four Python threads each train their own layer at once (2 layers, bidirectional,
+    sequences of different lengths; a forward and a backward, three times): outputs, input
+    and state gradients and parameter gradients are bitwise those of sequential runs."""
+    fastlstm.set_num_threads(2)
+    rng = np.random.default_rng(6)
+    jobs = []
+    for k, kind in enumerate(("rnn_relu", "gru", "lstmp", "lstm_peephole")):
+        layer = make_layer(kind, 5, 12, num_layers=2, bidirectional=True, seed=k,
+                           dtype=DTYPES[k % 2])
+        jobs.append((layer, layer_problem(rng, layer, T=10, B=4), rng.integers(0, 11, 4)))
+
+    def train(job):
+        layer, (x, states, dy, dstates), lengths = job
+        results = []
+        for _ in range(3):
+            layer.zero_grad()
+            y, finals = layer(x, tuple(states) if len(states) == 2 else states[0], lengths)
+            finals = finals if isinstance(finals, tuple) else (finals,)
+            dx, dinits = layer_backward(layer, dy, dstates)
+            grads = grads_copy(layer)
+            results.append([y, *finals, dx, *dinits] + [grads[k] for k in sorted(grads)])
+        return results
+
+    sequential = [train(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(train, jobs))
+    for job, got, want in zip(jobs, concurrent, sequential, strict=True):
+        for got_run, want_run in zip(got, want, strict=True):
+            for a, b in zip(got_run, want_run, strict=True):
+                assert np.array_equal(a, b), f"{type(job[0]).__name__} differs when concurrent"
+
+
+# The worker's CPU time that proves a kernel ran without the GIL (the GIL tests below).
+WORKER_CPU = 0.02
+
+
+class ThreadState:
+    """The scheduler's state of one thread of this process ("R" running or runnable, "S"
+    sleeping, ...), read from /proc without releasing the GIL: through ctypes.PyDLL, whose calls
+    keep it, where Python's own file reads release it."""
+
+    def __init__(self, native_id):
+        self.fd = os.open(f"/proc/self/task/{native_id}/stat", os.O_RDONLY)
+        self.buf = ctypes.create_string_buffer(1024)
+        self.pread = ctypes.PyDLL(None).pread
+        self.pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+        self.pread.restype = ctypes.c_ssize_t
+
+    def __call__(self):
+        n = self.pread(self.fd, self.buf, len(self.buf), 0)
+        stat = self.buf.raw[:n]
+        return stat[stat.rindex(b")") + 2:][:1].decode()   # the field after the name
+
+    def close(self):
+        os.close(self.fd)
+
+
+def spin_while_worker_runs(clock, state):
+    """Spin, holding the GIL, while the worker thread (CPU clock ``clock``, scheduler state
+    ``state``) is runnable; return the CPU time it used meanwhile, once that reaches WORKER_CPU
+    or once the worker sleeps (waits for the GIL)."""
+    start = time.clock_gettime(clock)
+    while state() == "R" and time.clock_gettime(clock) - start < WORKER_CPU:
+        pass
+    return time.clock_gettime(clock) - start
+
+
+def assert_runs_without_the_gil(call):
+    """While a worker thread is inside ``call``, the main thread runs Python code: proof that
+    the kernel in it released the GIL, with no clock but CPU time and no duration compared.
+
+    CPython is made never to take the GIL from a thread by force (a switch interval of 100 s),
+    so the main thread holds it from the moment it gets it until it sleeps. It spins, holding
+    it, while it watches the worker's CPU clock. Whatever CPU time the worker uses meanwhile, it
+    uses without the GIL: if that reaches WORKER_CPU, the worker was in the kernel (the Python
+    around the kernel call cannot run, and numpy's GIL-free copies in it take microseconds).
+    When the worker sleeps (its scheduler state is no longer "R"), it waits for the GIL, and
+    the main thread sleeps a millisecond to let it have it. A kernel that held the GIL would
+    keep the main thread from running at all while it runs. ``call`` must use one OpenMP
+    thread, the worker itself, and spend well over WORKER_CPU in each kernel call.
     """
-    import threading
-    import time
-    fastlstm.set_num_threads(1)
-    H = 384 if n_gates(kind) == 1 else 128   # sized so that the kernel dominates the call
-    x, states, weights, _, _ = random_problem(rng, kind, 400, 64, 32, H, dtype=np.float64)
-    call = {}
+    finished, may_exit = threading.Event(), threading.Event()
 
     def work():
-        call["start"] = time.perf_counter()
-        f_forward("native", kind, x, states, weights)
-        call["end"] = time.perf_counter()
+        call()
+        finished.set()
+        may_exit.wait()   # its clock and state must stay readable until the main thread is done
 
     worker = threading.Thread(target=work)
-    longest_stall = 0.0
-    worker.start()
-    last = time.perf_counter()
-    while worker.is_alive():
-        now = time.perf_counter()
-        longest_stall = max(longest_stall, now - last)
-        last = now
-    worker.join()
-    duration = call["end"] - call["start"]
-    assert duration > 0.01, f"the call took {duration * 1e3:.1f} ms: too short to tell"
-    assert longest_stall < duration / 2, (
-        f"the main thread stalled {longest_stall * 1e3:.1f} ms during a "
-        f"{duration * 1e3:.1f} ms kernel call: the GIL was held")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100)
+    try:
+        worker.start()
+        clock = time.pthread_getcpuclockid(worker.ident)
+        state = ThreadState(worker.native_id)
+        most = 0.0
+        try:
+            while most < WORKER_CPU and not finished.is_set():
+                most = max(most, spin_while_worker_runs(clock, state))
+                time.sleep(0.001)
+        finally:
+            state.close()
+    finally:
+        may_exit.set()
+        worker.join()
+        sys.setswitchinterval(interval)
+    assert most >= WORKER_CPU, (
+        f"the worker used at most {most * 1e3:.1f} ms of CPU time while the main thread held "
+        "the GIL: the kernel held it")
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
+    """The functional kernels, forward and backward (see assert_runs_without_the_gil)."""
+    fastlstm.set_num_threads(1)
+    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 50 ms
+    x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
+    if backward:
+        ctx = f_forward("native", kind, x, states, weights)[2]
+        assert_runs_without_the_gil(
+            functools.partial(f_backward, "native", kind, ctx, dy, dstates))
+    else:
+        assert_runs_without_the_gil(
+            functools.partial(f_forward, "native", kind, x, states, weights))
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
+def test_stream_steps_release_the_gil(kind, rng):
+    """A stream's step, which runs every layer in one call on one thread (see
+    assert_runs_without_the_gil)."""
+    H = 1024 if n_gates(kind) == 1 else 512    # sized so that each step takes > 100 ms
+    stream = make_layer(kind, H, H, num_layers=4, dtype=np.float64, seed=0).stream(512)
+    x = rng.standard_normal((512, H))
+    assert_runs_without_the_gil(lambda: [stream.step(x) for _ in range(2)])
 
 
 @pytest.mark.skipif(not OPENMP, reason="built without OpenMP: always one thread")
