@@ -5,6 +5,7 @@ sizes, the toolkit's hyperparameters; and inputs in any memory layout, which mus
 Each bad call must raise the documented exception (TypeError, ValueError, MemoryError for a size
 that cannot be allocated) with a message that names the argument and says what it got.
 """
+import os
 import re
 import subprocess
 import sys
@@ -232,6 +233,9 @@ FORWARD_TOO_LARGE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's shadow memory alone exceeds the child's 2 GiB "
+                           "address-space limit (tools/sanitize.sh)")
 def test_a_forward_whose_states_cannot_be_allocated_raises_memory_error():
     """In a child process limited to 2 GiB of address space (never more is used), so that a
     failure could not take the test run, or the machine's memory, with it."""

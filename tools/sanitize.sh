@@ -15,7 +15,9 @@
 #      and the runtime must be the first library loaded). ASan stops at the first memory error,
 #      UBSan at the first undefined behaviour (halt_on_error); both print a stack trace and pytest
 #      then dies with a non-zero exit code. Leak detection is off: CPython keeps its own
-#      allocations until exit by design, so every run would "leak".
+#      allocations until exit by design, so every run would "leak". allocator_may_return_null
+#      makes an allocation too large to satisfy return NULL, as malloc does, instead of ending
+#      the process: the tests ask for impossible sizes to check that they raise MemoryError.
 #
 # PyTorch works under the preloaded ASan runtime, so the bridge's tests run too when torch is
 # installed: set FASTLSTM_SANITIZE_TORCH=1 to install torch into the throwaway environment.
@@ -46,7 +48,7 @@ sanitized() {
     # in a library loaded before it starts, and a throw without it (torch raises its errors as
     # C++ exceptions) stops the process with "CHECK failed: ... real___cxa_throw".
     LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
-        ASAN_OPTIONS="detect_leaks=0" \
+        ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1" \
         UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
         "$@"
 }
