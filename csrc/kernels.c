@@ -151,22 +151,6 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #define VEC_BROADCAST _mm512_set1_ps
 #define VEC_FMA _mm512_fmadd_ps
 #include "kernels_impl.h"
-#undef REAL
-#undef SFX
-#undef GEMM
-#undef GEMV
-#undef EXP_UINT
-#undef EXP_MANT
-#undef EXP_BIAS
-#undef EXP_ROUND
-#undef EXP_ROUND_BITS
-#undef EXP_MIN
-#undef EXP_MAX
-#undef EXP_LN2_HI
-#undef EXP_LN2_LO
-#undef EXP_DEGREE
-#undef VEC_BROADCAST
-#undef VEC_FMA
 
 #define REAL double
 #define SFX(name) name##_f64
@@ -185,19 +169,3 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 #define VEC_BROADCAST _mm512_set1_pd
 #define VEC_FMA _mm512_fmadd_pd
 #include "kernels_impl.h"
-#undef REAL
-#undef SFX
-#undef GEMM
-#undef GEMV
-#undef EXP_UINT
-#undef EXP_MANT
-#undef EXP_BIAS
-#undef EXP_ROUND
-#undef EXP_ROUND_BITS
-#undef EXP_MIN
-#undef EXP_MAX
-#undef EXP_LN2_HI
-#undef EXP_LN2_LO
-#undef EXP_DEGREE
-#undef VEC_BROADCAST
-#undef VEC_FMA

@@ -1,6 +1,8 @@
 /* The kernels for one floating type, written once: csrc/kernels.c includes this file with
  * REAL = float and with REAL = double (SFX names the twins _f32 and _f64; GEMM and GEMV pick
- * the matching BLAS functions, EXP_* the constants of exp below). Notation: csrc/fastlstm.h. */
+ * the matching BLAS functions, EXP_* the constants of exp below, VEC_* the AVX-512 intrinsics
+ * of the packed product), and undefines them all at its end, ready for the next type.
+ * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
  * Handles the empty cases itself (K = 0 leaves beta * C; BLAS would reject zero strides). */
@@ -771,3 +773,20 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
     SFX(gemm_rows)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, n_threads < fl_num_parts() ? n_threads
                                                                       : fl_num_parts());
 }
+
+#undef REAL
+#undef SFX
+#undef GEMM
+#undef GEMV
+#undef EXP_UINT
+#undef EXP_MANT
+#undef EXP_BIAS
+#undef EXP_ROUND
+#undef EXP_ROUND_BITS
+#undef EXP_MIN
+#undef EXP_MAX
+#undef EXP_LN2_HI
+#undef EXP_LN2_LO
+#undef EXP_DEGREE
+#undef VEC_BROADCAST
+#undef VEC_FMA
