@@ -232,8 +232,8 @@ def matrix_peak(dtype, repeat, n=2048):
     return 2 * n ** 3 / median_time(lambda: matmul_t(a, b), repeat) / 1e9
 
 
-def machine():
-    """What the numbers were measured on."""
+def machine(with_torch=True):
+    """What the numbers were measured on (with torch's version when ``with_torch``)."""
     cpu = platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -243,11 +243,9 @@ def machine():
         pass
     info = dict(build_info(), cpu=cpu, cores=os.cpu_count(), numpy=np.__version__,
                 python=platform.python_version())
-    try:
+    if with_torch:
         import torch
         info["torch"] = torch.__version__
-    except ImportError:
-        pass
     return info
 
 
@@ -300,7 +298,8 @@ class _Bench:
     def __init__(self, cases, dtype, repeat, with_reference, with_torch, write):
         self.cases, self.dtype, self.repeat = cases, dtype, repeat
         self.with_reference, self.with_torch, self.write = with_reference, with_torch, write
-        self.report = {"machine": machine(), "repeat": repeat, "peak_gflops": {}, "rows": []}
+        self.report = {"machine": machine(with_torch), "repeat": repeat, "peak_gflops": {},
+                       "rows": []}
         self.threads = f"{get_num_threads()} threads, median of {repeat}"
 
     def emit(self, *lines):
