@@ -72,7 +72,10 @@ def matmul_t(a, b):
                         f"{b.dtype}")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must have as many columns, got shapes {a.shape} and {b.shape}")
-    _check_blas_sizes(max(a.shape[0], b.shape[0]), a.shape[1], 1, 1)
+    for name, n in (("a's rows", a.shape[0]), ("b's rows", b.shape[0]),
+                    ("the columns of a and b", a.shape[1])):
+        if n > _BLAS_MAX:
+            raise ValueError(f"{name} = {n} is more than the BLAS can index ({_BLAS_MAX})")
     out = np.empty((a.shape[0], b.shape[0]), a.dtype)
     if out.size == 0:
         return out
