@@ -352,3 +352,57 @@ def assert_all_close(actual, expected, tol, what=""):
             assert a is None, f"{what}[{k}]: expected None, got {type(a).__name__}"
         else:
             assert_close(a, e, tol, f"{what}[{k}]")
+
+
+class Twins:
+    """A layer under test and an identical twin that never sees the bad call.
+
+    Both ran one training forward on the same data (with dropout, so the dropout generator is
+    part of the state that must survive), with ``lengths`` when given. ``assert_unchanged`` then
+    compares everything the bad call could have touched, and runs backward and a second forward
+    on both (with those lengths and without).
+    """
+    T, B, I, H, L = 5, 2, 3, 4, 2
+    LAYER_KW = dict(num_layers=L, dropout=0.5, dtype=np.float32, seed=5)
+
+    def __init__(self, kind, backend, lengths=None):
+        self.kind, self.lengths = kind, lengths
+        self.layer = make_layer(kind, self.I, self.H, backend=backend, **self.LAYER_KW)
+        self.twin = make_layer(kind, self.I, self.H, backend=backend, **self.LAYER_KW)
+        rng = np.random.default_rng(0)
+        T, B, L = self.T, self.B, self.L
+        self.x = rng.standard_normal((T, B, self.I)).astype(np.float32)
+        sizes = layer_state_sizes(self.layer)
+        self.states = tuple(rng.standard_normal((L, B, n)).astype(np.float32) for n in sizes)
+        self.dy = rng.standard_normal((T, B, sizes[0])).astype(np.float32)
+        self.dstates = tuple(rng.standard_normal((L, B, n)).astype(np.float32) for n in sizes)
+        for layer in (self.layer, self.twin):
+            layer_forward(layer, self.x, self.states, lengths)
+        self.params_before = self.layer.state_dict()
+
+    @property
+    def good_states(self):
+        return self.states if n_states(self.kind) == 2 else self.states[0]
+
+    def assert_unchanged(self, backward=True):
+        layer, twin = self.layer, self.twin
+        after = layer.state_dict()
+        assert after.keys() == self.params_before.keys()
+        for name in after:
+            assert np.array_equal(after[name], self.params_before[name]), name
+        assert layer.training is twin.training
+        for name, g in layer.grads.items():
+            assert np.array_equal(g, twin.grads[name]), name
+        if backward:  # the saved forward pass (and its lengths) is the one from before the call
+            got = layer_backward(layer, self.dy, self.dstates)
+            expected = layer_backward(twin, self.dy, self.dstates)
+            assert np.array_equal(got[0], expected[0])
+            for a, b in zip(got[1], expected[1], strict=True):
+                assert np.array_equal(a, b)
+            for name, g in layer.grads.items():
+                assert np.array_equal(g, twin.grads[name]), name
+        # The dropout generator did not advance: the next training forward draws the same masks.
+        for lengths in ((None,) if self.lengths is None else (self.lengths, None)):
+            y_got, _ = layer_forward(layer, self.x, self.states, lengths)
+            y_expected, _ = layer_forward(twin, self.x, self.states, lengths)
+            assert np.array_equal(y_got, y_expected)

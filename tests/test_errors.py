@@ -6,14 +6,14 @@ import re
 
 import numpy as np
 import pytest
-from helpers import (f_backward, f_forward, layer_backward, layer_forward, layer_state_sizes,
-                     make_layer, n_states, random_problem)
+from helpers import (Twins, f_backward, f_forward, layer_backward, layer_forward, make_layer,
+                     n_states, random_problem)
 
 import fastlstm
 
-T, B, I, H, L = 5, 2, 3, 4, 2
+T, B, I, H, L = Twins.T, Twins.B, Twins.I, Twins.H, Twins.L
 F32 = np.float32
-LAYER_KW = dict(num_layers=L, dropout=0.5, dtype=F32, seed=5)
+LAYER_KW = Twins.LAYER_KW
 
 
 def esc(value):
@@ -22,56 +22,7 @@ def esc(value):
 
 
 # ---------------------------------------------------------------- a layer that must not change
-
-
-class Twins:
-    """A layer under test and an identical twin that never sees the bad call.
-
-    Both ran one training forward on the same data (with dropout, so the dropout generator is
-    part of the state that must survive). ``assert_unchanged`` then compares everything the bad
-    call could have touched, and runs backward and a second forward on both.
-    """
-
-    def __init__(self, kind, backend):
-        self.kind = kind
-        self.layer = make_layer(kind, I, H, backend=backend, **LAYER_KW)
-        self.twin = make_layer(kind, I, H, backend=backend, **LAYER_KW)
-        rng = np.random.default_rng(0)
-        self.x = rng.standard_normal((T, B, I)).astype(F32)
-        sizes = layer_state_sizes(self.layer)
-        self.states = tuple(rng.standard_normal((L, B, n)).astype(F32) for n in sizes)
-        self.dy = rng.standard_normal((T, B, sizes[0])).astype(F32)
-        self.dstates = tuple(rng.standard_normal((L, B, n)).astype(F32) for n in sizes)
-        for layer in (self.layer, self.twin):
-            layer_forward(layer, self.x, self.states)
-        self.params_before = self.layer.state_dict()
-
-    @property
-    def good_states(self):
-        return self.states if n_states(self.kind) == 2 else self.states[0]
-
-    def assert_unchanged(self, backward=True):
-        layer, twin = self.layer, self.twin
-        after = layer.state_dict()
-        assert after.keys() == self.params_before.keys()
-        for name in after:
-            assert np.array_equal(after[name], self.params_before[name]), name
-        assert layer.training is twin.training
-        for name, g in layer.grads.items():
-            assert np.array_equal(g, twin.grads[name]), name
-        if backward:  # the saved forward pass is the one from before the bad call
-            got = layer_backward(layer, self.dy, self.dstates)
-            expected = layer_backward(twin, self.dy, self.dstates)
-            assert np.array_equal(got[0], expected[0])
-            for a, b in zip(got[1], expected[1]):
-                assert np.array_equal(a, b)
-            for name, g in layer.grads.items():
-                assert np.array_equal(g, twin.grads[name]), name
-        # The dropout generator did not advance: the next training forward draws the same mask.
-        y_got, _ = layer_forward(layer, self.x, self.states)
-        y_expected, _ = layer_forward(twin, self.x, self.states)
-        assert np.array_equal(y_got, y_expected)
-
+# (helpers.Twins: the layer and its twin)
 
 TWIN_PARAMS = [f"{kind}-{backend}" for kind in ("rnn_tanh", "gru", "lstm")
                for backend in ("native", "reference")]

@@ -41,7 +41,7 @@ Tolerances, relative to max(1, max |expected|):
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, has_peephole,
+from helpers import (KINDS, Twins, assert_close, assert_layer_run_close, cell_of, has_peephole,
                      layer_backward, layer_forward, layer_problem, layer_state_sizes, make_layer,
                      proj_of, projects, run_layer)
 
@@ -450,52 +450,7 @@ def test_results_with_lengths_do_not_depend_on_threads(kind, rng, restore_thread
 
 # ---------------------------------------------------------------- bad lengths
 
-TE, BE, LE = 5, 2, 2
-F32 = np.float32
-
-
-class LengthTwins:
-    """A layer under test and an identical twin that never sees the bad call (as in
-    test_errors.py). Both ran one training forward (with dropout, so that the dropout generator is
-    part of what must survive) with ``previous`` lengths."""
-
-    def __init__(self, kind, backend, previous):
-        kw = dict(num_layers=LE, dropout=0.5, dtype=F32, backend=backend, seed=5)
-        self.layer, self.twin = make_layer(kind, I, H, **kw), make_layer(kind, I, H, **kw)
-        self.previous = previous
-        rng = np.random.default_rng(0)
-        sizes = layer_state_sizes(self.layer)
-        self.x = rng.standard_normal((TE, BE, I)).astype(F32)
-        self.states = tuple(rng.standard_normal((LE, BE, n)).astype(F32) for n in sizes)
-        self.dy = rng.standard_normal((TE, BE, sizes[0])).astype(F32)
-        self.dstates = tuple(rng.standard_normal((LE, BE, n)).astype(F32) for n in sizes)
-        for layer in (self.layer, self.twin):
-            layer_forward(layer, self.x, self.states, previous)
-        self.params_before = self.layer.state_dict()
-
-    def assert_unchanged(self):
-        layer, twin = self.layer, self.twin
-        after = layer.state_dict()
-        assert after.keys() == self.params_before.keys()
-        for name in after:
-            assert np.array_equal(after[name], self.params_before[name]), name
-        assert layer.training is twin.training
-        for name, g in layer.grads.items():
-            assert np.array_equal(g, twin.grads[name]), name
-        # The saved forward pass (and its lengths) is the one from before the bad call.
-        got = layer_backward(layer, self.dy, self.dstates)
-        expected = layer_backward(twin, self.dy, self.dstates)
-        assert np.array_equal(got[0], expected[0])
-        for a, b in zip(got[1], expected[1], strict=True):
-            assert np.array_equal(a, b)
-        for name, g in layer.grads.items():
-            assert np.array_equal(g, twin.grads[name]), name
-        # The dropout generator did not advance: the next forward draws the same masks.
-        for lengths in (self.previous, None):
-            y_got, _ = layer_forward(layer, self.x, self.states, lengths)
-            y_expected, _ = layer_forward(twin, self.x, self.states, lengths)
-            assert np.array_equal(y_got, y_expected)
-
+TE = Twins.T
 
 BAD_LENGTHS = {
     "negative": ([-1, 2], ValueError),
@@ -524,7 +479,7 @@ BAD_LENGTHS = {
 @pytest.mark.parametrize("case", list(BAD_LENGTHS))
 def test_bad_lengths_are_refused_and_change_nothing(case, kind, backend, previous):
     bad, exc = BAD_LENGTHS[case]
-    tw = LengthTwins(kind, backend, previous)
+    tw = Twins(kind, backend, previous)
     with pytest.raises(exc, match="lengths"):
         layer_forward(tw.layer, tw.x, tw.states, bad)
     tw.assert_unchanged()
