@@ -354,6 +354,52 @@ def assert_all_close(actual, expected, tol, what=""):
             assert_close(a, e, tol, f"{what}[{k}]")
 
 
+# ---------------------------------------------------------------- torch.nn as the oracle
+# (torch is imported here only by the tests that call these, which skip without it)
+
+def make_torch(kind, I, H, dtype=np.float64, **kwargs):
+    """The torch.nn module of ``kind`` (torch has no peepholes) with I inputs and H units."""
+    import torch
+    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    if cell_of(kind) == "lstm":
+        if projects(kind):
+            kwargs["proj_size"] = proj_of(H)
+        return torch.nn.LSTM(I, H, dtype=tdtype, **kwargs)
+    if cell_of(kind) == "gru":
+        return torch.nn.GRU(I, H, dtype=tdtype, **kwargs)
+    return torch.nn.RNN(I, H, nonlinearity=kind.split("_")[1], dtype=tdtype, **kwargs)
+
+
+def torch_run(module, kind, x, states, dy, dstates, lengths=None):
+    """Forward and backward in torch, on a PackedSequence of ``lengths`` when given (padded back
+    to x's T); everything as NumPy arrays: y, finals, dx, dinits, parameter grads."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    x_t = torch.from_numpy(x).requires_grad_()
+    s_t = [torch.from_numpy(s).requires_grad_() for s in states]
+    inp = x_t
+    if lengths is not None:
+        inp = pack_padded_sequence(x_t, torch.tensor(lengths, dtype=torch.int64),
+                                   batch_first=module.batch_first, enforce_sorted=False)
+    if cell_of(kind) == "lstm":
+        out, (h_n, c_n) = module(inp, tuple(s_t))
+        finals = (h_n, c_n)
+    else:
+        out, h_n = module(inp, s_t[0])
+        finals = (h_n,)
+    y = out
+    if lengths is not None:
+        T = x.shape[1 if module.batch_first else 0]
+        y, _ = pad_packed_sequence(out, batch_first=module.batch_first, total_length=T)
+    loss = (y * torch.from_numpy(dy)).sum()
+    for f, g in zip(finals, dstates):
+        loss = loss + (f * torch.from_numpy(g)).sum()
+    loss.backward()
+    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
+    return (y.detach().numpy(), [f.detach().numpy() for f in finals], x_t.grad.numpy(),
+            [s.grad.numpy() for s in s_t], grads)
+
+
 class Twins:
     """A layer under test and an identical twin that never sees the bad call.
 

@@ -41,9 +41,9 @@ Tolerances, relative to max(1, max |expected|):
 """
 import numpy as np
 import pytest
-from helpers import (KINDS, Twins, assert_close, assert_layer_run_close, cell_of, has_peephole,
+from helpers import (KINDS, Twins, assert_close, assert_layer_run_close, has_peephole,
                      layer_backward, layer_forward, layer_problem, layer_state_sizes, make_layer,
-                     proj_of, projects, run_layer)
+                     make_torch, run_layer, torch_run)
 
 import fastlstm
 
@@ -130,41 +130,6 @@ def assert_all_finite(result, what=""):
 # ---------------------------------------------------------------- against torch
 
 
-def make_torch(torch, kind, dtype, **kwargs):
-    tdtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype]
-    if cell_of(kind) == "lstm":
-        if projects(kind):
-            kwargs["proj_size"] = proj_of(H)
-        return torch.nn.LSTM(I, H, dtype=tdtype, **kwargs)
-    if cell_of(kind) == "gru":
-        return torch.nn.GRU(I, H, dtype=tdtype, **kwargs)
-    return torch.nn.RNN(I, H, nonlinearity=kind.split("_")[1], dtype=tdtype, **kwargs)
-
-
-def torch_run_packed(torch, module, kind, x, states, lengths, dy, dstates):
-    """Forward on the packed batch and backward in torch; everything as NumPy arrays."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-    batch_first = module.batch_first
-    x_t = torch.from_numpy(x).requires_grad_()
-    s_t = [torch.from_numpy(s).requires_grad_() for s in states]
-    packed = pack_padded_sequence(x_t, torch.tensor(lengths, dtype=torch.int64),
-                                  batch_first=batch_first, enforce_sorted=False)
-    if cell_of(kind) == "lstm":
-        out, (h_n, c_n) = module(packed, tuple(s_t))
-        finals = (h_n, c_n)
-    else:
-        out, h_n = module(packed, s_t[0])
-        finals = (h_n,)
-    y, _ = pad_packed_sequence(out, batch_first=batch_first, total_length=T)
-    loss = (y * torch.from_numpy(dy)).sum()
-    for f, g in zip(finals, dstates):
-        loss = loss + (f * torch.from_numpy(g)).sum()
-    loss.backward()
-    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    return (y.detach().numpy(), [f.detach().numpy() for f in finals], x_t.grad.numpy(),
-            [s.grad.numpy() for s in s_t], grads)
-
-
 TORCH_CASES = [
     (dict(num_layers=1), TORCH_LENGTHS),
     (dict(num_layers=1), SHORT_LENGTHS),
@@ -182,7 +147,7 @@ TORCH_CASES = [
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_matches_torch_packed_sequence(torch, kind, case, lengths, dtype, backend, rng):
     layer = make_layer(kind, I, H, dtype=dtype, backend=backend, seed=13, **case)
-    module = make_torch(torch, kind, dtype, **case)
+    module = make_torch(kind, I, H, dtype, **case)
     result = module.load_state_dict({k: torch.from_numpy(v)
                                      for k, v in layer.state_dict().items()})
     assert not result.missing_keys and not result.unexpected_keys
@@ -190,8 +155,8 @@ def test_matches_torch_packed_sequence(torch, kind, case, lengths, dtype, backen
     x, states, dy, dstates = layer_problem(rng, layer, T, B)   # dy random at padding too
     y, finals = layer_forward(layer, x, states, list(lengths))
     dx, dinits = layer_backward(layer, dy, dstates)
-    y_t, finals_t, dx_t, dinits_t, grads_t = torch_run_packed(torch, module, kind, x, states,
-                                                               lengths, dy, dstates)
+    y_t, finals_t, dx_t, dinits_t, grads_t = torch_run(module, kind, x, states, dy, dstates,
+                                                       lengths)
     assert y.shape == y_t.shape
     assert len(finals) == len(finals_t) and len(dinits) == len(dinits_t)
     assert_layer_run_close(layer, (y, finals, dx, dinits),

@@ -37,8 +37,8 @@ Tolerances, relative to max(1, max |expected|) (helpers.assert_close):
 import numpy as np
 import pytest
 from helpers import (KINDS, assert_close, cell_of, f_backward, f_forward, grads_copy,
-                     layer_backward, layer_forward, layer_state_sizes, make_layer, max_rel_err,
-                     proj_of, projects, random_weights, state_sizes, weight_names)
+                     layer_backward, layer_forward, layer_state_sizes, make_layer, make_torch,
+                     max_rel_err, random_weights, state_sizes, weight_names)
 
 import fastlstm
 from fastlstm import native, reference
@@ -242,14 +242,6 @@ TORCH_KINDS = ("lstm", "lstmp", "gru")
 TRUNC_BOUNDS = (0, 3, 5, 9)
 
 
-def make_torch(torch, kind, **kwargs):
-    if cell_of(kind) == "lstm":
-        if projects(kind):
-            kwargs["proj_size"] = proj_of(H)
-        return torch.nn.LSTM(I, H, dtype=torch.float64, **kwargs)
-    return torch.nn.GRU(I, H, dtype=torch.float64, **kwargs)
-
-
 def truncated_loop(layer, x, states, R, bounds):
     """The README's loop: returns dx (the chunks' dx concatenated) and the accumulated grads."""
     layer.zero_grad()
@@ -278,7 +270,7 @@ def torch_truncated_loop(torch, module, kind, x, states, R, bounds):
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_truncated_bptt_matches_torch(torch, kind, backend, rng):
     layer = make_layer(kind, I, H, num_layers=2, dtype=np.float64, backend=backend, seed=11)
-    module = make_torch(torch, kind, num_layers=2)
+    module = make_torch(kind, I, H, num_layers=2)
     loaded = module.load_state_dict({k: torch.from_numpy(v) for k, v in
                                      layer.state_dict().items()})
     assert not loaded.missing_keys and not loaded.unexpected_keys

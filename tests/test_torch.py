@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, has_peephole,
-                     layer_backward, layer_forward, layer_problem, make_layer, proj_of, projects)
+                     layer_backward, layer_forward, layer_problem, make_layer, make_torch,
+                     torch_run)
 
 import fastlstm
 
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not sup
 
 TOLS = {np.float32: 1e-5, np.float64: 1e-10}
 TORCH_KINDS = tuple(k for k in KINDS if not has_peephole(k))
-TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
 I, H = 3, 4
 
 
@@ -39,36 +39,6 @@ def torch_on_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def make_torch(kind, dtype, **kwargs):
-    if cell_of(kind) == "lstm":
-        if projects(kind):
-            kwargs["proj_size"] = proj_of(H)
-        return torch.nn.LSTM(I, H, dtype=TORCH_DTYPES[dtype], **kwargs)
-    if cell_of(kind) == "gru":
-        return torch.nn.GRU(I, H, dtype=TORCH_DTYPES[dtype], **kwargs)
-    return torch.nn.RNN(I, H, nonlinearity=kind.split("_")[1], dtype=TORCH_DTYPES[dtype],
-                        **kwargs)
-
-
-def torch_run(module, kind, x, states, dy, dstates):
-    """Forward and backward in torch; everything as NumPy arrays."""
-    x_t = torch.from_numpy(x).requires_grad_()
-    s_t = [torch.from_numpy(s).requires_grad_() for s in states]
-    if cell_of(kind) == "lstm":
-        y, (h_n, c_n) = module(x_t, tuple(s_t))
-        finals = (h_n, c_n)
-    else:
-        y, h_n = module(x_t, s_t[0])
-        finals = (h_n,)
-    loss = (y * torch.from_numpy(dy)).sum()
-    for f, g in zip(finals, dstates):
-        loss = loss + (f * torch.from_numpy(g)).sum()
-    loss.backward()
-    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    return (y.detach().numpy(), [f.detach().numpy() for f in finals], x_t.grad.numpy(),
-            [s.grad.numpy() for s in s_t], grads)
 
 
 def load_into_torch(module, layer):
@@ -96,7 +66,7 @@ def case_id(case):
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_matches_torch(kind, case, dtype, backend, rng):
     layer = make_layer(kind, I, H, dtype=dtype, backend=backend, seed=13, **case)
-    module = make_torch(kind, dtype, **case)
+    module = make_torch(kind, I, H, dtype, **case)
     ours, theirs = layer.state_dict(), module.state_dict()
     assert list(ours) == list(theirs), "same parameter names in the same order"
     for name in ours:
@@ -117,7 +87,7 @@ def test_matches_torch(kind, case, dtype, backend, rng):
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_load_a_torch_state_dict(kind, dtype, rng):
     torch.manual_seed(0)
-    module = make_torch(kind, dtype, num_layers=2, bidirectional=True)
+    module = make_torch(kind, I, H, dtype, num_layers=2, bidirectional=True)
     layer = make_layer(kind, I, H, num_layers=2, bidirectional=True, dtype=dtype, seed=1)
     layer.load_state_dict(module.state_dict())   # tensors, not arrays
     for name, p in module.state_dict().items():
@@ -136,7 +106,7 @@ def test_load_a_torch_state_dict(kind, dtype, rng):
 def test_dropout_in_eval_mode_matches_torch_eval(kind, backend, rng):
     layer = make_layer(kind, I, H, num_layers=3, dropout=0.5, dtype=np.float64, backend=backend,
                        seed=6).eval()
-    module = make_torch(kind, np.float64, num_layers=3, dropout=0.5).eval()
+    module = make_torch(kind, I, H, np.float64, num_layers=3, dropout=0.5).eval()
     load_into_torch(module, layer)
     x, states, dy, dstates = layer_problem(rng, layer, T=5, B=3)
     y, finals = layer_forward(layer, x, states)
