@@ -92,21 +92,34 @@ static int call_threads(const fl_layer *l, int n_threads)
     return n_threads < most ? n_threads : (int)most;
 }
 
-/* Elements of the packed w_hh and w_hr of a call (kernels_impl.h, "the packed recurrent
- * product"); 0 and 0 when it runs its steps through the BLAS: without the vector kernels, or for
- * a single step, which would not pay back reading the weights once more to pack them. Panels are
- * 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold either. */
-static void packed_sizes(const fl_layer *l, int backward, int64_t *hh, int64_t *hr)
+/* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
+ * forward packs w_ih^T, w_hh^T and w_hr^T and keeps the sum of the biases, a backward packs
+ * w_hh and w_hr. All 0 when the call runs its products through the BLAS: without the vector
+ * kernels, or for a single step, which would not pay back reading the weights once more to pack
+ * them. Panels are 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold
+ * either. hr is 0 unless the layer projects. */
+typedef struct {
+    int64_t ih, bias, hh, hr;
+} packed_layout;
+
+static packed_layout packed_sizes(const fl_layer *l, int backward)
 {
-    *hh = *hr = 0;
+    packed_layout size = {0, 0, 0, 0};
     if (!vector_kernels || l->T < 2)
-        return;
+        return size;
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
 #define PADDED(n) (((n) + 15) / 16 * 16)
-    *hh = backward ? GH * PADDED(P) : P * PADDED(GH);
-    if (l->projection)
-        *hr = backward ? P * PADDED(H) : H * PADDED(P);
+    if (backward) {
+        size.hh = GH * PADDED(P);
+        size.hr = l->projection ? P * PADDED(H) : 0;
+    } else {
+        size.ih = l->I * PADDED(GH);
+        size.bias = PADDED(GH);
+        size.hh = P * PADDED(GH);
+        size.hr = l->projection ? H * PADDED(P) : 0;
+    }
 #undef PADDED
+    return size;
 }
 
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
@@ -120,11 +133,11 @@ static void packed_sizes(const fl_layer *l, int backward, int64_t *hh, int64_t *
 int64_t fl_work_size(const fl_layer *l, int backward)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
-    int64_t hh, hr;
-    packed_sizes(l, backward, &hh, &hr);
+    const packed_layout p = packed_sizes(l, backward);
+    const int64_t packed = p.ih + p.bias + p.hh + p.hr;
     if (!backward)
-        return hh + hr + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
-    int64_t n = hh + hr + N * GH;
+        return packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
+    int64_t n = packed + N * GH;
     if (l->cell == FL_GRU)
         n += N * GH;
     if (l->projection)

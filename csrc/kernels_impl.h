@@ -172,15 +172,25 @@ FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, int64_t 
     }
 }
 
-/* C[:mr, :cols] = beta C + A[:mr] op(W) for the np panels from w (cols <= np VLEN, the last
- * panel may be partial). mr and np are constants at every call, so the loops unroll into
- * registers: mr * np accumulators, which the callers keep within the 32 vector registers. A
- * thin tile (mr * np < 8) would wait on the latency of its FMAs, each adding to the one before:
- * it sums the k of each residue modulo u into its own accumulators instead (u sets of them,
- * mr * np * u >= 8), and adds the sets together at the end. */
+/* One term of a packed product: the rows of A (K entries each, leading dimension lda) times a
+ * packed op(W) of K rows. */
+typedef struct {
+    const REAL *A;
+    int64_t lda, K;
+    const REAL *packed;
+} SFX(term);
+
+/* C[:mr, :cols] = beta C + bias + the sum over the terms of A[row:row + mr] times panels
+ * panel .. panel + np - 1 of op(W) (cols <= np VLEN, the last panel may be partial; bias, when
+ * not NULL, holds the cols entries of the panels' columns). mr and np are constants at every
+ * call, so the loops unroll into registers: mr * np accumulators, which the callers keep within
+ * the 32 vector registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs,
+ * each adding to the one before: it sums the k of each residue modulo u into its own
+ * accumulators instead (u sets of them, mr * np * u >= 8), and adds the sets together at the
+ * end. */
 FL_INLINE FL_VECTOR_TARGET void
-SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, const REAL *w,
-          int64_t cols, int beta, REAL *C, int64_t ldc)
+SFX(tile)(const int mr, const int np, const SFX(term) *terms, int n_terms, int64_t row,
+          int64_t panel, int64_t cols, const REAL *bias, int beta, REAL *C, int64_t ldc)
 {
     const int u = mr * np >= 8 ? 1 : mr * np >= 4 ? 2 : mr * np >= 2 ? 4 : 8;
     SFX(vec) acc[8][8][8];
@@ -191,13 +201,17 @@ SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, con
 #pragma GCC unroll 8
             for (int q = 0; q < np; q++)
                 acc[s][i][q] = (SFX(vec)){0};
-    int64_t k = 0;
-    for (; k + u <= K; k += u)
+    for (int t = 0; t < n_terms; t++) {
+        const int64_t K = terms[t].K, lda = terms[t].lda;
+        const REAL *A = terms[t].A + row * lda, *w = terms[t].packed + panel * K * VLEN;
+        int64_t k = 0;
+        for (; k + u <= K; k += u)
 #pragma GCC unroll 8
-        for (int s = 0; s < u; s++)
-            SFX(tile_k)(mr, np, K, k + s, A, lda, w, acc[s]);
-    for (; k < K; k++)
-        SFX(tile_k)(mr, np, K, k, A, lda, w, acc[0]);
+            for (int s = 0; s < u; s++)
+                SFX(tile_k)(mr, np, K, k + s, A, lda, w, acc[s]);
+        for (; k < K; k++)
+            SFX(tile_k)(mr, np, K, k, A, lda, w, acc[0]);
+    }
 #pragma GCC unroll 8
     for (int s = 1; s < u; s++)
 #pragma GCC unroll 8
@@ -210,13 +224,18 @@ SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, con
 #pragma GCC unroll 8
         for (int q = 0; q < np; q++) {
             REAL *c = C + i * ldc + q * VLEN;
+            const REAL *b = bias ? bias + q * VLEN : NULL;
             const int64_t n = cols - q * VLEN < VLEN ? cols - q * VLEN : VLEN;
             if (n == VLEN) {
-                SFX(vec) *cv = (SFX(vec) *)c;
-                *cv = beta ? *cv + acc[0][i][q] : acc[0][i][q];
+                SFX(vec) *cv = (SFX(vec) *)c, v = acc[0][i][q];
+                if (b)
+                    v += *(const SFX(vec) *)b;
+                *cv = beta ? *cv + v : v;
             } else {
-                for (int64_t v = 0; v < n; v++)
-                    c[v] = beta ? c[v] + acc[0][i][q][v] : acc[0][i][q][v];
+                for (int64_t j = 0; j < n; j++) {
+                    REAL v = acc[0][i][q][j] + (b ? b[j] : 0);
+                    c[j] = beta ? c[j] + v : v;
+                }
             }
         }
 }
@@ -225,57 +244,62 @@ SFX(tile)(const int mr, const int np, int64_t K, const REAL *A, int64_t lda, con
  * last group of fewer than np leaves run one at a time. Each group of panels stays in cache
  * while every row block passes over it. */
 FL_INLINE FL_VECTOR_TARGET void
-SFX(tile_rows)(const int mr, const int np, int64_t rows, int64_t N, int64_t K, const REAL *A,
-               int64_t lda, const REAL *packed, int beta, REAL *C, int64_t ldc)
+SFX(tile_rows)(const int mr, const int np, int64_t row0, int64_t rows, int64_t N,
+               const SFX(term) *terms, int n_terms, const REAL *bias, int beta, REAL *C,
+               int64_t ldc)
 {
     const int64_t panels = (N + VLEN - 1) / VLEN;
     int64_t p = 0;
     for (; p + np <= panels; p += np)
-        for (int64_t i = 0; i < rows; i += mr)
-            SFX(tile)(mr, np, K, A + i * lda, lda, packed + p * K * VLEN, N - p * VLEN, beta,
-                      C + i * ldc + p * VLEN, ldc);
+        for (int64_t i = row0; i < row0 + rows; i += mr)
+            SFX(tile)(mr, np, terms, n_terms, i, p, N - p * VLEN, bias ? bias + p * VLEN : NULL,
+                      beta, C + i * ldc + p * VLEN, ldc);
     for (; p < panels; p++)
-        for (int64_t i = 0; i < rows; i += mr)
-            SFX(tile)(mr, 1, K, A + i * lda, lda, packed + p * K * VLEN, N - p * VLEN, beta,
-                      C + i * ldc + p * VLEN, ldc);
+        for (int64_t i = row0; i < row0 + rows; i += mr)
+            SFX(tile)(mr, 1, terms, n_terms, i, p, N - p * VLEN, bias ? bias + p * VLEN : NULL,
+                      beta, C + i * ldc + p * VLEN, ldc);
 }
 
-/* C (n, N) = beta C + A (n, K) op(W), op(W) packed by pack_part; beta is 0 or 1. Blocks of 8
- * rows run 8 x 3 tiles; the rest, r < 8 rows, one tile row with as many panels as fit. */
-static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, int64_t K, const REAL *A,
-                                              int64_t lda, const REAL *packed, int beta,
-                                              REAL *C, int64_t ldc)
+/* C (n, N) = beta C + bias + the sum of the terms' products (A (n, K) op(W), op(W) packed by
+ * pack_part); beta is 0 or 1, bias NULL or N entries for every row. Blocks of 8 rows run 8 x 3
+ * tiles; the rest, r < 8 rows, one tile row with as many panels as fit. */
+static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(term) *terms,
+                                              int n_terms, const REAL *bias, int beta, REAL *C,
+                                              int64_t ldc)
 {
     const int64_t full = n - n % 8;
-    SFX(tile_rows)(8, 3, full, N, K, A, lda, packed, beta, C, ldc);
-    A += full * lda, C += full * ldc;
+    SFX(tile_rows)(8, 3, 0, full, N, terms, n_terms, bias, beta, C, ldc);
     switch (n % 8) {
-    case 1: SFX(tile_rows)(1, 8, 1, N, K, A, lda, packed, beta, C, ldc); break;
-    case 2: SFX(tile_rows)(2, 8, 2, N, K, A, lda, packed, beta, C, ldc); break;
-    case 3: SFX(tile_rows)(3, 6, 3, N, K, A, lda, packed, beta, C, ldc); break;
-    case 4: SFX(tile_rows)(4, 5, 4, N, K, A, lda, packed, beta, C, ldc); break;
-    case 5: SFX(tile_rows)(5, 4, 5, N, K, A, lda, packed, beta, C, ldc); break;
-    case 6: SFX(tile_rows)(6, 4, 6, N, K, A, lda, packed, beta, C, ldc); break;
-    case 7: SFX(tile_rows)(7, 3, 7, N, K, A, lda, packed, beta, C, ldc); break;
+#define REST(mr, np) SFX(tile_rows)(mr, np, full, mr, N, terms, n_terms, bias, beta, C, ldc)
+    case 1: REST(1, 8); break;
+    case 2: REST(2, 8); break;
+    case 3: REST(3, 6); break;
+    case 4: REST(4, 5); break;
+    case 5: REST(5, 4); break;
+    case 6: REST(6, 4); break;
+    case 7: REST(7, 3); break;
+#undef REST
     }
 }
 #undef VLEN
 #endif
 
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
- * does not pack or the layer does not project. */
+ * does not pack them or the layer does not project. A forward that packs also packs w_ih^T and
+ * keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). */
 typedef struct {
-    REAL *hh, *hr;
+    REAL *ih, *bias, *hh, *hr;
 } SFX(packed);
 
 /* Points pw at the packed weights in `work`; returns the scratch after them. */
 static REAL *SFX(carve_packed)(const fl_layer *l, int backward, REAL *work, SFX(packed) *pw)
 {
-    int64_t hh, hr;
-    packed_sizes(l, backward, &hh, &hr);
-    pw->hh = hh ? work : NULL;
-    pw->hr = hr ? work + hh : NULL;
-    return work + hh + hr;
+    const packed_layout n = packed_sizes(l, backward);
+    pw->ih = n.ih ? work : NULL;
+    pw->bias = n.bias ? work + n.ih : NULL;
+    pw->hh = n.hh ? work + n.ih + n.bias : NULL;
+    pw->hr = n.hr ? work + n.ih + n.bias + n.hh : NULL;
+    return work + n.ih + n.bias + n.hh + n.hr;
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
@@ -287,15 +311,16 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
 {
 #if FL_HAVE_VECTOR_KERNELS
     if (packed) {
-        SFX(packed_gemm)(n, N, K, A, lda, packed, beta, C, ldc);
+        const SFX(term) term = {A, lda, K, packed};
+        SFX(packed_gemm)(n, N, &term, 1, NULL, beta, C, ldc);
         return;
     }
 #endif
     SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, trans ? K : N, beta, C, ldc);
 }
 
-/* Part k of packing the step products' weights of a call (see fl_work_size): forward w_hh^T
- * and w_hr^T, backward w_hh and w_hr. Nothing without packing. */
+/* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T and w_hr^T
+ * and the bias sum, backward w_hh and w_hr. Nothing without packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -307,14 +332,40 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
         SFX(pack_part)(0, GH, P, s[FL_W_HH], pw->hh, k, parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], pw->hr, k, parts);
-    } else {
-        SFX(pack_part)(1, P, GH, s[FL_W_HH], pw->hh, k, parts);
-        if (pw->hr)
-            SFX(pack_part)(1, H, P, s[FL_W_HR], pw->hr, k, parts);
+        return;
     }
+    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], pw->ih, k, parts);
+    SFX(pack_part)(1, P, GH, s[FL_W_HH], pw->hh, k, parts);
+    if (pw->hr)
+        SFX(pack_part)(1, H, P, s[FL_W_HR], pw->hr, k, parts);
+    int64_t j0, j1;
+    part_range(GH, parts, k, &j0, &j1);
+    for (int64_t j = j0; j < j1; j++)
+        pw->bias[j] = l->cell == FL_GRU ? s[FL_B_IH][j] : s[FL_B_IH][j] + s[FL_B_HH][j];
 #else
     (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
 #endif
+}
+
+/* The pre-activations of step t for n rows of a part (x_t, h_prev and pre_t at their first
+ * row, rows every `parts`-th): without packing, the projection before the loop has left
+ * b_ih + b_hh + x_t w_ih^T in pre_t, and this adds h_{t-1} w_hh^T through the BLAS; with it,
+ * one pass of register tiles over both packed matrices writes their sum and the bias. The GRU
+ * gets the input side alone (b_ih + x_t w_ih^T): r scales its recurrent side. */
+static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const REAL *h_prev,
+                          const REAL *w_hh, const SFX(packed) *pw, REAL *pre_t, int64_t parts)
+{
+    const int64_t I = l->I, P = l->P, GH = gates_of(l->cell) * l->H;
+    const int gru = l->cell == FL_GRU;
+#if FL_HAVE_VECTOR_KERNELS
+    if (pw->ih) {
+        const SFX(term) terms[2] = {{x_t, parts * I, I, pw->ih}, {h_prev, parts * P, P, pw->hh}};
+        SFX(packed_gemm)(n, GH, terms, gru ? 1 : 2, pw->bias, 0, pre_t, parts * GH);
+        return;
+    }
+#endif
+    if (!gru)
+        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, NULL, 1, pre_t, parts * GH);
 }
 
 /* ---------------------------------------------------------------- the cells
@@ -522,7 +573,7 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
+    const REAL *x = s[FL_X], *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN];
     int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
@@ -533,13 +584,12 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
         const int64_t r = off + k;                      /* this part's first row */
         const REAL *h_prev = hs + (prev + k) * P;
         REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
+        SFX(step_pre)(l, n, x + r * l->I, h_prev, w_hh, pw, pre_t, parts);
         if (cell == FL_GRU) {
             REAL *hh = work + k * GH;
             SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
             SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
         } else {
-            SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 1, pre_t,
-                              parts * GH);
             if (cell != FL_LSTM) {
                 SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
             } else {
@@ -675,7 +725,9 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++) {
             SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-            SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+            if (!pw.ih)
+                SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k,
+                                  parts);
         }
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
@@ -683,7 +735,9 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
     } else {
         for (int64_t k = 0; k < parts; k++) {
             SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-            SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k, parts);
+            if (!pw.ih)
+                SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k,
+                                  parts);
         }
         for (int64_t k = 0; k < parts; k++)
             SFX(forward_part)(l, s, &pw, work, pre, k, parts);
