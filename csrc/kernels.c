@@ -122,14 +122,22 @@ static packed_layout packed_sizes(const fl_layer *l, int backward)
     return size;
 }
 
+/* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias
+ * gradient's (G H), the GRU's second bias gradient's (3 H) and the peephole gradients' (3 H). */
+static int64_t sums_width(const fl_layer *l)
+{
+    const int64_t GH = gates_of(l->cell) * l->H;
+    return (l->cell == FL_GRU ? 2 * GH : GH) + (l->peephole ? 3 * l->H : 0);
+}
+
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
  * packed weights (packed_sizes), then
  *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c)
  *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
  *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
- *             packed batches: h_prev (N, P), each row's h_{t-1}, and with peepholes c_prev
- *             (N, H), gathered for the weight gradients (without batch_sizes hs and cs hold
- *             them in that order already) */
+ *             the parts' sums (parts, sums_width);  packed batches: h_prev (N, P), each
+ *             row's h_{t-1}, gathered for dw_hh (without batch_sizes hs holds them in that
+ *             order already) */
 int64_t fl_work_size(const fl_layer *l, int backward)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
@@ -142,8 +150,9 @@ int64_t fl_work_size(const fl_layer *l, int backward)
         n += N * GH;
     if (l->projection)
         n += N * l->P + N * l->H + l->B * l->H;
+    n += num_parts * sums_width(l);
     if (l->batch_sizes)
-        n += N * l->P + (l->peephole ? N * l->H : 0);
+        n += N * l->P;
     return n;
 }
 

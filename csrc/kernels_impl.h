@@ -34,19 +34,15 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
          (blasint)ldc);
 }
 
-/* The same product with the M rows of C cut into fl_num_parts() blocks, one per thread. */
-static void SFX(gemm_rows)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+/* Block k of `parts` of the M rows of C of the same product. */
+static void SFX(gemm_part)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                            const REAL *A, int64_t lda, const REAL *Bm, int64_t ldb, REAL beta,
-                           REAL *C, int64_t ldc, int n_threads)
+                           REAL *C, int64_t ldc, int64_t k, int64_t parts)
 {
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t m0, m1;
-        part_range(M, parts, k, &m0, &m1);
-        const REAL *a = trans_a ? A + m0 : A + m0 * lda;
-        SFX(gemm)(trans_a, trans_b, m1 - m0, N, K, 1, a, lda, Bm, ldb, beta, C + m0 * ldc, ldc);
-    }
+    int64_t m0, m1;
+    part_range(M, parts, k, &m0, &m1);
+    const REAL *a = trans_a ? A + m0 : A + m0 * lda;
+    SFX(gemm)(trans_a, trans_b, m1 - m0, N, K, 1, a, lda, Bm, ldb, beta, C + m0 * ldc, ldc);
 }
 
 /* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
@@ -61,24 +57,6 @@ static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x
         for (int64_t j = 0; j < GH; j++)
             pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
     SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
-}
-
-/* out[j] = sum over rows r of a[r * lda + j] * (b ? b[r * ldb + j] : 1), for j < n: the bias and
- * peephole gradients. Each column belongs to one thread and sums its rows in order. */
-static void SFX(column_sums)(int64_t rows, int64_t n, const REAL *a, int64_t lda, const REAL *b,
-                             int64_t ldb, REAL *out, int n_threads)
-{
-    const int64_t parts = fl_num_parts();
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++) {
-        int64_t j0, j1;
-        part_range(n, parts, k, &j0, &j1);
-        for (int64_t j = j0; j < j1; j++)
-            out[j] = 0;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = j0; j < j1; j++)
-                out[j] += a[r * lda + j] * (b ? b[r * ldb + j] : 1);
-    }
 }
 
 /* exp(a) for the gates, written so that the compiler vectorizes the loops that call it (a libm
@@ -559,6 +537,26 @@ FL_INLINE void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const RE
     }
 }
 
+/* out[j] += the sum over the n rows r of a[r * lda + j] * (b ? b[r * ldb + j] : 1), for j < w,
+ * row after row: a part's share of the bias and peephole gradients. */
+FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t lda,
+                                 const REAL *b, int64_t ldb, REAL *out)
+{
+    for (int64_t r = 0; r < n; r++) {
+        const REAL *ar = a + r * lda;
+        if (b) {
+            const REAL *br = b + r * ldb;
+            #pragma omp simd
+            for (int64_t j = 0; j < w; j++)
+                out[j] += ar[j] * br[j];
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < w; j++)
+                out[j] += ar[j];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- the time loops
  * Part k owns the sequences k, k + parts, ...: at step t, of the n_t running ones, the
  * part_count(n_t) rows starting at row k of the step's block, every parts-th row. A product
@@ -605,9 +603,9 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
 }
 
 /* The scratch of a backward call (see fl_work_size): da, da_h (da itself, except the GRU's),
- * and with projection dhs, ms, dm. */
+ * with projection dhs, ms, dm, and sums: each part's row of sums_width() sums. */
 typedef struct {
-    REAL *da, *da_h, *dhs, *ms, *dm;
+    REAL *da, *da_h, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
 /* The backward time loop of part k: the sequences k, k + parts, ... of the batch. */
@@ -623,6 +621,11 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *dh = s[FL_DH], *dc = s[FL_DC];
     REAL *da = sc->da, *da_h = sc->da_h, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
+    const int biases = s[FL_DB_IH] != NULL;
+    const int64_t n_sums = sums_width(l);
+    REAL *sums = sc->sums + k * n_sums, *dp = sums + n_sums - (peep ? 3 * H : 0);
+    for (int64_t j = 0; j < n_sums; j++)
+        sums[j] = 0;
     int64_t off = N;          /* the first row of step t's block, walking back from the end */
     for (int64_t t = T - 1; t >= 0; t--) {
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
@@ -658,6 +661,18 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
         } else {
             SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
                                    da_t);
+        }
+        if (biases) {
+            SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
+            if (cell == FL_GRU)
+                SFX(add_row_sums)(n, GH, da_h_t, ldg, NULL, 0, sums + GH);
+        }
+        if (peep) { /* i and f see c_{t-1}, o sees c_t */
+            const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
+            const int64_t ldc = parts * H;
+            SFX(add_row_sums)(n, H, da_t, ldg, c_prev, ldc, dp);
+            SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
+            SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
         }
         /* dL/dh_{t-1} = da_h_t @ w_hh, added to the GRU's direct path z * dL/dh_t; the
          * other cells have consumed dh and overwrite it. */
@@ -761,71 +776,70 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = call_threads(l, n_threads);
     const int cell = l->cell;
-    const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const int64_t N = fl_packed_rows(l);
-    const REAL *hs = s[FL_HS], *cs = s[FL_CS];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
+    const int64_t B = l->B, H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
+    const int64_t N = fl_packed_rows(l), parts = fl_num_parts();
+    const int64_t n_sums = sums_width(l);
     /* The scratch, in the layout fl_work_size() counts. */
     SFX(packed) pw;
-    SFX(backward_scratch) scratch = {NULL, NULL, NULL, NULL, NULL};
-    REAL *da = SFX(carve_packed)(l, 1, s[FL_WORK], &pw), *rest = da + N * GH;
-    REAL *da_h = da;              /* the recurrent side's gradient: the same, except the GRU's */
+    SFX(backward_scratch) sc = {NULL, NULL, NULL, NULL, NULL, NULL};
+    REAL *rest = SFX(carve_packed)(l, 1, s[FL_WORK], &pw);
+    sc.da = rest, rest += N * GH;
+    sc.da_h = sc.da;        /* the recurrent side's gradient: the same, except the GRU's */
     if (cell == FL_GRU)
-        da_h = rest, rest += N * GH;
-    scratch.da = da, scratch.da_h = da_h;
+        sc.da_h = rest, rest += N * GH;
     if (l->projection) {
-        scratch.dhs = rest, scratch.ms = rest + N * P, scratch.dm = rest + N * P + N * H;
+        sc.dhs = rest, sc.ms = rest + N * P, sc.dm = rest + N * P + N * H;
         rest += N * P + N * H + B * H;
     }
-    const int64_t parts = fl_num_parts();
+    sc.sums = rest, rest += parts * n_sums;
+    /* h_prev (each row's h_{t-1}, for dw_hh) is hs without its last block, unless the batch is
+     * packed. */
+    const REAL *h_prev = s[FL_HS];
+    if (l->batch_sizes) {
+        SFX(gather_prev)(l, s[FL_HS], P, rest);
+        h_prev = rest;
+    }
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
         SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
-        SFX(backward_part)(l, s, &pw, &scratch, k, parts);
+        SFX(backward_part)(l, s, &pw, &sc, k, parts);
 
-    /* The weight gradients: each one product over all N rows after the loop, not T per-step
-     * products:  dx = da @ w_ih,  dw_ih = da.T @ x,  dw_hh = da_h.T @ h_prev,  db = column
-     * sums,  dw_hr = dhs.T @ ms,  and the peepholes' sums of gate gradient times cell state.
-     * h_prev and c_prev are hs and cs without their last block, unless the batch is packed. */
-    const int64_t I = l->I;
-    const REAL *h_prev = hs, *c_prev = cs;
-    if (l->batch_sizes) {
-        REAL *g = rest;
-        SFX(gather_prev)(l, hs, P, g);
-        h_prev = g;
-        if (peep) {
-            SFX(gather_prev)(l, cs, H, g + N * P);
-            c_prev = g + N * P;
+    /* dx and the weight gradients: each one product over all N rows after the loop, not T
+     * per-step products: dx = da @ w_ih, dw_ih = da.T @ x, dw_hh = da_h.T @ h_prev,
+     * dw_hr = dhs.T @ ms; one parallel region, each thread its block of rows of each. */
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++) {
+        SFX(gemm_part)(0, 0, N, I, GH, sc.da, GH, s[FL_W_IH], I, 0, s[FL_DX], I, k, parts);
+        SFX(gemm_part)(1, 0, GH, I, N, sc.da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, k, parts);
+        SFX(gemm_part)(1, 0, GH, P, N, sc.da_h, GH, h_prev, P, 0, s[FL_DW_HH], P, k, parts);
+        if (l->projection)
+            SFX(gemm_part)(1, 0, P, H, N, sc.dhs, P, sc.ms, H, 0, s[FL_DW_HR], H, k, parts);
+    }
+    /* The bias and peephole gradients: the parts' sums added in part order. The LSTM's and
+     * the Elman cell's db_hh is db_ih; the GRU's has its own sums. */
+    REAL *totals[3] = {s[FL_DB_IH], cell == FL_GRU ? s[FL_DB_HH] : NULL, s[FL_DW_PEEPHOLE]};
+    const int64_t widths[3] = {GH, cell == FL_GRU ? GH : 0, l->peephole ? 3 * H : 0};
+    for (int64_t i = 0, at = 0; i < 3; at += widths[i], i++)
+        for (int64_t j = 0; j < widths[i] && totals[i]; j++) {
+            REAL sum = 0;
+            for (int64_t k = 0; k < parts; k++)
+                sum += sc.sums[k * n_sums + at + j];
+            totals[i][j] = sum;
         }
-    }
-    SFX(gemm_rows)(0, 0, N, I, GH, da, GH, s[FL_W_IH], I, 0, s[FL_DX], I, n_threads);
-    SFX(gemm_rows)(1, 0, GH, I, N, da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, n_threads);
-    SFX(gemm_rows)(1, 0, GH, P, N, da_h, GH, h_prev, P, 0, s[FL_DW_HH], P, n_threads);
-    if (s[FL_DB_IH]) {
-        SFX(column_sums)(N, GH, da, GH, NULL, 0, s[FL_DB_IH], n_threads);
-        if (da_h == da)
-            memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
-        else
-            SFX(column_sums)(N, GH, da_h, GH, NULL, 0, s[FL_DB_HH], n_threads);
-    }
-    if (l->projection)
-        SFX(gemm_rows)(1, 0, P, H, N, scratch.dhs, P, scratch.ms, H, 0, s[FL_DW_HR], H,
-                       n_threads);
-    if (peep) {
-        REAL *dp = s[FL_DW_PEEPHOLE];
-        SFX(column_sums)(N, H, da, GH, c_prev, H, dp, n_threads);                  /* i: c_{t-1} */
-        SFX(column_sums)(N, H, da + H, GH, c_prev, H, dp + H, n_threads);          /* f: c_{t-1} */
-        SFX(column_sums)(N, H, da + 3 * H, GH, cs + B * H, H, dp + 2 * H, n_threads); /* o: c_t */
-    }
+    if (s[FL_DB_IH] && cell != FL_GRU)
+        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
 }
 
 void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *Bm, REAL *C,
                       int n_threads)
 {
-    SFX(gemm_rows)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, n_threads < fl_num_parts() ? n_threads
-                                                                      : fl_num_parts());
+    const int64_t parts = fl_num_parts();
+    n_threads = n_threads < parts ? n_threads : (int)parts;
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        SFX(gemm_part)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, k, parts);
 }
 
 #undef REAL
