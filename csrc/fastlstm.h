@@ -42,6 +42,8 @@ typedef struct {
     int projection;         /* LSTM only: h = w_hr (o * tanh(c)) */
     int peephole;           /* LSTM only: the gates also see the cell state */
     const int64_t *batch_sizes; /* T non-increasing counts <= B, or NULL: every step runs B */
+    int inference;          /* forward only: keep nothing for backward; FL_GATES and FL_HN are
+                             * NULL, and the steps' activations live in FL_WORK */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots
@@ -56,8 +58,8 @@ enum fl_slot {
     FL_X,
     FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */
     FL_CS,                  /* LSTM; forward: cs[0] IN, cs[1:] OUT */
-    FL_GATES,               /* LSTM and GRU; forward OUT */
-    FL_HN,                  /* GRU; forward OUT */
+    FL_GATES,               /* LSTM and GRU; forward OUT (NULL for inference) */
+    FL_HN,                  /* GRU; forward OUT (NULL for inference) */
     /* backward only */
     FL_DY,                  /* IN (N, P) */
     FL_DH,                  /* IN dL/dh_n (each sequence's last h), OUT dL/dh0 (B, P) */

@@ -130,9 +130,18 @@ static int64_t sums_width(const fl_layer *l)
     return (l->cell == FL_GRU ? 2 * GH : GH) + (l->peephole ? 3 * l->H : 0);
 }
 
+/* Rows of the pre-activations and activations (and the GRU's hn) an inference forward keeps in
+ * FL_WORK: one step's, B, when its steps add their own input projection (a packing call), else
+ * all N, which the projection before the loop fills. */
+static int64_t inference_rows(const fl_layer *l)
+{
+    return packed_sizes(l, 0).ih ? l->B : fl_packed_rows(l);
+}
+
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
  * packed weights (packed_sizes), then
- *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c)
+ *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c);
+ *             inference: LSTM and GRU gates (R, G H), GRU hn (R, H), R = inference_rows
  *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
  *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
  *             the parts' sums (parts, sums_width);  packed batches: h_prev (N, P), each
@@ -143,8 +152,12 @@ int64_t fl_work_size(const fl_layer *l, int backward)
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     const packed_layout p = packed_sizes(l, backward);
     const int64_t packed = p.ih + p.bias + p.hh + p.hr;
-    if (!backward)
-        return packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
+    if (!backward) {
+        int64_t n = packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
+        if (l->inference && l->cell != FL_RNN_TANH && l->cell != FL_RNN_RELU)
+            n += inference_rows(l) * (GH + (l->cell == FL_GRU ? l->H : 0));
+        return n;
+    }
     int64_t n = packed + N * GH;
     if (l->cell == FL_GRU)
         n += N * GH;

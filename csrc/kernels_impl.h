@@ -564,16 +564,24 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
  * off_t = n_0 + ... + n_{t-1} of x, gates, hn, dy and da, at row B + off_t of hs and cs, and
  * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}. */
 
+/* Where a forward's steps put their pre-activations (which become the activations) and the
+ * GRU's hn: the gates and hn arrays (the Elman cell: hs), or for inference scratch in FL_WORK.
+ * reuse: that scratch holds one step, whose rows every step reuses. */
+typedef struct {
+    REAL *pre, *hn;
+    int reuse;
+} SFX(step_arrays);
+
 /* The time loop of part k: the sequences k, k + parts, ... of the batch. */
 FL_INLINE void
 SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
-                       REAL *pre, int64_t k, int64_t parts)
+                       const SFX(step_arrays) *out, int64_t k, int64_t parts)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const REAL *x = s[FL_X], *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *hs = s[FL_HS], *cs = s[FL_CS], *hn = s[FL_HN];
+    REAL *hs = s[FL_HS], *cs = s[FL_CS], *pre = out->pre, *hn = out->hn;
     int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
     for (int64_t t = 0; t < T; t++) {
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
@@ -581,12 +589,13 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
             break; /* the batch only shrinks */
         const int64_t r = off + k;                      /* this part's first row */
         const REAL *h_prev = hs + (prev + k) * P;
-        REAL *h = hs + (B + r) * P, *pre_t = pre + r * GH;
+        const int64_t row = out->reuse ? k : r;            /* its first row in pre and hn */
+        REAL *h = hs + (B + r) * P, *pre_t = pre + row * GH;
         SFX(step_pre)(l, n, x + r * l->I, h_prev, w_hh, pw, pre_t, parts);
         if (cell == FL_GRU) {
             REAL *hh = work + k * GH;
             SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + r * H, h);
+            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + row * H, h);
         } else {
             if (cell != FL_LSTM) {
                 SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
@@ -685,9 +694,10 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
 #if FL_HAVE_VECTOR_KERNELS
 static FL_VECTOR_TARGET void SFX(forward_part_vector)(const fl_layer *l, REAL *const s[],
                                                       const SFX(packed) *pw, REAL *work,
-                                                      REAL *pre, int64_t k, int64_t parts)
+                                                      const SFX(step_arrays) *out, int64_t k,
+                                                      int64_t parts)
 {
-    SFX(forward_part_body)(l, s, pw, work, pre, k, parts);
+    SFX(forward_part_body)(l, s, pw, work, out, k, parts);
 }
 
 static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *const s[],
@@ -700,15 +710,15 @@ static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *
 #endif
 
 static void SFX(forward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                              REAL *work, REAL *pre, int64_t k, int64_t parts)
+                              REAL *work, const SFX(step_arrays) *out, int64_t k, int64_t parts)
 {
 #if FL_HAVE_VECTOR_KERNELS
     if (fl_vector_kernels()) {
-        SFX(forward_part_vector)(l, s, pw, work, pre, k, parts);
+        SFX(forward_part_vector)(l, s, pw, work, out, k, parts);
         return;
     }
 #endif
-    SFX(forward_part_body)(l, s, pw, work, pre, k, parts);
+    SFX(forward_part_body)(l, s, pw, work, out, k, parts);
 }
 
 static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
@@ -728,12 +738,22 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
     n_threads = call_threads(l, n_threads);
     const int cell = l->cell;
     const int64_t N = fl_packed_rows(l), GH = gates_of(cell) * l->H, parts = fl_num_parts();
-    /* Where the pre-activations go: into gates, or for the Elman cell straight into hs. The GRU
-     * keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
-    REAL *pre = cell == FL_LSTM || cell == FL_GRU ? s[FL_GATES] : s[FL_HS] + l->B * l->P;
-    const REAL *b_hh = cell == FL_GRU ? NULL : s[FL_B_HH];
+    /* Where the pre-activations go: into gates, or for the Elman cell straight into hs; for
+     * inference, into the scratch after the packed weights and hh or m (see fl_work_size). The
+     * GRU keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
+    const int64_t B = l->B, H = l->H;
     SFX(packed) pw;
     REAL *work = SFX(carve_packed)(l, 0, s[FL_WORK], &pw);
+    SFX(step_arrays) out = {s[FL_GATES], s[FL_HN], 0};
+    if (cell != FL_LSTM && cell != FL_GRU) {
+        out.pre = s[FL_HS] + B * l->P;
+    } else if (l->inference) {
+        out.pre = work + (cell == FL_GRU ? B * GH : l->projection ? B * H : 0);
+        out.reuse = pw.ih != NULL;
+        out.hn = out.pre + (out.reuse ? B : N) * GH;
+    }
+    REAL *pre = out.pre;
+    const REAL *b_hh = cell == FL_GRU ? NULL : s[FL_B_HH];
     /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
      * whole small step of a stream. */
     if (n_threads > 1) {
@@ -746,7 +766,7 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
         }
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, &pw, work, pre, k, parts);
+            SFX(forward_part)(l, s, &pw, work, &out, k, parts);
     } else {
         for (int64_t k = 0; k < parts; k++) {
             SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
@@ -755,7 +775,7 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
                                   parts);
         }
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, &pw, work, pre, k, parts);
+            SFX(forward_part)(l, s, &pw, work, &out, k, parts);
     }
 }
 

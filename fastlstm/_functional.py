@@ -199,6 +199,13 @@ def expect_shape(name, a, shape, meaning):
         raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {a.shape}")
 
 
+def check_training(training):
+    """The ``training`` flag of a forward call: True or False."""
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training must be True or False, got {training!r}")
+    return bool(training)
+
+
 def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", w_hr=None,
                   w_peephole=None, batch_sizes=None):
     """Check a forward call's arguments; return them as contiguous arrays of one dtype.

@@ -418,7 +418,7 @@ class RNN(_OneState):
     def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
             x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
-            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes)
+            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes, training=self.training)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -450,7 +450,8 @@ class GRU(_OneState):
     def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
                                                          w.get("b_ih"), w.get("b_hh"),
-                                                         batch_sizes=batch_sizes)
+                                                         batch_sizes=batch_sizes,
+                                                         training=self.training)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -513,7 +514,7 @@ class LSTM(_Recurrent):
     def _cell_forward(self, x, init, w, batch_sizes):
         y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(
             x, *init, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w_hr=w.get("w_hr"),
-            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes)
+            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes, training=self.training)
         return y, (h_n, c_n), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):

@@ -12,6 +12,7 @@ cdef extern from "fastlstm.h" nogil:
         int projection
         int peephole
         const int64_t *batch_sizes
+        int inference
 
     enum fl_slot:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,

@@ -13,6 +13,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_forward,
+                          check_training,
                           describe, expect_shape, extra_grads)
 
 fl_init()
@@ -139,6 +140,7 @@ cdef int _describe(fl_layer *layer, dict description) except -1:
                                                     ("cell", "projection", "peephole"))
     layer.T, layer.B, layer.I, layer.H, layer.P = (description[k] for k in "TBIHP")
     layer.batch_sizes = NULL
+    layer.inference = description.get("inference", False)
     return 0
 
 
@@ -186,10 +188,13 @@ def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
                 projection=w_hr is not None, peephole=w_peephole is not None)
 
 
-def _forward(cell, x, states, weights, batch, nonlinearity=None):
-    """Allocate the saved state of a forward call, run it; return its Context."""
+def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
+    """Allocate the saved state of a forward call, run it; return what the forward function
+    returns: y, the last states and the Context (None unless training: the kernel then keeps
+    the gates in its scratch)."""
     w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
     layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
+    layer["inference"] = not training
     B, N, H, P, dtype = batch.B, batch.N, layer["H"], layer["P"], x.dtype
     GH = w_hh.shape[0]
     has_bias = b_ih is not None
@@ -202,21 +207,18 @@ def _forward(cell, x, states, weights, batch, nonlinearity=None):
     if cell == "lstm":
         arrays[FL_CS] = np.empty((B + N, H), dtype)
         arrays[FL_CS][:B] = states[1]
-    if cell != "rnn":
+    if cell != "rnn" and training:
         arrays[FL_GATES] = np.empty((N, GH), dtype)
-    if cell == "gru":
+    if cell == "gru" and training:
         arrays[FL_HN] = np.empty((N, H), dtype)
     _run(False, layer, batch, arrays)
-    return Context(cell, batch, x, hs, w_ih, w_hh, has_bias, nonlinearity=nonlinearity,
-                   cs=arrays.get(FL_CS), gates=arrays.get(FL_GATES), hn=arrays.get(FL_HN),
-                   w_hr=w_hr, w_peephole=w_peephole)
-
-
-def _outputs(ctx):
-    """y in the caller's form, each state's last value per sequence, and the context."""
-    last = ctx.batch.last_rows()
-    states = (ctx.hs,) if ctx.cs is None else (ctx.hs, ctx.cs)
-    return (ctx.batch.outside(ctx.hs[ctx.batch.B:]),) + tuple(s[last] for s in states) + (ctx,)
+    last = batch.last_rows()
+    cs = arrays.get(FL_CS)
+    states = (hs,) if cs is None else (hs, cs)
+    ctx = Context(cell, batch, x, hs, w_ih, w_hh, has_bias, nonlinearity=nonlinearity, cs=cs,
+                  gates=arrays.get(FL_GATES), hn=arrays.get(FL_HN), w_hr=w_hr,
+                  w_peephole=w_peephole) if training else None
+    return (batch.outside(hs[B:]),) + tuple(s[last] for s in states) + (ctx,)
 
 
 def _backward(ctx, dy, dstates):
@@ -250,11 +252,13 @@ def _param_grads(a):
     return a[FL_DW_IH], a[FL_DW_HH], a.get(FL_DB_IH), a.get(FL_DB_HH)
 
 
-def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None):
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None,
+                training=True):
     """Run an Elman layer over a sequence: as ``fastlstm.reference.rnn_forward``."""
+    training = check_training(training)
     x, states, weights, batch = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh,
                                               nonlinearity, batch_sizes=batch_sizes)
-    return _outputs(_forward("rnn", x, states, weights, batch, nonlinearity))
+    return _forward("rnn", x, states, weights, batch, nonlinearity, training)
 
 
 def rnn_backward(ctx, dy, dh_n):
@@ -265,12 +269,13 @@ def rnn_backward(ctx, dy, dh_n):
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
-                 batch_sizes=None):
+                 batch_sizes=None, training=True):
     """Run an LSTM layer over a sequence: as ``fastlstm.reference.lstm_forward``."""
+    training = check_training(training)
     x, states, weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                               w_hr=w_hr, w_peephole=w_peephole,
                                               batch_sizes=batch_sizes)
-    return _outputs(_forward("lstm", x, states, weights, batch))
+    return _forward("lstm", x, states, weights, batch, training=training)
 
 
 def lstm_backward(ctx, dy, dh_n, dc_n):
@@ -281,11 +286,12 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
             + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     """Run a GRU layer over a sequence: as ``fastlstm.reference.gru_forward``."""
+    training = check_training(training)
     x, states, weights, batch = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh,
                                               batch_sizes=batch_sizes)
-    return _outputs(_forward("gru", x, states, weights, batch))
+    return _forward("gru", x, states, weights, batch, training=training)
 
 
 def gru_backward(ctx, dy, dh_n):

@@ -76,7 +76,7 @@ part of ``n``, the two products cannot be merged into one over ``[x_t, h_{t-1}]`
 
 import numpy as np
 
-from ._functional import Context, check_backward, check_forward, extra_grads
+from ._functional import Context, check_backward, check_forward, check_training, extra_grads
 
 
 def sigmoid(a):
@@ -105,12 +105,13 @@ def _bias(b, n, dtype):
     return np.zeros(n, dtype) if b is None else b
 
 
-def _outputs(ctx, *states):
+def _outputs(ctx, training, *states):
     """What a forward returns: y in the caller's form, then each state's last value per sequence
-    (``states`` the saved hs, and cs for the LSTM), then the context."""
+    (``states`` the saved hs, and cs for the LSTM), then the context (None unless training)."""
     last = ctx.batch.last_rows()
     B = ctx.batch.B
-    return (ctx.batch.outside(ctx.hs[B:]),) + tuple(s[last] for s in states) + (ctx,)
+    return ((ctx.batch.outside(ctx.hs[B:]),) + tuple(s[last] for s in states)
+            + (ctx if training else None,))
 
 
 # Every function below takes a batch in either form (see fastlstm._functional): padded, x of
@@ -119,7 +120,8 @@ def _outputs(ctx, *states):
 # reads the states it starts from at ``prev`` of hs (and cs) and writes the new ones at ``out``.
 # Sequences that have ended simply drop out; their last state stays where they left it.
 
-def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None):
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None,
+                training=True):
     """Run an Elman layer over a sequence.
 
     Parameters
@@ -131,13 +133,17 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
     batch_sizes : None for padded x, else (T,) the number of sequences running at each step,
         non-increasing (sequences sorted longest first, as in torch's PackedSequence); h0's
         rows beyond batch_sizes[0] are sequences of length 0
+    training : True (the default) returns the Context that backward needs; False, for
+        inference, returns None in its place (and spares the native backend storing the LSTM's
+        and the GRU's gate activations)
 
     Returns
     -------
     y : (T, B, H), the hidden state after every step (packed: (N, H))
     h_n : (B, H), each sequence's state after its last step (h0 for a sequence of length 0)
-    ctx : Context for :func:`rnn_backward`
+    ctx : Context for :func:`rnn_backward`, or None when not training
     """
+    training = check_training(training)
     x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity, batch_sizes=batch_sizes)
     H = w_hh.shape[0]
@@ -150,7 +156,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
         z = np.concatenate([x[rows], hs[prev]], axis=1)  # the fed-back state as extra inputs
         hs[out] = phi(z @ w.T + b)
     ctx = Context("rnn", batch, x, hs, w_ih, w_hh, b_ih is not None, nonlinearity=nonlinearity)
-    return _outputs(ctx, hs)
+    return _outputs(ctx, training, hs)
 
 
 def rnn_backward(ctx, dy, dh_n):
@@ -185,7 +191,7 @@ def rnn_backward(ctx, dy, dh_n):
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
-                 batch_sizes=None):
+                 batch_sizes=None, training=True):
     """Run an LSTM layer over a sequence.
 
     Parameters
@@ -196,12 +202,14 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
     w_hr : (P, H) projection, or None for none (torch's weight_hr)
     w_peephole : (3H,) peephole weights of gates i, f, o, or None for none
     batch_sizes : None for padded x, else packed steps as in :func:`rnn_forward`
+    training : as in :func:`rnn_forward`
 
     Returns
     -------
     y : (T, B, P) (packed: (N, P)); h_n : (B, P) and c_n : (B, H), each sequence's states after
-    its last step; ctx : Context for :func:`lstm_backward`
+    its last step; ctx : Context for :func:`lstm_backward` (None when not training)
     """
+    training = check_training(training)
     x, (h0, c0), weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                                 w_hr=w_hr, w_peephole=w_peephole,
                                                 batch_sizes=batch_sizes)
@@ -231,7 +239,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
         gates[rows] = np.concatenate([i, f, g, o], axis=1)
     ctx = Context("lstm", batch, x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates,
                   w_hr=w_hr, w_peephole=w_peephole)
-    return _outputs(ctx, hs, cs)
+    return _outputs(ctx, training, hs, cs)
 
 
 def lstm_backward(ctx, dy, dh_n, dc_n):
@@ -287,7 +295,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
     return (dx, dh, dc) + _weight_grads(ctx, da) + extra_grads(ctx, dw_hr, dw_peephole)
 
 
-def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     """Run a GRU layer over a sequence (torch.nn.GRU's equations and layout).
 
     Parameters
@@ -296,12 +304,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
     h0 : (B, H) or None for zeros
     w_ih : (3H, I); w_hh : (3H, H); b_ih, b_hh : (3H,) or both None; gate order r, z, n
     batch_sizes : None for padded x, else packed steps as in :func:`rnn_forward`
+    training : as in :func:`rnn_forward`
 
     Returns
     -------
     y : (T, B, H) (packed: (N, H)); h_n : (B, H), each sequence's state after its last step;
-    ctx : Context for :func:`gru_backward`
+    ctx : Context for :func:`gru_backward` (None when not training)
     """
+    training = check_training(training)
     x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "gru", x, (h0,), w_ih, w_hh, b_ih, b_hh, batch_sizes=batch_sizes)
     H = w_hh.shape[1]
@@ -321,7 +331,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None):
         hs[out] = (1 - z) * n + z * h_prev
         gates[rows] = np.concatenate([r, z, n], axis=1)
     ctx = Context("gru", batch, x, hs, w_ih, w_hh, b_ih is not None, gates=gates, hn=hn)
-    return _outputs(ctx, hs)
+    return _outputs(ctx, training, hs)
 
 
 def gru_backward(ctx, dy, dh_n):

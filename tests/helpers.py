@@ -93,7 +93,7 @@ def random_problem(rng, kind, T, B, I, H, dtype=np.float64, bias=True, scale=0.5
     return x, states, weights, dy, dstates
 
 
-def f_forward(backend, kind, x, states, weights, batch_sizes=None):
+def f_forward(backend, kind, x, states, weights, batch_sizes=None, training=True):
     """Functional forward of any kind, padded or (with batch_sizes) packed: returns
     ``(y, finals, ctx)``, finals a tuple."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
@@ -101,13 +101,14 @@ def f_forward(backend, kind, x, states, weights, batch_sizes=None):
     if cell == "lstm":
         extra = dict(zip(extra_names(kind), weights[4:]))
         y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra,
-                                            batch_sizes=batch_sizes)
+                                            batch_sizes=batch_sizes, training=training)
         return y, (h_n, c_n), ctx
     if cell == "gru":
-        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes)
+        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes,
+                                      training=training)
     else:
         y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1],
-                                      batch_sizes=batch_sizes)
+                                      batch_sizes=batch_sizes, training=training)
     return y, (h_n,), ctx
 
 

@@ -32,7 +32,8 @@ def test_the_generic_build_passes_the_oracle_tests():
     env = dict(os.environ, FASTLSTM_VECTOR_KERNELS="0")
     code = ("import fastlstm, sys; sys.exit(fastlstm.native.build_info()['vector_kernels'])")
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
-    files = ["test_native_vs_reference.py", "test_cells.py", "test_threads.py", "test_packed.py"]
+    files = ["test_native_vs_reference.py", "test_cells.py", "test_threads.py", "test_packed.py",
+             "test_inference.py"]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
         + [os.path.join(tests, f) for f in files],
