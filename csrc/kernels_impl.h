@@ -105,7 +105,9 @@ FL_INLINE REAL SFX(tanh)(REAL a)
  * Every step multiplies a few rows of h_{t-1} (or of a gradient) by the same weight matrix: T
  * times per call. A BLAS call re-packs that matrix into its own panels every time, which costs
  * as much as the product for the small row counts of a step. Here the matrix is packed once per
- * call and each step runs a register-tiled product over the packed panels. The vector code is
+ * call and each step runs a register-tiled product over the packed panels; a forward packs
+ * w_ih^T too, and each step sums x_t w_ih^T and h_{t-1} w_hh^T in the same tiles, so that its
+ * pre-activations are written once, while they are in cache. The vector code is
  * compiled for AVX-512 only (FL_VECTOR_TARGET) and run only where fl_init() found that the CPU
  * has it (fl_vector_kernels()); elsewhere the steps call the BLAS as before.
  *
