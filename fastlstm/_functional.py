@@ -302,7 +302,9 @@ def check_backward(cell, ctx, dy, state_grads):
     """Check a backward call's arguments against its context; None gradients mean zeros.
     Returns dy as its (N, P) rows and the state gradients."""
     if not isinstance(ctx, Context):
-        raise TypeError(f"ctx must be the Context returned by {cell}_forward, got {describe(ctx)}")
+        hint = " (a forward with training=False returns none)" if ctx is None else ""
+        raise TypeError(f"ctx must be the Context returned by {cell}_forward, got "
+                        f"{describe(ctx)}{hint}")
     if ctx.cell != cell:
         raise ValueError(f"ctx comes from {ctx.cell}_forward, expected a context of {cell}_forward")
     _check_context(ctx)

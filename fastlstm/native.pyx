@@ -13,8 +13,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_forward,
-                          check_training,
-                          describe, expect_shape, extra_grads)
+                          check_training, describe, expect_shape, extra_grads)
 
 fl_init()
 

@@ -4,8 +4,8 @@ the LSTM's and GRU's gate activations in scratch of one step instead of arrays o
 and must return exactly, bit for bit, what a training forward returns."""
 import numpy as np
 import pytest
-from helpers import (BACKENDS, DTYPES, KINDS, f_forward, layer_forward, layer_problem,
-                     make_layer, random_problem)
+from helpers import (BACKENDS, DTYPES, KINDS, f_backward, f_forward, layer_forward,
+                     layer_problem, make_layer, random_problem)
 
 import fastlstm
 
@@ -40,6 +40,8 @@ def test_inference_returns_the_training_outputs_and_no_context(backend, kind, dt
     y_inf, finals_inf, ctx_inf = f_forward(backend, kind, x, states, weights, batch_sizes,
                                            training=False)
     assert ctx_inf is None
+    with pytest.raises(TypeError, match=r"ctx must be the Context .* training=False returns none"):
+        f_backward(backend, kind, ctx_inf, y, finals)
     for name, a, b in zip(("y", "h_n", "c_n"), (y, *finals), (y_inf, *finals_inf)):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert np.array_equal(a, b), f"{name} differs (max {np.abs(a - b).max():.3g})"
