@@ -154,7 +154,7 @@ int64_t fl_work_size(const fl_layer *l, int backward)
     const int64_t packed = p.ih + p.bias + p.hh + p.hr;
     if (!backward) {
         int64_t n = packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
-        if (l->inference && l->cell != FL_RNN_TANH && l->cell != FL_RNN_RELU)
+        if (l->inference && (l->cell == FL_LSTM || l->cell == FL_GRU))
             n += inference_rows(l) * (GH + (l->cell == FL_GRU ? l->H : 0));
         return n;
     }

@@ -199,11 +199,10 @@ def expect_shape(name, a, shape, meaning):
         raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {a.shape}")
 
 
-def check_training(training):
-    """The ``training`` flag of a forward call: True or False."""
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be True or False, got {training!r}")
-    return bool(training)
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", w_hr=None,

@@ -6,19 +6,13 @@ import numbers
 
 import numpy as np
 
-from ._functional import DTYPES, as_array, describe
+from ._functional import DTYPES, as_array, check_bool, describe
 
 
 def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def check_choice(name, value, choices):

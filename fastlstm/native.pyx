@@ -12,8 +12,8 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_forward,
-                          check_training, describe, expect_shape, extra_grads)
+from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_bool,
+                          check_forward, describe, expect_shape, extra_grads)
 
 fl_init()
 
@@ -254,7 +254,7 @@ def _param_grads(a):
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None,
                 training=True):
     """Run an Elman layer over a sequence: as ``fastlstm.reference.rnn_forward``."""
-    training = check_training(training)
+    training = check_bool("training", training)
     x, states, weights, batch = check_forward("rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh,
                                               nonlinearity, batch_sizes=batch_sizes)
     return _forward("rnn", x, states, weights, batch, nonlinearity, training)
@@ -270,7 +270,7 @@ def rnn_backward(ctx, dy, dh_n):
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
                  batch_sizes=None, training=True):
     """Run an LSTM layer over a sequence: as ``fastlstm.reference.lstm_forward``."""
-    training = check_training(training)
+    training = check_bool("training", training)
     x, states, weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                               w_hr=w_hr, w_peephole=w_peephole,
                                               batch_sizes=batch_sizes)
@@ -287,7 +287,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     """Run a GRU layer over a sequence: as ``fastlstm.reference.gru_forward``."""
-    training = check_training(training)
+    training = check_bool("training", training)
     x, states, weights, batch = check_forward("gru", x, (h0,), w_ih, w_hh, b_ih, b_hh,
                                               batch_sizes=batch_sizes)
     return _forward("gru", x, states, weights, batch, training=training)

@@ -76,7 +76,7 @@ part of ``n``, the two products cannot be merged into one over ``[x_t, h_{t-1}]`
 
 import numpy as np
 
-from ._functional import Context, check_backward, check_forward, check_training, extra_grads
+from ._functional import Context, check_backward, check_bool, check_forward, extra_grads
 
 
 def sigmoid(a):
@@ -143,7 +143,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
     h_n : (B, H), each sequence's state after its last step (h0 for a sequence of length 0)
     ctx : Context for :func:`rnn_backward`, or None when not training
     """
-    training = check_training(training)
+    training = check_bool("training", training)
     x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity, batch_sizes=batch_sizes)
     H = w_hh.shape[0]
@@ -209,7 +209,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
     y : (T, B, P) (packed: (N, P)); h_n : (B, P) and c_n : (B, H), each sequence's states after
     its last step; ctx : Context for :func:`lstm_backward` (None when not training)
     """
-    training = check_training(training)
+    training = check_bool("training", training)
     x, (h0, c0), weights, batch = check_forward("lstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                                 w_hr=w_hr, w_peephole=w_peephole,
                                                 batch_sizes=batch_sizes)
@@ -311,7 +311,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     y : (T, B, H) (packed: (N, H)); h_n : (B, H), each sequence's state after its last step;
     ctx : Context for :func:`gru_backward` (None when not training)
     """
-    training = check_training(training)
+    training = check_bool("training", training)
     x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "gru", x, (h0,), w_ih, w_hh, b_ih, b_hh, batch_sizes=batch_sizes)
     H = w_hh.shape[1]
