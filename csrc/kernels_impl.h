@@ -133,7 +133,6 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL 
                     col >= N ? 0 : trans ? W[col * K + k] : W[k * N + col];
             }
 }
-
 /* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. */
 FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, int64_t K, int64_t k,
                                             const REAL *A, int64_t lda, const REAL *w,
@@ -300,7 +299,8 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
 }
 
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T and w_hr^T
- * and the bias sum, backward w_hh and w_hr. Nothing without packing. */
+ * and the bias sum, backward w_ih (when packed_sizes counts it), w_hh and w_hr. Nothing without
+ * packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -309,6 +309,8 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (!pw->hh)
         return;
     if (backward) {
+        if (pw->ih)
+            SFX(pack_part)(0, GH, l->I, s[FL_W_IH], pw->ih, k, parts);
         SFX(pack_part)(0, GH, P, s[FL_W_HH], pw->hh, k, parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], pw->hr, k, parts);
@@ -829,11 +831,15 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         SFX(backward_part)(l, s, &pw, &sc, k, parts);
 
     /* dx and the weight gradients: each one product over all N rows after the loop, not T
-     * per-step products: dx = da @ w_ih, dw_ih = da.T @ x, dw_hh = da_h.T @ h_prev,
-     * dw_hr = dhs.T @ ms; one parallel region, each thread its block of rows of each. */
+     * per-step products: dx = da @ w_ih (on the packed w_ih when there is one), dw_ih = da.T @ x,
+     * dw_hh = da_h.T @ h_prev, dw_hr = dhs.T @ ms; one parallel region, each thread its block of
+     * rows of each. */
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
-        SFX(gemm_part)(0, 0, N, I, GH, sc.da, GH, s[FL_W_IH], I, 0, s[FL_DX], I, k, parts);
+        int64_t m0, m1;
+        part_range(N, parts, k, &m0, &m1);
+        SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih, 0,
+                          s[FL_DX] + m0 * I, I);
         SFX(gemm_part)(1, 0, GH, I, N, sc.da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, k, parts);
         SFX(gemm_part)(1, 0, GH, P, N, sc.da_h, GH, h_prev, P, 0, s[FL_DW_HH], P, k, parts);
         if (l->projection)
