@@ -71,8 +71,9 @@ enum fl_slot {
     FL_N_SLOTS
 };
 
-/* Elements of scratch (FL_WORK) a forward (backward = 0) or backward (1) call needs. */
-int64_t fl_work_size(const fl_layer *layer, int backward);
+/* Elements of scratch (FL_WORK) a forward (backward = 0) or backward (1) call needs, of float
+ * (f64 = 0) or double (1). */
+int64_t fl_work_size(const fl_layer *layer, int backward, int f64);
 
 /* N, the rows of x: the sum of batch_sizes, or T * B without them. */
 int64_t fl_packed_rows(const fl_layer *layer);

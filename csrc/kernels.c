@@ -41,6 +41,11 @@ int fl_vector_kernels(void) { return vector_kernels; }
 const char *fl_blas_corename(void) { return FL_BLAS_CORENAME(); }
 const char *fl_blas_config(void) { return FL_BLAS_CONFIG(); }
 
+/* The block of A a by-columns product (kernels_impl.h, gemm_tn) copies at a time: rows, and
+ * columns (a multiple of 8). */
+#define GEMM_TN_ROWS 512
+#define GEMM_TN_COLS 32
+
 /* Part k of n items cut into `parts` contiguous, nearly equal ranges: [*lo, *hi). */
 static inline void part_range(int64_t n, int64_t parts, int64_t k, int64_t *lo, int64_t *hi)
 {
@@ -133,6 +138,21 @@ static int64_t sums_width(const fl_layer *l)
     return (l->cell == FL_GRU ? 2 * GH : GH) + (l->peephole ? 3 * l->H : 0);
 }
 
+/* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), which forms the
+ * weight gradients in float64: a block of GEMM_TN_ROWS rows of W packed (as wide as the widest
+ * gradient: I, P or H columns), and GEMM_TN_COLS columns of the same rows of A. In float64,
+ * OpenBLAS's products run at 95-100 GFLOP/s per core here and gemm_tn's at 110-120; in float32
+ * OpenBLAS's are as fast or a few percent faster, and the weight gradients stay with it. 0 then,
+ * and without the vector kernels. */
+static int64_t gemm_tn_size(const fl_layer *l, int f64)
+{
+    if (!vector_kernels || !f64)
+        return 0;
+    const int64_t I = l->I, H = l->H, P = l->P;
+    const int64_t widest = I > P ? (I > H ? I : H) : (P > H ? P : H);
+    return GEMM_TN_ROWS * (GEMM_TN_COLS + (widest + 15) / 16 * 16);
+}
+
 /* Rows of the pre-activations and activations (and the GRU's hn) an inference forward keeps in
  * FL_WORK: one step's, B, when its steps add their own input projection (a packing call), else
  * all N, which the projection before the loop fills. */
@@ -147,10 +167,11 @@ static int64_t inference_rows(const fl_layer *l)
  *             inference: LSTM and GRU gates (R, G H), GRU hn (R, H), R = inference_rows
  *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
  *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
- *             the parts' sums (parts, sums_width);  packed batches: h_prev (N, P), each
+ *             the parts' sums (parts, sums_width);  float64 with the vector kernels: the
+ *             parts' gemm_tn copies (parts, gemm_tn_size);  packed batches: h_prev (N, P), each
  *             row's h_{t-1}, gathered for dw_hh (without batch_sizes hs holds them in that
  *             order already) */
-int64_t fl_work_size(const fl_layer *l, int backward)
+int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     const packed_layout p = packed_sizes(l, backward);
@@ -166,7 +187,7 @@ int64_t fl_work_size(const fl_layer *l, int backward)
         n += N * GH;
     if (l->projection)
         n += N * l->P + N * l->H + l->B * l->H;
-    n += num_parts * sums_width(l);
+    n += num_parts * (sums_width(l) + gemm_tn_size(l, f64));
     if (l->batch_sizes)
         n += N * l->P;
     return n;
@@ -174,6 +195,7 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 
 #define REAL float
 #define SFX(name) name##_f32
+#define IS_F64 0
 #define GEMM FL_SGEMM
 #define GEMV FL_SGEMV
 #define EXP_UINT uint32_t
@@ -192,6 +214,7 @@ int64_t fl_work_size(const fl_layer *l, int backward)
 
 #define REAL double
 #define SFX(name) name##_f64
+#define IS_F64 1
 #define GEMM FL_DGEMM
 #define GEMV FL_DGEMV
 #define EXP_UINT uint64_t

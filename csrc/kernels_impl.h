@@ -1,7 +1,8 @@
 /* The kernels for one floating type, written once: csrc/kernels.c includes this file with
  * REAL = float and with REAL = double (SFX names the twins _f32 and _f64; GEMM and GEMV pick
  * the matching BLAS functions, EXP_* the constants of exp below, VEC_* the AVX-512 intrinsics
- * of the packed product), and undefines them all at its end, ready for the next type.
+ * of the packed product, IS_F64 which of the two it is), and undefines them all at its end,
+ * ready for the next type.
  * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
@@ -32,17 +33,6 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     GEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
          (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, Bm, (blasint)ldb, beta, C,
          (blasint)ldc);
-}
-
-/* Block k of `parts` of the M rows of C of the same product. */
-static void SFX(gemm_part)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
-                           const REAL *A, int64_t lda, const REAL *Bm, int64_t ldb, REAL beta,
-                           REAL *C, int64_t ldc, int64_t k, int64_t parts)
-{
-    int64_t m0, m1;
-    part_range(M, parts, k, &m0, &m1);
-    const REAL *a = trans_a ? A + m0 : A + m0 * lda;
-    SFX(gemm)(trans_a, trans_b, m1 - m0, N, K, 1, a, lda, Bm, ldb, beta, C + m0 * ldc, ldc);
 }
 
 /* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
@@ -133,10 +123,12 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL 
                     col >= N ? 0 : trans ? W[col * K + k] : W[k * N + col];
             }
 }
-/* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. */
-FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, int64_t K, int64_t k,
-                                            const REAL *A, int64_t lda, const REAL *w,
-                                            SFX(vec) acc[8][8])
+/* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
+ * or for a product by columns (a constant at every call) at A[i + 8 k]: A copied by columns in
+ * blocks of 8 rows (see gemm_tn), from the tile's first row. */
+FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, const int by_columns,
+                                            int64_t K, int64_t k, const REAL *A, int64_t lda,
+                                            const REAL *w, SFX(vec) acc[8][8])
 {
     SFX(vec) wk[8];
 #pragma GCC unroll 8
@@ -144,15 +136,15 @@ FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, int64_t 
         wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
-        const SFX(vec) a = VEC_BROADCAST(A[i * lda + k]);
+        const SFX(vec) a = VEC_BROADCAST(by_columns ? A[i + k * 8] : A[i * lda + k]);
 #pragma GCC unroll 8
         for (int q = 0; q < np; q++)
             acc[i][q] = VEC_FMA(a, wk[q], acc[i][q]);
     }
 }
 
-/* One term of a packed product: the rows of A (K entries each, leading dimension lda) times a
- * packed op(W) of K rows. */
+/* One term of a packed product: the rows of A (K entries each, leading dimension lda, or
+ * copied by columns) times a packed op(W) of K rows. */
 typedef struct {
     const REAL *A;
     int64_t lda, K;
@@ -160,7 +152,8 @@ typedef struct {
 } SFX(term);
 
 /* C[:mr, :cols] = beta C + bias + the sum over the terms of A[row:row + mr] times panels
- * panel .. panel + np - 1 of op(W) (cols <= np VLEN, the last panel may be partial; bias, when
+ * panel .. panel + np - 1 of op(W), A laid out as by_columns says (see tile_k) (cols <= np
+ * VLEN, the last panel may be partial; bias, when
  * not NULL, holds the cols entries of the panels' columns). mr and np are constants at every
  * call, so the loops unroll into registers: mr * np accumulators, which the callers keep within
  * the 32 vector registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs,
@@ -168,8 +161,9 @@ typedef struct {
  * accumulators instead (u sets of them, mr * np * u >= 8), and adds the sets together at the
  * end. */
 FL_INLINE FL_VECTOR_TARGET void
-SFX(tile)(const int mr, const int np, const SFX(term) *terms, int n_terms, int64_t row,
-          int64_t panel, int64_t cols, const REAL *bias, int beta, REAL *C, int64_t ldc)
+SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *terms, int n_terms,
+          int64_t row, int64_t panel, int64_t cols, const REAL *bias, int beta, REAL *C,
+          int64_t ldc)
 {
     const int u = mr * np >= 8 ? 1 : mr * np >= 4 ? 2 : mr * np >= 2 ? 4 : 8;
     SFX(vec) acc[8][8][8];
@@ -182,14 +176,15 @@ SFX(tile)(const int mr, const int np, const SFX(term) *terms, int n_terms, int64
                 acc[s][i][q] = (SFX(vec)){0};
     for (int t = 0; t < n_terms; t++) {
         const int64_t K = terms[t].K, lda = terms[t].lda;
-        const REAL *A = terms[t].A + row * lda, *w = terms[t].packed + panel * K * VLEN;
+        const REAL *A = terms[t].A + row * (by_columns ? K : lda);
+        const REAL *w = terms[t].packed + panel * K * VLEN;
         int64_t k = 0;
         for (; k + u <= K; k += u)
 #pragma GCC unroll 8
             for (int s = 0; s < u; s++)
-                SFX(tile_k)(mr, np, K, k + s, A, lda, w, acc[s]);
+                SFX(tile_k)(mr, np, by_columns, K, k + s, A, lda, w, acc[s]);
         for (; k < K; k++)
-            SFX(tile_k)(mr, np, K, k, A, lda, w, acc[0]);
+            SFX(tile_k)(mr, np, by_columns, K, k, A, lda, w, acc[0]);
     }
 #pragma GCC unroll 8
     for (int s = 1; s < u; s++)
@@ -210,9 +205,11 @@ SFX(tile)(const int mr, const int np, const SFX(term) *terms, int n_terms, int64
                 if (b)
                     v += *(const SFX(vec) *)b;
                 *cv = beta ? *cv + v : v;
-            } else {
+            } else { /* through memory: acc itself, indexed by j, would live there too */
+                REAL sum[VLEN];
+                *(SFX(vec) *)sum = acc[0][i][q];
                 for (int64_t j = 0; j < n; j++) {
-                    REAL v = acc[0][i][q][j] + (b ? b[j] : 0);
+                    REAL v = sum[j] + (b ? b[j] : 0);
                     c[j] = beta ? c[j] + v : v;
                 }
             }
@@ -223,33 +220,35 @@ SFX(tile)(const int mr, const int np, const SFX(term) *terms, int n_terms, int64
  * last group of fewer than np leaves run one at a time. Each group of panels stays in cache
  * while every row block passes over it. */
 FL_INLINE FL_VECTOR_TARGET void
-SFX(tile_rows)(const int mr, const int np, int64_t row0, int64_t rows, int64_t N,
-               const SFX(term) *terms, int n_terms, const REAL *bias, int beta, REAL *C,
-               int64_t ldc)
+SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, int64_t rows,
+               int64_t N, const SFX(term) *terms, int n_terms, const REAL *bias, int beta,
+               REAL *C, int64_t ldc)
 {
     const int64_t panels = (N + VLEN - 1) / VLEN;
     int64_t p = 0;
     for (; p + np <= panels; p += np)
         for (int64_t i = row0; i < row0 + rows; i += mr)
-            SFX(tile)(mr, np, terms, n_terms, i, p, N - p * VLEN, bias ? bias + p * VLEN : NULL,
-                      beta, C + i * ldc + p * VLEN, ldc);
+            SFX(tile)(mr, np, by_columns, terms, n_terms, i, p, N - p * VLEN,
+                      bias ? bias + p * VLEN : NULL, beta, C + i * ldc + p * VLEN, ldc);
     for (; p < panels; p++)
         for (int64_t i = row0; i < row0 + rows; i += mr)
-            SFX(tile)(mr, 1, terms, n_terms, i, p, N - p * VLEN, bias ? bias + p * VLEN : NULL,
-                      beta, C + i * ldc + p * VLEN, ldc);
+            SFX(tile)(mr, 1, by_columns, terms, n_terms, i, p, N - p * VLEN,
+                      bias ? bias + p * VLEN : NULL, beta, C + i * ldc + p * VLEN, ldc);
 }
 
-/* C (n, N) = beta C + bias + the sum of the terms' products (A (n, K) op(W), op(W) packed by
- * pack_part); beta is 0 or 1, bias NULL or N entries for every row. Blocks of 8 rows run 8 x 3
- * tiles; the rest, r < 8 rows, one tile row with as many panels as fit. */
-static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(term) *terms,
-                                              int n_terms, const REAL *bias, int beta, REAL *C,
-                                              int64_t ldc)
+/* C (n, N) = beta C + bias + the sum of the terms' products, A (n, K) op(W) with op(W) packed
+ * by pack_part, or by columns A^T W (see tile_k); beta is 0 or 1, bias NULL or N entries for
+ * every row. Blocks of 8 rows run 8 x 3 tiles; the rest, r < 8 rows, one tile row with as many
+ * panels as fit. */
+FL_INLINE FL_VECTOR_TARGET void SFX(tiles)(const int by_columns, int64_t n, int64_t N,
+                                           const SFX(term) *terms, int n_terms, const REAL *bias,
+                                           int beta, REAL *C, int64_t ldc)
 {
     const int64_t full = n - n % 8;
-    SFX(tile_rows)(8, 3, 0, full, N, terms, n_terms, bias, beta, C, ldc);
+    SFX(tile_rows)(8, 3, by_columns, 0, full, N, terms, n_terms, bias, beta, C, ldc);
     switch (n % 8) {
-#define REST(mr, np) SFX(tile_rows)(mr, np, full, mr, N, terms, n_terms, bias, beta, C, ldc)
+#define REST(mr, np) \
+    SFX(tile_rows)(mr, np, by_columns, full, mr, N, terms, n_terms, bias, beta, C, ldc)
     case 1: REST(1, 8); break;
     case 2: REST(2, 8); break;
     case 3: REST(3, 6); break;
@@ -258,6 +257,44 @@ static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(te
     case 6: REST(6, 4); break;
     case 7: REST(7, 3); break;
 #undef REST
+    }
+}
+
+static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(term) *terms,
+                                              int n_terms, const REAL *bias, int beta, REAL *C,
+                                              int64_t ldc)
+{
+    SFX(tiles)(0, n, N, terms, n_terms, bias, beta, C, ldc);
+}
+
+static FL_VECTOR_TARGET void SFX(columns_gemm)(int64_t n, int64_t N, const SFX(term) *term,
+                                               int beta, REAL *C, int64_t ldc)
+{
+    SFX(tiles)(1, n, N, term, 1, NULL, beta, C, ldc);
+}
+
+/* C (M, N) = A^T W for A (K, M) and W (K, N), both row-major (leading dimensions lda and N), as
+ * the weight gradients are, whose sums run over the rows of both. Block by block of
+ * GEMM_TN_ROWS rows of both, it packs W's into `copy` and copies A's by columns, GEMM_TN_COLS
+ * of them at a time, after them (blocks of 8 columns, each column's 8 entries side by side, as
+ * tile_k reads them); each block adds its share to C in turn. */
+static FL_VECTOR_TARGET void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A,
+                                          int64_t lda, const REAL *W, REAL *C, REAL *copy)
+{
+    const int64_t kc0 = GEMM_TN_ROWS, mc0 = GEMM_TN_COLS;
+    REAL *a = copy + kc0 * ((N + VLEN - 1) / VLEN * VLEN);
+    for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc0) {
+        const int64_t kc = K - k0 < kc0 ? K - k0 : kc0;
+        SFX(pack_part)(0, kc, N, W + k0 * N, copy, 0, 1);
+        const SFX(term) term = {a, 8, kc, copy};
+        for (int64_t m0 = 0; m0 < M; m0 += mc0) {
+            const int64_t mc = M - m0 < mc0 ? M - m0 : mc0;
+            for (int64_t i0 = 0; i0 < mc; i0 += 8)
+                for (int64_t k = 0; k < kc; k++)
+                    for (int64_t i = 0; i < 8; i++)
+                        a[i0 * kc + k * 8 + i] = i0 + i < mc ? A[(k0 + k) * lda + m0 + i0 + i] : 0;
+            SFX(columns_gemm)(mc, N, &term, k0 > 0, C + m0 * N, N);
+        }
     }
 }
 #undef VLEN
@@ -796,6 +833,23 @@ static void SFX(gather_prev)(const fl_layer *l, const REAL *src, int64_t width, 
     }
 }
 
+/* Part k of `parts` of the M rows of C (M, N) = A^T W, for A (K, M) and W (K, N) row-major
+ * (leading dimensions lda and N): a weight gradient, summed over the K rows of every step; on
+ * gemm_tn when the call has its copies (see gemm_tn_size), else through the BLAS. */
+static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                               const REAL *W, REAL *C, int64_t k, int64_t parts, REAL *copies)
+{
+    int64_t m0, m1;
+    part_range(M, parts, k, &m0, &m1);
+#if FL_HAVE_VECTOR_KERNELS
+    if (copies) {
+        SFX(gemm_tn)(m1 - m0, N, K, A + m0, lda, W, C + m0 * N, copies);
+        return;
+    }
+#endif
+    SFX(gemm)(1, 0, m1 - m0, N, K, 1, A + m0, lda, W, N, 0, C + m0 * N, N);
+}
+
 void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = call_threads(l, n_threads);
@@ -816,6 +870,9 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         rest += N * P + N * H + B * H;
     }
     sc.sums = rest, rest += parts * n_sums;
+    const int64_t n_copies = gemm_tn_size(l, IS_F64);
+    REAL *copies = n_copies ? rest : NULL; /* each part's gemm_tn copies */
+    rest += parts * n_copies;
     /* h_prev (each row's h_{t-1}, for dw_hh) is hs without its last block, unless the batch is
      * packed. */
     const REAL *h_prev = s[FL_HS];
@@ -840,10 +897,11 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         part_range(N, parts, k, &m0, &m1);
         SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih, 0,
                           s[FL_DX] + m0 * I, I);
-        SFX(gemm_part)(1, 0, GH, I, N, sc.da, GH, s[FL_X], I, 0, s[FL_DW_IH], I, k, parts);
-        SFX(gemm_part)(1, 0, GH, P, N, sc.da_h, GH, h_prev, P, 0, s[FL_DW_HH], P, k, parts);
+        REAL *part_copies = copies ? copies + k * n_copies : NULL;
+        SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
+        SFX(gradient_part)(GH, P, N, sc.da_h, GH, h_prev, s[FL_DW_HH], k, parts, part_copies);
         if (l->projection)
-            SFX(gemm_part)(1, 0, P, H, N, sc.dhs, P, sc.ms, H, 0, s[FL_DW_HR], H, k, parts);
+            SFX(gradient_part)(P, H, N, sc.dhs, P, sc.ms, s[FL_DW_HR], k, parts, part_copies);
     }
     /* The bias and peephole gradients: the parts' sums added in part order. The LSTM's and
      * the Elman cell's db_hh is db_ih; the GRU's has its own sums. */
@@ -866,8 +924,11 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
     const int64_t parts = fl_num_parts();
     n_threads = n_threads < parts ? n_threads : (int)parts;
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++)
-        SFX(gemm_part)(0, 1, M, N, K, A, K, Bm, K, 0, C, N, k, parts);
+    for (int64_t k = 0; k < parts; k++) {
+        int64_t m0, m1;
+        part_range(M, parts, k, &m0, &m1);
+        SFX(gemm)(0, 1, m1 - m0, N, K, 1, A + m0 * K, K, Bm, K, 0, C + m0 * N, N);
+    }
 }
 
 #undef REAL
@@ -886,3 +947,4 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
 #undef EXP_DEGREE
 #undef VEC_BROADCAST
 #undef VEC_FMA
+#undef IS_F64

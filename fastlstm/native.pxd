@@ -20,7 +20,7 @@ cdef extern from "fastlstm.h" nogil:
         FL_DY, FL_DH, FL_DC, FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,
         FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS
 
-    int64_t fl_work_size(const fl_layer *layer, int backward)
+    int64_t fl_work_size(const fl_layer *layer, int backward, int f64)
     int64_t fl_packed_rows(const fl_layer *layer)
     void fl_forward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)

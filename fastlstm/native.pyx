@@ -152,7 +152,7 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     if batch.T and not (batch.batch_sizes == batch.B).all():
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
-    arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward), dtype)
+    arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, dtype == np.float64), dtype)
     cdef float *s32[FL_N_SLOTS]
     cdef double *s64[FL_N_SLOTS]
     cdef int n_threads = get_num_threads()
@@ -358,7 +358,8 @@ cdef class Stepper:
             if cell == "gru":
                 arrays[FL_HN] = np.empty((B, H), self.dtype)
             _describe(&self.layers[l], desc)
-            arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0), self.dtype)
+            arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0, self.dtype == np.float64),
+                                          self.dtype)
             if self.f64:
                 _fill_slots(arrays, <double **>&self.slots[l * FL_N_SLOTS])
             else:

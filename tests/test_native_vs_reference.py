@@ -51,6 +51,27 @@ def test_functional_float32_error_is_like_the_reference(kind, shape, rng):
     assert_functional_matches(names, nat, ref, truth)
 
 
+# More rows (T * B) than the kernels take at a time in their blocked products: the weight
+# gradients' blocks of rows (GEMM_TN_ROWS, 512, in csrc/kernels.c), and at least G * H rows, where
+# backward packs w_ih for dx; sizes that are no multiple of a tile's 8 rows or a panel's width.
+# Weights of a smaller scale keep 40-53 steps contracting, so that float32 stays well
+# conditioned (at the default scale an Elman layer's float32 outputs drift by 1e-2).
+MANY_ROWS = [(53, 11, 19, 37), (40, 16, 33, 24)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", MANY_ROWS, ids=shape_id)
+@pytest.mark.parametrize("kind", KINDS)
+def test_functional_many_rows(kind, shape, dtype, rng):
+    problem = random_problem(rng, kind, *shape, dtype=dtype, scale=0.2)
+    names, nat = run_functional("native", kind, problem)
+    _, ref = run_functional("reference", kind, problem)
+    truth = None
+    if dtype == np.float32:
+        _, truth = run_functional("reference", kind, as64_tree(problem))
+    assert_functional_matches(names, nat, ref, truth)
+
+
 @pytest.mark.parametrize("backend", ["reference", "native"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_functional_zero_steps(backend, kind, rng):
