@@ -99,12 +99,12 @@ static int call_threads(const fl_layer *l, int n_threads)
 
 /* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
  * forward packs w_ih^T, w_hh^T and w_hr^T and keeps the sum of the biases, a backward packs
- * w_hh and w_hr, and w_ih for dx = da w_ih when the batch has at least G H rows (with fewer,
- * packing costs more than it saves: OpenBLAS's small-matrix kernels copy nothing). All 0 when
- * the call runs its products through the BLAS: without the vector kernels, or for a single step,
- * which would not pay back reading the weights once more to pack them. Panels are 16 floats or
- * 8 doubles wide: K rows of N columns rounded up to 16 hold either. hr is 0 unless the layer
- * projects. */
+ * w_hh and w_hr, and w_ih for dx = da w_ih when the batch has at least G H rows (with fewer, at
+ * B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose small-matrix kernels
+ * copy nothing). All 0 when the call runs its products through the BLAS: without the vector
+ * kernels, or for a single step, which would not pay back reading the weights once more to pack
+ * them. Panels are 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold
+ * either. hr is 0 unless the layer projects. */
 typedef struct {
     int64_t ih, bias, hh, hr;
 } packed_layout;
@@ -141,7 +141,7 @@ static int64_t sums_width(const fl_layer *l)
 /* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), which forms the
  * weight gradients in float64: a block of GEMM_TN_ROWS rows of W packed (as wide as the widest
  * gradient: I, P or H columns), and GEMM_TN_COLS columns of the same rows of A. In float64,
- * OpenBLAS's products run at 95-100 GFLOP/s per core here and gemm_tn's at 110-120; in float32
+ * OpenBLAS's products run at 95-100 GFLOP/s per core here and gemm_tn's at 110-130; in float32
  * OpenBLAS's are as fast or a few percent faster, and the weight gradients stay with it. 0 then,
  * and without the vector kernels. */
 static int64_t gemm_tn_size(const fl_layer *l, int f64)
