@@ -42,7 +42,7 @@ const char *fl_blas_corename(void) { return FL_BLAS_CORENAME(); }
 const char *fl_blas_config(void) { return FL_BLAS_CONFIG(); }
 
 /* The block of A a by-columns product (kernels_impl.h, gemm_tn) copies at a time: rows, and
- * columns (a multiple of 8). */
+ * columns (a multiple of 16, the floats of a panel). */
 #define GEMM_TN_ROWS 512
 #define GEMM_TN_COLS 32
 

@@ -109,9 +109,9 @@ FL_INLINE REAL SFX(tanh)(REAL a)
 typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(sizeof(REAL))));
 
 /* Panels k of `parts` (part_range of them) of op(W): W^T for W of shape (N, K) (trans), else W
- * itself, of shape (K, N). */
-static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL *packed,
-                           int64_t k_part, int64_t parts)
+ * itself, of shape (K, N); ldw, W's leading dimension. */
+static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64_t ldw,
+                           REAL *packed, int64_t k_part, int64_t parts)
 {
     int64_t p0, p1;
     part_range((N + VLEN - 1) / VLEN, parts, k_part, &p0, &p1);
@@ -120,12 +120,12 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, REAL 
             for (int64_t v = 0; v < VLEN; v++) {
                 const int64_t col = p * VLEN + v;
                 packed[(p * K + k) * VLEN + v] =
-                    col >= N ? 0 : trans ? W[col * K + k] : W[k * N + col];
+                    col >= N ? 0 : trans ? W[col * ldw + k] : W[k * ldw + col];
             }
 }
 /* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
- * or for a product by columns (a constant at every call) at A[i + 8 k]: A copied by columns in
- * blocks of 8 rows (see gemm_tn), from the tile's first row. */
+ * or for a product by columns (a constant at every call) at A[i + VLEN k]: A^T packed into
+ * panels like W (see gemm_tn), from the tile's first row. */
 FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, const int by_columns,
                                             int64_t K, int64_t k, const REAL *A, int64_t lda,
                                             const REAL *w, SFX(vec) acc[8][8])
@@ -136,15 +136,15 @@ FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, const in
         wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
-        const SFX(vec) a = VEC_BROADCAST(by_columns ? A[i + k * 8] : A[i * lda + k]);
+        const SFX(vec) a = VEC_BROADCAST(by_columns ? A[i + k * VLEN] : A[i * lda + k]);
 #pragma GCC unroll 8
         for (int q = 0; q < np; q++)
             acc[i][q] = VEC_FMA(a, wk[q], acc[i][q]);
     }
 }
 
-/* One term of a packed product: the rows of A (K entries each, leading dimension lda, or
- * copied by columns) times a packed op(W) of K rows. */
+/* One term of a packed product: the rows of A (K entries each, leading dimension lda; or A^T
+ * packed, for a product by columns, lda unused) times a packed op(W) of K rows. */
 typedef struct {
     const REAL *A;
     int64_t lda, K;
@@ -176,7 +176,8 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
                 acc[s][i][q] = (SFX(vec)){0};
     for (int t = 0; t < n_terms; t++) {
         const int64_t K = terms[t].K, lda = terms[t].lda;
-        const REAL *A = terms[t].A + row * (by_columns ? K : lda);
+        const REAL *A = terms[t].A + (by_columns ? row / VLEN * K * VLEN + row % VLEN
+                                                 : row * lda);
         const REAL *w = terms[t].packed + panel * K * VLEN;
         int64_t k = 0;
         for (; k + u <= K; k += u)
@@ -275,9 +276,9 @@ static FL_VECTOR_TARGET void SFX(columns_gemm)(int64_t n, int64_t N, const SFX(t
 
 /* C (M, N) = A^T W for A (K, M) and W (K, N), both row-major (leading dimensions lda and N), as
  * the weight gradients are, whose sums run over the rows of both. Block by block of
- * GEMM_TN_ROWS rows of both, it packs W's into `copy` and copies A's by columns, GEMM_TN_COLS
- * of them at a time, after them (blocks of 8 columns, each column's 8 entries side by side, as
- * tile_k reads them); each block adds its share to C in turn. */
+ * GEMM_TN_ROWS rows of both, it packs W's into `copy`, and after them A's, GEMM_TN_COLS columns
+ * at a time: A^T's panels, each row's VLEN entries side by side, as tile_k reads them. Each
+ * block adds its share to C in turn. */
 static FL_VECTOR_TARGET void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A,
                                           int64_t lda, const REAL *W, REAL *C, REAL *copy)
 {
@@ -285,14 +286,11 @@ static FL_VECTOR_TARGET void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const
     REAL *a = copy + kc0 * ((N + VLEN - 1) / VLEN * VLEN);
     for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc0) {
         const int64_t kc = K - k0 < kc0 ? K - k0 : kc0;
-        SFX(pack_part)(0, kc, N, W + k0 * N, copy, 0, 1);
-        const SFX(term) term = {a, 8, kc, copy};
+        SFX(pack_part)(0, kc, N, W + k0 * N, N, copy, 0, 1);
+        const SFX(term) term = {a, 0, kc, copy};
         for (int64_t m0 = 0; m0 < M; m0 += mc0) {
             const int64_t mc = M - m0 < mc0 ? M - m0 : mc0;
-            for (int64_t i0 = 0; i0 < mc; i0 += 8)
-                for (int64_t k = 0; k < kc; k++)
-                    for (int64_t i = 0; i < 8; i++)
-                        a[i0 * kc + k * 8 + i] = i0 + i < mc ? A[(k0 + k) * lda + m0 + i0 + i] : 0;
+            SFX(pack_part)(0, kc, mc, A + k0 * lda + m0, lda, a, 0, 1);
             SFX(columns_gemm)(mc, N, &term, k0 > 0, C + m0 * N, N);
         }
     }
@@ -347,16 +345,16 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
         return;
     if (backward) {
         if (pw->ih)
-            SFX(pack_part)(0, GH, l->I, s[FL_W_IH], pw->ih, k, parts);
-        SFX(pack_part)(0, GH, P, s[FL_W_HH], pw->hh, k, parts);
+            SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->ih, k, parts);
+        SFX(pack_part)(0, GH, P, s[FL_W_HH], P, pw->hh, k, parts);
         if (pw->hr)
-            SFX(pack_part)(0, P, H, s[FL_W_HR], pw->hr, k, parts);
+            SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
         return;
     }
-    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], pw->ih, k, parts);
-    SFX(pack_part)(1, P, GH, s[FL_W_HH], pw->hh, k, parts);
+    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
+    SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->hh, k, parts);
     if (pw->hr)
-        SFX(pack_part)(1, H, P, s[FL_W_HR], pw->hr, k, parts);
+        SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->hr, k, parts);
     int64_t j0, j1;
     part_range(GH, parts, k, &j0, &j1);
     for (int64_t j = j0; j < j1; j++)
