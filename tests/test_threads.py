@@ -288,7 +288,9 @@ def assert_runs_without_the_gil(call):
 def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
     """The functional kernels, forward and backward (see assert_runs_without_the_gil)."""
     fastlstm.set_num_threads(1)
-    H = 384 if n_gates(kind) == 1 else 128   # sized so that each call takes > 50 ms
+    # Sized so that each call takes > 50 ms even at 130 GFLOP/s, about one core's float64
+    # peak on this project's machine (2 T B (I + H) G H = 8.7 GFLOP and more).
+    H = 640 if n_gates(kind) == 1 else 320
     x, states, weights, dy, dstates = random_problem(rng, kind, 200, 64, 32, H, dtype=np.float64)
     if backward:
         ctx = f_forward("native", kind, x, states, weights)[2]
