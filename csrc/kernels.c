@@ -3,6 +3,7 @@
 #include "fastlstm.h"
 #include "platform.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -198,6 +199,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 #define IS_F64 0
 #define GEMM FL_SGEMM
 #define GEMV FL_SGEMV
+#define FMA fmaf
 #define EXP_UINT uint32_t
 #define EXP_MANT 23
 #define EXP_BIAS 127u
@@ -217,6 +219,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 #define IS_F64 1
 #define GEMM FL_DGEMM
 #define GEMV FL_DGEMV
+#define FMA fma
 #define EXP_UINT uint64_t
 #define EXP_MANT 52
 #define EXP_BIAS 1023u

@@ -1,8 +1,8 @@
 /* The kernels for one floating type, written once: csrc/kernels.c includes this file with
  * REAL = float and with REAL = double (SFX names the twins _f32 and _f64; GEMM and GEMV pick
- * the matching BLAS functions, EXP_* the constants of exp below, VEC_* the AVX-512 intrinsics
- * of the packed product, IS_F64 which of the two it is), and undefines them all at its end,
- * ready for the next type.
+ * the matching BLAS functions, FMA the C99 fused multiply-add, EXP_* the constants of exp
+ * below, VEC_* the AVX-512 intrinsics of the packed product, IS_F64 which of the two it is),
+ * and undefines them all at its end, ready for the next type.
  * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
@@ -49,27 +49,39 @@ static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x
     SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
 }
 
+/* a * b + c, rounded once by an FMA instruction when `fused`, else twice. The gate math takes
+ * `fused` as a constant: 1 in the AVX-512 build, whose target has the instruction; 0 in the
+ * generic one, where fma() would be a library call per element and its loops would not
+ * vectorize. */
+FL_INLINE REAL SFX(madd)(REAL a, REAL b, REAL c, const int fused)
+{
+    return fused ? FMA(a, b, c) : a * b + c;
+}
+
 /* exp(a) for the gates, written so that the compiler vectorizes the loops that call it (a libm
  * call per element would not be): a = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor
  * polynomial (EXP_DEGREE terms, below one unit of roundoff on that interval), 2^n built in the
  * exponent bits. a is first clamped to the range where 2^n is a normal number, so large |a|
- * give a huge or tiny result rather than inf or 0 (the sigmoid and tanh above get their
- * limits 0, 1 or +-1 either way); NaN stays NaN through the comparisons. */
+ * give a huge or tiny result rather than inf or 0 (the sigmoid and tanh below get their
+ * limits 0, 1 or +-1 either way); NaN stays NaN through the comparisons. With `fused`, the
+ * reduction and the polynomial run on FMAs: a third of the gate math's time in the AVX-512
+ * build, and each step rounded once. */
 static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
 
-FL_INLINE REAL SFX(exp)(REAL a)
+FL_INLINE REAL SFX(exp)(REAL a, const int fused)
 {
     a = a < EXP_MIN ? EXP_MIN : a;
     a = a > EXP_MAX ? EXP_MAX : a;
     /* adding 1.5 * 2^(mantissa bits) rounds a / ln2 to an integer n held in the low bits */
-    REAL t = a * (REAL)1.4426950408889634 + EXP_ROUND;
+    REAL t = SFX(madd)(a, (REAL)1.4426950408889634, EXP_ROUND, fused);
     REAL n = t - EXP_ROUND;
-    REAL r = (a - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    REAL r = SFX(madd)(-n, EXP_LN2_LO, SFX(madd)(-n, EXP_LN2_HI, a, fused), fused);
     REAL p = SFX(exp_taylor)[EXP_DEGREE];
+#pragma GCC unroll 16 /* counted as calls, the FMAs would keep GCC from unrolling it */
     for (int k = EXP_DEGREE - 1; k >= 0; k--)
-        p = p * r + SFX(exp_taylor)[k];
+        p = SFX(madd)(p, r, SFX(exp_taylor)[k], fused);
     EXP_UINT bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
@@ -78,17 +90,17 @@ FL_INLINE REAL SFX(exp)(REAL a)
     return p * scale;
 }
 
-FL_INLINE REAL SFX(sigmoid)(REAL a)
+FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
 {
-    return 1 / (1 + SFX(exp)(-a));
+    return 1 / (1 + SFX(exp)(-a, fused));
 }
 
 /* tanh(a) = 1 - 2 / (1 + exp(2a)): one exp, like the sigmoid. Exact to a few units of
  * roundoff of 1 (so for |a| near 0 in absolute, not relative, terms, which is what the layers'
  * sums of many terms need); +-1 for large |a|, NaN for NaN. */
-FL_INLINE REAL SFX(tanh)(REAL a)
+FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
 {
-    return 1 - 2 / (1 + SFX(exp)(2 * a));
+    return 1 - 2 / (1 + SFX(exp)(2 * a, fused));
 }
 
 /* ---------------------------------------------------------------- the packed recurrent product
@@ -392,8 +404,10 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const R
  * have G*H entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a
  * different block of memory, so the loops over the units are vectorized ("omp simd"). */
 
-/* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. */
-FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre)
+/* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. `fused`, here and
+ * below, as in madd. */
+FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre,
+                                     const int fused)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = pre + r * ld * H;
@@ -404,7 +418,7 @@ FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H,
         else
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                a[j] = SFX(tanh)(a[j]);
+                a[j] = SFX(tanh)(a[j], fused);
     }
 }
 
@@ -434,26 +448,27 @@ FL_INLINE void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H
  * p_f, p_o) when `peephole`. The row functions below call it with `peephole` a constant, so each
  * of their loops compiles without the test and vectorizes. */
 FL_INLINE void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
-                                      REAL *m, const REAL *p, int peephole)
+                                      REAL *m, const REAL *p, int peephole, const int fused)
 {
     REAL ai = a[j], af = a[H + j], ao = a[3 * H + j];
     if (peephole) {
         ai += p[j] * cp[j];
         af += p[H + j] * cp[j];
     }
-    REAL i = SFX(sigmoid)(ai), f = SFX(sigmoid)(af), g = SFX(tanh)(a[2 * H + j]);
+    REAL i = SFX(sigmoid)(ai, fused), f = SFX(sigmoid)(af, fused);
+    REAL g = SFX(tanh)(a[2 * H + j], fused);
     c[j] = f * cp[j] + i * g;
     if (peephole)
         ao += p[2 * H + j] * c[j]; /* the output gate sees the new cell */
-    REAL o = SFX(sigmoid)(ao);
-    m[j] = o * SFX(tanh)(c[j]);
+    REAL o = SFX(sigmoid)(ao, fused);
+    m[j] = o * SFX(tanh)(c[j], fused);
     a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
 }
 
 /* The LSTM step of n rows (see lstm_unit_forward); p NULL without peepholes. */
 FL_INLINE void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                       const REAL *c_prev, REAL *c_all, REAL *m_all,
-                                      const REAL *p)
+                                      const REAL *p, const int fused)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = a_all + r * ld * 4 * H, *c = c_all + r * ld * H, *m = m_all + r * ld * H;
@@ -461,11 +476,11 @@ FL_INLINE void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_
         if (p) {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_forward)(j, H, a, cp, c, m, p, 1);
+                SFX(lstm_unit_forward)(j, H, a, cp, c, m, p, 1, fused);
         } else {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_forward)(j, H, a, cp, c, m, NULL, 0);
+                SFX(lstm_unit_forward)(j, H, a, cp, c, m, NULL, 0, fused);
         }
     }
 }
@@ -476,10 +491,11 @@ FL_INLINE void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_
  * it); p as in lstm_unit_forward. */
 FL_INLINE void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, const REAL *cp,
                                        const REAL *c, const REAL *dm, REAL *dc, REAL *d,
-                                       REAL *m, int keep_m, const REAL *p, int peephole)
+                                       REAL *m, int keep_m, const REAL *p, int peephole,
+                                       const int fused)
 {
     REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-    REAL tc = SFX(tanh)(c[j]);
+    REAL tc = SFX(tanh)(c[j], fused);
     REAL dao = dm[j] * tc * o * (1 - o);
     REAL dcj = dc[j] + dm[j] * o * (1 - tc * tc);
     if (peephole)
@@ -502,7 +518,7 @@ FL_INLINE void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, cons
 FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                        const REAL *c_prev, const REAL *c_all,
                                        const REAL *dm_all, REAL *dc_all, REAL *da_all,
-                                       REAL *m_all, const REAL *p)
+                                       REAL *m_all, const REAL *p, const int fused)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -511,19 +527,19 @@ FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const R
         if (p && m) {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, p, 1);
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, p, 1, fused);
         } else if (p) {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, p, 1);
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, p, 1, fused);
         } else if (m) {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, NULL, 0);
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, NULL, 0, fused);
         } else {
             #pragma omp simd
             for (int64_t j = 0; j < H; j++)
-                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, NULL, 0);
+                SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, NULL, 0, fused);
         }
     }
 }
@@ -532,7 +548,8 @@ FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const R
  * W_hh h_{t-1} (no bias); h_prev IN; hn OUT W_hn h_{t-1} + b_hn; h OUT. */
 FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                      const REAL *hh_all, const REAL *b_hh,
-                                     const REAL *h_prev, REAL *hn_all, REAL *h_all)
+                                     const REAL *h_prev, REAL *hn_all, REAL *h_all,
+                                     const int fused)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -540,10 +557,10 @@ FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_a
         const REAL *hh = hh_all + 3 * rh, *hp = h_prev + rh;
         #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
-            REAL rg = SFX(sigmoid)(a[j] + hh[j] + b_hh[j]);
-            REAL zg = SFX(sigmoid)(a[H + j] + hh[H + j] + b_hh[H + j]);
+            REAL rg = SFX(sigmoid)(a[j] + hh[j] + b_hh[j], fused);
+            REAL zg = SFX(sigmoid)(a[H + j] + hh[H + j] + b_hh[H + j], fused);
             REAL hnj = hh[2 * H + j] + b_hh[2 * H + j];
-            REAL ng = SFX(tanh)(a[2 * H + j] + rg * hnj);
+            REAL ng = SFX(tanh)(a[2 * H + j] + rg * hnj, fused);
             h[j] = (1 - zg) * ng + zg * hp[j];
             hn[j] = hnj;
             a[j] = rg, a[H + j] = zg, a[2 * H + j] = ng;
@@ -611,10 +628,10 @@ typedef struct {
     int reuse;
 } SFX(step_arrays);
 
-/* The time loop of part k: the sequences k, k + parts, ... of the batch. */
+/* The time loop of part k: the sequences k, k + parts, ... of the batch; `fused` as in madd. */
 FL_INLINE void
 SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
-                       const SFX(step_arrays) *out, int64_t k, int64_t parts)
+                       const SFX(step_arrays) *out, int64_t k, int64_t parts, const int fused)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
@@ -634,13 +651,15 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
         if (cell == FL_GRU) {
             REAL *hh = work + k * GH;
             SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + row * H, h);
+            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + row * H, h,
+                                  fused);
         } else {
             if (cell != FL_LSTM) {
-                SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t);
+                SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused);
             } else {
                 REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
-                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep);
+                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep,
+                                       fused);
                 if (l->projection)
                     SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
             }
@@ -656,10 +675,12 @@ typedef struct {
     REAL *da, *da_h, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
-/* The backward time loop of part k: the sequences k, k + parts, ... of the batch. */
+/* The backward time loop of part k: the sequences k, k + parts, ... of the batch; `fused` as
+ * in madd. */
 FL_INLINE void
 SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                        const SFX(backward_scratch) *sc, int64_t k, int64_t parts)
+                        const SFX(backward_scratch) *sc, int64_t k, int64_t parts,
+                        const int fused)
 {
     const int cell = l->cell;
     const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
@@ -702,7 +723,7 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
             }
             SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
                                     cs + (B + r) * H, dm_k, dc + k * H, da_t,
-                                    l->projection ? ms + r * H : NULL, peep);
+                                    l->projection ? ms + r * H : NULL, peep, fused);
         } else if (cell == FL_GRU) {
             SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
                                    hs + (prev + k) * P, dh_k, da_t, da_h_t);
@@ -729,14 +750,15 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
 }
 
 /* The time loops in two builds, the same code: for AVX-512, whose gate loops run 16 floats or 8
- * doubles at a time, and for any x86-64 (or other) CPU; fl_vector_kernels() picks one. */
+ * doubles at a time on FMAs, and for any x86-64 (or other) CPU; fl_vector_kernels() picks
+ * one. */
 #if FL_HAVE_VECTOR_KERNELS
 static FL_VECTOR_TARGET void SFX(forward_part_vector)(const fl_layer *l, REAL *const s[],
                                                       const SFX(packed) *pw, REAL *work,
                                                       const SFX(step_arrays) *out, int64_t k,
                                                       int64_t parts)
 {
-    SFX(forward_part_body)(l, s, pw, work, out, k, parts);
+    SFX(forward_part_body)(l, s, pw, work, out, k, parts, 1);
 }
 
 static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *const s[],
@@ -744,7 +766,7 @@ static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *
                                                        const SFX(backward_scratch) *sc,
                                                        int64_t k, int64_t parts)
 {
-    SFX(backward_part_body)(l, s, pw, sc, k, parts);
+    SFX(backward_part_body)(l, s, pw, sc, k, parts, 1);
 }
 #endif
 
@@ -757,7 +779,7 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], const SFX(pack
         return;
     }
 #endif
-    SFX(forward_part_body)(l, s, pw, work, out, k, parts);
+    SFX(forward_part_body)(l, s, pw, work, out, k, parts, 0);
 }
 
 static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
@@ -769,7 +791,7 @@ static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(pac
         return;
     }
 #endif
-    SFX(backward_part_body)(l, s, pw, sc, k, parts);
+    SFX(backward_part_body)(l, s, pw, sc, k, parts, 0);
 }
 
 void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
@@ -933,6 +955,7 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
 #undef SFX
 #undef GEMM
 #undef GEMV
+#undef FMA
 #undef EXP_UINT
 #undef EXP_MANT
 #undef EXP_BIAS
