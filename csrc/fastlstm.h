@@ -43,7 +43,8 @@ typedef struct {
     int peephole;           /* LSTM only: the gates also see the cell state */
     const int64_t *batch_sizes; /* T non-increasing counts <= B, or NULL: every step runs B */
     int inference;          /* forward only: keep nothing for backward; FL_GATES and FL_HN are
-                             * NULL, and the steps' activations live in FL_WORK */
+                             * NULL, the steps' activations live in FL_WORK, and FL_CS holds
+                             * the latest cell states alone */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots
@@ -57,7 +58,8 @@ enum fl_slot {
     /* forward: x IN; the rest IN to backward */
     FL_X,
     FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */
-    FL_CS,                  /* LSTM; forward: cs[0] IN, cs[1:] OUT */
+    FL_CS,                  /* LSTM; forward: cs[0] IN, cs[1:] OUT; inference: (B, H), c0 IN,
+                             * each sequence's row updated in place, c_n OUT */
     FL_GATES,               /* LSTM and GRU; forward OUT (NULL for inference) */
     FL_HN,                  /* GRU; forward OUT (NULL for inference) */
     /* backward only */

@@ -444,9 +444,10 @@ FL_INLINE void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H
 }
 
 /* LSTM, unit j of one row: a IN pre-activations, OUT activations i, f, g, o; cp IN c_{t-1};
- * c OUT; m OUT o * tanh(c) (h itself unless the layer projects); p the peephole weights (p_i,
- * p_f, p_o) when `peephole`. The row functions below call it with `peephole` a constant, so each
- * of their loops compiles without the test and vectorizes. */
+ * c OUT (it may be cp: cp[j] is read before c[j] is written); m OUT o * tanh(c) (h itself
+ * unless the layer projects); p the peephole weights (p_i, p_f, p_o) when `peephole`. The row
+ * functions below call it with `peephole` a constant, so each of their loops compiles without
+ * the test and vectorizes. */
 FL_INLINE void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
                                       REAL *m, const REAL *p, int peephole, const int fused)
 {
@@ -657,9 +658,11 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
             if (cell != FL_LSTM) {
                 SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused);
             } else {
-                REAL *c_prev = cs + (prev + k) * H, *m = l->projection ? work + k * H : h;
-                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, cs + (B + r) * H, m, peep,
-                                       fused);
+                REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
+                if (l->inference) /* a row per sequence, from c0 to its last state */
+                    c_prev = c = cs + k * H;
+                REAL *m = l->projection ? work + k * H : h;
+                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused);
                 if (l->projection)
                     SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
             }

@@ -204,7 +204,8 @@ def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
     arrays = {FL_X: x, FL_W_IH: w_ih, FL_W_HH: w_hh, FL_B_IH: b_ih, FL_B_HH: b_hh,
               FL_W_HR: w_hr, FL_W_PEEPHOLE: w_peephole, FL_HS: hs}
     if cell == "lstm":
-        arrays[FL_CS] = np.empty((B + N, H), dtype)
+        # An inference forward keeps each sequence's latest cell state alone, in place.
+        arrays[FL_CS] = np.empty((B + N if training else B, H), dtype)
         arrays[FL_CS][:B] = states[1]
     if cell != "rnn" and training:
         arrays[FL_GATES] = np.empty((N, GH), dtype)
@@ -213,11 +214,11 @@ def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
     _run(False, layer, batch, arrays)
     last = batch.last_rows()
     cs = arrays.get(FL_CS)
-    states = (hs,) if cs is None else (hs, cs)
+    states = (hs[last],) if cs is None else (hs[last], cs[last] if training else cs)
     ctx = Context(cell, batch, x, hs, w_ih, w_hh, has_bias, nonlinearity=nonlinearity, cs=cs,
                   gates=arrays.get(FL_GATES), hn=arrays.get(FL_HN), w_hr=w_hr,
                   w_peephole=w_peephole) if training else None
-    return (batch.outside(hs[B:]),) + tuple(s[last] for s in states) + (ctx,)
+    return (batch.outside(hs[B:]),) + states + (ctx,)
 
 
 def _backward(ctx, dy, dstates):

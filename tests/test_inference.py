@@ -10,10 +10,11 @@ from helpers import (BACKENDS, DTYPES, KINDS, f_backward, f_forward, layer_forwa
 import fastlstm
 
 # (T, B, batch_sizes or None): padded, a batch of one, one step (which the kernels run without
-# packing their weights), no steps, and packed batches whose sequences end at different steps.
+# packing their weights), no steps, and packed batches whose sequences end at different steps,
+# the last with two sequences of length 0 (their final states are their initial ones).
 CASES = {"T20-B32": (20, 32, None), "T20-B1": (20, 1, None), "T1-B5": (1, 5, None),
          "T0-B3": (0, 3, None), "packed-T7-B5": (7, 5, [5, 5, 4, 2, 2, 1, 1]),
-         "packed-T6-B9": (6, 9, [9, 7, 7, 4, 3, 1])}
+         "packed-T6-B9": (6, 9, [9, 7, 7, 4, 3, 1]), "packed-T3-B6": (3, 6, [4, 2, 1])}
 
 
 def problem_of(rng, kind, case, dtype):
