@@ -105,21 +105,23 @@ static int call_threads(const fl_layer *l, int n_threads)
  * copy nothing). All 0 when the call runs its products through the BLAS: without the vector
  * kernels, or for a single step, which would not pay back reading the weights once more to pack
  * them. Panels are 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold
- * either. hr is 0 unless the layer projects. */
+ * either. hn, the n rows of a GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0
+ * unless the layer projects. */
 typedef struct {
-    int64_t ih, bias, hh, hr;
+    int64_t ih, bias, hh, hn, hr;
 } packed_layout;
 
 static packed_layout packed_sizes(const fl_layer *l, int backward)
 {
-    packed_layout size = {0, 0, 0, 0};
+    packed_layout size = {0, 0, 0, 0, 0};
     if (!vector_kernels || l->T < 2)
         return size;
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
 #define PADDED(n) (((n) + 15) / 16 * 16)
     if (backward) {
         size.ih = fl_packed_rows(l) >= GH ? GH * PADDED(l->I) : 0;
-        size.hh = GH * PADDED(P);
+        size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
+        size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
         size.hr = l->projection ? P * PADDED(H) : 0;
     } else {
         size.ih = l->I * PADDED(GH);
@@ -132,11 +134,12 @@ static packed_layout packed_sizes(const fl_layer *l, int backward)
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias
- * gradient's (G H), the GRU's second bias gradient's (3 H) and the peephole gradients' (3 H). */
+ * gradient's (G H), the n part of the GRU's second bias gradient's (H) and the peephole
+ * gradients' (3 H). */
 static int64_t sums_width(const fl_layer *l)
 {
     const int64_t GH = gates_of(l->cell) * l->H;
-    return (l->cell == FL_GRU ? 2 * GH : GH) + (l->peephole ? 3 * l->H : 0);
+    return GH + (l->cell == FL_GRU ? l->H : 0) + (l->peephole ? 3 * l->H : 0);
 }
 
 /* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), which forms the
@@ -166,8 +169,8 @@ static int64_t inference_rows(const fl_layer *l)
  * packed weights (packed_sizes), then
  *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c);
  *             inference: LSTM and GRU gates (R, G H), GRU hn (R, H), R = inference_rows
- *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_h (N, 3H), dL/d(W_hh
- *             h_{t-1} + b_hh);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
+ *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_hn (N, H), dL/d(W_hn
+ *             h_{t-1} + b_hn);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
  *             the parts' sums (parts, sums_width);  float64 with the vector kernels: the
  *             parts' gemm_tn copies (parts, gemm_tn_size);  packed batches: h_prev (N, P), each
  *             row's h_{t-1}, gathered for dw_hh (without batch_sizes hs holds them in that
@@ -176,7 +179,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     const packed_layout p = packed_sizes(l, backward);
-    const int64_t packed = p.ih + p.bias + p.hh + p.hr;
+    const int64_t packed = p.ih + p.bias + p.hh + p.hn + p.hr;
     if (!backward) {
         int64_t n = packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
         if (l->inference && (l->cell == FL_LSTM || l->cell == FL_GRU))
@@ -185,7 +188,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
     }
     int64_t n = packed + N * GH;
     if (l->cell == FL_GRU)
-        n += N * GH;
+        n += N * l->H;
     if (l->projection)
         n += N * l->P + N * l->H + l->B * l->H;
     n += num_parts * (sums_width(l) + gemm_tn_size(l, f64));

@@ -312,9 +312,10 @@ static FL_VECTOR_TARGET void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const
 
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
  * does not pack them or the layer does not project. A forward that packs also packs w_ih^T and
- * keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). */
+ * keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward packs the
+ * n rows of w_hh apart (hn), after its r and z rows (hh). */
 typedef struct {
-    REAL *ih, *bias, *hh, *hr;
+    REAL *ih, *bias, *hh, *hn, *hr;
 } SFX(packed);
 
 /* Points pw at the packed weights in `work`; returns the scratch after them. */
@@ -324,8 +325,9 @@ static REAL *SFX(carve_packed)(const fl_layer *l, int backward, REAL *work, SFX(
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
-    pw->hr = n.hr ? work + n.ih + n.bias + n.hh : NULL;
-    return work + n.ih + n.bias + n.hh + n.hr;
+    pw->hn = n.hn ? work + n.ih + n.bias + n.hh : NULL;
+    pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.hn : NULL;
+    return work + n.ih + n.bias + n.hh + n.hn + n.hr;
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
@@ -358,7 +360,9 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (backward) {
         if (pw->ih)
             SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->ih, k, parts);
-        SFX(pack_part)(0, GH, P, s[FL_W_HH], P, pw->hh, k, parts);
+        SFX(pack_part)(0, pw->hn ? 2 * H : GH, P, s[FL_W_HH], P, pw->hh, k, parts);
+        if (pw->hn)
+            SFX(pack_part)(0, H, P, s[FL_W_HH] + 2 * H * P, P, pw->hn, k, parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
         return;
@@ -570,25 +574,27 @@ FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_a
 }
 
 /* act IN r, z, n; hn, h_prev IN; dh IN dL/dh_t, OUT the part of dL/dh_{t-1} that bypasses W_hh
- * (z * dL/dh_t); da OUT dL/d(input-side pre-activation); da_h OUT dL/d(W_hh h_{t-1} + b_hh). */
+ * (z * dL/dh_t); da OUT dL/d(input-side pre-activation); da_hn OUT dL/d(W_hn h_{t-1} + b_hn),
+ * r dL/dn. The gradient of W_hh h_{t-1} + b_hh is da in its r and z parts and da_hn in its n
+ * part, so it is not stored whole. */
 FL_INLINE void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                       const REAL *hn_all, const REAL *h_prev, REAL *dh_all,
-                                      REAL *da_all, REAL *da_h_all)
+                                      REAL *da_all, REAL *da_hn_all)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
         const REAL *a = act_all + 3 * rh, *hn = hn_all + rh, *hp = h_prev + rh;
-        REAL *dh = dh_all + rh, *d = da_all + 3 * rh, *dhh = da_h_all + 3 * rh;
+        REAL *dh = dh_all + rh, *d = da_all + 3 * rh, *dhn = da_hn_all + rh;
         #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
             REAL rg = a[j], zg = a[H + j], ng = a[2 * H + j], dhj = dh[j];
             REAL dan = dhj * (1 - zg) * (1 - ng * ng);
             REAL daz = dhj * (hp[j] - ng) * zg * (1 - zg);
             REAL dar = dan * hn[j] * rg * (1 - rg);
-            d[j] = dhh[j] = dar;
-            d[H + j] = dhh[H + j] = daz;
+            d[j] = dar;
+            d[H + j] = daz;
             d[2 * H + j] = dan;
-            dhh[2 * H + j] = dan * rg;
+            dhn[j] = dan * rg;
             dh[j] = dhj * zg;
         }
     }
@@ -672,10 +678,10 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
     }
 }
 
-/* The scratch of a backward call (see fl_work_size): da, da_h (da itself, except the GRU's),
- * with projection dhs, ms, dm, and sums: each part's row of sums_width() sums. */
+/* The scratch of a backward call (see fl_work_size): da, the GRU's da_hn, with projection dhs,
+ * ms, dm, and sums: each part's row of sums_width() sums. */
 typedef struct {
-    REAL *da, *da_h, *dhs, *ms, *dm, *sums;
+    REAL *da, *da_hn, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
 /* The backward time loop of part k: the sequences k, k + parts, ... of the batch; `fused` as
@@ -692,8 +698,8 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
     REAL *dh = s[FL_DH], *dc = s[FL_DC];
-    REAL *da = sc->da, *da_h = sc->da_h, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
-    const int biases = s[FL_DB_IH] != NULL;
+    REAL *da = sc->da, *da_hn = sc->da_hn, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
+    const int biases = s[FL_DB_IH] != NULL, gru = cell == FL_GRU;
     const int64_t n_sums = sums_width(l);
     REAL *sums = sc->sums + k * n_sums, *dp = sums + n_sums - (peep ? 3 * H : 0);
     for (int64_t j = 0; j < n_sums; j++)
@@ -713,7 +719,7 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < P; j++)
                 dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
-        REAL *da_t = da + r * GH, *da_h_t = da_h + r * GH;
+        REAL *da_t = da + r * GH, *da_hn_t = gru ? da_hn + r * H : NULL;
         if (cell == FL_LSTM) {
             const REAL *dm_k = dh_k;
             if (l->projection) {
@@ -727,17 +733,17 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
             SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
                                     cs + (B + r) * H, dm_k, dc + k * H, da_t,
                                     l->projection ? ms + r * H : NULL, peep, fused);
-        } else if (cell == FL_GRU) {
+        } else if (gru) {
             SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
-                                   hs + (prev + k) * P, dh_k, da_t, da_h_t);
+                                   hs + (prev + k) * P, dh_k, da_t, da_hn_t);
         } else {
             SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
                                    da_t);
         }
         if (biases) {
             SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
-            if (cell == FL_GRU)
-                SFX(add_row_sums)(n, GH, da_h_t, ldg, NULL, 0, sums + GH);
+            if (gru) /* db_hn; db_hh's r and z parts are db_ih's */
+                SFX(add_row_sums)(n, H, da_hn_t, parts * H, NULL, 0, sums + GH);
         }
         if (peep) { /* i and f see c_{t-1}, o sees c_t */
             const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
@@ -746,9 +752,12 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
             SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
             SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
         }
-        /* dL/dh_{t-1} = da_h_t @ w_hh, added to the GRU's direct path z * dL/dh_t; the
-         * other cells have consumed dh and overwrite it. */
-        SFX(step_product)(n, P, GH, da_h_t, ldg, w_hh, 0, pw->hh, cell == FL_GRU, dh_k, ldp);
+        /* dL/dh_{t-1} = da_t @ w_hh, added to the GRU's direct path z * dL/dh_t (the other
+         * cells have consumed dh and overwrite it); the GRU's n rows of w_hh take da_hn. */
+        SFX(step_product)(n, P, gru ? 2 * H : GH, da_t, ldg, w_hh, 0, pw->hh, gru, dh_k, ldp);
+        if (gru)
+            SFX(step_product)(n, P, H, da_hn_t, parts * H, w_hh + 2 * H * P, 0, pw->hn, 1, dh_k,
+                              ldp);
     }
 }
 
@@ -885,9 +894,8 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
     SFX(backward_scratch) sc = {NULL, NULL, NULL, NULL, NULL, NULL};
     REAL *rest = SFX(carve_packed)(l, 1, s[FL_WORK], &pw);
     sc.da = rest, rest += N * GH;
-    sc.da_h = sc.da;        /* the recurrent side's gradient: the same, except the GRU's */
     if (cell == FL_GRU)
-        sc.da_h = rest, rest += N * GH;
+        sc.da_hn = rest, rest += N * H;
     if (l->projection) {
         sc.dhs = rest, sc.ms = rest + N * P, sc.dm = rest + N * P + N * H;
         rest += N * P + N * H + B * H;
@@ -912,8 +920,8 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 
     /* dx and the weight gradients: each one product over all N rows after the loop, not T
      * per-step products: dx = da @ w_ih (on the packed w_ih when there is one), dw_ih = da.T @ x,
-     * dw_hh = da_h.T @ h_prev, dw_hr = dhs.T @ ms; one parallel region, each thread its block of
-     * rows of each. */
+     * dw_hh = da.T @ h_prev (the GRU's n rows da_hn.T @ h_prev), dw_hr = dhs.T @ ms; one
+     * parallel region, each thread its block of rows of each. */
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t m0, m1;
@@ -922,14 +930,20 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
                           s[FL_DX] + m0 * I, I);
         REAL *part_copies = copies ? copies + k * n_copies : NULL;
         SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
-        SFX(gradient_part)(GH, P, N, sc.da_h, GH, h_prev, s[FL_DW_HH], k, parts, part_copies);
+        SFX(gradient_part)(cell == FL_GRU ? 2 * H : GH, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k,
+                           parts, part_copies);
+        if (cell == FL_GRU)
+            SFX(gradient_part)(H, P, N, sc.da_hn, H, h_prev, s[FL_DW_HH] + 2 * H * P, k, parts,
+                               part_copies);
         if (l->projection)
             SFX(gradient_part)(P, H, N, sc.dhs, P, sc.ms, s[FL_DW_HR], k, parts, part_copies);
     }
     /* The bias and peephole gradients: the parts' sums added in part order. The LSTM's and
-     * the Elman cell's db_hh is db_ih; the GRU's has its own sums. */
-    REAL *totals[3] = {s[FL_DB_IH], cell == FL_GRU ? s[FL_DB_HH] : NULL, s[FL_DW_PEEPHOLE]};
-    const int64_t widths[3] = {GH, cell == FL_GRU ? GH : 0, l->peephole ? 3 * H : 0};
+     * the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts, and has its own
+     * sums in its n part. */
+    const int with_hn = cell == FL_GRU && s[FL_DB_HH];
+    REAL *totals[3] = {s[FL_DB_IH], with_hn ? s[FL_DB_HH] + 2 * H : NULL, s[FL_DW_PEEPHOLE]};
+    const int64_t widths[3] = {GH, cell == FL_GRU ? H : 0, l->peephole ? 3 * H : 0};
     for (int64_t i = 0, at = 0; i < 3; at += widths[i], i++)
         for (int64_t j = 0; j < widths[i] && totals[i]; j++) {
             REAL sum = 0;
@@ -937,8 +951,8 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
                 sum += sc.sums[k * n_sums + at + j];
             totals[i][j] = sum;
         }
-    if (s[FL_DB_IH] && cell != FL_GRU)
-        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
+    if (s[FL_DB_IH])
+        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)(cell == FL_GRU ? 2 * H : GH) * sizeof(REAL));
 }
 
 void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *Bm, REAL *C,
