@@ -7,8 +7,8 @@ training steps on packed batches of different lengths, the latency of one stream
 PyTorch models before and after ``fastlstm.torch.convert()``.
 
 Every system runs on the same inputs in the same process, with the same thread count, and each
-case reports the median over several repeats. The ratios are what to read: the machine is
-shared, and absolute times move with its load.
+case reports the median over several repeats, the systems taking turns within each repeat. The
+ratios are what to read: the machine is shared, and absolute times move with its load.
 """
 
 import json
@@ -94,24 +94,36 @@ MEMORY_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 
 SECTIONS = ("goals", "memory", "packed", "stream", "convert")
 
 
-def median_time(fn, repeat, min_time=0.05):
-    """Median seconds of ``fn()`` over ``repeat`` runs (each run may loop to last min_time)."""
-    fn()  # warm up: first-touch allocation, BLAS buffers, thread pools
-    loops = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        if time.perf_counter() - start >= min_time or loops >= 64:
-            break
-        loops *= 2
-    times = []
+def median_times(fns, repeat, min_time=0.05):
+    """Median seconds of each callable in the dict ``fns`` over ``repeat`` rounds, in each of
+    which every one runs in turn: a change in the machine's load during the measurement then
+    falls on all of them alike, not on whichever ran last. Each run loops its callable for at
+    least min_time (up to 64 calls)."""
+    loops = {}
+    for name, fn in fns.items():
+        fn()  # warm up: first-touch allocation, BLAS buffers, thread pools
+        n = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - start >= min_time or n >= 64:
+                break
+            n *= 2
+        loops[name] = n
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        times.append((time.perf_counter() - start) / loops)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / loops[name])
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def median_time(fn, repeat, min_time=0.05):
+    """Median seconds of ``fn()`` over ``repeat`` runs (see :func:`median_times`)."""
+    return median_times({"fn": fn}, repeat, min_time)["fn"]
 
 
 # Packed cases: (cell, T, B, I = H), lengths spread evenly over T/2 .. T in a shuffled order.
@@ -307,11 +319,18 @@ class _Bench:
         for line in lines:
             self.write(line)
 
-    def time(self, system, cell, T, B, H, dtype, step=1, packed=False):
-        """Median seconds of a forward (step 0) or training step (step 1) of ``system``."""
-        repeat = max(1, self.repeat // 2) if system == "reference" else self.repeat
-        fn = make_step(system, cell, T, B, H, np.dtype(dtype).type, packed)[step]
-        return median_time(fn, repeat)
+    def times(self, systems, cell, T, B, H, dtype, step=1, packed=False):
+        """Median seconds of a forward (step 0) or training step (step 1) of each system, the
+        systems taking turns (see median_times); the slow reference apart, with half the
+        repeats."""
+        dt = np.dtype(dtype).type
+        fns = {s: make_step(s, cell, T, B, H, dt, packed)[step] for s in systems
+               if s != "reference"}
+        result = median_times(fns, self.repeat)
+        if "reference" in systems:
+            fn = make_step("reference", cell, T, B, H, dt, packed)[step]
+            result["reference"] = median_time(fn, max(1, self.repeat // 2))
+        return result
 
     # --- goals
     def start_goals(self):
@@ -331,13 +350,13 @@ class _Bench:
     def goals_row(self, case):
         row = dict(case._asdict(), section="goals", label=case.label())
         sizes = (case.cell, case.T, case.B, case.H, case.dtype, int(case.mode == "train"))
-        row["native"] = self.time("native", *sizes)
+        with_torch = self.with_torch and CELLS[case.cell][1] is not None
+        row.update(self.times(["native"] + ["torch"] * with_torch
+                              + ["reference"] * self.with_reference, *sizes))
         line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}"
         if self.with_reference:
-            row["reference"] = self.time("reference", *sizes)
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
-        if self.with_torch and CELLS[case.cell][1] is not None:
-            row["torch"] = self.time("torch", *sizes)
+        if with_torch:
             row["speedup"] = row["torch"] / row["native"]
             goal = f"{case.goal:.1f}x" if case.goal else "-"
             line += f"{row['torch'] * 1e3:>10.2f}{row['speedup']:>12.2f}x{goal:>7}"
@@ -400,17 +419,18 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "packed", "cell": cell, "T": T, "B": B, "I": H, "H": H,
                "dtype": dtype}
-        row["native"] = self.time("native", cell, T, B, H, dtype, packed=True)
+        with_torch = self.with_torch and CELLS[cell][1] is not None
+        row.update(self.times(["native"] + ["torch"] * with_torch
+                              + ["reference"] * self.with_reference, cell, T, B, H, dtype,
+                              packed=True))
         line = f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
         if self.with_reference:
-            row["reference"] = self.time("reference", cell, T, B, H, dtype, packed=True)
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
-        if self.with_torch and CELLS[cell][1] is not None:
-            row["torch"] = self.time("torch", cell, T, B, H, dtype, packed=True)
+        if with_torch:
             line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>12.2f}x"
         elif self.with_torch:
             line += f"{'-':>10}{'-':>13}"
-        row["native_all_T"] = self.time("native", cell, T, B, H, dtype)
+        row["native_all_T"] = self.times(["native"], cell, T, B, H, dtype)["native"]
         line += f"{row['native_all_T'] * 1e3:>17.2f}{row['native'] / row['native_all_T']:>12.2f}"
         self.emit(line)
         return row
@@ -430,12 +450,12 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "stream", "cell": cell, "B": B, "I": I, "H": H, "dtype": dtype}
         dt = np.dtype(dtype).type
-        row["native"] = median_time(make_stream_step("native", cell, B, I, H, dt), self.repeat)
+        systems = ("native", "torch", "torch-inference") if self.with_torch else ("native",)
+        row.update(median_times({s: make_stream_step(s, cell, B, I, H, dt) for s in systems},
+                                self.repeat))
         line = f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
         if self.with_torch:
-            for system in ("torch", "torch-inference"):
-                row[system] = median_time(make_stream_step(system, cell, B, I, H, dt),
-                                          self.repeat)
+            for system in systems[1:]:
                 line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
         self.emit(line)
         return row
@@ -451,9 +471,10 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "convert", "cell": cell, "T": T, "B": B, "I": H, "H": H,
                "dtype": dtype}
-        for system, converted in (("torch.nn", False), ("fastlstm.torch", True)):
-            step = make_torch_model_step(cell, T, B, H, np.dtype(dtype).type, converted)
-            row[system] = median_time(step, self.repeat)
+        row.update(median_times(
+            {system: make_torch_model_step(cell, T, B, H, np.dtype(dtype).type, converted)
+             for system, converted in (("torch.nn", False), ("fastlstm.torch", True))},
+            self.repeat))
         self.emit(f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['torch.nn'] * 1e3:>10.2f}"
                   f"{row['fastlstm.torch'] * 1e3:>14.2f}"
                   f"{row['torch.nn'] / row['fastlstm.torch']:>9.2f}x")

@@ -22,6 +22,15 @@ def test_gemm_flops_count_every_product_of_a_training_step(cell):
     assert bench.Case(cell, T, B, H).gemm_flops() == 3 * forward
 
 
+def test_median_times_lets_the_systems_take_turns():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    medians = bench.median_times(fns, repeat=3, min_time=0)
+    assert set(medians) == {"a", "b"} and all(t >= 0 for t in medians.values())
+    # a warm-up and a first timed loop each, then the rounds: a, b, a, b, a, b
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+
+
 def goal_report(goal, peak_goal=None):
     lines = []
     case = bench.Case("gru", 3, 2, 4, goal=goal, peak_goal=peak_goal)
