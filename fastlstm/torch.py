@@ -51,24 +51,29 @@ class _LayerDirection(torch.autograd.Function):
     native forward, and backpropagation through time as its backward.
 
     Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch (a
-    fastlstm._functional.Batch), then the tensors x (N, I), h0 (B, P), c0 (B, H) or None, w_ih,
-    w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the LSTM's c_n.
+    fastlstm._functional.Batch), whether to keep what backward needs (``training``; without
+    it, the kernels' inference forward), then the tensors x (N, I), h0 (B, P), c0 (B, H) or
+    None, w_ih, w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the
+    LSTM's c_n.
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, batch, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+    def forward(ctx, cell, nonlinearity, batch, training, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                w_hr):
         x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_ = map(
             _numpy, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
-        bs = batch.batch_sizes
+        options = dict(batch_sizes=batch.batch_sizes, training=training)
         if cell == "lstm":
-            _, *finals, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                    w_hr=w_hr_, batch_sizes=bs)
+            y, *finals, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                    w_hr=w_hr_, **options)
         elif cell == "gru":
-            _, *finals, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                   batch_sizes=bs)
+            y, *finals, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                   **options)
         else:
-            _, *finals, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                   nonlinearity, batch_sizes=bs)
+            y, *finals, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
+                                                   nonlinearity, **options)
+        if not training:
+            return _tensors((y, *finals))
         hs, cs, gates, hn = _tensors((saved.hs, saved.cs, saved.gates, saved.hn))
         ctx.cell, ctx.nonlinearity, ctx.batch = cell, nonlinearity, batch
         # Everything the kernel's backward reads goes through save_for_backward: torch frees it
@@ -90,7 +95,7 @@ class _LayerDirection(torch.autograd.Function):
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
         else:
             (dh0, dw_ih, dw_hh, db_ih, db_hh), dc0, dw_hr = dstates_and_weights, None, ()
-        return (None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
+        return (None, None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
                 dw_hr[0] if dw_hr else None)
 
 
@@ -183,6 +188,10 @@ class _Bridge:
         D = 2 if self.bidirectional else 1
         reverse = torch.from_numpy(batch.reversed_rows()) if D == 2 else None
         nonlinearity = getattr(self, "nonlinearity", None)
+        # Without a gradient to compute (torch.no_grad, inference_mode, or nothing that
+        # requires one), the kernels' inference forward: it keeps nothing for backward.
+        training = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, *states, *self.parameters()))
         finals = [[] for _ in states]
         layer_in = x
         for k in range(self.num_layers):
@@ -191,15 +200,17 @@ class _Bridge:
                 idx = k * D + d
                 inp = layer_in.index_select(0, reverse) if d else layer_in
                 init = [s[idx] for s in states] + [None] * (2 - len(states))
-                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, inp, *init,
-                                                  *self._weights(k, d))
+                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, training, inp,
+                                                  *init, *self._weights(k, d))
                 outs.append(y.index_select(0, reverse) if d else y)
                 for f, v in zip(finals, final):
                     f.append(v)
-            # torch.cat copies; a single direction's y is a view of the kernel's saved states,
-            # which the caller may change in place only after it is copied
+            # torch.cat copies; a single direction's y from a training forward is a view of the
+            # kernel's saved states, which the caller may change in place only after it is
+            # copied
             last = k == self.num_layers - 1
-            layer_in = torch.cat(outs, 1) if D == 2 else outs[0].clone() if last else outs[0]
+            layer_in = torch.cat(outs, 1) if D == 2 else \
+                outs[0].clone() if last and training else outs[0]
             if self.dropout and self.training and not last:
                 layer_in = torch.nn.functional.dropout(layer_in, self.dropout, training=True)
         return layer_in, [torch.stack(f) for f in finals]

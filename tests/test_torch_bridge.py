@@ -294,6 +294,45 @@ def test_eval_and_no_grad():
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_forward_without_gradients_runs_the_inference_kernels(kind, monkeypatch):
+    """Under no_grad or inference_mode, or when nothing requires a gradient, the kernels get
+    training=False and keep nothing for backward; the outputs are exactly those of a forward
+    that keeps it."""
+    torch.manual_seed(0)
+    ours = ft.convert(make_rnn(kind, num_layers=2, bidirectional=True))
+    x, lengths = torch.randn(T, B, I, dtype=torch.float64), torch.tensor(LENGTHS)
+    name = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "lstmp": "lstm"}.get(kind, kind) + "_forward"
+    real, seen = getattr(fastlstm.native, name), []
+
+    def spy(*args, training, **kwargs):
+        seen.append(training)
+        return real(*args, training=training, **kwargs)
+    monkeypatch.setattr(fastlstm.native, name, spy)
+
+    def run(inp):
+        out, finals = ours(inp)
+        out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+        return [out] + list(finals if isinstance(finals, tuple) else (finals,))
+
+    for inp in (x, pack_padded_sequence(x, lengths, enforce_sorted=False)):
+        expected = run(inp)
+        assert seen == [True] * 4 and all(t.requires_grad for t in expected)
+        for context in (torch.no_grad, torch.inference_mode):
+            seen.clear()
+            with context():
+                got = run(inp)
+            assert seen == [False] * 4
+            for a, b in zip(expected, got):
+                assert not b.requires_grad and torch.equal(a, b)
+        seen.clear()
+        ours.requires_grad_(False)
+        got = run(inp)
+        assert seen == [False] * 4 and all(torch.equal(a, b) for a, b in zip(expected, got))
+        ours.requires_grad_(True)
+        seen.clear()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_smallest_sizes_match_torch(kind):
     """B=1, I=1 and the smallest hidden size (1, or 2 to project to 1)."""
     torch.manual_seed(0)
