@@ -45,6 +45,7 @@ typedef struct {
     int inference;          /* forward only: keep nothing for backward; FL_GATES and FL_HN are
                              * NULL, the steps' activations live in FL_WORK, and FL_CS holds
                              * the latest cell states alone */
+    int input_grad;         /* backward only: form dx (FL_DX); without it FL_DX may be NULL */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots

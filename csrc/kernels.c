@@ -100,13 +100,13 @@ static int call_threads(const fl_layer *l, int n_threads)
 
 /* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
  * forward packs w_ih^T, w_hh^T and w_hr^T and keeps the sum of the biases, a backward packs
- * w_hh and w_hr, and w_ih for dx = da w_ih when the batch has at least G H rows (with fewer, at
- * B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose small-matrix kernels
- * copy nothing). All 0 when the call runs its products through the BLAS: without the vector
- * kernels, or for a single step, which would not pay back reading the weights once more to pack
- * them. Panels are 16 floats or 8 doubles wide: K rows of N columns rounded up to 16 hold
- * either. hn, the n rows of a GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0
- * unless the layer projects. */
+ * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
+ * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
+ * small-matrix kernels copy nothing). All 0 when the call runs its products through the BLAS:
+ * without the vector kernels, or for a single step, which would not pay back reading the
+ * weights once more to pack them. Panels are 16 floats or 8 doubles wide: K rows of N columns
+ * rounded up to 16 hold either. hn, the n rows of a GRU's w_hh packed apart for its backward,
+ * is 0 otherwise; hr is 0 unless the layer projects. */
 typedef struct {
     int64_t ih, bias, hh, hn, hr;
 } packed_layout;
@@ -119,7 +119,7 @@ static packed_layout packed_sizes(const fl_layer *l, int backward)
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
 #define PADDED(n) (((n) + 15) / 16 * 16)
     if (backward) {
-        size.ih = fl_packed_rows(l) >= GH ? GH * PADDED(l->I) : 0;
+        size.ih = l->input_grad && fl_packed_rows(l) >= GH ? GH * PADDED(l->I) : 0;
         size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
         size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
         size.hr = l->projection ? P * PADDED(H) : 0;

@@ -918,16 +918,17 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
     for (int64_t k = 0; k < parts; k++)
         SFX(backward_part)(l, s, &pw, &sc, k, parts);
 
-    /* dx and the weight gradients: each one product over all N rows after the loop, not T
-     * per-step products: dx = da @ w_ih (on the packed w_ih when there is one), dw_ih = da.T @ x,
-     * dw_hh = da.T @ h_prev (the GRU's n rows da_hn.T @ h_prev), dw_hr = dhs.T @ ms; one
-     * parallel region, each thread its block of rows of each. */
+    /* dx (when the call asks for it) and the weight gradients: each one product over all N rows
+     * after the loop, not T per-step products: dx = da @ w_ih (on the packed w_ih when there is
+     * one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (the GRU's n rows da_hn.T @ h_prev),
+     * dw_hr = dhs.T @ ms; one parallel region, each thread its block of rows of each. */
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t m0, m1;
         part_range(N, parts, k, &m0, &m1);
-        SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih, 0,
-                          s[FL_DX] + m0 * I, I);
+        if (l->input_grad)
+            SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih, 0,
+                              s[FL_DX] + m0 * I, I);
         REAL *part_copies = copies ? copies + k * n_copies : NULL;
         SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
         SFX(gradient_part)(cell == FL_GRU ? 2 * H : GH, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k,

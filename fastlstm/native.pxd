@@ -13,6 +13,7 @@ cdef extern from "fastlstm.h" nogil:
         int peephole
         const int64_t *batch_sizes
         int inference
+        int input_grad
 
     enum fl_slot:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,

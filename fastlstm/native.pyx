@@ -140,6 +140,7 @@ cdef int _describe(fl_layer *layer, dict description) except -1:
     layer.T, layer.B, layer.I, layer.H, layer.P = (description[k] for k in "TBIHP")
     layer.batch_sizes = NULL
     layer.inference = description.get("inference", False)
+    layer.input_grad = description.get("input_grad", False)
     return 0
 
 
@@ -221,18 +222,21 @@ def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
     return (batch.outside(hs[B:]),) + states + (ctx,)
 
 
-def _backward(ctx, dy, dstates):
-    """Allocate the gradients of a backward call, run it; return the slots."""
+def _backward(ctx, dy, dstates, input_grad):
+    """Allocate the gradients of a backward call, run it; return the slots (dx None unless
+    ``input_grad``)."""
     batch = ctx.batch
     layer = _layer(ctx.cell, ctx.nonlinearity, batch, ctx.w_ih, ctx.w_hh, ctx.w_hr,
                    ctx.w_peephole)
+    layer["input_grad"] = input_grad
     N, I, H, P = batch.N, layer["I"], layer["H"], layer["P"]
     dtype = dy.dtype
     GH = ctx.w_hh.shape[0]
     arrays = {FL_X: ctx.x, FL_W_IH: ctx.w_ih, FL_W_HH: ctx.w_hh, FL_W_HR: ctx.w_hr,
               FL_W_PEEPHOLE: ctx.w_peephole, FL_HS: ctx.hs, FL_CS: ctx.cs, FL_GATES: ctx.gates,
               FL_HN: ctx.hn, FL_DY: dy, FL_DH: dstates[0].copy(),
-              FL_DX: np.empty((N, I), dtype), FL_DW_IH: np.empty((GH, I), dtype),
+              FL_DX: np.empty((N, I), dtype) if input_grad else None,
+              FL_DW_IH: np.empty((GH, I), dtype),
               FL_DW_HH: np.empty((GH, P), dtype)}
     if ctx.has_bias:
         arrays[FL_DB_IH], arrays[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
@@ -243,7 +247,8 @@ def _backward(ctx, dy, dstates):
     if ctx.w_peephole is not None:
         arrays[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
     _run(True, layer, batch, arrays)
-    arrays[FL_DX] = batch.outside(arrays[FL_DX])
+    if input_grad:
+        arrays[FL_DX] = batch.outside(arrays[FL_DX])
     return arrays
 
 
@@ -261,10 +266,11 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
     return _forward("rnn", x, states, weights, batch, nonlinearity, training)
 
 
-def rnn_backward(ctx, dy, dh_n):
+def rnn_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward`: as ``reference.rnn_backward``."""
+    input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("rnn", ctx, dy, (dh_n,))
-    a = _backward(ctx, dy, dstates)
+    a = _backward(ctx, dy, dstates, input_grad)
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
 
 
@@ -278,10 +284,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
     return _forward("lstm", x, states, weights, batch, training=training)
 
 
-def lstm_backward(ctx, dy, dh_n, dc_n):
+def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward`: as ``reference.lstm_backward``."""
+    input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("lstm", ctx, dy, (dh_n, dc_n))
-    a = _backward(ctx, dy, dstates)
+    a = _backward(ctx, dy, dstates, input_grad)
     return ((a[FL_DX], a[FL_DH], a[FL_DC]) + _param_grads(a)
             + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
 
@@ -294,10 +301,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     return _forward("gru", x, states, weights, batch, training=training)
 
 
-def gru_backward(ctx, dy, dh_n):
+def gru_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`: as ``reference.gru_backward``."""
+    input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
-    a = _backward(ctx, dy, dstates)
+    a = _backward(ctx, dy, dstates, input_grad)
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
 
 

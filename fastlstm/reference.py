@@ -159,7 +159,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
     return _outputs(ctx, training, hs)
 
 
-def rnn_backward(ctx, dy, dh_n):
+def rnn_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward`.
 
     Parameters
@@ -167,11 +167,13 @@ def rnn_backward(ctx, dy, dh_n):
     ctx : the Context returned by rnn_forward
     dy : gradient of the loss with respect to y (y's shape), or None for zeros
     dh_n : (B, H) gradient with respect to h_n, or None for zeros
+    input_grad : False to skip dx (a layer whose input needs no gradient), which is then None
 
     Returns
     -------
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh (the bias gradients are None for a layer without biases)
     """
+    input_grad = check_bool("input_grad", input_grad)
     dy, (dh,) = check_backward("rnn", ctx, dy, (dh_n,))
     hs, w_ih, w_hh = ctx.hs, ctx.w_ih, ctx.w_hh
     da = np.empty_like(dy)                              # dL/da_t, a_t the pre-activation
@@ -186,7 +188,7 @@ def rnn_backward(ctx, dy, dh_n):
         dphi = 1 - h * h if ctx.nonlinearity == "tanh" else (h > 0).astype(h.dtype)
         da[rows] = dh[:n] * dphi
         dh[:n] = da[rows] @ w_hh                        # what reaches h_{t-1} through W_hh
-    dx = ctx.batch.outside(da @ w_ih)
+    dx = ctx.batch.outside(da @ w_ih) if input_grad else None
     return (dx, dh) + _weight_grads(ctx, da)
 
 
@@ -242,19 +244,21 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
     return _outputs(ctx, training, hs, cs)
 
 
-def lstm_backward(ctx, dy, dh_n, dc_n):
+def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward`.
 
     Parameters
     ----------
     ctx : the Context returned by lstm_forward
     dy : y's shape, or None; dh_n : (B, P) or None; dc_n : (B, H) or None (None means zeros)
+    input_grad : False to skip dx, which is then None
 
     Returns
     -------
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases),
     then dw_hr if the forward had w_hr, then dw_peephole if it had w_peephole.
     """
+    input_grad = check_bool("input_grad", input_grad)
     dy, (dh, dc) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
     cs, gates, w_ih, w_hh, w_hr = ctx.cs, ctx.gates, ctx.w_ih, ctx.w_hh, ctx.w_hr
     H = dc.shape[1]
@@ -285,7 +289,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n):
         if peephole:
             dc[:n] += da_i * p_i + da_f * p_f           # (and the peepholes)
         dh[:n] = da[rows] @ w_hh
-    dx = ctx.batch.outside(da @ w_ih)
+    dx = ctx.batch.outside(da @ w_ih) if input_grad else None
     dw_peephole = None
     if peephole:
         c_prev, c = cs[ctx.batch.prev_rows()], cs[ctx.batch.B:]
@@ -334,18 +338,20 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     return _outputs(ctx, training, hs)
 
 
-def gru_backward(ctx, dy, dh_n):
+def gru_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`.
 
     Parameters
     ----------
     ctx : the Context returned by gru_forward
     dy : y's shape, or None; dh_n : (B, H) or None (None means zeros)
+    input_grad : False to skip dx, which is then None
 
     Returns
     -------
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases)
     """
+    input_grad = check_bool("input_grad", input_grad)
     dy, (dh,) = check_backward("gru", ctx, dy, (dh_n,))
     hs, gates, hn = ctx.hs, ctx.gates, ctx.hn
     H = dh.shape[1]
@@ -363,5 +369,5 @@ def gru_backward(ctx, dy, dh_n):
         da[rows] = np.concatenate([da_r, da_z, da_n], axis=1)
         da_h[rows] = np.concatenate([da_r, da_z, da_n * r], axis=1)
         dh[:n_rows] = d * z + da_h[rows] @ ctx.w_hh      # the direct path through z, and W_hh
-    dx = ctx.batch.outside(da @ ctx.w_ih)
+    dx = ctx.batch.outside(da @ ctx.w_ih) if input_grad else None
     return (dx, dh) + _weight_grads(ctx, da, da_h)

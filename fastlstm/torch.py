@@ -90,7 +90,9 @@ class _LayerDirection(torch.autograd.Function):
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
         grads = [_numpy(g) for g in (dy, dh_n, dc_n) if g is not None]
         backward = getattr(native, f"{ctx.cell}_backward")
-        dx, *dstates_and_weights = _tensors(backward(saved, *grads))
+        # No dx when x needs no gradient (the input of a model's first layer, commonly).
+        dx, *dstates_and_weights = _tensors(backward(saved, *grads,
+                                                     input_grad=ctx.needs_input_grad[4]))
         if ctx.cell == "lstm":
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
         else:

@@ -112,14 +112,14 @@ def f_forward(backend, kind, x, states, weights, batch_sizes=None, training=True
     return y, (h_n,), ctx
 
 
-def f_backward(backend, kind, ctx, dy, dstates):
+def f_backward(backend, kind, ctx, dy, dstates, **options):
     """Functional backward of any kind: returns ``(dx, dinits, dweights)``, tuples, dweights in
-    the order of :func:`weight_names`."""
+    the order of :func:`weight_names`; ``options`` go to the backward (input_grad)."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
     if cell_of(kind) == "lstm":
-        dx, dh0, dc0, *dw = mod.lstm_backward(ctx, dy, *dstates)
+        dx, dh0, dc0, *dw = mod.lstm_backward(ctx, dy, *dstates, **options)
         return dx, (dh0, dc0), tuple(dw)
-    dx, dh0, *dw = getattr(mod, f"{cell_of(kind)}_backward")(ctx, dy, *dstates)
+    dx, dh0, *dw = getattr(mod, f"{cell_of(kind)}_backward")(ctx, dy, *dstates, **options)
     return dx, (dh0,), tuple(dw)
 
 

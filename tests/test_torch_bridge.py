@@ -333,6 +333,29 @@ def test_a_forward_without_gradients_runs_the_inference_kernels(kind, monkeypatc
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_the_first_layer_skips_dx_when_the_input_needs_no_gradient(kind, monkeypatch):
+    torch.manual_seed(0)
+    rnn = make_rnn(kind, num_layers=2)
+    ours = ft.convert(copy.deepcopy(rnn))
+    name = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "lstmp": "lstm"}.get(kind, kind) + "_backward"
+    real, seen = getattr(fastlstm.native, name), []
+
+    def spy(*args, input_grad):
+        seen.append(input_grad)
+        return real(*args, input_grad=input_grad)
+    monkeypatch.setattr(fastlstm.native, name, spy)
+    for requires_grad in (False, True):
+        seen.clear()
+        x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=requires_grad)
+        for module in (rnn, ours):
+            module.zero_grad()
+            module(x)[0].square().sum().backward()
+        assert seen == [True, requires_grad]      # the layers' backwards run top first
+        for p, q in zip(rnn.parameters(), ours.parameters()):
+            assert_close(q.grad.numpy(), p.grad.numpy(), TOLS[torch.float64])
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_smallest_sizes_match_torch(kind):
     """B=1, I=1 and the smallest hidden size (1, or 2 to project to 1)."""
     torch.manual_seed(0)
