@@ -13,7 +13,7 @@
  * memory as (T, B, ...)). Sequences b >= n_0 have length 0: no step touches them.
  *   x     (N, I)           input
  *   hs    (B + N, P)       hs[:B] = h0, then h after each step, row for row like x
- *   cs    (B + N, H)       LSTM cell states, cs[:B] = c0
+ *   cs    (B + N, H)       LSTM cell states, cs[:B] = c0 (inference: (B, H), see FL_CS)
  *   gates (N, G * H)       LSTM and GRU gate activations, after their nonlinearities
  *   hn    (N, H)           GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
  *   w_ih (G * H, I), w_hh (G * H, P), b_ih and b_hh (G * H), w_hr (P, H): torch.nn's layout;

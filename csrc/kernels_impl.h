@@ -348,8 +348,8 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
 }
 
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T and w_hr^T
- * and the bias sum, backward w_ih (when packed_sizes counts it), w_hh and w_hr. Nothing without
- * packing. */
+ * and the bias sum, backward w_ih (when packed_sizes counts it), w_hh (the GRU's n rows apart,
+ * in hn) and w_hr. Nothing without packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -406,7 +406,8 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const R
  * differs between the cells. A part's rows are every `ld`-th row of the arrays (see the time
  * loops): row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da
  * have G*H entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a
- * different block of memory, so the loops over the units are vectorized ("omp simd"). */
+ * different block of memory (but for an inference LSTM's c, which is c_prev: each unit is read
+ * before it is written), so the loops over the units are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. `fused`, here and
  * below, as in madd. */
@@ -625,7 +626,8 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
  * part_count(n_t) rows starting at row k of the step's block, every parts-th row. A product
  * over them is one GEMM with leading dimension parts * (row width). Step t's block starts at row
  * off_t = n_0 + ... + n_{t-1} of x, gates, hn, dy and da, at row B + off_t of hs and cs, and
- * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}. */
+ * reads h_{t-1} from the block before it: rows 0.. of hs (h0) for t = 0, else B + off_{t-1}.
+ * (An inference forward's cs has B rows, sequence b's in row b, updated in place.) */
 
 /* Where a forward's steps put their pre-activations (which become the activations) and the
  * GRU's hn: the gates and hn arrays (the Elman cell: hs), or for inference scratch in FL_WORK.
@@ -942,7 +944,7 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
     /* The bias and peephole gradients: the parts' sums added in part order. The LSTM's and
      * the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts, and has its own
      * sums in its n part. */
-    const int with_hn = cell == FL_GRU && s[FL_DB_HH];
+    const int with_hn = cell == FL_GRU && s[FL_DB_IH];
     REAL *totals[3] = {s[FL_DB_IH], with_hn ? s[FL_DB_HH] + 2 * H : NULL, s[FL_DW_PEEPHOLE]};
     const int64_t widths[3] = {GH, cell == FL_GRU ? H : 0, l->peephole ? 3 * H : 0};
     for (int64_t i = 0, at = 0; i < 3; at += widths[i], i++)
