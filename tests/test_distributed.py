@@ -94,14 +94,15 @@ def test_two_ranks_on_half_batches_reach_the_weights_of_one_process(tmp_path):
         assert not torch.equal(p, start[name]), f"{name} did not train"
 
 
-def test_example_script_under_torchrun():
-    """examples/ddp_train.py, as the README runs it, on two processes for a few steps."""
+def test_example_script_under_torchrun(tmp_path):
+    """examples/ddp_train.py, as the README runs it, on two processes for a few steps (torchrun
+    leaves a log directory in TMPDIR: the test's own)."""
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(ROOT / "examples" / "ddp_train.py"), "--steps", "20", "--seq-len", "10",
          "--batch", "8", "--hidden", "8"],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo"})
+        env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step    20  loss" in result.stdout
     assert "2 process(es)" in result.stdout
