@@ -338,6 +338,8 @@ cdef class Stepper:
     def __init__(self, cell, nonlinearity, weights, B, dtype):
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
         argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them)."""
+        if self.layers != NULL:
+            raise RuntimeError("a Stepper is initialized once: make a new one")
         self.n_layers = len(weights)
         self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
         self.slots = <void **>PyMem_Malloc(self.n_layers * FL_N_SLOTS * sizeof(void *))
@@ -383,6 +385,8 @@ cdef class Stepper:
         """Run one step: ``x`` (B, input_size) in, the top layer's new h (B, P) out, written
         into ``out`` when it is given (a writable C-contiguous array of that shape and dtype)."""
         cdef int l
+        if self.layers == NULL:
+            raise RuntimeError("the Stepper was never initialized (its __init__ did not run)")
         cdef void *x_ptr = self._data(x, self.I, False)
         if x_ptr == NULL:                 # not an array the kernel can read as it is
             x = self._check("x", x, (self.B, self.I))

@@ -491,3 +491,19 @@ def test_two_streams_in_two_threads(kind, rng):
             assert np.array_equal(ys, ys_e)
             for a, b in zip(states, states_e):
                 assert np.array_equal(a, b)
+
+
+def test_the_native_stepper_is_initialized_once_and_only_steps_when_it_was(rng):
+    """fastlstm.native.Stepper, the native stream's engine, refuses a second __init__ (which would
+    leak and replace its layers under a stream) and a step before any __init__ (which would write
+    through a null pointer)."""
+    native = pytest.importorskip("fastlstm.native")
+    w = {"w_ih": rng.standard_normal((4 * H, I)), "w_hh": rng.standard_normal((4 * H, H))}
+    x = rng.standard_normal((2, 2, I))
+    stepper, twin = (native.Stepper("lstm", "tanh", [w], 2, F64) for _ in range(2))
+    assert np.array_equal(stepper.step(x[0]), twin.step(x[0]))
+    with pytest.raises(RuntimeError, match="initialized once"):
+        stepper.__init__("lstm", "tanh", [{k: -a for k, a in w.items()}], 2, F64)
+    assert np.array_equal(stepper.step(x[1]), twin.step(x[1])), "the refused __init__ changed it"
+    with pytest.raises(RuntimeError, match="never initialized"):
+        native.Stepper.__new__(native.Stepper).step(np.ones((2, I)))
