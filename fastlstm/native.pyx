@@ -10,6 +10,8 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
+import os
+
 import numpy as np
 
 from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_bool,
@@ -25,11 +27,39 @@ _INT_MAX = 2**31 - 1
 # the kernels themselves keep no state.
 _num_threads = max(1, fl_default_num_threads())
 
+# GNU OpenMP's pool of threads does not survive fork(): a child forked after this process ran a
+# kernel on two or more threads inherits the pool on paper, without its threads, and would wait
+# for them forever in its first parallel region. Such a child runs the kernels on one thread,
+# which needs no parallel region, and refuses more (set_num_threads).
+_threads_started = False          # a kernel has run on two or more threads in this process
+_forked_after_threads = False     # this process is such a child
+
+
+def _after_fork_in_child():
+    global _num_threads, _forked_after_threads
+    if _threads_started:
+        _num_threads, _forked_after_threads = 1, True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef int _call_threads():
+    """The thread count of a kernel call, noting when it starts threads (see above)."""
+    global _threads_started
+    cdef int n = get_num_threads()
+    if n > 1:
+        _threads_started = True
+    return n
+
 
 def set_num_threads(n):
     """Run the kernels on ``n`` OpenMP threads (default: OMP_NUM_THREADS, else every core).
 
-    Results do not depend on ``n``: they are bitwise identical for every thread count.
+    Results do not depend on ``n``: they are bitwise identical for every thread count. A process
+    forked after its parent ran the kernels on several threads runs them on one and refuses
+    more: GNU OpenMP cannot start threads in it (start such children with multiprocessing's
+    "spawn" or "forkserver").
     """
     global _num_threads
     # at most a C int: the kernels take it as one, and a larger count stored here would make
@@ -37,6 +67,12 @@ def set_num_threads(n):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= _INT_MAX:
         raise ValueError(f"n must be a positive integer number of threads, at most {_INT_MAX}, "
                          f"got {n!r}")
+    if n > 1 and _forked_after_threads:
+        raise RuntimeError(f"set_num_threads({n}): this process was forked after its parent ran "
+                           f"the kernels on several threads, and GNU OpenMP cannot start threads "
+                           f"in such a child: it runs them on one. Start children with "
+                           f"multiprocessing's 'spawn' or 'forkserver' method to run them on "
+                           f"more.")
     _num_threads = int(n)
 
 
@@ -79,7 +115,7 @@ def matmul_t(a, b):
     out = np.empty((a.shape[0], b.shape[0]), a.dtype)
     if out.size == 0:
         return out
-    cdef int n_threads = get_num_threads()
+    cdef int n_threads = _call_threads()
     cdef int64_t M = a.shape[0], N = b.shape[0], K = a.shape[1]
     cdef const float[:, ::1] a32, b32
     cdef float[:, ::1] c32
@@ -156,7 +192,7 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, dtype == np.float64), dtype)
     cdef float *s32[FL_N_SLOTS]
     cdef double *s64[FL_N_SLOTS]
-    cdef int n_threads = get_num_threads()
+    cdef int n_threads = _call_threads()
     if dtype == np.float32:
         _fill_slots(arrays, s32)
         with nogil:
