@@ -30,7 +30,9 @@ _num_threads = max(1, fl_default_num_threads())
 # GNU OpenMP's pool of threads does not survive fork(): a child forked after this process ran a
 # kernel on two or more threads inherits the pool on paper, without its threads, and would wait
 # for them forever in its first parallel region. Such a child runs the kernels on one thread,
-# which needs no parallel region, and refuses more (set_num_threads).
+# which needs no parallel region, and refuses more (set_num_threads). Only fastlstm's own
+# threads are known here: PyTorch shares the runtime, and a child forked after the parent ran a
+# multi-threaded PyTorch op still hangs at its first parallel region, as PyTorch's own would.
 _threads_started = False          # a kernel has run on two or more threads in this process
 _forked_after_threads = False     # this process is such a child
 
