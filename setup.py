@@ -5,6 +5,7 @@ on one thread (``python -m fastlstm info`` reports which). Set FASTLSTM_DEBUG=1 
 no optimisation, debug symbols, and Cython's bounds and initialisation checks on.
 """
 import os
+import shlex
 import tempfile
 import warnings
 
@@ -24,8 +25,11 @@ def compiler_accepts(compiler, flag):
             f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
         try:
             objects = compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+            # The extension's link line carries LDFLAGS (a libomp's -L, say), an executable's
+            # does not: give it them.
             compiler.link_executable(objects, os.path.join(tmp, "check_openmp"),
-                                     extra_postargs=[flag])
+                                     extra_postargs=[flag, *shlex.split(os.environ.get("LDFLAGS",
+                                                                                       ""))])
         except Exception:
             return False
     return True
