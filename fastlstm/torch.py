@@ -13,8 +13,8 @@
 Each layer and direction runs as one :class:`torch.autograd.Function`. Its forward hands
 zero-copy NumPy views of the tensors to ``fastlstm.native`` and, when a gradient is wanted,
 keeps the kernel's context, whose backpropagation through time is the Function's backward
-(without one, it runs the kernels' inference forward and keeps nothing). Autograd composes these Functions with
-the dropout between layers and the reordering of the reverse direction.
+(without one, it runs the kernels' inference forward and keeps nothing). Autograd composes
+these Functions with the dropout between layers and the reordering of the reverse direction.
 
 Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
 backward pass is not itself differentiable (no double backward).
