@@ -81,6 +81,10 @@ int64_t fl_work_size(const fl_layer *layer, int backward, int f64);
 /* N, the rows of x: the sum of batch_sizes, or T * B without them. */
 int64_t fl_packed_rows(const fl_layer *layer);
 
+/* The threads a forward or backward call of the layer runs on when given n_threads: fewer for a
+ * small call or batch (see kernels.c). More than one means an OpenMP parallel region. */
+int fl_call_threads(const fl_layer *layer, int n_threads);
+
 #define FL_DECLARE_KERNELS(REAL, SFX)                                                          \
     void fl_forward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);          \
     void fl_backward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);         \

@@ -88,7 +88,7 @@ int64_t fl_packed_rows(const fl_layer *l)
  * fewer than 2^17 FLOPs: about a microsecond of work, which a second thread would not pay back
  * (an OpenMP region costs microseconds on an idle machine, and on a busy one it waits until its
  * other thread is scheduled, easily milliseconds). Results do not depend on it. */
-static int call_threads(const fl_layer *l, int n_threads)
+int fl_call_threads(const fl_layer *l, int n_threads)
 {
     const int64_t GH = gates_of(l->cell) * l->H;
     const double flops = 2.0 * (double)fl_packed_rows(l) * (double)GH * (double)(l->I + l->P);

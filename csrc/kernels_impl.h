@@ -810,7 +810,7 @@ static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(pac
 
 void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
-    n_threads = call_threads(l, n_threads);
+    n_threads = fl_call_threads(l, n_threads);
     const int cell = l->cell;
     const int64_t N = fl_packed_rows(l), GH = gates_of(cell) * l->H, parts = fl_num_parts();
     /* Where the pre-activations go: into gates, or for the Elman cell straight into hs; for
@@ -886,7 +886,7 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
 
 void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
-    n_threads = call_threads(l, n_threads);
+    n_threads = fl_call_threads(l, n_threads);
     const int cell = l->cell;
     const int64_t B = l->B, H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
     const int64_t N = fl_packed_rows(l), parts = fl_num_parts();

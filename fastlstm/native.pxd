@@ -23,6 +23,7 @@ cdef extern from "fastlstm.h" nogil:
 
     int64_t fl_work_size(const fl_layer *layer, int backward, int f64)
     int64_t fl_packed_rows(const fl_layer *layer)
+    int fl_call_threads(const fl_layer *layer, int n_threads)
     void fl_forward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)
     void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)

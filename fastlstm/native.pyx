@@ -46,10 +46,10 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-cdef int _call_threads():
-    """The thread count of a kernel call, noting when it starts threads (see above)."""
+cdef int _note_threads(int n):
+    """n, the threads a kernel call is about to run on, noting when they are several (see
+    above)."""
     global _threads_started
-    cdef int n = get_num_threads()
     if n > 1:
         _threads_started = True
     return n
@@ -117,7 +117,8 @@ def matmul_t(a, b):
     out = np.empty((a.shape[0], b.shape[0]), a.dtype)
     if out.size == 0:
         return out
-    cdef int n_threads = _call_threads()
+    # fl_matmul_t runs one part per thread
+    cdef int n_threads = _note_threads(min(get_num_threads(), fl_num_parts()))
     cdef int64_t M = a.shape[0], N = b.shape[0], K = a.shape[1]
     cdef const float[:, ::1] a32, b32
     cdef float[:, ::1] c32
@@ -194,7 +195,7 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, dtype == np.float64), dtype)
     cdef float *s32[FL_N_SLOTS]
     cdef double *s64[FL_N_SLOTS]
-    cdef int n_threads = _call_threads()
+    cdef int n_threads = _note_threads(fl_call_threads(&layer, get_num_threads()))
     if dtype == np.float32:
         _fill_slots(arrays, s32)
         with nogil:
@@ -361,6 +362,7 @@ cdef class Stepper:
     cdef int n_layers
     cdef int64_t B, I, P
     cdef bint f64
+    cdef bint ready                      # __init__ ran to its end
     cdef list arrays                     # every array a slot points into, kept alive here
     cdef list hs, cs                     # per layer: (2, B, P) and (2, B, H), row 0 the state
     cdef readonly object dtype
@@ -368,6 +370,7 @@ cdef class Stepper:
     def __cinit__(self):
         self.layers = NULL
         self.slots = NULL
+        self.ready = False
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -377,7 +380,10 @@ cdef class Stepper:
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
         argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them)."""
         if self.layers != NULL:
-            raise RuntimeError("a Stepper is initialized once: make a new one")
+            raise RuntimeError("a Stepper is initialized once (even when that failed): make a "
+                               "new one")
+        if len(weights) == 0:
+            raise ValueError("weights must hold at least one layer's, got none")
         self.n_layers = len(weights)
         self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
         self.slots = <void **>PyMem_Malloc(self.n_layers * FL_N_SLOTS * sizeof(void *))
@@ -394,6 +400,10 @@ cdef class Stepper:
             desc = _layer(cell, nonlinearity, one_step, w["w_ih"], w["w_hh"], w.get("w_hr"),
                           w.get("w_peephole"))
             GH, H, P = w["w_hh"].shape[0], desc["H"], desc["P"]
+            if l > 0 and desc["I"] != self.layers[l - 1].P:
+                raise ValueError(f"weights[{l}]['w_ih'] must have {self.layers[l - 1].P} "
+                                 f"columns, the outputs of the layer below, got "
+                                 f"{desc['I']}")
             if "b_ih" not in w:
                 w["b_ih"] = w["b_hh"] = np.zeros(GH, self.dtype)
             hs = np.zeros((2, B, P), self.dtype)
@@ -418,13 +428,14 @@ cdef class Stepper:
             self.cs.append(arrays.get(FL_CS))
             below = hs[1]
         self.I, self.P = self.layers[0].I, self.layers[self.n_layers - 1].P
+        self.ready = True
 
     def step(self, x, out=None):
         """Run one step: ``x`` (B, input_size) in, the top layer's new h (B, P) out, written
         into ``out`` when it is given (a writable C-contiguous array of that shape and dtype)."""
         cdef int l
-        if self.layers == NULL:
-            raise RuntimeError("the Stepper was never initialized (its __init__ did not run)")
+        if not self.ready:
+            raise RuntimeError("the Stepper cannot step: its __init__ did not run, or failed")
         cdef void *x_ptr = self._data(x, self.I, False)
         if x_ptr == NULL:                 # not an array the kernel can read as it is
             x = self._check("x", x, (self.B, self.I))

@@ -26,13 +26,14 @@ import fastlstm
 
 def compute(n_threads):
     """Outputs and input gradients of an Elman RNN, a GRU and an LSTM layer on fixed data, on
-    n_threads (None: as many as the process has)."""
+    n_threads (None: as many as the process has). Every call is large enough to run on two
+    threads (the kernels take one below 2^17 FLOPs); the parent checks that it did."""
     if n_threads is not None:
         fastlstm.set_num_threads(n_threads)
     rng = np.random.default_rng(0)
     results = []
     for cls in (fastlstm.RNN, fastlstm.GRU, fastlstm.LSTM):
-        layer = cls(6, 16, dtype=np.float64, seed=0)
+        layer = cls(6, 64, dtype=np.float64, seed=0)
         x = rng.standard_normal((10, 8, 6))
         y, _ = layer(x)
         results += [y, layer.backward(np.ones_like(y))[0]]
@@ -62,6 +63,7 @@ def test_children_compute_what_the_parent_computes(method, threads):
 
 if __name__ == "__main__":
     parent = compute(2)
+    assert fastlstm.native._threads_started, "the parent's kernels ran on one thread"
     with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:
         # A timeout here, not only the test's: leaving the pool then terminates the children.
         children = pool.map_async(child, [sys.argv[1]] * 2).get(timeout=60)

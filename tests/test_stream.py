@@ -495,8 +495,9 @@ def test_two_streams_in_two_threads(kind, rng):
 
 def test_the_native_stepper_is_initialized_once_and_only_steps_when_it_was(rng):
     """fastlstm.native.Stepper, the native stream's engine, refuses a second __init__ (which would
-    leak and replace its layers under a stream) and a step before any __init__ (which would write
-    through a null pointer)."""
+    leak and replace its layers under a stream), a step before any __init__ or after one that
+    failed (unfilled slots: writes through null pointers), weights of no layer and a layer whose
+    input width is not the output width of the one below (reads past its input)."""
     native = pytest.importorskip("fastlstm.native")
     w = {"w_ih": rng.standard_normal((4 * H, I)), "w_hh": rng.standard_normal((4 * H, H))}
     x = rng.standard_normal((2, 2, I))
@@ -505,5 +506,15 @@ def test_the_native_stepper_is_initialized_once_and_only_steps_when_it_was(rng):
     with pytest.raises(RuntimeError, match="initialized once"):
         stepper.__init__("lstm", "tanh", [{k: -a for k, a in w.items()}], 2, F64)
     assert np.array_equal(stepper.step(x[1]), twin.step(x[1])), "the refused __init__ changed it"
-    with pytest.raises(RuntimeError, match="never initialized"):
-        native.Stepper.__new__(native.Stepper).step(np.ones((2, I)))
+    with pytest.raises(RuntimeError, match="cannot step: its __init__ did not run"):
+        native.Stepper.__new__(native.Stepper).step(x[0])
+    failed = native.Stepper.__new__(native.Stepper)
+    with pytest.raises(ValueError, match=r"weights\[1\]\['w_ih'\] must have 5 columns, the "
+                                         r"outputs of the layer below, got 4"):
+        failed.__init__("lstm", "tanh", [w, w], 2, F64)
+    with pytest.raises(RuntimeError, match="cannot step: its __init__ did not run, or failed"):
+        failed.step(x[0])
+    with pytest.raises(RuntimeError, match="initialized once"):
+        failed.__init__("lstm", "tanh", [w], 2, F64)
+    with pytest.raises(ValueError, match="weights must hold at least one layer's, got none"):
+        native.Stepper("lstm", "tanh", [], 2, F64)
