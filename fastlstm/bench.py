@@ -319,6 +319,12 @@ class _Bench:
         for line in lines:
             self.write(line)
 
+    def systems(self, cell):
+        """The systems a case of ``cell`` runs on: native, torch when asked and it has the cell,
+        the reference when asked."""
+        with_torch = self.with_torch and CELLS[cell][1] is not None
+        return ["native"] + ["torch"] * with_torch + ["reference"] * self.with_reference
+
     def times(self, systems, cell, T, B, H, dtype, step=1, packed=False):
         """Median seconds of a forward (step 0) or training step (step 1) of each system, the
         systems taking turns (see median_times); the slow reference apart, with half the
@@ -350,13 +356,12 @@ class _Bench:
     def goals_row(self, case):
         row = dict(case._asdict(), section="goals", label=case.label())
         sizes = (case.cell, case.T, case.B, case.H, case.dtype, int(case.mode == "train"))
-        with_torch = self.with_torch and CELLS[case.cell][1] is not None
-        row.update(self.times(["native"] + ["torch"] * with_torch
-                              + ["reference"] * self.with_reference, *sizes))
+        systems = self.systems(case.cell)
+        row.update(self.times(systems, *sizes))
         line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}"
         if self.with_reference:
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
-        if with_torch:
+        if "torch" in systems:
             row["speedup"] = row["torch"] / row["native"]
             goal = f"{case.goal:.1f}x" if case.goal else "-"
             line += f"{row['torch'] * 1e3:>10.2f}{row['speedup']:>12.2f}x{goal:>7}"
@@ -419,14 +424,12 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "packed", "cell": cell, "T": T, "B": B, "I": H, "H": H,
                "dtype": dtype}
-        with_torch = self.with_torch and CELLS[cell][1] is not None
-        row.update(self.times(["native"] + ["torch"] * with_torch
-                              + ["reference"] * self.with_reference, cell, T, B, H, dtype,
-                              packed=True))
+        systems = self.systems(cell)
+        row.update(self.times(systems, cell, T, B, H, dtype, packed=True))
         line = f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
         if self.with_reference:
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
-        if with_torch:
+        if "torch" in systems:
             line += f"{row['torch'] * 1e3:>10.2f}{row['torch'] / row['native']:>12.2f}x"
         elif self.with_torch:
             line += f"{'-':>10}{'-':>13}"
