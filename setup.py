@@ -1,13 +1,21 @@
 """Build of the native extension: fastlstm.native from fastlstm/native.pyx and csrc/*.c.
 
+The time loops are one source (csrc/kernels_isa.h) compiled once per instruction set, each
+translation unit csrc/kernels_<isa>.c with its own target flags (ISA_FLAGS below): the generic
+build for the architecture's baseline, and on x86-64 the AVX2 and AVX-512 builds, on aarch64 the
+NEON build. No unit is compiled for the build machine's own CPU (-march=native): the library
+chooses among them at run time. The units compile in parallel.
+
 OpenMP is used when the compiler accepts -fopenmp; otherwise the build warns and the kernels run
 on one thread (``python -m fastlstm info`` reports which). Set FASTLSTM_DEBUG=1 for a debug build:
 no optimisation, debug symbols, and Cython's bounds and initialisation checks on.
 """
 import os
+import platform
 import shlex
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import scipy_openblas32
 from Cython.Build import cythonize
@@ -35,6 +43,25 @@ def compiler_accepts(compiler, flag):
     return True
 
 
+# The builds of the time loops for this machine's architecture, with the target flags of each:
+# csrc/kernels_<isa>.c. The vector builds need GCC's vector extensions (GCC or clang), as
+# csrc/platform.h says, which picks the same units.
+MACHINE = platform.machine().lower()
+if MACHINE in ("x86_64", "amd64") and os.name != "nt":
+    ISA_FLAGS = {"generic": [], "avx2": ["-mavx2", "-mfma"],
+                 "avx512": ["-mavx512f", "-mavx2", "-mfma"]}
+elif MACHINE in ("aarch64", "arm64") and os.name != "nt":
+    ISA_FLAGS = {"generic": [], "neon": []}   # Advanced SIMD is aarch64's baseline
+else:
+    ISA_FLAGS = {"generic": []}
+
+
+def isa_flags(source):
+    """The target flags of one source file: its build's for csrc/kernels_<isa>.c, else none."""
+    name = os.path.splitext(os.path.basename(source))[0]
+    return ISA_FLAGS.get(name[len("kernels_"):], []) if name.startswith("kernels_") else []
+
+
 class BuildExtWithOpenMP(build_ext):
     def build_extensions(self):
         if compiler_accepts(self.compiler, "-fopenmp"):
@@ -44,12 +71,34 @@ class BuildExtWithOpenMP(build_ext):
         else:
             warnings.warn("the C compiler does not support OpenMP (-fopenmp): fastlstm is built "
                           "without it and its kernels will run on one thread")
+        if hasattr(self.compiler, "_compile"):      # the Unix compilers: GCC, clang
+            self.compiler.compile = compile_in_parallel.__get__(self.compiler)
         super().build_extensions()
+
+
+def compile_in_parallel(self, sources, output_dir=None, macros=None, include_dirs=None, debug=0,
+                        extra_preargs=None, extra_postargs=None, depends=None):
+    """CCompiler.compile, with every source compiled at once on its own thread (each a compiler
+    process) and each ISA unit with its own target flags. Uses the steps distutils' own compile
+    runs, one source at a time."""
+    macros, objects, extra_postargs, pp_opts, build = self._setup_compile(
+        output_dir, macros, include_dirs, sources, depends, extra_postargs)
+    cc_args = self._get_cc_args(pp_opts, debug, extra_preargs)
+
+    def compile_one(obj):
+        src, ext = build[obj]
+        self._compile(obj, src, ext, cc_args, extra_postargs + isa_flags(src), pp_opts)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(objects))) as pool:
+        list(pool.map(compile_one, objects))
+    return objects
 
 
 native = Extension(
     "fastlstm.native",
-    sources=["fastlstm/native.pyx", "csrc/kernels.c"],
+    sources=["fastlstm/native.pyx", "csrc/kernels.c"]
+    + [f"csrc/kernels_{isa}.c" for isa in ISA_FLAGS],
+    depends=[os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")],
     include_dirs=["csrc", scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
@@ -61,7 +110,7 @@ native = Extension(
     # -ffp-contract=off: a * b + c is rounded twice, as written, in every build, so that the same
     # expression gives the same bits in every variant of a loop (a peephole LSTM with zero
     # peepholes is exactly the plain one); the packed product asks for its FMAs explicitly.
-    extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"])
+    extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O2", "-fno-trapping-math"])
     + ["-ffp-contract=off"],
 )
 

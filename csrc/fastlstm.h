@@ -35,6 +35,11 @@
 
 enum fl_cell { FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU };
 
+/* The builds of the time loops: one kernel source (kernels_isa.h) compiled once per instruction
+ * set, each in its own translation unit (kernels_<isa>.c) with its own target flags. The generic
+ * build runs on any CPU; among the others, the higher the better. */
+enum fl_isa { FL_ISA_GENERIC, FL_ISA_AVX2, FL_ISA_AVX512, FL_ISA_NEON, FL_N_ISAS };
+
 /* One layer in one direction: which cell, its sizes and its options. */
 typedef struct {
     int cell;               /* enum fl_cell */
@@ -46,6 +51,8 @@ typedef struct {
                              * NULL, the steps' activations live in FL_WORK, and FL_CS holds
                              * the latest cell states alone */
     int input_grad;         /* backward only: form dx (FL_DX); without it FL_DX may be NULL */
+    int isa;                /* enum fl_isa: the build that runs the call, one fl_isa_available()
+                             * says this CPU can run; fl_work_size() depends on it */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots
@@ -98,15 +105,22 @@ int fl_call_threads(const fl_layer *layer, int n_threads);
 FL_DECLARE_KERNELS(float, f32)
 FL_DECLARE_KERNELS(double, f64)
 
-/* Run once before the kernels: makes the BLAS single-threaded (see platform.h) and fixes
- * fl_num_parts(), the one value the library keeps, a fact about the machine. */
+/* Run once before the kernels: makes the BLAS single-threaded (see platform.h) and fixes the
+ * values the library keeps, facts about the machine: fl_num_parts() and the builds this CPU can
+ * run. */
 void fl_init(void);
+
+/* The builds (enum fl_isa): whether one is compiled into this library and this CPU and its
+ * operating system can run it; the best such; a build's name ("generic", "avx2", "avx512",
+ * "neon"; NULL past the last). */
+int fl_isa_available(int isa);
+int fl_isa_best(void);
+const char *fl_isa_name(int isa);
 
 /* Build and machine facts for `python -m fastlstm info`. */
 int fl_openmp_enabled(void);      /* 1 when built with OpenMP */
 int fl_default_num_threads(void); /* omp_get_max_threads(): honours OMP_NUM_THREADS */
 int fl_num_parts(void);           /* parts a batch is cut into: the processors available */
-int fl_vector_kernels(void);      /* 1 when the steps run the AVX-512 packed product */
 const char *fl_blas_corename(void);
 const char *fl_blas_config(void);
 

@@ -1,8 +1,9 @@
-/* The kernels for one floating type, written once: csrc/kernels.c includes this file with
- * REAL = float and with REAL = double (SFX names the twins _f32 and _f64; GEMM and GEMV pick
- * the matching BLAS functions, FMA the C99 fused multiply-add, EXP_* the constants of exp
- * below, VEC_* the AVX-512 intrinsics of the packed product, IS_F64 which of the two it is),
- * and undefines them all at its end, ready for the next type.
+/* The kernels for one floating type and one instruction set, written once: kernels_isa.h
+ * includes this file with REAL = float and with REAL = double (SFX names the twins _f32 and
+ * _f64; GEMM and GEMV pick the matching BLAS functions, FMA the C99 fused multiply-add, EXP_*
+ * the constants of exp below, VEC_* the build's intrinsics of the packed product, IS_F64 which
+ * of the two types it is), and undefines them all at its end, ready for the next type. The
+ * build's own parameters are kernels_isa.h's ISA_*.
  * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
@@ -50,9 +51,9 @@ static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x
 }
 
 /* a * b + c, rounded once by an FMA instruction when `fused`, else twice. The gate math takes
- * `fused` as a constant: 1 in the AVX-512 build, whose target has the instruction; 0 in the
- * generic one, where fma() would be a library call per element and its loops would not
- * vectorize. */
+ * `fused` as a constant, ISA_FUSED: 1 in the vector builds, whose targets have the
+ * instruction; 0 in the generic one, where fma() would be a library call per element and its
+ * loops would not vectorize. */
 FL_INLINE REAL SFX(madd)(REAL a, REAL b, REAL c, const int fused)
 {
     return fused ? FMA(a, b, c) : a * b + c;
@@ -64,8 +65,7 @@ FL_INLINE REAL SFX(madd)(REAL a, REAL b, REAL c, const int fused)
  * exponent bits. a is first clamped to the range where 2^n is a normal number, so large |a|
  * give a huge or tiny result rather than inf or 0 (the sigmoid and tanh below get their
  * limits 0, 1 or +-1 either way); NaN stays NaN through the comparisons. With `fused`, the
- * reduction and the polynomial run on FMAs: a third of the gate math's time in the AVX-512
- * build, and each step rounded once. */
+ * reduction and the polynomial run on FMAs, each step rounded once, in fewer instructions. */
 static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
@@ -109,16 +109,15 @@ FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
  * as much as the product for the small row counts of a step. Here the matrix is packed once per
  * call and each step runs a register-tiled product over the packed panels; a forward packs
  * w_ih^T too, and each step sums x_t w_ih^T and h_{t-1} w_hh^T in the same tiles, so that its
- * pre-activations are written once, while they are in cache. The vector code is
- * compiled for AVX-512 only (FL_VECTOR_TARGET) and run only where fl_init() found that the CPU
- * has it (fl_vector_kernels()); elsewhere the steps call the BLAS as before.
+ * pre-activations are written once, while they are in cache. Only the vector builds have it
+ * (ISA_VECTOR_BYTES > 0); the generic build's steps call the BLAS.
  *
  * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
  * vector); panel p holds, for k = 0 .. K-1, the VLEN entries of row k in columns p VLEN ..,
  * zero past column N. */
-#if FL_HAVE_VECTOR_KERNELS
-#define VLEN ((int64_t)(64 / sizeof(REAL)))
-typedef REAL SFX(vec) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+#if ISA_VECTOR_BYTES
+#define VLEN ((int64_t)(ISA_VECTOR_BYTES / sizeof(REAL)))
+typedef REAL SFX(vec) __attribute__((vector_size(ISA_VECTOR_BYTES), aligned(sizeof(REAL))));
 
 /* Panels k of `parts` (part_range of them) of op(W): W^T for W of shape (N, K) (trans), else W
  * itself, of shape (K, N); ldw, W's leading dimension. */
@@ -138,7 +137,7 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64
 /* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
  * or for a product by columns (a constant at every call) at A[i + VLEN k]: A^T packed into
  * panels like W (see gemm_tn), from the tile's first row. */
-FL_INLINE FL_VECTOR_TARGET void SFX(tile_k)(const int mr, const int np, const int by_columns,
+FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns,
                                             int64_t K, int64_t k, const REAL *A, int64_t lda,
                                             const REAL *w, SFX(vec) acc[8][8])
 {
@@ -167,12 +166,12 @@ typedef struct {
  * panel .. panel + np - 1 of op(W), A laid out as by_columns says (see tile_k) (cols <= np
  * VLEN, the last panel may be partial; bias, when
  * not NULL, holds the cols entries of the panels' columns). mr and np are constants at every
- * call, so the loops unroll into registers: mr * np accumulators, which the callers keep within
- * the 32 vector registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs,
+ * call, so the loops unroll into registers: mr * np accumulators, which the build's tile
+ * shapes (ISA_TILE_*) keep within its vector registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs,
  * each adding to the one before: it sums the k of each residue modulo u into its own
  * accumulators instead (u sets of them, mr * np * u >= 8), and adds the sets together at the
  * end. */
-FL_INLINE FL_VECTOR_TARGET void
+FL_INLINE void
 SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *terms, int n_terms,
           int64_t row, int64_t panel, int64_t cols, const REAL *bias, int beta, REAL *C,
           int64_t ldc)
@@ -232,7 +231,7 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
 /* Rows [0, rows) of C, rows a multiple of mr, by tiles of mr rows and np panels; the panels a
  * last group of fewer than np leaves run one at a time. Each group of panels stays in cache
  * while every row block passes over it. */
-FL_INLINE FL_VECTOR_TARGET void
+FL_INLINE void
 SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, int64_t rows,
                int64_t N, const SFX(term) *terms, int n_terms, const REAL *bias, int beta,
                REAL *C, int64_t ldc)
@@ -251,37 +250,32 @@ SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, i
 
 /* C (n, N) = beta C + bias + the sum of the terms' products, A (n, K) op(W) with op(W) packed
  * by pack_part, or by columns A^T W (see tile_k); beta is 0 or 1, bias NULL or N entries for
- * every row. Blocks of 8 rows run 8 x 3 tiles; the rest, r < 8 rows, one tile row with as many
- * panels as fit. */
-FL_INLINE FL_VECTOR_TARGET void SFX(tiles)(const int by_columns, int64_t n, int64_t N,
-                                           const SFX(term) *terms, int n_terms, const REAL *bias,
-                                           int beta, REAL *C, int64_t ldc)
+ * every row. Blocks of ISA_TILE_ROWS rows run tiles of ISA_TILE_PANELS panels; the rest, fewer
+ * rows, one tile row of as many panels as the build's ISA_TILE_REST gives. */
+FL_INLINE void SFX(tiles)(const int by_columns, int64_t n, int64_t N, const SFX(term) *terms,
+                          int n_terms, const REAL *bias, int beta, REAL *C, int64_t ldc)
 {
-    const int64_t full = n - n % 8;
-    SFX(tile_rows)(8, 3, by_columns, 0, full, N, terms, n_terms, bias, beta, C, ldc);
-    switch (n % 8) {
-#define REST(mr, np) \
-    SFX(tile_rows)(mr, np, by_columns, full, mr, N, terms, n_terms, bias, beta, C, ldc)
-    case 1: REST(1, 8); break;
-    case 2: REST(2, 8); break;
-    case 3: REST(3, 6); break;
-    case 4: REST(4, 5); break;
-    case 5: REST(5, 4); break;
-    case 6: REST(6, 4); break;
-    case 7: REST(7, 3); break;
+    const int64_t full = n - n % ISA_TILE_ROWS;
+    SFX(tile_rows)(ISA_TILE_ROWS, ISA_TILE_PANELS, by_columns, 0, full, N, terms, n_terms, bias,
+                   beta, C, ldc);
+    switch (n % ISA_TILE_ROWS) {
+#define REST(mr, np)                                                                           \
+    case mr:                                                                                   \
+        SFX(tile_rows)(mr, np, by_columns, full, mr, N, terms, n_terms, bias, beta, C, ldc);  \
+        break;
+        ISA_TILE_REST(REST)
 #undef REST
     }
 }
 
-static FL_VECTOR_TARGET void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(term) *terms,
-                                              int n_terms, const REAL *bias, int beta, REAL *C,
-                                              int64_t ldc)
+static void SFX(packed_gemm)(int64_t n, int64_t N, const SFX(term) *terms, int n_terms,
+                             const REAL *bias, int beta, REAL *C, int64_t ldc)
 {
     SFX(tiles)(0, n, N, terms, n_terms, bias, beta, C, ldc);
 }
 
-static FL_VECTOR_TARGET void SFX(columns_gemm)(int64_t n, int64_t N, const SFX(term) *term,
-                                               int beta, REAL *C, int64_t ldc)
+static void SFX(columns_gemm)(int64_t n, int64_t N, const SFX(term) *term, int beta, REAL *C,
+                              int64_t ldc)
 {
     SFX(tiles)(1, n, N, term, 1, NULL, beta, C, ldc);
 }
@@ -291,8 +285,8 @@ static FL_VECTOR_TARGET void SFX(columns_gemm)(int64_t n, int64_t N, const SFX(t
  * GEMM_TN_ROWS rows of both, it packs W's into `copy`, and after them A's, GEMM_TN_COLS columns
  * at a time: A^T's panels, each row's VLEN entries side by side, as tile_k reads them. Each
  * block adds its share to C in turn. */
-static FL_VECTOR_TARGET void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A,
-                                          int64_t lda, const REAL *W, REAL *C, REAL *copy)
+static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                         const REAL *W, REAL *C, REAL *copy)
 {
     const int64_t kc0 = GEMM_TN_ROWS, mc0 = GEMM_TN_COLS;
     REAL *a = copy + kc0 * ((N + VLEN - 1) / VLEN * VLEN);
@@ -321,7 +315,7 @@ typedef struct {
 /* Points pw at the packed weights in `work`; returns the scratch after them. */
 static REAL *SFX(carve_packed)(const fl_layer *l, int backward, REAL *work, SFX(packed) *pw)
 {
-    const packed_layout n = packed_sizes(l, backward);
+    const packed_layout n = packed_sizes(&ISA_BUILD, l, backward);
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
@@ -337,7 +331,7 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
                               const REAL *W, int trans, const REAL *packed, int beta, REAL *C,
                               int64_t ldc)
 {
-#if FL_HAVE_VECTOR_KERNELS
+#if ISA_VECTOR_BYTES
     if (packed) {
         const SFX(term) term = {A, lda, K, packed};
         SFX(packed_gemm)(n, N, &term, 1, NULL, beta, C, ldc);
@@ -353,7 +347,7 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
-#if FL_HAVE_VECTOR_KERNELS
+#if ISA_VECTOR_BYTES
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
     if (!pw->hh)
         return;
@@ -388,10 +382,11 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
 static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const REAL *h_prev,
                           const REAL *w_hh, const SFX(packed) *pw, REAL *pre_t, int64_t parts)
 {
-    const int64_t I = l->I, P = l->P, GH = gates_of(l->cell) * l->H;
+    const int64_t P = l->P, GH = gates_of(l->cell) * l->H;
     const int gru = l->cell == FL_GRU;
-#if FL_HAVE_VECTOR_KERNELS
+#if ISA_VECTOR_BYTES
     if (pw->ih) {
+        const int64_t I = l->I;
         const SFX(term) terms[2] = {{x_t, parts * I, I, pw->ih}, {h_prev, parts * P, P, pw->hh}};
         SFX(packed_gemm)(n, GH, terms, gru ? 1 : 2, pw->bias, 0, pre_t, parts * GH);
         return;
@@ -763,52 +758,7 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     }
 }
 
-/* The time loops in two builds, the same code: for AVX-512, whose gate loops run 16 floats or 8
- * doubles at a time on FMAs, and for any x86-64 (or other) CPU; fl_vector_kernels() picks
- * one. */
-#if FL_HAVE_VECTOR_KERNELS
-static FL_VECTOR_TARGET void SFX(forward_part_vector)(const fl_layer *l, REAL *const s[],
-                                                      const SFX(packed) *pw, REAL *work,
-                                                      const SFX(step_arrays) *out, int64_t k,
-                                                      int64_t parts)
-{
-    SFX(forward_part_body)(l, s, pw, work, out, k, parts, 1);
-}
-
-static FL_VECTOR_TARGET void SFX(backward_part_vector)(const fl_layer *l, REAL *const s[],
-                                                       const SFX(packed) *pw,
-                                                       const SFX(backward_scratch) *sc,
-                                                       int64_t k, int64_t parts)
-{
-    SFX(backward_part_body)(l, s, pw, sc, k, parts, 1);
-}
-#endif
-
-static void SFX(forward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                              REAL *work, const SFX(step_arrays) *out, int64_t k, int64_t parts)
-{
-#if FL_HAVE_VECTOR_KERNELS
-    if (fl_vector_kernels()) {
-        SFX(forward_part_vector)(l, s, pw, work, out, k, parts);
-        return;
-    }
-#endif
-    SFX(forward_part_body)(l, s, pw, work, out, k, parts, 0);
-}
-
-static void SFX(backward_part)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                               const SFX(backward_scratch) *sc, int64_t k, int64_t parts)
-{
-#if FL_HAVE_VECTOR_KERNELS
-    if (fl_vector_kernels()) {
-        SFX(backward_part_vector)(l, s, pw, sc, k, parts);
-        return;
-    }
-#endif
-    SFX(backward_part_body)(l, s, pw, sc, k, parts, 0);
-}
-
-void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
+static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
     const int cell = l->cell;
@@ -841,7 +791,7 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
         }
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, &pw, work, &out, k, parts);
+            SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
     } else {
         for (int64_t k = 0; k < parts; k++) {
             SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
@@ -850,7 +800,7 @@ void SFX(fl_forward)(const fl_layer *l, REAL *const s[], int n_threads)
                                   parts);
         }
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, &pw, work, &out, k, parts);
+            SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
     }
 }
 
@@ -875,7 +825,7 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
 {
     int64_t m0, m1;
     part_range(M, parts, k, &m0, &m1);
-#if FL_HAVE_VECTOR_KERNELS
+#if ISA_VECTOR_BYTES
     if (copies) {
         SFX(gemm_tn)(m1 - m0, N, K, A + m0, lda, W, C + m0 * N, copies);
         return;
@@ -884,7 +834,7 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
     SFX(gemm)(1, 0, m1 - m0, N, K, 1, A + m0, lda, W, N, 0, C + m0 * N, N);
 }
 
-void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
+static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
     const int cell = l->cell;
@@ -903,7 +853,7 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         rest += N * P + N * H + B * H;
     }
     sc.sums = rest, rest += parts * n_sums;
-    const int64_t n_copies = gemm_tn_size(l, IS_F64);
+    const int64_t n_copies = gemm_tn_size(&ISA_BUILD, l, IS_F64);
     REAL *copies = n_copies ? rest : NULL; /* each part's gemm_tn copies */
     rest += parts * n_copies;
     /* h_prev (each row's h_{t-1}, for dw_hh) is hs without its last block, unless the batch is
@@ -918,7 +868,7 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
-        SFX(backward_part)(l, s, &pw, &sc, k, parts);
+        SFX(backward_part_body)(l, s, &pw, &sc, k, parts, ISA_FUSED);
 
     /* dx (when the call asks for it) and the weight gradients: each one product over all N rows
      * after the loop, not T per-step products: dx = da @ w_ih (on the packed w_ih when there is
@@ -958,6 +908,7 @@ void SFX(fl_backward)(const fl_layer *l, REAL *const s[], int n_threads)
         memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)(cell == FL_GRU ? 2 * H : GH) * sizeof(REAL));
 }
 
+#if !ISA_VECTOR_BYTES /* one copy in the library, in the generic build */
 void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *Bm, REAL *C,
                       int n_threads)
 {
@@ -970,6 +921,7 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
         SFX(gemm)(0, 1, m1 - m0, N, K, 1, A + m0 * K, K, Bm, K, 0, C + m0 * N, N);
     }
 }
+#endif
 
 #undef REAL
 #undef SFX

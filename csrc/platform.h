@@ -35,22 +35,26 @@
 #define FL_OMP_MAX_THREADS() 1
 #endif
 
-/* Functions inlined into every caller, so that each of the two builds of the time loops (see
- * FL_VECTOR_TARGET) compiles its own copy of the gate math. */
+/* Functions inlined into every caller, so that the time loops compile their own copy of the
+ * gate math, specialised for their constant arguments. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_INLINE static inline __attribute__((always_inline))
 #else
 #define FL_INLINE static inline
 #endif
 
-/* The packed-product kernels are written with GCC's vector extensions and compiled for
- * AVX-512 alone, in functions marked FL_VECTOR_TARGET; fl_init() checks the CPU at run time. */
+/* The vector builds of the time loops (kernels_isa.h) are written with GCC's vector extensions
+ * and one intrinsic per instruction set, so they need GCC or clang: on x86-64 the AVX2 and
+ * AVX-512 builds, on aarch64 the NEON build. Elsewhere the generic build alone. */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define FL_HAVE_VECTOR_KERNELS 1
-#include <immintrin.h>
-#define FL_VECTOR_TARGET __attribute__((target("avx512f,fma")))
+#define FL_X86_BUILDS 1
 #else
-#define FL_HAVE_VECTOR_KERNELS 0
+#define FL_X86_BUILDS 0
+#endif
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define FL_NEON_BUILD 1
+#else
+#define FL_NEON_BUILD 0
 #endif
 
 #endif /* FASTLSTM_PLATFORM_H */

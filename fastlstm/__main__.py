@@ -25,6 +25,14 @@ def simd_level():
     return f"baseline ({platform.machine()})"
 
 
+def describe_isa(isa):
+    """A build of the time loops (fastlstm.native.ISAS), as `info` and `bench` name it."""
+    vector = {"avx512": "AVX-512", "avx2": "AVX2 + FMA", "neon": "NEON"}
+    if isa in vector:
+        return f"{isa} build ({vector[isa]}; weights packed once per call, register tiles)"
+    return f"{isa} build (products through the BLAS at every step)"
+
+
 def info(args):
     build = fastlstm.native.build_info()
     omp = "on" if build["openmp"] else "off (built without an OpenMP compiler: one thread)"
@@ -38,8 +46,8 @@ def info(args):
     print(f"BLAS library:  {build['blas_config']} (scipy-openblas32, single-threaded: "
           "fastlstm threads its own work)")
     print(f"BLAS kernel:   {build['blas_core']}")
-    print("time loops:    " + ("AVX-512, weights packed once per call" if build["vector_kernels"]
-                               else "generic x86-64 build, products through the BLAS"))
+    print(f"time loops:    {describe_isa(build['isa'])}; builds this CPU can run: "
+          f"{', '.join(build['isas'])} (FASTLSTM_ISA=<build> runs a lower one)")
     print(f"CPU SIMD:      {simd_level()}")
 
 
@@ -54,13 +62,25 @@ def bench(args):
     cases = args.case or bench_module.GOALS
     report = bench_module.run(cases, sections=args.section or bench_module.SECTIONS,
                               dtype=args.dtype, repeat=args.repeat,
-                              with_reference=args.reference, with_torch=not args.no_torch)
+                              with_reference=args.reference, with_torch=not args.no_torch,
+                              isas=args.isa)
     if args.json:
         bench_module.save_json(report, args.json)
         print(f"report written to {args.json}")
     if args.plot:
         bench_module.plot(report, args.plot)
         print(f"plot written to {args.plot}")
+
+
+def isa_list(text):
+    """An argparse type: 'avx2,generic' -> ["avx2", "generic"], builds this machine runs."""
+    names = text.split(",")
+    have = fastlstm.native.available_isas()
+    if not all(name in have for name in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct builds this machine can run, among {', '.join(have)}, separated "
+            f"by commas, got {text!r}")
+    return names
 
 
 def bench_case(text):
@@ -105,6 +125,10 @@ def main(argv=None):
     p.add_argument("--reference", action="store_true",
                    help="also time the NumPy reference (slow at the large sizes)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--isa", type=isa_list, metavar="BUILD[,BUILD...]",
+                   help="the builds of the kernels to time side by side, such as avx2,generic: "
+                        "the first is 'native' and the others get columns beside it (default: "
+                        "the best this CPU runs; see `info`)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="plot the speed-ups against their goals (needs matplotlib)")

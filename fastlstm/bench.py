@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .layers import GRU, LSTM, RNN
-from .native import build_info, get_num_threads, matmul_t
+from .native import build_info, get_isa, get_num_threads, matmul_t, set_isa
 from .progress import progress
 
 # The cells a case can name: (fastlstm layer, torch.nn layer or None, constructor arguments).
@@ -142,10 +142,32 @@ def spread_lengths(T, B):
     return np.random.default_rng(1).permutation(lengths)
 
 
+def build_of(system):
+    """The build of the kernels (fastlstm.native.ISAS) a system "native-<build>" runs in; None
+    for the others ("native" runs in the build that is set)."""
+    return system[len("native-"):] if system.startswith("native-") else None
+
+
+def in_build(isa, fn):
+    """``fn`` made to run in the kernels' build ``isa``, the build set before restored after."""
+    def run():
+        before = get_isa()
+        set_isa(isa)
+        try:
+            return fn()
+        finally:
+            set_isa(before)
+    return run
+
+
 def make_step(system, cell, T, B, H, dtype, packed=False):
-    """``(forward, train_step)`` callables for one system ("native", "reference", "torch") on
-    fixed random inputs: an inference forward, and a forward plus backward. ``packed``: the
-    sequences have the lengths of :func:`spread_lengths` (torch: a PackedSequence)."""
+    """``(forward, train_step)`` callables for one system ("native", "native-<build>",
+    "reference", "torch") on fixed random inputs: an inference forward, and a forward plus
+    backward. ``packed``: the sequences have the lengths of :func:`spread_lengths` (torch: a
+    PackedSequence)."""
+    if build_of(system):
+        return tuple(in_build(build_of(system), fn)
+                     for fn in make_step("native", cell, T, B, H, dtype, packed))
     ours, theirs, options = CELLS[cell]
     kwargs = options(H)
     rng = np.random.default_rng(0)
@@ -219,6 +241,9 @@ def make_stream_step(system, cell, B, I, H, dtype):
     torch cell is given the same zero state each step: carried, it would grow an autograd graph
     across steps."""
     x = np.random.default_rng(0).standard_normal((B, I)).astype(dtype)
+    if build_of(system):    # a stream runs in the build it was made in
+        return in_build(build_of(system),
+                        lambda: make_stream_step("native", cell, B, I, H, dtype))()
     if not system.startswith("torch"):
         stream = CELLS[cell][0](I, H, dtype=dtype, backend=system, seed=0).stream(B)
         return lambda: stream.step(x)
@@ -307,12 +332,17 @@ def saved_for_backward(cell, T, B, H, itemsize=4):
 class _Bench:
     """One run of :func:`run`: the settings, the report it fills and its printed lines."""
 
-    def __init__(self, cases, dtype, repeat, with_reference, with_torch, write):
+    def __init__(self, cases, dtype, repeat, with_reference, with_torch, write, isas):
         self.cases, self.dtype, self.repeat = cases, dtype, repeat
         self.with_reference, self.with_torch, self.write = with_reference, with_torch, write
+        # "native" runs in the build that is set (the run's first); the others beside it
+        self.builds = [f"native-{isa}" for isa in isas[1:]]
         self.report = {"machine": machine(with_torch), "repeat": repeat, "peak_gflops": {},
-                       "rows": []}
+                       "rows": [], "builds": list(isas)}
         self.threads = f"{get_num_threads()} threads, median of {repeat}"
+        others = "".join(f", {isa} beside it" for isa in isas[1:])
+        self.emit(f"fastlstm kernels: the {isas[0]} build (native){others}; "
+                  f"{self.report['machine']['cpu']}")
 
     def emit(self, *lines):
         """Print (without breaking the progress bar)."""
@@ -320,10 +350,20 @@ class _Bench:
             self.write(line)
 
     def systems(self, cell):
-        """The systems a case of ``cell`` runs on: native, torch when asked and it has the cell,
-        the reference when asked."""
+        """The systems a case of ``cell`` runs on: native, the other builds asked for, torch when
+        asked and it has the cell, the reference when asked."""
         with_torch = self.with_torch and CELLS[cell][1] is not None
-        return ["native"] + ["torch"] * with_torch + ["reference"] * self.with_reference
+        return (["native"] + self.builds + ["torch"] * with_torch
+                + ["reference"] * self.with_reference)
+
+    def builds_head(self, unit="ms"):
+        """The columns of the other builds: the time of each and its ratio to native's."""
+        return "".join(f"{build_of(b) + ' ' + unit:>12}{build_of(b) + '/native':>15}"
+                       for b in self.builds)
+
+    def builds_cells(self, row, scale=1e3):
+        return "".join(f"{row[b] * scale:>12.2f}{row[b] / row['native']:>14.2f}x"
+                       for b in self.builds)
 
     def times(self, systems, cell, T, B, H, dtype, step=1, packed=False):
         """Median seconds of a forward (step 0) or training step (step 1) of each system, the
@@ -347,7 +387,7 @@ class _Bench:
                   f"{peaks}",
                   f"\nGoals: training step (forward + backward) or inference forward, "
                   f"{self.threads}",
-                  f"{'case':<40}{'native ms':>10}"
+                  f"{'case':<40}{'native ms':>10}" + self.builds_head()
                   + (f"{'reference ms':>14}{'ref/native':>11}" if self.with_reference else "")
                   + (f"{'torch ms':>10}{'torch/native':>13}{'goal':>7}" if self.with_torch
                      else "")
@@ -358,7 +398,7 @@ class _Bench:
         sizes = (case.cell, case.T, case.B, case.H, case.dtype, int(case.mode == "train"))
         systems = self.systems(case.cell)
         row.update(self.times(systems, *sizes))
-        line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}"
+        line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}" + self.builds_cells(row)
         if self.with_reference:
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
         if "torch" in systems:
@@ -414,7 +454,7 @@ class _Bench:
     def start_packed(self):
         self.emit(f"\nPacked training step, lengths spread over T/2..T (torch: PackedSequence), "
                   f"{self.dtype}, {self.threads}",
-                  f"{'case':<29}{'native ms':>10}"
+                  f"{'case':<29}{'native ms':>10}" + self.builds_head()
                   + (f"{'reference ms':>14}{'ref/native':>11}" if self.with_reference else "")
                   + (f"{'torch ms':>10}{'torch/native':>13}" if self.with_torch else "")
                   + f"{'native all-T ms':>17}{'packed/all':>12}")
@@ -426,7 +466,8 @@ class _Bench:
                "dtype": dtype}
         systems = self.systems(cell)
         row.update(self.times(systems, cell, T, B, H, dtype, packed=True))
-        line = f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
+        line = (f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['native'] * 1e3:>8.2f}"
+                + self.builds_cells(row))
         if self.with_reference:
             line += f"{row['reference'] * 1e3:>14.2f}{row['reference'] / row['native']:>10.1f}x"
         if "torch" in systems:
@@ -440,7 +481,7 @@ class _Bench:
 
     # --- streaming
     def start_stream(self):
-        head = f"{'case':<29}{'native us':>10}"
+        head = f"{'case':<29}{'native us':>10}" + self.builds_head("us")
         if self.with_torch:
             head += (f"{'torch us':>10}{'torch/native':>14}{'inference us':>14}"
                      f"{'torch/native':>14}")
@@ -453,12 +494,14 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "stream", "cell": cell, "B": B, "I": I, "H": H, "dtype": dtype}
         dt = np.dtype(dtype).type
-        systems = ("native", "torch", "torch-inference") if self.with_torch else ("native",)
+        theirs = ["torch", "torch-inference"] if self.with_torch else []
+        systems = ["native"] + self.builds + theirs
         row.update(median_times({s: make_stream_step(s, cell, B, I, H, dt) for s in systems},
                                 self.repeat))
-        line = f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
+        line = (f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
+                + self.builds_cells(row, 1e6))
         if self.with_torch:
-            for system in systems[1:]:
+            for system in theirs:
                 line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
         self.emit(line)
         return row
@@ -486,10 +529,13 @@ class _Bench:
 
 def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_reference=False,
         with_torch=True, packed_cases=PACKED_CASES, stream_cases=STREAM_CASES,
-        convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES, out=print, bar=True):
+        convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES, out=print, bar=True,
+        isas=None):
     """Measure the cases of each of ``sections`` and print their tables. ``cases``: the goal
     table's, Case tuples (or (cell, T, B, H), a training step in ``dtype``); ``dtype``: that of
     the packed, streaming and convert sections. The memory and convert sections need torch.
+    ``isas``: the builds of the kernels to time side by side (fastlstm.native.set_isa), the
+    first as "native" (default: the build that is set alone).
 
     Returns the report: the machine, its measured matrix peaks (GFLOP/s), and the rows of every
     table (times in seconds, memory in bytes); with goals, the geometric mean of the speed-ups.
@@ -517,7 +563,10 @@ def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_referen
         tasks, tqdm_write = progress(tasks, "bench", leave=False)
         if tqdm_write is not print:      # tqdm is installed
             write = tqdm_write
-    bench = _Bench(cases, dtype, repeat, with_reference, with_torch, write)
+    isas = list(isas or [get_isa()])
+    before = get_isa()
+    set_isa(isas[0])
+    bench = _Bench(cases, dtype, repeat, with_reference, with_torch, write, isas)
     current = None
     with warnings.catch_warnings():
         # torch warns, once, that it runs a projected LSTM without oneDNN: the table shows that.
@@ -531,6 +580,7 @@ def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_referen
             bench.report["rows"].append(getattr(bench, f"{section}_row")(case))
     if current == "goals":
         bench.goals_summary()
+    set_isa(before)
     return bench.report
 
 

@@ -6,6 +6,9 @@ cdef extern from "fastlstm.h" nogil:
     enum fl_cell:
         FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU
 
+    enum fl_isa:
+        FL_ISA_GENERIC, FL_ISA_AVX2, FL_ISA_AVX512, FL_ISA_NEON, FL_N_ISAS
+
     ctypedef struct fl_layer:
         int cell
         int64_t T, B, I, H, P
@@ -14,6 +17,7 @@ cdef extern from "fastlstm.h" nogil:
         const int64_t *batch_sizes
         int inference
         int input_grad
+        int isa
 
     enum fl_slot:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,
@@ -37,6 +41,8 @@ cdef extern from "fastlstm.h" nogil:
     int fl_openmp_enabled()
     int fl_default_num_threads()
     int fl_num_parts()
-    int fl_vector_kernels()
+    int fl_isa_available(int isa)
+    int fl_isa_best()
+    const char *fl_isa_name(int isa)
     const char *fl_blas_corename()
     const char *fl_blas_config()

@@ -11,6 +11,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 import os
+import warnings
 
 import numpy as np
 
@@ -83,16 +84,75 @@ def get_num_threads():
     return _num_threads if fl_openmp_enabled() else 1
 
 
+# The builds of the time loops (csrc/kernels_<isa>.c), best last: the one kernel source compiled
+# for each instruction set. Those compiled into this library that this CPU and its operating
+# system can run are available; the best of them runs unless FASTLSTM_ISA or set_isa() names a
+# lower one.
+ISAS = tuple(fl_isa_name(k).decode() for k in range(FL_N_ISAS))
+
+
+def available_isas():
+    """The builds of the time loops this library has and this CPU can run, best last (a subset
+    of ``ISAS``: "generic", then "avx2" and "avx512" on x86-64, "neon" on aarch64)."""
+    return tuple(name for k, name in enumerate(ISAS) if fl_isa_available(k))
+
+
+cdef int _isa = fl_isa_best()    # the build every kernel call from now on runs in
+
+
+def _why_not(name):
+    """Why this machine cannot run the build ``name`` (None when it can)."""
+    if name in available_isas():
+        return None
+    have = ", ".join(available_isas())
+    if name in ISAS:
+        return f"this library has no {name} build this CPU can run; it can run {have}"
+    return f"the builds are {', '.join(ISAS)}, and this CPU can run {have}"
+
+
+def set_isa(name):
+    """Run the kernels from now on in the build ``name``, one of :func:`available_isas` (in
+    every thread of the process; a call already running finishes in its own). For tests and
+    comparisons: by default the best build runs. The builds give the same results to rounding;
+    each is bitwise the same for every thread count."""
+    global _isa
+    why = _why_not(name)
+    if why:
+        raise ValueError(f"set_isa: cannot run the {name!r} build: {why}")
+    _isa = ISAS.index(name)
+
+
+def get_isa():
+    """The name of the build the kernels run in (see :func:`set_isa`)."""
+    return ISAS[_isa]
+
+
+def _isa_from_environment():
+    """FASTLSTM_ISA, when set, names the build to run: a lower one than the best, for tests and
+    comparisons. One this machine cannot run leaves the best, with a warning."""
+    name = os.environ.get("FASTLSTM_ISA", "")
+    why = _why_not(name) if name else None
+    if why:
+        warnings.warn(f"FASTLSTM_ISA={name}: {why}; running the {get_isa()!r} build",
+                      RuntimeWarning)
+    elif name:
+        set_isa(name)
+
+
+_isa_from_environment()
+
+
 def build_info():
     """What this build runs on: OpenMP, threads, the parts a batch is dealt into (round-robin;
-    each part runs on one thread), whether the time loops run their AVX-512 build with packed
-    weights (``vector_kernels``: the CPU has AVX-512F and FASTLSTM_VECTOR_KERNELS is not "0"),
-    BLAS core and configuration."""
+    each part runs on one thread), the build of the time loops that runs (``isa``: "avx512" and
+    "avx2" pack the weights once per call and run register-tiled products, "generic" calls the
+    BLAS at every step) and those available, BLAS core and configuration."""
     return {
         "openmp": bool(fl_openmp_enabled()),
         "num_threads": get_num_threads(),
         "parts": fl_num_parts(),
-        "vector_kernels": bool(fl_vector_kernels()),
+        "isa": get_isa(),
+        "isas": available_isas(),
         "blas_core": fl_blas_corename().decode(),
         "blas_config": fl_blas_config().decode(),
     }
@@ -180,6 +240,7 @@ cdef int _describe(fl_layer *layer, dict description) except -1:
     layer.batch_sizes = NULL
     layer.inference = description.get("inference", False)
     layer.input_grad = description.get("input_grad", False)
+    layer.isa = _isa    # fixed for the call: its scratch size depends on it
     return 0
 
 

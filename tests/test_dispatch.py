@@ -1,41 +1,136 @@
-"""The time loops have two builds (csrc/kernels_impl.h): AVX-512 with weights packed once per
-call, chosen at run time on CPUs that have it, and a generic build whose products go through the
-BLAS. FASTLSTM_VECTOR_KERNELS=0 forces the generic one; both must pass the native-vs-reference,
-cell and thread-invariance tests, so on an AVX-512 machine those run again in a subprocess with
-the generic build."""
+"""The builds of the time loops (csrc/kernels_<isa>.c: one source compiled per instruction set):
+the best one the CPU runs is chosen at run time, FASTLSTM_ISA or set_isa() forces a lower one, a
+build the CPU lacks is refused rather than run, and every build the machine can run passes the
+oracle tests. The rest of the suite tests the default build; here those oracle tests run again in
+a subprocess for each other build."""
 import os
+import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from helpers import (KINDS, as64_tree, assert_functional_matches, random_problem,
+                     run_functional)
 
 import fastlstm
+from fastlstm import native
+
+AVAILABLE = native.available_isas()
+DEFAULT = native.get_isa()
 
 
-def cpu_has_avx512f():
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+            return next((line.split(":", 1)[1].split() for line in f
+                         if line.startswith("flags")), [])
     except OSError:
-        return False
+        return []
 
 
-def test_the_vector_build_runs_where_the_cpu_has_avx512():
-    expected = cpu_has_avx512f() and os.environ.get("FASTLSTM_VECTOR_KERNELS") != "0"
-    assert fastlstm.native.build_info()["vector_kernels"] == expected
+def expected_builds():
+    """The builds this machine should run, from what /proc/cpuinfo says, best last."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return ("generic", "neon")
+    flags = cpu_flags()
+    builds = ("generic",)
+    if machine in ("x86_64", "amd64") and "avx2" in flags and "fma" in flags:
+        builds += ("avx2",) + ("avx512",) * ("avx512f" in flags)
+    return builds
 
 
-@pytest.mark.skipif(not fastlstm.native.build_info()["vector_kernels"],
-                    reason="the generic build is the one the rest of the suite tests here")
-def test_the_generic_build_passes_the_oracle_tests():
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
+def test_the_builds_are_those_the_cpu_can_run_and_the_best_runs():
+    assert AVAILABLE == expected_builds()
+    chosen = os.environ.get("FASTLSTM_ISA") or AVAILABLE[-1]
+    assert DEFAULT == chosen
+    assert native.build_info()["isa"] == DEFAULT
+
+
+@pytest.mark.parametrize("name", [i for i in native.ISAS if i not in AVAILABLE] + ["sse9"])
+def test_a_build_the_cpu_cannot_run_is_refused(name):
+    with pytest.raises(ValueError, match=f"set_isa: cannot run the '{name}' build"):
+        native.set_isa(name)
+    assert native.get_isa() == DEFAULT
+    # Forced by the environment, it leaves the best build, with a warning, and never runs.
+    code = ("import warnings; warnings.simplefilter('error'); import fastlstm")
+    env = dict(os.environ, FASTLSTM_ISA=name)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 1, result.stderr
+    assert f"RuntimeWarning: FASTLSTM_ISA={name}:" in result.stderr
+    code = "import fastlstm; print(fastlstm.native.get_isa())"
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [AVAILABLE[-1]]
+
+
+@pytest.fixture
+def restore_isa():
+    yield
+    native.set_isa(DEFAULT)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_build_matches_the_reference_in_process(kind, dtype, rng, restore_isa):
+    """set_isa switches the build the next call runs: each one against the reference, on a
+    problem whose steps have rows left over after the tiles and panels of every build."""
+    problem = random_problem(rng, kind, 41, 7, 13, 21, dtype=dtype, scale=0.2)
+    _, ref = run_functional("reference", kind, problem)
+    truth = (run_functional("reference", kind, as64_tree(problem))[1] if dtype == np.float32
+             else None)
+    results = {}
+    for isa in AVAILABLE:
+        native.set_isa(isa)
+        names, results[isa] = run_functional("native", kind, problem)
+        assert_functional_matches(names, results[isa], ref, truth)
+    if dtype == np.float32 and "avx2" in AVAILABLE:
+        # The vector builds round their gate math on FMAs and the generic one does not: the
+        # switch really changed the code that ran.
+        assert not all(np.array_equal(a, b) for a, b in zip(results["generic"], results["avx2"])
+                       if a is not None)
+
+
+ORACLE_TESTS = ["test_native_vs_reference.py", "test_gradcheck.py", "test_cells.py",
+                "test_threads.py", "test_packed.py", "test_inference.py", "test_stream.py",
+                "test_torch.py"]
+
+
+@pytest.mark.parametrize("isa", [i for i in AVAILABLE if i != DEFAULT])
+def test_every_other_build_passes_the_oracle_tests(isa):
     tests = os.path.dirname(__file__)
-    env = dict(os.environ, FASTLSTM_VECTOR_KERNELS="0")
-    code = ("import fastlstm, sys; sys.exit(fastlstm.native.build_info()['vector_kernels'])")
-    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
-    files = ["test_native_vs_reference.py", "test_cells.py", "test_threads.py", "test_packed.py",
-             "test_inference.py"]
+    env = dict(os.environ, FASTLSTM_ISA=isa)
+    code = "import fastlstm; print(fastlstm.native.get_isa())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.split() == [isa]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-        + [os.path.join(tests, f) for f in files],
+        + [os.path.join(tests, f) for f in ORACLE_TESTS],
         env=env, capture_output=True, text=True, cwd=os.path.dirname(tests))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_a_stream_keeps_the_build_it_was_made_in(restore_isa, rng):
+    """A stream's scratch is sized for the build it was made in, and it keeps stepping in that
+    build whatever set_isa says later."""
+    if len(AVAILABLE) < 2:
+        pytest.skip("one build on this machine")
+    layer = fastlstm.LSTM(5, 9, num_layers=2, seed=0).eval()
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+
+    def steps(made_in, run_in):
+        native.set_isa(made_in)
+        stream = layer.stream(3)
+        native.set_isa(run_in)
+        return np.stack([stream.step(x[t]) for t in range(len(x))])
+
+    first, best = AVAILABLE[0], AVAILABLE[-1]
+    np.testing.assert_array_equal(steps(first, best), steps(first, first))
+    np.testing.assert_array_equal(steps(best, first), steps(best, best))
+    # float32 gate math rounds differently in the generic and the vector builds
+    assert not np.array_equal(steps(first, first), steps(best, best))

@@ -1,0 +1,122 @@
+/* What kernels.c (the dispatch and the scratch sizes) and every build of the time loops
+ * (kernels_isa.h) share: the cut of a batch into parts, and the layout of a call's scratch. All
+ * static inline, so that each translation unit compiles its own copy with its own target flags
+ * and no code of one instruction set is ever linked into another's caller.
+ * Notation: csrc/fastlstm.h. */
+#ifndef FASTLSTM_KERNELS_COMMON_H
+#define FASTLSTM_KERNELS_COMMON_H
+
+#include "fastlstm.h"
+
+/* One build of the time loops, for one instruction set (kernels_isa.h fills one per
+ * translation unit). `packs`: its steps run the packed product (weights packed once per call);
+ * without it (the generic build) they call the BLAS. `gemm_tn_f64`: its float64 weight
+ * gradients run on gemm_tn's register tiles rather than in the BLAS. */
+typedef struct {
+    int packs, gemm_tn_f64;
+    void (*forward_f32)(const fl_layer *, float *const[], int);
+    void (*backward_f32)(const fl_layer *, float *const[], int);
+    void (*forward_f64)(const fl_layer *, double *const[], int);
+    void (*backward_f64)(const fl_layer *, double *const[], int);
+} fl_build;
+
+/* The builds compiled into this library, by enum fl_isa; NULL where none was (kernels.c). */
+extern const fl_build *const fl_builds[FL_N_ISAS];
+
+/* The block of A a by-columns product (kernels_impl.h, gemm_tn) copies at a time: rows, and
+ * columns (a multiple of 16, so of every build's panel width). */
+#define GEMM_TN_ROWS 512
+#define GEMM_TN_COLS 32
+
+/* Packed panels are VLEN = 16, 8, 4 or 2 entries wide (by the build and the floating type);
+ * every size below rounds a panel's columns up to 16, which holds any of them. */
+#define PADDED(n) (((n) + 15) / 16 * 16)
+
+/* Part k of n items cut into `parts` contiguous, nearly equal ranges: [*lo, *hi). */
+static inline void part_range(int64_t n, int64_t parts, int64_t k, int64_t *lo, int64_t *hi)
+{
+    int64_t base = n / parts, extra = n % parts;
+    *lo = k * base + (k < extra ? k : extra);
+    *hi = *lo + base + (k < extra ? 1 : 0);
+}
+
+/* How many of the sequences 0 .. n-1 part k owns when they are dealt round-robin: k, k + parts,
+ * k + 2 parts, ... */
+static inline int64_t part_count(int64_t n, int64_t parts, int64_t k)
+{
+    return n > k ? (n - k - 1) / parts + 1 : 0;
+}
+
+static inline int64_t gates_of(int cell)
+{
+    return cell == FL_LSTM ? 4 : cell == FL_GRU ? 3 : 1;
+}
+
+static inline int64_t batch_size(const fl_layer *l, int64_t t)
+{
+    return l->batch_sizes ? l->batch_sizes[t] : l->B;
+}
+
+/* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
+ * forward packs w_ih^T, w_hh^T and w_hr^T and keeps the sum of the biases, a backward packs
+ * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
+ * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
+ * small-matrix kernels copy nothing). All 0 when the call runs its products through the BLAS:
+ * in a build that does not pack, or for a single step, which would not pay back reading the
+ * weights once more to pack them. hn, the n rows of a GRU's w_hh packed apart for its
+ * backward, is 0 otherwise; hr is 0 unless the layer projects. */
+typedef struct {
+    int64_t ih, bias, hh, hn, hr;
+} packed_layout;
+
+static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, int backward)
+{
+    packed_layout size = {0, 0, 0, 0, 0};
+    if (!b->packs || l->T < 2)
+        return size;
+    const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
+    if (backward) {
+        size.ih = l->input_grad && fl_packed_rows(l) >= GH ? GH * PADDED(l->I) : 0;
+        size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
+        size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
+        size.hr = l->projection ? P * PADDED(H) : 0;
+    } else {
+        size.ih = l->I * PADDED(GH);
+        size.bias = PADDED(GH);
+        size.hh = P * PADDED(GH);
+        size.hr = l->projection ? H * PADDED(P) : 0;
+    }
+    return size;
+}
+
+/* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias
+ * gradient's (G H), the n part of the GRU's second bias gradient's (H) and the peephole
+ * gradients' (3 H). */
+static inline int64_t sums_width(const fl_layer *l)
+{
+    const int64_t GH = gates_of(l->cell) * l->H;
+    return GH + (l->cell == FL_GRU ? l->H : 0) + (l->peephole ? 3 * l->H : 0);
+}
+
+/* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), in a build that
+ * forms the float64 weight gradients on it: a block of GEMM_TN_ROWS rows of W packed (as wide
+ * as the widest gradient: I, P or H columns), and GEMM_TN_COLS columns of the same rows of A.
+ * 0 otherwise: the BLAS forms them. */
+static inline int64_t gemm_tn_size(const fl_build *b, const fl_layer *l, int f64)
+{
+    if (!b->gemm_tn_f64 || !f64)
+        return 0;
+    const int64_t I = l->I, H = l->H, P = l->P;
+    const int64_t widest = I > P ? (I > H ? I : H) : (P > H ? P : H);
+    return GEMM_TN_ROWS * (GEMM_TN_COLS + PADDED(widest));
+}
+
+/* Rows of the pre-activations and activations (and the GRU's hn) an inference forward keeps in
+ * FL_WORK: one step's, B, when its steps add their own input projection (a packing call), else
+ * all N, which the projection before the loop fills. */
+static inline int64_t inference_rows(const fl_build *b, const fl_layer *l)
+{
+    return packed_sizes(b, l, 0).ih ? l->B : fl_packed_rows(l);
+}
+
+#endif /* FASTLSTM_KERNELS_COMMON_H */
