@@ -59,7 +59,8 @@ def demo(args):
 
 def bench(args):
     from . import bench as bench_module
-    cases = args.case or bench_module.GOALS
+    # --dtype is that of the cases given with --case (the goal cases have their own)
+    cases = [c._replace(dtype=args.dtype) for c in args.case] if args.case else bench_module.GOALS
     report = bench_module.run(cases, sections=args.section or bench_module.SECTIONS,
                               dtype=args.dtype, repeat=args.repeat,
                               with_reference=args.reference, with_torch=not args.no_torch,

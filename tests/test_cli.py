@@ -25,6 +25,9 @@ def test_info_reports_version_openmp_threads_blas_and_simd():
     assert re.search(r"BLAS library:\s+OpenBLAS", out)
     assert re.search(r"BLAS kernel:\s+\S+", out)
     assert re.search(r"CPU SIMD:\s+\S+", out)
+    import fastlstm.native as native
+    assert re.search(rf"time loops:\s+{native.get_isa()} build .*builds this CPU can run: "
+                     rf"{', '.join(native.available_isas())}", out)
 
 
 def test_demo_runs_both_models_and_reports_against_the_baseline():
@@ -49,6 +52,28 @@ def test_bench_prints_a_row_per_case_with_times_ratios_and_gflops():
         # native ms, reference ms, ref/native, GFLOP/s, % peak
         assert re.search(r"\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx\s+\d+\s+\d+%$", row), row
     assert "below goal" not in out      # these cases have no goals
+
+
+def test_bench_times_the_builds_side_by_side_in_the_dtype_asked():
+    import fastlstm.native as native
+    builds = native.available_isas()[::-1]
+    out = run_cli("bench", "--case", "lstm,5,2,8", "--dtype", "float64", "--section", "goals",
+                  "--repeat", "1", "--no-torch", "--isa", ",".join(builds))
+    assert f"fastlstm kernels: the {builds[0]} build (native)" in out
+    head = next(line for line in out.splitlines() if line.startswith("case"))
+    for build in builds[1:]:
+        assert f"{build} ms" in head and f"{build}/native" in head
+    row = next(line for line in out.splitlines() if line.startswith("LSTM f64 train T=5"))
+    # native ms, then each other build's ms and ratio, GFLOP/s, % peak
+    assert re.search(r"\d+\.\d+" + r"\s+\d+\.\d+\s+\d+\.\d+x" * (len(builds) - 1)
+                     + r"\s+\d+\s+\d+%$", row), row
+
+
+@pytest.mark.parametrize("isas", ["sse9", "generic,generic"])
+def test_bench_refuses_builds_it_cannot_run(isas):
+    proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--isa", isas],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "distinct builds this machine can run" in proc.stderr
 
 
 def test_bench_writes_json_and_plot(tmp_path):
