@@ -27,7 +27,6 @@ each keeping a pool. Importing this module imports torch; ``import fastlstm`` do
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import native
@@ -84,8 +83,18 @@ class _LayerDirection(torch.autograd.Function):
         return (hs[batch.B:], *_tensors(finals))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, dh_n, dc_n=None):
+        # The engine runs a backward with grad mode on exactly when it builds a graph of the
+        # gradients (create_graph=True: a gradient penalty, gradgradcheck, a Hessian). The
+        # kernels' BPTT is not differentiable, and gradients handed back without a graph would
+        # silently drop their second-order terms: refuse. (torch's once_differentiable refuses
+        # only when an incoming gradient requires grad, and out.sum()'s does not.)
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"fastlstm.torch cannot differentiate twice: the backward of its {ctx.cell} "
+                f"kernels is not itself differentiable, so no create_graph=True (double "
+                f"backward: gradient penalties, gradgradcheck, Hessians) may pass through the "
+                f"layer; use the torch.nn module for that part of the model")
         x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
         saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)

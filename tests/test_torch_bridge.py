@@ -457,12 +457,43 @@ def test_the_kernels_get_the_tensors_memory(monkeypatch):
 # ---------------------------------------------------------------- errors
 
 
-def test_double_backward_is_refused():
-    lstm = ft.LSTM(I, H).double()
+def gradient_penalty(module, x):
+    """The gradient-penalty pattern: the gradient of the output with respect to x, kept as a
+    graph (create_graph=True) to be differentiated again in the loss."""
+    out = module(x)[0]
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return out.sum() + g.square().sum()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_double_backward_is_refused(kind):
+    """Every create_graph=True through a layer raises fastlstm's error (its backward is not
+    differentiable), never gradients without their second-order terms: here, whether or not
+    the incoming gradient requires grad (out.sum()'s does not), and with respect to the input,
+    the parameters or the initial states."""
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind))
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(lstm(x)[0].square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        g.sum().backward()
+    with pytest.raises(RuntimeError, match="cannot differentiate twice.*create_graph=True"):
+        gradient_penalty(rnn, x)
+    out = rnn(x)[0].square().sum()        # an incoming gradient that requires grad
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(out, x, create_graph=True)
+    out = rnn(x.detach())[0].sum()
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(out, list(rnn.parameters()), create_graph=True)
+    hx = states_of(kind, rnn, B, torch.float64, torch.Generator().manual_seed(0))
+    finals = rnn(x.detach(), hx)[1]
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(as_tuple(finals)[0].sum(), as_tuple(hx), create_graph=True)
+
+
+def test_gradgradcheck_is_refused():
+    torch.manual_seed(0)
+    gru = ft.GRU(I, H).double()
+    x = torch.randn(2, 1, I, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.gradgradcheck(lambda x: gru(x)[0], (x,))
 
 
 @pytest.mark.parametrize("kind", KINDS)
