@@ -98,11 +98,14 @@ class _LayerDirection(torch.autograd.Function):
         x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
         saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
-        grads = [_numpy(g) for g in (dy, dh_n, dc_n) if g is not None]
+        # By name: a None gradient (an output autograd did not materialise) is zeros in its own
+        # place, which the native backward takes None for; the LSTM alone has dc_n.
+        grads = dict(dy=dy, dh_n=dh_n) | (dict(dc_n=dc_n) if ctx.cell == "lstm" else {})
         backward = getattr(native, f"{ctx.cell}_backward")
         # No dx when x needs no gradient (the input of a model's first layer, commonly).
-        dx, *dstates_and_weights = _tensors(backward(saved, *grads,
-                                                     input_grad=ctx.needs_input_grad[4]))
+        dx, *dstates_and_weights = _tensors(backward(
+            saved, **{name: _numpy(g) for name, g in grads.items()},
+            input_grad=ctx.needs_input_grad[4]))
         if ctx.cell == "lstm":
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
         else:

@@ -340,9 +340,9 @@ def test_the_first_layer_skips_dx_when_the_input_needs_no_gradient(kind, monkeyp
     name = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "lstmp": "lstm"}.get(kind, kind) + "_backward"
     real, seen = getattr(fastlstm.native, name), []
 
-    def spy(*args, input_grad):
+    def spy(*args, input_grad, **grads):
         seen.append(input_grad)
-        return real(*args, input_grad=input_grad)
+        return real(*args, input_grad=input_grad, **grads)
     monkeypatch.setattr(fastlstm.native, name, spy)
     for requires_grad in (False, True):
         seen.clear()
@@ -411,6 +411,34 @@ def test_saved_tensor_hooks():
             got = grads()
         for a, b in zip(got, expected):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_takes_each_missing_gradient_as_zeros_in_its_own_place(kind):
+    """The Function's backward given None for some output gradients (what autograd passes when
+    gradient materialisation is off) treats each as zeros where it stands: the later ones keep
+    their places, none slides into a None's slot. Called directly on the node of a forward."""
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind))
+    x = torch.randn(T * B, I, dtype=torch.float64)
+    h0, c0 = ([torch.zeros(B, n, dtype=torch.float64) for n in rnn._state_sizes()] + [None])[:2]
+    batch = ft.Batch(np.full(T, B, np.int64), B, padded=False)
+    y, *finals = ft._LayerDirection.apply(rnn.cell, getattr(rnn, "nonlinearity", None), batch,
+                                          True, x, h0, c0, *rnn._weights(0, 0))
+    node = y.grad_fn
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in (y, *finals)]
+    for missing in range(len(grads)):
+        given = [None if k == missing else g for k, g in enumerate(grads)]
+        zeros = [torch.zeros_like(g) if k == missing else g for k, g in enumerate(grads)]
+        with torch.no_grad():
+            got = ft._LayerDirection.backward(node, *given)
+            expected = ft._LayerDirection.backward(node, *zeros)
+        assert len(got) == len(expected)
+        for k, (a, b) in enumerate(zip(got, expected)):
+            assert (a is None) == (b is None), k
+            if a is not None:
+                assert torch.equal(a, b), (missing, k)
 
 
 def test_backward_twice_with_retain_graph():
