@@ -17,7 +17,9 @@ keeps the kernel's context, whose backpropagation through time is the Function's
 these Functions with the dropout between layers and the reordering of the reverse direction.
 
 Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
-backward pass is not itself differentiable (no double backward).
+backward pass is not itself differentiable (no double backward). Bad input raises fastlstm's
+messages as exceptions that are also of the type torch.nn raises for the same mistake
+(:class:`ShapeError`, :class:`DtypeError`, :class:`DeviceError`, :class:`ArgumentTypeError`).
 
 Threads: ``fastlstm.set_num_threads`` sets the kernels' threads and ``torch.set_num_threads``
 torch's; both start from ``OMP_NUM_THREADS``. torch and fastlstm link the same OpenMP runtime
@@ -32,9 +34,34 @@ from torch.nn.utils.rnn import PackedSequence
 from . import native
 from ._functional import Batch, Context
 
-__all__ = ["RNN", "LSTM", "GRU", "convert"]
+__all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
+           "ArgumentTypeError"]
 
 _DTYPES = (torch.float32, torch.float64)
+
+
+# Bad input raises fastlstm's own exception types (ValueError for shapes and devices, TypeError
+# for dtypes and kinds of argument, as the layers do) with fastlstm's messages; torch.nn raises
+# others for the same mistakes, and a drop-in must not slip past a caller's ``except`` written
+# for torch's. Each class below is both.
+class ShapeError(ValueError, RuntimeError):
+    """An input or state of the wrong shape. torch.nn raises RuntimeError (input_size, hidden
+    states) or ValueError (an input neither 2-D nor 3-D)."""
+
+
+class DtypeError(TypeError, ValueError, RuntimeError):
+    """An input or state whose dtype is not the parameters'. torch.nn raises ValueError for the
+    input's, RuntimeError (from its kernels) for a state's."""
+
+
+class DeviceError(ValueError, RuntimeError):
+    """A tensor not on the CPU. torch.nn raises RuntimeError for an input on another device than
+    its parameters."""
+
+
+class ArgumentTypeError(TypeError, RuntimeError):
+    """An argument of the wrong kind: an LSTM's hx not a pair, a tensor not dense. torch.nn
+    raises RuntimeError ("lstm expects two hidden states", a sparse tensor it cannot reshape)."""
 
 
 def _numpy(t):
@@ -133,7 +160,7 @@ class _Bridge:
             layout = "(batch, seq_len, input_size)" if self.batch_first else \
                 "(seq_len, batch, input_size)"
             if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
-                raise ValueError(f"input must be 3-D {layout}, or 2-D (seq_len, input_size) for "
+                raise ShapeError(f"input must be 3-D {layout}, or 2-D (seq_len, input_size) for "
                                  f"one unbatched sequence, with input_size={self.input_size}; "
                                  f"got shape {tuple(input.shape)}")
             unbatched = input.dim() == 2
@@ -172,8 +199,8 @@ class _Bridge:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 got = f"a {type(hx).__name__} of {len(hx)} items" if isinstance(
                     hx, (tuple, list)) else type(hx).__name__
-                raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, got "
-                                f"{got}")
+                raise ArgumentTypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, "
+                                        f"got {got}")
             names = ("hx[0]", "hx[1]")
         else:
             hx, names = (hx,), ("hx",)
@@ -184,7 +211,7 @@ class _Bridge:
             if tuple(s.shape) != shape:
                 form = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + \
                     ("proj_size)" if n != self.hidden_size else "hidden_size)")
-                raise ValueError(f"{name} must have shape {shape} {form}, got "
+                raise ShapeError(f"{name} must have shape {shape} {form}, got "
                                  f"{tuple(s.shape)}")
             states.append(s.unsqueeze(1) if unbatched else s)
         if sorted_indices is not None:
@@ -237,9 +264,9 @@ def _parameter_dtype(module):
     devices = {p.device for p in module.parameters()}
     what = type(module).__name__
     if any(d.type != "cpu" for d in devices):
-        raise ValueError(f"fastlstm.torch runs on the CPU, but this {what}'s parameters are on "
-                         f"{', '.join(sorted(map(str, devices)))}; move the model to the CPU "
-                         f"with .cpu()")
+        raise DeviceError(f"fastlstm.torch runs on the CPU, but this {what}'s parameters are "
+                          f"on {', '.join(sorted(map(str, devices)))}; move the model to the CPU "
+                          f"with .cpu()")
     if len(dtypes) != 1 or not dtypes <= set(_DTYPES):
         raise TypeError(f"fastlstm.torch runs float32 and float64, but this {what}'s parameters "
                         f"are {', '.join(sorted(map(str, dtypes)))}; convert the model with "
@@ -251,12 +278,14 @@ def _check_tensor(name, t, dtype):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+        raise ArgumentTypeError(f"{name} must be a dense (strided) tensor, got layout "
+                                f"{t.layout}")
     if t.device.type != "cpu":
-        raise ValueError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
-                         f"with .cpu()")
+        raise DeviceError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
+                          f"with .cpu()")
     if t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got {t.dtype}")
+        raise DtypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got "
+                         f"{t.dtype}")
 
 
 def _check_packed(input, dtype, input_size):
@@ -265,7 +294,7 @@ def _check_packed(input, dtype, input_size):
     x, batch_sizes, sorted_indices, unsorted_indices = input
     _check_tensor("input.data", x, dtype)
     if x.dim() != 2 or x.shape[1] != input_size:
-        raise ValueError(f"input.data must be 2-D (N, input_size={input_size}), got shape "
+        raise ShapeError(f"input.data must be 2-D (N, input_size={input_size}), got shape "
                          f"{tuple(x.shape)}")
     if not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dim() != 1 or \
             batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":
