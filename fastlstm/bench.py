@@ -314,8 +314,12 @@ def peak_step_memory(system, cell, T, B, H):
     """Bytes a float32 training step of ``system`` adds at its peak to the resident memory of
     a process that has run one step before (so the layer's gradients and the BLAS's buffers
     already exist): what it saves for backward and its temporaries. Linux only."""
+    # The probe must import this fastlstm: it runs in the directory that holds this package,
+    # which `python -c` puts first on its sys.path (in a source tree's root, the caller's
+    # working directory could hold another fastlstm/, one without a compiled extension).
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, system, cell, str(T), str(B),
-                             str(H)], capture_output=True, text=True, timeout=600,
+                             str(H)], capture_output=True, text=True, timeout=600, cwd=home,
                             env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
     if result.returncode:
         raise RuntimeError(f"the memory probe failed: {result.stderr[-2000:]}")

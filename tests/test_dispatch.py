@@ -4,10 +4,9 @@ BLAS. FASTLSTM_VECTOR_KERNELS=0 forces the generic one; both must pass the nativ
 cell and thread-invariance tests, so on an AVX-512 machine those run again in a subprocess with
 the generic build."""
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 import fastlstm
 
@@ -31,11 +30,10 @@ def test_the_generic_build_passes_the_oracle_tests():
     tests = os.path.dirname(__file__)
     env = dict(os.environ, FASTLSTM_VECTOR_KERNELS="0")
     code = ("import fastlstm, sys; sys.exit(fastlstm.native.build_info()['vector_kernels'])")
-    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+    assert run_python(["-c", code], env=env).returncode == 0
     files = ["test_native_vs_reference.py", "test_cells.py", "test_threads.py", "test_packed.py",
              "test_inference.py"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-        + [os.path.join(tests, f) for f in files],
-        env=env, capture_output=True, text=True, cwd=os.path.dirname(tests))
+    result = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
+                        + [os.path.join(tests, f) for f in files],
+                        env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -12,13 +12,10 @@ torch.nn's own layers, so with the same seed the masks are the same and dropout 
 import copy
 import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, run_python
 
 import fastlstm
 
@@ -681,16 +678,14 @@ for t in threads: t.join()
 assert all(torch.equal(a, b) for a, b in zip(results, sequential))
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
 
 def test_fastlstm_import_does_not_import_torch():
     code = "import sys, fastlstm; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
