@@ -513,6 +513,23 @@ def test_double_backward_is_refused(kind):
         torch.autograd.grad(as_tuple(finals)[0].sum(), as_tuple(hx), create_graph=True)
 
 
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_activation_checkpointing_matches_torch(use_reentrant):
+    """torch.utils.checkpoint runs the forward again inside the backward, with grad enabled,
+    and backpropagates through it without create_graph: not a double backward, and not
+    refused."""
+    torch.manual_seed(0)
+    rnn = make_rnn("lstmp", num_layers=2)
+    ours = ft.convert(copy.deepcopy(rnn))
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    for module in (rnn, ours):
+        y = torch.utils.checkpoint.checkpoint(lambda t: module(t)[0], x,
+                                              use_reentrant=use_reentrant)
+        y.square().sum().backward()
+    for name, p in rnn.named_parameters():
+        assert_close(getattr(ours, name).grad.numpy(), p.grad.numpy(), TOLS[torch.float64], name)
+
+
 def test_gradgradcheck_is_refused():
     torch.manual_seed(0)
     gru = ft.GRU(I, H).double()
