@@ -234,31 +234,57 @@ def make_torch_model_step(cell, T, B, H, dtype, converted):
     return train_step
 
 
+def stream_systems(cell, with_torch):
+    """The systems a streaming case of ``cell`` runs on: native, and when ``with_torch`` and
+    torch has the cell, torch with autograd ("torch") and under inference_mode."""
+    return ["native"] + ["torch", "torch-inference"] * (with_torch and CELLS[cell][1] is not None)
+
+
 def make_stream_step(system, cell, B, I, H, dtype):
-    """A callable running one streaming step of a one-layer ``cell``: fastlstm's
-    ``layer.stream(B).step``; for "torch" its LSTMCell / GRUCell / RNNCell as used by default
-    (parameters requiring grad), and for "torch-inference" the same under inference_mode. The
-    torch cell is given the same zero state each step: carried, it would grow an autograd graph
+    """A callable running one streaming step of a one-layer ``cell`` (with its CELLS options),
+    returning the new h (B, P): fastlstm's ``layer.stream(B).step``; for "torch" its LSTMCell /
+    GRUCell / RNNCell as used by default (parameters requiring grad), and for "torch-inference"
+    the same under inference_mode. torch has no projected cell: "lstmp" steps a one-layer
+    torch.nn.LSTM with proj_size over one time step, as a torch user streams one. The torch
+    module is given the same zero state each step: carried, it would grow an autograd graph
     across steps."""
+    ours, theirs, options = CELLS[cell]
+    kwargs = options(H)
     x = np.random.default_rng(0).standard_normal((B, I)).astype(dtype)
     if build_of(system):    # a stream runs in the build it was made in
         return in_build(build_of(system),
                         lambda: make_stream_step("native", cell, B, I, H, dtype))()
     if not system.startswith("torch"):
-        stream = CELLS[cell][0](I, H, dtype=dtype, backend=system, seed=0).stream(B)
+        stream = ours(I, H, dtype=dtype, backend=system, seed=0, **kwargs).stream(B)
         return lambda: stream.step(x)
+    if system not in stream_systems(cell, with_torch=True):
+        raise ValueError(f"torch has no {cell} cell to stream (it has no peepholes)")
     import torch
     torch.set_num_threads(get_num_threads())
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    module = getattr(torch.nn, f"{CELLS[cell][1]}Cell")(I, H).to(tdtype)
-    tx, h = torch.from_numpy(x), torch.zeros(B, H, dtype=tdtype)
-    state = (h, h.clone()) if cell == "lstm" else h
+    tx = torch.from_numpy(x)
+    if kwargs:                         # proj_size: the whole module, over one step
+        module = getattr(torch.nn, theirs)(I, H, **kwargs).to(tdtype)
+        tx = tx[None]
+        state = (torch.zeros(1, B, kwargs["proj_size"], dtype=tdtype),
+                 torch.zeros(1, B, H, dtype=tdtype))
+
+        def step():
+            return module(tx, state)[1][0][0]
+    else:
+        module = getattr(torch.nn, f"{theirs}Cell")(I, H).to(tdtype)
+        h = torch.zeros(B, H, dtype=tdtype)
+        state = (h, h.clone()) if cell == "lstm" else h
+
+        def step():
+            out = module(tx, state)
+            return out[0] if cell == "lstm" else out
     if system == "torch":
-        return lambda: module(tx, state)
+        return step
 
     def inference_step():
         with torch.inference_mode():
-            return module(tx, state)
+            return step()
     return inference_step
 
 
@@ -313,8 +339,12 @@ def peak_step_memory(system, cell, T, B, H):
     """Bytes a float32 training step of ``system`` adds at its peak to the resident memory of
     a process that has run one step before (so the layer's gradients and the BLAS's buffers
     already exist): what it saves for backward and its temporaries. Linux only."""
+    # The probe must import this fastlstm: it runs in the directory that holds this package,
+    # which `python -c` puts first on its sys.path (in a source tree's root, the caller's
+    # working directory could hold another fastlstm/, one without a compiled extension).
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, system, cell, str(T), str(B),
-                             str(H)], capture_output=True, text=True, timeout=600,
+                             str(H)], capture_output=True, text=True, timeout=600, cwd=home,
                             env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
     if result.returncode:
         raise RuntimeError(f"the memory probe failed: {result.stderr[-2000:]}")
@@ -494,15 +524,16 @@ class _Bench:
         dtype = self.dtype
         row = {"section": "stream", "cell": cell, "B": B, "I": I, "H": H, "dtype": dtype}
         dt = np.dtype(dtype).type
-        theirs = ["torch", "torch-inference"] if self.with_torch else []
+        theirs = stream_systems(cell, self.with_torch)[1:]
         systems = ["native"] + self.builds + theirs
         row.update(median_times({s: make_stream_step(s, cell, B, I, H, dt) for s in systems},
                                 self.repeat))
         line = (f"{cell.upper():<9}B={B:<4}I={I:<5}H={H:<7}{row['native'] * 1e6:>8.2f}"
                 + self.builds_cells(row, 1e6))
-        if self.with_torch:
-            for system in theirs:
-                line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
+        for system in theirs:
+            line += f"{row[system] * 1e6:>10.2f}{row[system] / row['native']:>13.2f}x"
+        if self.with_torch and not theirs:      # torch has no such cell
+            line += f"{'-':>10}{'-':>14}{'-':>10}{'-':>14}"
         self.emit(line)
         return row
 

@@ -35,7 +35,9 @@ def gradient_flow(layer, x):
     states = tuple(np.zeros((B, n), layer.dtype) for n in layer._state_sizes())
     contexts = []
     for t in range(T):                    # one step per call, so every state's gradient shows
-        _, states, ctx = layer._cell_forward(x[t], states, weights, one_step)
+        # training=True whatever the layer's mode: these forwards must keep what backward
+        # reads (one layer, so the mode changes nothing else: there is no dropout)
+        _, states, ctx = layer._cell_forward(x[t], states, weights, one_step, training=True)
         contexts.append(ctx)
     P = layer.output_size
     grads = (np.ones((B, P), layer.dtype),) + tuple(np.zeros_like(s) for s in states[1:])

@@ -284,7 +284,7 @@ class _Recurrent(Module):
                              else s[idx][packing.order] for s, n in zip(states,
                                                                       self._state_sizes()))
                 y, final, ctx = self._cell_forward(inp, init, self._weights(idx),
-                                                   packing.batch_sizes)
+                                                   packing.batch_sizes, self.training)
                 outs.append(y[packing.reverse] if d else y)
                 for f, v in zip(finals, final):
                     f[idx][packing.order] = v
@@ -415,10 +415,10 @@ class RNN(_OneState):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init)
 
-    def _cell_forward(self, x, init, w, batch_sizes):
+    def _cell_forward(self, x, init, w, batch_sizes, training):
         y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
             x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
-            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes, training=self.training)
+            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes, training=training)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -447,11 +447,11 @@ class GRU(_OneState):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init)
 
-    def _cell_forward(self, x, init, w, batch_sizes):
+    def _cell_forward(self, x, init, w, batch_sizes, training):
         y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
                                                          w.get("b_ih"), w.get("b_hh"),
                                                          batch_sizes=batch_sizes,
-                                                         training=self.training)
+                                                         training=training)
         return y, (h_n,), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):
@@ -511,10 +511,10 @@ class LSTM(_Recurrent):
             b_hh.fill(0)
             b_ih[H:2 * H] = 1                  # gate order i, f, g, o: the forget gate's block
 
-    def _cell_forward(self, x, init, w, batch_sizes):
+    def _cell_forward(self, x, init, w, batch_sizes, training):
         y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(
             x, *init, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w_hr=w.get("w_hr"),
-            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes, training=self.training)
+            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes, training=training)
         return y, (h_n, c_n), ctx
 
     def _cell_backward(self, ctx, dy, dfinal):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_bool,
                           check_forward, describe, expect_shape, extra_grads)
+from ._module import check_choice, check_dtype, check_int
 
 fl_init()
 
@@ -280,7 +281,7 @@ _CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU}
 def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
     """The fl_layer description of a call as a dict, without its batch_sizes (_run makes the
     struct and points it at them)."""
-    code = FL_RNN_RELU if nonlinearity == "relu" else _CELLS[cell]
+    code = FL_RNN_RELU if cell == "rnn" and nonlinearity == "relu" else _CELLS[cell]
     GH, I = w_ih.shape
     P = w_hh.shape[1]
     _check_blas_sizes(batch.N, I, GH, P)
@@ -409,6 +410,42 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
 
 
+_STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole")
+
+
+def _stepper_weights(cell, nonlinearity, l, w, dtype, below):
+    """Layer ``l``'s weights for a :class:`Stepper`, checked as the functional API's forward
+    checks them (check_forward), as C-contiguous copies; ``below``: the output width of the
+    layer below, which must be this layer's input width (None for the first layer)."""
+    if not isinstance(w, dict):
+        raise TypeError(f"weights[{l}] must be a dict of the layer's arrays by name, got "
+                        f"{describe(w)}")
+    unknown = [str(k) for k in w if k not in _STEPPER_WEIGHTS]
+    if unknown:
+        raise ValueError(f"weights[{l}] has {', '.join(unknown)}, which is none of "
+                         f"{', '.join(_STEPPER_WEIGHTS)}")
+    lstm_only = [k for k in ("w_hr", "w_peephole") if k in w]
+    if cell != "lstm" and lstm_only:
+        raise ValueError(f"weights[{l}] has {', '.join(lstm_only)}, which only an LSTM layer "
+                         f"has, not a {cell} one")
+    if "w_ih" not in w or "w_hh" not in w:
+        raise ValueError(f"weights[{l}] must hold w_ih and w_hh, got {', '.join(sorted(w))}")
+    try:
+        w_ih = as_float_array("w_ih", w["w_ih"], dtype, ndim=2)
+        if below is not None and w_ih.shape[1] != below:
+            raise ValueError(f"w_ih must have {below} columns, the outputs of the layer below, "
+                             f"got {w_ih.shape[1]}")
+        # A step's input, of no rows: the checks read only its width and dtype.
+        x = np.empty((1, 0, w_ih.shape[1]), dtype)
+        _, _, checked, _ = check_forward(cell, x, (None,) * (2 if cell == "lstm" else 1), w_ih,
+                                         w["w_hh"], w.get("b_ih"), w.get("b_hh"), nonlinearity,
+                                         w_hr=w.get("w_hr"), w_peephole=w.get("w_peephole"))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"weights[{l}]: {exc}") from None
+    return {k: np.array(a, copy=True) for k, a in zip(_STEPPER_WEIGHTS, checked)
+            if a is not None}
+
+
 cdef class Stepper:
     """One time step at a time through a stack of unidirectional layers, for inference.
 
@@ -423,6 +460,7 @@ cdef class Stepper:
     cdef int n_layers
     cdef int64_t B, I, P
     cdef bint f64
+    cdef bint started                    # __init__ began (it runs once, even if it failed)
     cdef bint ready                      # __init__ ran to its end
     cdef list arrays                     # every array a slot points into, kept alive here
     cdef list hs, cs                     # per layer: (2, B, P) and (2, B, H), row 0 the state
@@ -431,7 +469,7 @@ cdef class Stepper:
     def __cinit__(self):
         self.layers = NULL
         self.slots = NULL
-        self.ready = False
+        self.started = self.ready = False
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -439,32 +477,44 @@ cdef class Stepper:
 
     def __init__(self, cell, nonlinearity, weights, B, dtype):
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
-        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them)."""
-        if self.layers != NULL:
+        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them),
+        of ``dtype``, checked as the functional API's forward checks them; ``nonlinearity``:
+        the Elman RNN's "tanh" or "relu", None for the LSTM and the GRU."""
+        if self.started:
             raise RuntimeError("a Stepper is initialized once (even when that failed): make a "
                                "new one")
+        self.started = True    # before anything can fail: a failed __init__ counts too
+        # The arguments pick the kernel and the sizes it reads every array with: check them
+        # all before anything is allocated.
+        check_choice("cell", cell, tuple(GATES))
+        if cell == "rnn":
+            check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        elif nonlinearity is not None:
+            raise ValueError(f"nonlinearity is the Elman RNN's ('tanh' or 'relu'); a {cell} "
+                             f"stepper takes None, got {nonlinearity!r}")
+        B = check_int("B", B, 1)
+        dtype = check_dtype(dtype)
         if len(weights) == 0:
             raise ValueError("weights must hold at least one layer's, got none")
-        self.n_layers = len(weights)
+        checked, below = [], None         # below: the output width of the layer below
+        for l, w in enumerate(weights):
+            checked.append(_stepper_weights(cell, nonlinearity, l, w, dtype, below))
+            below = checked[l]["w_hh"].shape[1]
+        self.n_layers = len(checked)
         self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
         self.slots = <void **>PyMem_Malloc(self.n_layers * FL_N_SLOTS * sizeof(void *))
         if self.layers == NULL or self.slots == NULL:
             raise MemoryError("no memory for the stepper's layer descriptions")
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype
         self.f64 = self.dtype == np.float64
         self.B = B
         self.arrays, self.hs, self.cs = [], [], []
         one_step = Batch(np.full(1, B, np.int64), B, padded=False)
         below = None                      # the layer below's new h: this layer's input
-        for l, w in enumerate(weights):
-            w = {kind: np.array(a, self.dtype, order="C", copy=True) for kind, a in w.items()}
+        for l, w in enumerate(checked):
             desc = _layer(cell, nonlinearity, one_step, w["w_ih"], w["w_hh"], w.get("w_hr"),
                           w.get("w_peephole"))
             GH, H, P = w["w_hh"].shape[0], desc["H"], desc["P"]
-            if l > 0 and desc["I"] != self.layers[l - 1].P:
-                raise ValueError(f"weights[{l}]['w_ih'] must have {self.layers[l - 1].P} "
-                                 f"columns, the outputs of the layer below, got "
-                                 f"{desc['I']}")
             if "b_ih" not in w:
                 w["b_ih"] = w["b_hh"] = np.zeros(GH, self.dtype)
             hs = np.zeros((2, B, P), self.dtype)

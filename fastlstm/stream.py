@@ -91,7 +91,9 @@ class _ReferenceStepper:
                              f"dtype {layer.dtype}, got {describe(out)}")
         one_step = np.full(1, self.B)
         for k, w in enumerate(self.weights):
-            x, finals, _ = layer._cell_forward(x, tuple(s[k] for s in self.states), w, one_step)
+            # inference: nothing is kept for a backward, whatever the layer's mode
+            x, finals, _ = layer._cell_forward(x, tuple(s[k] for s in self.states), w, one_step,
+                                               training=False)
             for s, f in zip(self.states, finals):
                 s[k] = f
         if out is None:

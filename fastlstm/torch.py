@@ -17,7 +17,9 @@ keeps the kernel's context, whose backpropagation through time is the Function's
 these Functions with the dropout between layers and the reordering of the reverse direction.
 
 Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
-backward pass is not itself differentiable (no double backward).
+backward pass is not itself differentiable (no double backward). Bad input raises fastlstm's
+messages as exceptions that are also of the type torch.nn raises for the same mistake
+(:class:`ShapeError`, :class:`DtypeError`, :class:`DeviceError`, :class:`ArgumentTypeError`).
 
 Threads: ``fastlstm.set_num_threads`` sets the kernels' threads and ``torch.set_num_threads``
 torch's; both start from ``OMP_NUM_THREADS``. torch and fastlstm link the same OpenMP runtime
@@ -27,15 +29,39 @@ each keeping a pool. Importing this module imports torch; ``import fastlstm`` do
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
 from . import native
 from ._functional import Batch, Context
 
-__all__ = ["RNN", "LSTM", "GRU", "convert"]
+__all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
+           "ArgumentTypeError"]
 
 _DTYPES = (torch.float32, torch.float64)
+
+
+# Bad input raises fastlstm's own exception types (ValueError for shapes and devices, TypeError
+# for dtypes and kinds of argument, as the layers do) with fastlstm's messages; torch.nn raises
+# others for the same mistakes, and a drop-in must not slip past a caller's ``except`` written
+# for torch's. Each class below is both.
+class ShapeError(ValueError, RuntimeError):
+    """An input or state of the wrong shape. torch.nn raises RuntimeError (input_size, hidden
+    states) or ValueError (an input neither 2-D nor 3-D)."""
+
+
+class DtypeError(TypeError, ValueError, RuntimeError):
+    """An input or state whose dtype is not the parameters'. torch.nn raises ValueError for the
+    input's, RuntimeError (from its kernels) for a state's."""
+
+
+class DeviceError(ValueError, RuntimeError):
+    """A tensor not on the CPU. torch.nn raises RuntimeError for an input on another device than
+    its parameters."""
+
+
+class ArgumentTypeError(TypeError, RuntimeError):
+    """An argument of the wrong kind: an LSTM's hx not a pair, a tensor not dense. torch.nn
+    raises RuntimeError ("lstm expects two hidden states", a sparse tensor it cannot reshape)."""
 
 
 def _numpy(t):
@@ -84,16 +110,29 @@ class _LayerDirection(torch.autograd.Function):
         return (hs[batch.B:], *_tensors(finals))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, dh_n, dc_n=None):
+        # The engine runs a backward with grad mode on exactly when it builds a graph of the
+        # gradients (create_graph=True: a gradient penalty, gradgradcheck, a Hessian). The
+        # kernels' BPTT is not differentiable, and gradients handed back without a graph would
+        # silently drop their second-order terms: refuse. (torch's once_differentiable refuses
+        # only when an incoming gradient requires grad, and out.sum()'s does not.)
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                f"fastlstm.torch cannot differentiate twice: the backward of its {ctx.cell} "
+                f"kernels is not itself differentiable, so no create_graph=True (double "
+                f"backward: gradient penalties, gradgradcheck, Hessians) may pass through the "
+                f"layer; use the torch.nn module for that part of the model")
         x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
         saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
-        grads = [_numpy(g) for g in (dy, dh_n, dc_n) if g is not None]
+        # By name: a None gradient (an output autograd did not materialise) is zeros in its own
+        # place, which the native backward takes None for; the LSTM alone has dc_n.
+        grads = dict(dy=dy, dh_n=dh_n) | (dict(dc_n=dc_n) if ctx.cell == "lstm" else {})
         backward = getattr(native, f"{ctx.cell}_backward")
         # No dx when x needs no gradient (the input of a model's first layer, commonly).
-        dx, *dstates_and_weights = _tensors(backward(saved, *grads,
-                                                     input_grad=ctx.needs_input_grad[4]))
+        dx, *dstates_and_weights = _tensors(backward(
+            saved, **{name: _numpy(g) for name, g in grads.items()},
+            input_grad=ctx.needs_input_grad[4]))
         if ctx.cell == "lstm":
             dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
         else:
@@ -121,7 +160,7 @@ class _Bridge:
             layout = "(batch, seq_len, input_size)" if self.batch_first else \
                 "(seq_len, batch, input_size)"
             if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
-                raise ValueError(f"input must be 3-D {layout}, or 2-D (seq_len, input_size) for "
+                raise ShapeError(f"input must be 3-D {layout}, or 2-D (seq_len, input_size) for "
                                  f"one unbatched sequence, with input_size={self.input_size}; "
                                  f"got shape {tuple(input.shape)}")
             unbatched = input.dim() == 2
@@ -160,8 +199,8 @@ class _Bridge:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 got = f"a {type(hx).__name__} of {len(hx)} items" if isinstance(
                     hx, (tuple, list)) else type(hx).__name__
-                raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, got "
-                                f"{got}")
+                raise ArgumentTypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, "
+                                        f"got {got}")
             names = ("hx[0]", "hx[1]")
         else:
             hx, names = (hx,), ("hx",)
@@ -172,7 +211,7 @@ class _Bridge:
             if tuple(s.shape) != shape:
                 form = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + \
                     ("proj_size)" if n != self.hidden_size else "hidden_size)")
-                raise ValueError(f"{name} must have shape {shape} {form}, got "
+                raise ShapeError(f"{name} must have shape {shape} {form}, got "
                                  f"{tuple(s.shape)}")
             states.append(s.unsqueeze(1) if unbatched else s)
         if sorted_indices is not None:
@@ -225,9 +264,9 @@ def _parameter_dtype(module):
     devices = {p.device for p in module.parameters()}
     what = type(module).__name__
     if any(d.type != "cpu" for d in devices):
-        raise ValueError(f"fastlstm.torch runs on the CPU, but this {what}'s parameters are on "
-                         f"{', '.join(sorted(map(str, devices)))}; move the model to the CPU "
-                         f"with .cpu()")
+        raise DeviceError(f"fastlstm.torch runs on the CPU, but this {what}'s parameters are "
+                          f"on {', '.join(sorted(map(str, devices)))}; move the model to the CPU "
+                          f"with .cpu()")
     if len(dtypes) != 1 or not dtypes <= set(_DTYPES):
         raise TypeError(f"fastlstm.torch runs float32 and float64, but this {what}'s parameters "
                         f"are {', '.join(sorted(map(str, dtypes)))}; convert the model with "
@@ -239,12 +278,14 @@ def _check_tensor(name, t, dtype):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+        raise ArgumentTypeError(f"{name} must be a dense (strided) tensor, got layout "
+                                f"{t.layout}")
     if t.device.type != "cpu":
-        raise ValueError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
-                         f"with .cpu()")
+        raise DeviceError(f"{name} is on {t.device}, but fastlstm.torch runs on the CPU; move it "
+                          f"with .cpu()")
     if t.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got {t.dtype}")
+        raise DtypeError(f"{name} must have dtype {dtype} (the parameters' dtype), got "
+                         f"{t.dtype}")
 
 
 def _check_packed(input, dtype, input_size):
@@ -253,7 +294,7 @@ def _check_packed(input, dtype, input_size):
     x, batch_sizes, sorted_indices, unsorted_indices = input
     _check_tensor("input.data", x, dtype)
     if x.dim() != 2 or x.shape[1] != input_size:
-        raise ValueError(f"input.data must be 2-D (N, input_size={input_size}), got shape "
+        raise ShapeError(f"input.data must be 2-D (N, input_size={input_size}), got shape "
                          f"{tuple(x.shape)}")
     if not isinstance(batch_sizes, torch.Tensor) or batch_sizes.dim() != 1 or \
             batch_sizes.dtype != torch.int64 or batch_sizes.device.type != "cpu":

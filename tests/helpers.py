@@ -5,6 +5,12 @@ a projection ("lstmp"), with peepholes ("lstm_peephole") or both ("lstmp_peephol
 below hide the differences between their signatures (one state or two, optional weights) so that
 a test can be written once and parametrized over kinds.
 """
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 import fastlstm
@@ -453,3 +459,33 @@ class Twins:
             y_got, _ = layer_forward(layer, self.x, self.states, lengths)
             y_expected, _ = layer_forward(twin, self.x, self.states, lengths)
             assert np.array_equal(y_got, y_expected)
+
+
+# ---------------------------------------------------------------- child processes
+
+TESTS = Path(__file__).resolve().parent
+# The directory holding the fastlstm this process imported: site-packages after `pip install .`,
+# the source tree's root for an in-place build. A child Python must import that same one: run
+# from the source tree's root, `python -c` and `python -m` would find its fastlstm/ first
+# (Python puts the working directory first on sys.path), which has no compiled extension when the
+# tests run against an installed fastlstm.
+FASTLSTM_HOME = Path(fastlstm.__file__).resolve().parents[1]
+
+
+def _searched_anyway(directory):
+    """Whether a child Python searches ``directory`` without being told: a site directory."""
+    sites = site.getsitepackages() + [site.getusersitepackages()]
+    return any(os.path.realpath(s) == str(directory) for s in sites)
+
+
+def run_python(args, env=None, cwd=TESTS, **kwargs):
+    """``subprocess.run([sys.executable, *args], ...)`` for a child that imports the fastlstm
+    this process imported (FASTLSTM_HOME): it runs in ``cwd`` (default tests/, which holds no
+    fastlstm) with FASTLSTM_HOME first on its PYTHONPATH unless that is a site directory, which
+    it searches anyway (put first, it would come before the standard library). ``env``: the
+    child's environment (default os.environ); ``kwargs`` go to subprocess.run."""
+    env = dict(os.environ if env is None else env)
+    if not _searched_anyway(FASTLSTM_HOME):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FASTLSTM_HOME),
+                                                          env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, **kwargs)

@@ -83,3 +83,25 @@ def test_matrix_peak_multiplies_through_fastlstms_blas():
         fastlstm.native.matmul_t(np.ones((2, 2), np.float32), np.ones((2, 2)))
     with pytest.raises(ValueError, match="b must be a C-contiguous 2-D array"):
         fastlstm.native.matmul_t(np.ones((2, 2)), np.ones((2, 2)).T)
+
+
+@pytest.mark.parametrize("cell", list(bench.CELLS))
+def test_stream_steps_run_the_cell_of_their_case(cell):
+    """make_stream_step builds the case's own cell, options included (the projection, the
+    peepholes): fastlstm's step is the layer of CELLS[cell] run for one step, and each torch
+    system offered for the cell returns an h of that cell's width."""
+    B, I, H = 2, 3, 4
+    layer_cls, _, options = bench.CELLS[cell]
+    x = np.random.default_rng(0).standard_normal((B, I)).astype(np.float64)  # the bench's x
+    layer = layer_cls(I, H, dtype=np.float64, seed=0, **options(H)).eval()
+    expected = layer(x[None])[0][0]
+    got = bench.make_stream_step("native", cell, B, I, H, np.float64)()
+    np.testing.assert_array_equal(got, expected)
+    torch_systems = bench.stream_systems(cell, with_torch=True)[1:]
+    assert torch_systems == ([] if bench.CELLS[cell][1] is None else
+                             ["torch", "torch-inference"])
+    if torch_systems:
+        pytest.importorskip("torch")
+    for system in torch_systems:
+        h = bench.make_stream_step(system, cell, B, I, H, np.float64)()
+        assert tuple(h.shape) == expected.shape, system

@@ -6,10 +6,9 @@ notice. The subprocess tests run with OPENBLAS_CORETYPE=Haswell, as this project
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 from fastlstm import _blas
 
@@ -71,8 +70,8 @@ print(json.dumps(result))
 def probe(what, **env):
     environ = {k: v for k, v in os.environ.items() if k != "FASTLSTM_BLAS_CORETYPE"}
     environ.update(OPENBLAS_CORETYPE="Haswell", **env)
-    out = subprocess.run([sys.executable, "-c", PROBE, what], capture_output=True, text=True,
-                         env=environ, timeout=120, check=True).stdout
+    out = run_python(["-c", PROBE, what], capture_output=True, text=True, env=environ,
+                     timeout=120, check=True).stdout
     return json.loads(out)
 
 

@@ -2,16 +2,15 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from helpers import run_python
 
 
 def run_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = run_python(["-m", "fastlstm", *args], capture_output=True, text=True, timeout=120,
+                      env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -96,7 +95,7 @@ def test_bench_writes_json_and_plot(tmp_path):
 @pytest.mark.parametrize("case", ["lstm2,5,2,8", "lstm,5,2", "lstm,0,2,8", "lstm,a,2,8",
                                   "lstm,5,2,8,fast", "lstm,5,2,8,infer,x"])
 def test_bench_refuses_a_bad_case(case):
-    proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--case", case],
-                          capture_output=True, text=True, timeout=60)
+    proc = run_python(["-m", "fastlstm", "bench", "--case", case], capture_output=True,
+                      text=True, timeout=60)
     assert proc.returncode == 2
     assert "CELL,T,B,H" in proc.stderr and case in proc.stderr

@@ -17,7 +17,7 @@ def loss_from_state(layer, x, t, states):
     rest = x[t + 1:]
     sizes = np.full(len(rest), x.shape[1], np.int64)
     _, finals, _ = layer._cell_forward(rest.reshape(-1, x.shape[2]), states, layer._weights(0),
-                                       sizes)
+                                       sizes, training=False)
     return float(finals[0].sum())
 
 
@@ -26,7 +26,7 @@ def states_after(layer, x, t):
     zeros = tuple(np.zeros((x.shape[1], n)) for n in layer._state_sizes())
     sizes = np.full(t + 1, x.shape[1], np.int64)
     _, finals, _ = layer._cell_forward(x[:t + 1].reshape(-1, x.shape[2]), zeros,
-                                       layer._weights(0), sizes)
+                                       layer._weights(0), sizes, training=False)
     return [f.copy() for f in finals]
 
 
@@ -53,6 +53,23 @@ def test_gradient_flow_leaves_the_layer_unchanged(rng):
     assert not any(g.any() for g in layer.grads.values())
     for name, p in layer.state_dict().items():
         assert np.array_equal(p, before[name])
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_flow_of_a_layer_in_eval_mode(kind, backend, rng):
+    """gradient_flow backpropagates whatever mode the layer is in (its forwards keep what
+    backward needs), and leaves that mode as it was: the norms equal those of the same layer in
+    training mode (one layer, so no dropout tells the two apart)."""
+    layer = make_layer(kind, I, H, dtype=np.float64, backend=backend, seed=2)
+    x = rng.standard_normal((T, B, I))
+    expected = gradient_flow(layer, x)
+    layer.eval()
+    got = gradient_flow(layer, x)
+    assert not layer.training
+    assert list(got) == list(expected)
+    for name, norms in expected.items():
+        assert np.array_equal(got[name], norms), name
 
 
 def test_the_error_signal_vanishes_through_a_tanh_rnn_and_survives_in_an_open_lstm(rng):

@@ -7,12 +7,10 @@ rounding (they sum the batch in different orders): 1e-10 relative to max(1, |wei
 """
 import gc
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_close
+from helpers import assert_close, run_python
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -97,11 +95,11 @@ def test_two_ranks_on_half_batches_reach_the_weights_of_one_process(tmp_path):
 def test_example_script_under_torchrun(tmp_path):
     """examples/ddp_train.py, as the README runs it, on two processes for a few steps (torchrun
     leaves a log directory in TMPDIR: the test's own)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    result = run_python(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(ROOT / "examples" / "ddp_train.py"), "--steps", "20", "--seq-len", "10",
          "--batch", "8", "--hidden", "8"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
         env={**os.environ, "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step    20  loss" in result.stdout

@@ -21,15 +21,14 @@ child prints its own counts.
 """
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (DTYPES, KINDS, TOL64, as64_tree, assert_close, assert_f32_like_reference,
                      assert_functional_matches, compare_layer_runs, layer_problem, make_layer,
-                     projects, random_weights, run_functional, run_layer, state_sizes)
+                     projects, random_weights, run_functional, run_layer, run_python,
+                     state_sizes)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -157,8 +156,8 @@ CHILD_PROPERTIES = {"layer_forward_refuses", "layer_backward_refuses", "load_sta
 
 def test_bad_inputs_are_refused_and_never_kill_the_process(tmp_path):
     """The child runs in a temporary directory, where hypothesis keeps its caches."""
-    result = subprocess.run([sys.executable, str(CHILD)], capture_output=True, text=True,
-                            timeout=600, cwd=tmp_path)
+    result = run_python([str(CHILD)], capture_output=True, text=True, timeout=600,
+                        cwd=tmp_path)
     how = f"killed by signal {-result.returncode}" if result.returncode < 0 else \
         f"exit status {result.returncode}"
     assert result.returncode == 0, (f"{CHILD.name}: {how}\n{result.stdout[-3000:]}\n"

@@ -1,15 +1,12 @@
 """The layer API: parameter names and shapes as torch, live parameters and copied state dicts,
 initialisation, gradient accumulation, train/eval and dropout, warnings, repr, and what
 ``import fastlstm`` pulls in."""
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (KINDS, grads_copy, layer_backward, layer_forward, layer_problem,
-                     make_layer)
+                     make_layer, run_python)
 
 import fastlstm
 
@@ -355,7 +352,6 @@ def test_import_pulls_in_no_optional_extras():
     code = ("import sys, fastlstm\n"
             "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm') if m in sys.modules))\n"
             "print(fastlstm.native.__file__.endswith('.so'))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "True"]

@@ -12,12 +12,10 @@ each three times the bound or more.
 """
 import gc
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import KINDS, f_backward, f_forward, make_layer, random_problem
+from helpers import KINDS, f_backward, f_forward, make_layer, random_problem, run_python
 
 import fastlstm
 
@@ -68,8 +66,8 @@ def test_rss_stays_flat_over_thousands_of_calls():
     # Under tools/sanitize.sh, ASan would keep up to 256 MB of freed blocks in quarantine (to
     # catch their use after free), which reads as growth here: none for this process.
     asan = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "quarantine_size_mb=0"]))
-    result = subprocess.run([sys.executable, __file__], capture_output=True, text=True,
-                            env=dict(os.environ, ASAN_OPTIONS=asan), timeout=600)
+    result = run_python([__file__], capture_output=True, text=True,
+                        env=dict(os.environ, ASAN_OPTIONS=asan), timeout=600)
     assert result.returncode == 0, result.stderr
     n_calls, growth = map(int, result.stdout.split())
     assert growth <= BYTES_PER_CALL * n_calls, (

@@ -15,11 +15,11 @@ The parent is a fresh interpreter running this file as a script, so that the pyt
 starts no children; a hang makes it fail (and terminate its children) after a timeout.
 """
 import multiprocessing
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import run_python
 
 import fastlstm
 
@@ -55,8 +55,7 @@ def child(method):
                     reason="built without OpenMP: no threads to inherit")
 @pytest.mark.parametrize("method, threads", [("spawn", 2), ("forkserver", 2), ("fork", 1)])
 def test_children_compute_what_the_parent_computes(method, threads):
-    result = subprocess.run([sys.executable, __file__, method], capture_output=True, text=True,
-                            timeout=120)
+    result = run_python([__file__, method], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(threads), "equal"] * 2
 

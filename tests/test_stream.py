@@ -501,20 +501,114 @@ def test_the_native_stepper_is_initialized_once_and_only_steps_when_it_was(rng):
     native = pytest.importorskip("fastlstm.native")
     w = {"w_ih": rng.standard_normal((4 * H, I)), "w_hh": rng.standard_normal((4 * H, H))}
     x = rng.standard_normal((2, 2, I))
-    stepper, twin = (native.Stepper("lstm", "tanh", [w], 2, F64) for _ in range(2))
+    stepper, twin = (native.Stepper("lstm", None, [w], 2, F64) for _ in range(2))
     assert np.array_equal(stepper.step(x[0]), twin.step(x[0]))
     with pytest.raises(RuntimeError, match="initialized once"):
-        stepper.__init__("lstm", "tanh", [{k: -a for k, a in w.items()}], 2, F64)
+        stepper.__init__("lstm", None, [{k: -a for k, a in w.items()}], 2, F64)
     assert np.array_equal(stepper.step(x[1]), twin.step(x[1])), "the refused __init__ changed it"
     with pytest.raises(RuntimeError, match="cannot step: its __init__ did not run"):
         native.Stepper.__new__(native.Stepper).step(x[0])
     failed = native.Stepper.__new__(native.Stepper)
-    with pytest.raises(ValueError, match=r"weights\[1\]\['w_ih'\] must have 5 columns, the "
+    with pytest.raises(ValueError, match=r"weights\[1\]: w_ih must have 5 columns, the "
                                          r"outputs of the layer below, got 4"):
-        failed.__init__("lstm", "tanh", [w, w], 2, F64)
+        failed.__init__("lstm", None, [w, w], 2, F64)
     with pytest.raises(RuntimeError, match="cannot step: its __init__ did not run, or failed"):
         failed.step(x[0])
     with pytest.raises(RuntimeError, match="initialized once"):
-        failed.__init__("lstm", "tanh", [w], 2, F64)
+        failed.__init__("lstm", None, [w], 2, F64)
     with pytest.raises(ValueError, match="weights must hold at least one layer's, got none"):
-        native.Stepper("lstm", "tanh", [], 2, F64)
+        native.Stepper("lstm", None, [], 2, F64)
+
+
+def lstm_weights(rng, P=None, peephole=False, dtype=F64):
+    """Weights of one LSTM layer for native.Stepper: input I, hidden H, projected to P."""
+    w = {"w_ih": rng.standard_normal((4 * H, I)), "w_hh": rng.standard_normal((4 * H, P or H)),
+         "b_ih": rng.standard_normal(4 * H), "b_hh": rng.standard_normal(4 * H)}
+    if P:
+        w["w_hr"] = rng.standard_normal((P, H))
+    if peephole:
+        w["w_peephole"] = rng.standard_normal(3 * H)
+    return {k: a.astype(dtype) for k, a in w.items()}
+
+
+def changed(w, **changes):
+    """A copy of the weights w with some replaced (None: removed)."""
+    w = dict(w, **changes)
+    return {k: a for k, a in w.items() if a is not None}
+
+
+@pytest.mark.parametrize("arguments, error, match", [
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_hh=w["w_hh"][:3 * H])]), ValueError,
+                 r"weights\[0\]: w_hh must have shape \(20, 3\)", id="w_hh rows"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, b_ih=w["b_ih"][:-1])]), ValueError,
+                 r"weights\[0\]: b_ih must have shape \(20,\)", id="b_ih length"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, b_hh=w["b_hh"][:-1])]), ValueError,
+                 r"weights\[0\]: b_hh must have shape \(20,\)", id="b_hh length"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_hr=w["w_hr"][:, :-1])]), ValueError,
+                 r"weights\[0\]: w_hr must have shape \(3, 5\)", id="w_hr columns"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_peephole=w["w_peephole"][:-1])]),
+                 ValueError, r"weights\[0\]: w_peephole must have shape \(15,\)",
+                 id="w_peephole length"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, b_hh=None)]), ValueError,
+                 r"weights\[0\]: b_ih and b_hh must both be given or both be None",
+                 id="b_ih without b_hh"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_hh=None)]), ValueError,
+                 r"weights\[0\] must hold w_ih and w_hh, got b_hh, b_ih, w_hr, w_ih, w_peephole",
+                 id="no w_hh"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_xh=w["w_hh"])]), ValueError,
+                 r"weights\[0\] has w_xh, which is none of w_ih, w_hh, b_ih, b_hh, w_hr, "
+                 r"w_peephole", id="unknown name"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_hh=w["w_hh"].astype(np.float32))]),
+                 TypeError, r"weights\[0\]: w_hh must have dtype float64", id="dtype"),
+    pytest.param(lambda w: ("lstm", None, [changed(w, w_ih=w["w_ih"][:, :3]),
+                                           changed(w, w_ih=w["w_ih"][:, :3], b_ih=w["b_ih"][:3])]),
+                 ValueError, r"weights\[1\]: b_ih must have shape \(20,\)",
+                 id="second layer"),
+    pytest.param(lambda w: ("lstm", "relu", [w]), ValueError,
+                 r"nonlinearity is the Elman RNN's.*a lstm stepper takes None, got 'relu'",
+                 id="lstm with relu"),
+    pytest.param(lambda w: ("gru", None, [{k: w[k][:3 * H] for k in ("w_ih", "b_ih", "b_hh")}
+                                          | {"w_hh": w["w_hh"][:3 * H], "w_hr": w["w_hr"]}]),
+                 ValueError, r"weights\[0\] has w_hr, which only an LSTM layer has, not a gru one",
+                 id="gru with w_hr"),
+    pytest.param(lambda w: ("rnn", "sigmoid", [{k: w[k][:H] for k in ("w_ih", "w_hh")}]),
+                 ValueError, r"nonlinearity must be 'tanh' or 'relu', got 'sigmoid'",
+                 id="rnn with sigmoid"),
+    pytest.param(lambda w: ("elman", None, [w]), ValueError,
+                 r"cell must be 'rnn' or 'lstm' or 'gru', got 'elman'", id="unknown cell"),
+    pytest.param(lambda w: ("lstm", None, [[w["w_ih"], w["w_hh"]]]), TypeError,
+                 r"weights\[0\] must be a dict of the layer's arrays by name, got a list of 2 "
+                 r"items", id="not a dict"),
+])
+def test_the_native_stepper_checks_its_weights_as_the_functional_api_does(arguments, error, match,
+                                                                         rng):
+    """Every array of every layer has the shape and dtype the functional API's forward checks
+    (check_forward): the kernel reads each as memory of those sizes, and a shorter one would be
+    read past its end. The cell and its nonlinearity pick the kernel."""
+    native = pytest.importorskip("fastlstm.native")
+    w = lstm_weights(rng, P=3, peephole=True)
+    w["w_hh"] = w["w_hh"][:, :3].copy()       # projected: w_hh is (4 H, P)
+    with pytest.raises(error, match=match):
+        native.Stepper(*arguments(w), 2, F64)
+
+
+@pytest.mark.parametrize("B, dtype, error, match", [
+    (0, F64, ValueError, "B must be an integer >= 1, got 0"),
+    (2.0, F64, ValueError, "B must be an integer >= 1, got 2.0"),
+    (2, np.float16, TypeError, "dtype must be np.float32 or np.float64, got float16"),
+])
+def test_the_native_stepper_checks_its_batch_and_dtype(B, dtype, error, match, rng):
+    native = pytest.importorskip("fastlstm.native")
+    with pytest.raises(error, match=match):
+        native.Stepper("lstm", None, [lstm_weights(rng)], B, dtype)
+
+
+def test_the_native_stepper_runs_the_kernel_of_its_cell_and_nonlinearity(rng):
+    """A relu Elman stepper steps as the functional relu forward does."""
+    native = pytest.importorskip("fastlstm.native")
+    w = {k: a[:H] for k, a in lstm_weights(rng).items()}
+    x = rng.standard_normal((1, 2, I))
+    expected = native.rnn_forward(x, None, w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                                  nonlinearity="relu", training=False)[0][0]
+    got = native.Stepper("rnn", "relu", [w], 2, F64).step(x[0])
+    assert_close(got, expected, TOLS[F64])

@@ -11,17 +11,16 @@ import functools
 import itertools
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (DTYPES, KINDS, f_backward, f_forward, grads_copy, layer_backward,
-                     layer_forward, layer_problem, make_layer, n_gates, random_problem)
+                     layer_forward, layer_problem, make_layer, n_gates, random_problem,
+                     run_python)
 
 import fastlstm
 
@@ -95,10 +94,8 @@ def test_get_num_threads_returns_the_set_value(n, restore_threads):
 @pytest.mark.skipif(not OPENMP, reason="built without OpenMP: always one thread")
 def test_omp_num_threads_sets_the_default():
     env = dict(os.environ, OMP_NUM_THREADS="3")
-    result = subprocess.run(
-        [sys.executable, "-c", "import fastlstm; print(fastlstm.get_num_threads())"],
-        capture_output=True, text=True, env=env, timeout=60,
-        cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", "import fastlstm; print(fastlstm.get_num_threads())"],
+                        capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "3"
 
@@ -326,8 +323,7 @@ def test_a_call_starts_no_more_threads_than_the_batch_has_parts():
         fastlstm.native.matmul_t(np.ones((64, 64)), np.ones((64, 64)))
         print(len(os.listdir("/proc/self/task")))
     """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     parts = fastlstm.native.build_info()["parts"]
     # the main thread, the parts' OpenMP threads, and the BLAS libraries' own few

@@ -10,15 +10,13 @@ terms differs by ~sqrt(K) u ~ 3e-7; carried through T = 5 steps and 2 layers (an
 backward pass once more) that stays around 1e-6, so 1e-5 leaves a margin of ten while any wrong
 term (an O(1) error) is caught.
 """
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (KINDS, assert_close, assert_layer_run_close, cell_of, has_peephole,
                      layer_backward, layer_forward, layer_problem, make_layer, make_torch,
-                     torch_run)
+                     run_python, torch_run)
 
 import fastlstm
 
@@ -160,7 +158,6 @@ def test_torch_imported_first_then_fastlstm_on_two_threads():
         "assert np.isfinite(y).all()\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

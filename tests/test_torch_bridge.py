@@ -12,13 +12,10 @@ torch.nn's own layers, so with the same seed the masks are the same and dropout 
 import copy
 import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, run_python
 
 import fastlstm
 
@@ -340,9 +337,9 @@ def test_the_first_layer_skips_dx_when_the_input_needs_no_gradient(kind, monkeyp
     name = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "lstmp": "lstm"}.get(kind, kind) + "_backward"
     real, seen = getattr(fastlstm.native, name), []
 
-    def spy(*args, input_grad):
+    def spy(*args, input_grad, **grads):
         seen.append(input_grad)
-        return real(*args, input_grad=input_grad)
+        return real(*args, input_grad=input_grad, **grads)
     monkeypatch.setattr(fastlstm.native, name, spy)
     for requires_grad in (False, True):
         seen.clear()
@@ -413,6 +410,34 @@ def test_saved_tensor_hooks():
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_takes_each_missing_gradient_as_zeros_in_its_own_place(kind):
+    """The Function's backward given None for some output gradients (what autograd passes when
+    gradient materialisation is off) treats each as zeros where it stands: the later ones keep
+    their places, none slides into a None's slot. Called directly on the node of a forward."""
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind))
+    x = torch.randn(T * B, I, dtype=torch.float64)
+    h0, c0 = ([torch.zeros(B, n, dtype=torch.float64) for n in rnn._state_sizes()] + [None])[:2]
+    batch = ft.Batch(np.full(T, B, np.int64), B, padded=False)
+    y, *finals = ft._LayerDirection.apply(rnn.cell, getattr(rnn, "nonlinearity", None), batch,
+                                          True, x, h0, c0, *rnn._weights(0, 0))
+    node = y.grad_fn
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in (y, *finals)]
+    for missing in range(len(grads)):
+        given = [None if k == missing else g for k, g in enumerate(grads)]
+        zeros = [torch.zeros_like(g) if k == missing else g for k, g in enumerate(grads)]
+        with torch.no_grad():
+            got = ft._LayerDirection.backward(node, *given)
+            expected = ft._LayerDirection.backward(node, *zeros)
+        assert len(got) == len(expected)
+        for k, (a, b) in enumerate(zip(got, expected)):
+            assert (a is None) == (b is None), k
+            if a is not None:
+                assert torch.equal(a, b), (missing, k)
+
+
 def test_backward_twice_with_retain_graph():
     torch.manual_seed(0)
     lstm = ft.LSTM(I, H).double()
@@ -457,12 +482,60 @@ def test_the_kernels_get_the_tensors_memory(monkeypatch):
 # ---------------------------------------------------------------- errors
 
 
-def test_double_backward_is_refused():
-    lstm = ft.LSTM(I, H).double()
+def gradient_penalty(module, x):
+    """The gradient-penalty pattern: the gradient of the output with respect to x, kept as a
+    graph (create_graph=True) to be differentiated again in the loss."""
+    out = module(x)[0]
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return out.sum() + g.square().sum()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_double_backward_is_refused(kind):
+    """Every create_graph=True through a layer raises fastlstm's error (its backward is not
+    differentiable), never gradients without their second-order terms: here, whether or not
+    the incoming gradient requires grad (out.sum()'s does not), and with respect to the input,
+    the parameters or the initial states."""
+    torch.manual_seed(0)
+    rnn = ft.convert(make_rnn(kind))
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(lstm(x)[0].square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        g.sum().backward()
+    with pytest.raises(RuntimeError, match="cannot differentiate twice.*create_graph=True"):
+        gradient_penalty(rnn, x)
+    out = rnn(x)[0].square().sum()        # an incoming gradient that requires grad
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(out, x, create_graph=True)
+    out = rnn(x.detach())[0].sum()
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(out, list(rnn.parameters()), create_graph=True)
+    hx = states_of(kind, rnn, B, torch.float64, torch.Generator().manual_seed(0))
+    finals = rnn(x.detach(), hx)[1]
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.grad(as_tuple(finals)[0].sum(), as_tuple(hx), create_graph=True)
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_activation_checkpointing_matches_torch(use_reentrant):
+    """torch.utils.checkpoint runs the forward again inside the backward, with grad enabled,
+    and backpropagates through it without create_graph: not a double backward, and not
+    refused."""
+    torch.manual_seed(0)
+    rnn = make_rnn("lstmp", num_layers=2)
+    ours = ft.convert(copy.deepcopy(rnn))
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    for module in (rnn, ours):
+        y = torch.utils.checkpoint.checkpoint(lambda t: module(t)[0], x,
+                                              use_reentrant=use_reentrant)
+        y.square().sum().backward()
+    for name, p in rnn.named_parameters():
+        assert_close(getattr(ours, name).grad.numpy(), p.grad.numpy(), TOLS[torch.float64], name)
+
+
+def test_gradgradcheck_is_refused():
+    torch.manual_seed(0)
+    gru = ft.GRU(I, H).double()
+    x = torch.randn(2, 1, I, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="cannot differentiate twice"):
+        torch.autograd.gradgradcheck(lambda x: gru(x)[0], (x,))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -622,16 +695,14 @@ for t in threads: t.join()
 assert all(torch.equal(a, b) for a, b in zip(results, sequential))
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
 
 def test_fastlstm_import_does_not_import_torch():
     code = "import sys, fastlstm; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=Path(__file__).resolve().parents[1])
+    result = run_python(["-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 

@@ -7,13 +7,11 @@ that cannot be allocated) with a message that names the argument and says what i
 """
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from helpers import BrokenTensor, f_backward, f_forward, random_problem
+from helpers import BrokenTensor, f_backward, f_forward, random_problem, run_python
 
 import fastlstm
 from fastlstm import losses, native, optim
@@ -239,7 +237,7 @@ FORWARD_TOO_LARGE = textwrap.dedent("""
 def test_a_forward_whose_states_cannot_be_allocated_raises_memory_error():
     """In a child process limited to 2 GiB of address space (never more is used), so that a
     failure could not take the test run, or the machine's memory, with it."""
-    result = subprocess.run([sys.executable, "-c", FORWARD_TOO_LARGE], capture_output=True,
+    result = run_python(["-c", FORWARD_TOO_LARGE], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

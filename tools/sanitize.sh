@@ -52,5 +52,8 @@ sanitized() {
         UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
         "$@"
 }
-sanitized "$py" -c 'import fastlstm; assert fastlstm.native.build_info()["openmp"], "no OpenMP"'
+# From $work: run from this source tree's root, `python -c` would import the tree's fastlstm/,
+# which has no extension built in it.
+(cd "$work" && sanitized "$py" -c \
+    'import fastlstm; assert fastlstm.native.build_info()["openmp"], "no OpenMP"')
 sanitized "$work/venv/bin/pytest" -p no:cacheprovider "${@:-tests}"
