@@ -5,6 +5,8 @@
 #include "kernels_common.h"
 #include "platform.h"
 
+#include <stddef.h>
+
 int fl_openmp_enabled(void)
 {
 #ifdef _OPENMP
