@@ -70,8 +70,8 @@ def test_bench_times_the_builds_side_by_side_in_the_dtype_asked():
 
 @pytest.mark.parametrize("isas", ["sse9", "generic,generic"])
 def test_bench_refuses_builds_it_cannot_run(isas):
-    proc = subprocess.run([sys.executable, "-m", "fastlstm", "bench", "--isa", isas],
-                          capture_output=True, text=True, timeout=60)
+    proc = run_python(["-m", "fastlstm", "bench", "--isa", isas], capture_output=True,
+                      text=True, timeout=60)
     assert proc.returncode == 2 and "distinct builds this machine can run" in proc.stderr
 
 
