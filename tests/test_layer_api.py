@@ -353,7 +353,8 @@ def test_repr():
 
 def test_import_pulls_in_no_optional_extras():
     code = ("import sys, fastlstm\n"
-            "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm') if m in sys.modules))\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm', 'onnx', 'onnxruntime',\n"
+            "                         'fastlstm.onnx') if m in sys.modules))\n"
             "print(fastlstm.native.__file__.endswith('.so'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, cwd=Path(__file__).resolve().parents[1])
