@@ -350,7 +350,8 @@ def test_repr():
 
 def test_import_pulls_in_no_optional_extras():
     code = ("import sys, fastlstm\n"
-            "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm') if m in sys.modules))\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'tqdm', 'onnx', 'onnxruntime',\n"
+            "                         'fastlstm.onnx') if m in sys.modules))\n"
             "print(fastlstm.native.__file__.endswith('.so'))")
     result = run_python(["-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
