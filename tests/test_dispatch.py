@@ -5,13 +5,12 @@ oracle tests. The rest of the suite tests the default build; here those oracle t
 a subprocess for each other build."""
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from helpers import (KINDS, as64_tree, assert_functional_matches, random_problem,
-                     run_functional)
+                     run_functional, run_python)
 
 import fastlstm
 from fastlstm import native
@@ -58,13 +57,12 @@ def test_a_build_the_cpu_cannot_run_is_refused(name):
     # Forced by the environment, it leaves the best build, with a warning, and never runs.
     code = ("import warnings; warnings.simplefilter('error'); import fastlstm")
     env = dict(os.environ, FASTLSTM_ISA=name)
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True)
+    result = run_python(["-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
     assert f"RuntimeWarning: FASTLSTM_ISA={name}:" in result.stderr
     code = "import fastlstm; print(fastlstm.native.get_isa())"
-    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env,
-                            capture_output=True, text=True, check=True)
+    result = run_python(["-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
+                        check=True)
     assert result.stdout.split() == [AVAILABLE[-1]]
 
 
@@ -74,12 +72,18 @@ def restore_isa():
     native.set_isa(DEFAULT)
 
 
+# (T, B, I, H): steps whose rows per part leave every remainder of the builds' tiles of 4 and 8
+# rows (on 1 to 4 parts), panels that are partly used; then deep products (K of 450 in the
+# forward, 600 in dx), longer than the weights' panels that fit in any L1 cache.
+DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 5, 300, 150)]
+
+
+@pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_build_matches_the_reference_in_process(kind, dtype, rng, restore_isa):
-    """set_isa switches the build the next call runs: each one against the reference, on a
-    problem whose steps have rows left over after the tiles and panels of every build."""
-    problem = random_problem(rng, kind, 41, 7, 13, 21, dtype=dtype, scale=0.2)
+def test_every_build_matches_the_reference_in_process(kind, dtype, shape, rng, restore_isa):
+    """set_isa switches the build the next call runs: each one against the reference."""
+    problem = random_problem(rng, kind, *shape, dtype=dtype, scale=0.2 if shape[2] < 100 else 0.05)
     _, ref = run_functional("reference", kind, problem)
     truth = (run_functional("reference", kind, as64_tree(problem))[1] if dtype == np.float32
              else None)
@@ -105,13 +109,11 @@ def test_every_other_build_passes_the_oracle_tests(isa):
     tests = os.path.dirname(__file__)
     env = dict(os.environ, FASTLSTM_ISA=isa)
     code = "import fastlstm; print(fastlstm.native.get_isa())"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, check=True)
+    result = run_python(["-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == [isa]
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
-        + [os.path.join(tests, f) for f in ORACLE_TESTS],
-        env=env, capture_output=True, text=True, cwd=os.path.dirname(tests))
+    result = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"]
+                        + [os.path.join(tests, f) for f in ORACLE_TESTS],
+                        env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
