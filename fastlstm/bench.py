@@ -85,8 +85,16 @@ GOALS = [
     Case("rnn", 100, 32, 256, goal=2.0),
     Case("lstm", 100, 32, 256, dtype="float64", goal=3.0),
     Case("lstm", 50, 128, 1024, peak_goal=0.70),
+    # against ONNX Runtime (its inference rows; ORT_GOAL): fixed costs per step and per call
+    Case("lstm", 100, 1, 64, mode="infer"),
+    Case("lstm", 100, 1, 256, mode="infer"),
 ]
 GEOMEAN_GOAL = 1.5
+# The inference rows against ONNX Runtime (when installed): each at least 1.0x, and their
+# geometric mean at least this.
+ORT_GEOMEAN_GOAL = 1.3
+# The cells ONNX Runtime runs (fastlstm.onnx.to_onnx): all but the projected LSTM.
+ORT_CELLS = ("rnn", "gru", "lstm", "peephole")
 
 # Peak memory of a training step: (cell, T, B, I = H), float32.
 MEMORY_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
@@ -168,6 +176,8 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
     if build_of(system):
         return tuple(in_build(build_of(system), fn)
                      for fn in make_step("native", cell, T, B, H, dtype, packed))
+    if system == "onnxruntime":
+        return make_ort_forward(cell, T, B, H, dtype, packed), None
     ours, theirs, options = CELLS[cell]
     kwargs = options(H)
     rng = np.random.default_rng(0)
@@ -206,6 +216,21 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
         layer.train()(x, lengths=lengths)
         layer.backward(dy)
     return forward, train_step
+
+
+def make_ort_forward(cell, T, B, H, dtype, packed=False):
+    """An inference forward of the native layer of ``cell`` (seed 0, as make_step's) exported
+    with fastlstm.onnx.to_onnx and run by ONNX Runtime on fastlstm's thread count, spinning off
+    (fastlstm.onnx.ort_session), on make_step's inputs."""
+    from .onnx import ort_session, to_onnx
+    ours, _, options = CELLS[cell]
+    x = np.random.default_rng(0).standard_normal((T, B, H)).astype(dtype)
+    session = ort_session(to_onnx(ours(H, H, dtype=dtype, seed=0, **options(H)).eval()),
+                          threads=get_num_threads())
+    feed = {"x": x}
+    if packed:
+        feed["lengths"] = spread_lengths(T, B).astype(np.int32)
+    return lambda: session.run(None, feed)
 
 
 def make_torch_model_step(cell, T, B, H, dtype, converted):
@@ -362,9 +387,11 @@ def saved_for_backward(cell, T, B, H, itemsize=4):
 class _Bench:
     """One run of :func:`run`: the settings, the report it fills and its printed lines."""
 
-    def __init__(self, cases, dtype, repeat, with_reference, with_torch, write, isas):
+    def __init__(self, cases, dtype, repeat, with_reference, with_torch, write, isas,
+                 with_ort=False):
         self.cases, self.dtype, self.repeat = cases, dtype, repeat
         self.with_reference, self.with_torch, self.write = with_reference, with_torch, write
+        self.with_ort = with_ort
         # "native" runs in the build that is set (the run's first); the others beside it
         self.builds = [f"native-{isa}" for isa in isas[1:]]
         self.report = {"machine": machine(with_torch), "repeat": repeat, "peak_gflops": {},
@@ -379,11 +406,13 @@ class _Bench:
         for line in lines:
             self.write(line)
 
-    def systems(self, cell):
+    def systems(self, cell, mode="train"):
         """The systems a case of ``cell`` runs on: native, the other builds asked for, torch when
-        asked and it has the cell, the reference when asked."""
+        asked and it has the cell, ONNX Runtime for an inference forward when it is installed
+        and runs the cell, the reference when asked."""
         with_torch = self.with_torch and CELLS[cell][1] is not None
-        return (["native"] + self.builds + ["torch"] * with_torch
+        with_ort = self.with_ort and mode == "infer" and cell in ORT_CELLS
+        return (["native"] + self.builds + ["torch"] * with_torch + ["onnxruntime"] * with_ort
                 + ["reference"] * self.with_reference)
 
     def builds_head(self, unit="ms"):
@@ -421,12 +450,13 @@ class _Bench:
                   + (f"{'reference ms':>14}{'ref/native':>11}" if self.with_reference else "")
                   + (f"{'torch ms':>10}{'torch/native':>13}{'goal':>7}" if self.with_torch
                      else "")
+                  + (f"{'ORT ms':>10}{'ORT/native':>11}" if self.with_ort else "")
                   + f"{'GFLOP/s':>9}{'% peak':>8}")
 
     def goals_row(self, case):
         row = dict(case._asdict(), section="goals", label=case.label())
         sizes = (case.cell, case.T, case.B, case.H, case.dtype, int(case.mode == "train"))
-        systems = self.systems(case.cell)
+        systems = self.systems(case.cell, case.mode)
         row.update(self.times(systems, *sizes))
         line = f"{case.label():<40}{row['native'] * 1e3:>10.2f}" + self.builds_cells(row)
         if self.with_reference:
@@ -437,6 +467,11 @@ class _Bench:
             line += f"{row['torch'] * 1e3:>10.2f}{row['speedup']:>12.2f}x{goal:>7}"
         elif self.with_torch:
             line += f"{'-':>10}{'-':>13}{'-':>7}"
+        if "onnxruntime" in systems:
+            row["ort_speedup"] = row["onnxruntime"] / row["native"]
+            line += f"{row['onnxruntime'] * 1e3:>10.2f}{row['ort_speedup']:>10.2f}x"
+        elif self.with_ort:
+            line += f"{'-':>10}{'-':>11}"
         row["gflops"] = case.gemm_flops() / row["native"] / 1e9
         row["peak_share"] = row["gflops"] / self.report["peak_gflops"][case.dtype]
         line += f"{row['gflops']:>9.0f}{row['peak_share'] * 100:>7.0f}%"
@@ -458,6 +493,14 @@ class _Bench:
             self.report["geomean_speedup"] = geomean
             self.emit(f"geometric mean of the speed-ups: {geomean:.2f}x (goal "
                       f"{GEOMEAN_GOAL:.1f}x), lowest {min(ratios):.2f}x (goal 1.0x)")
+        ort = [r["ort_speedup"] for r in rows if "ort_speedup" in r]
+        if ort:
+            geomean = math.exp(sum(map(math.log, ort)) / len(ort))
+            self.report["geomean_ort_speedup"] = geomean
+            self.emit(f"against ONNX Runtime: geometric mean {geomean:.2f}x (goal "
+                      f"{ORT_GEOMEAN_GOAL:.1f}x), lowest {min(ort):.2f}x (goal 1.0x)")
+            checks += [f"{r['label']}: {r['ort_speedup']:.2f}x ONNX Runtime, goal 1.0x"
+                       for r in rows if r.get("ort_speedup", 1.0) < 1.0]
         if any(r.get("goal") or r.get("peak_goal") for r in rows):
             self.emit("below goal: " + ("; ".join(checks) if checks else "none"))
 
@@ -597,7 +640,13 @@ def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_referen
     isas = list(isas or [get_isa()])
     before = get_isa()
     set_isa(isas[0])
-    bench = _Bench(cases, dtype, repeat, with_reference, with_torch, write, isas)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        with_ort = True
+    except ImportError:
+        with_ort = False
+    bench = _Bench(cases, dtype, repeat, with_reference, with_torch, write, isas, with_ort)
     current = None
     with warnings.catch_warnings():
         # torch warns, once, that it runs a projected LSTM without oneDNN: the table shows that.

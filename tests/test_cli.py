@@ -7,6 +7,11 @@ import pytest
 from helpers import run_python
 
 
+# ONNX Runtime's two columns, when it is installed: its ms and ratio, or dashes for a row it does
+# not run (a training step)
+ORT_DASHES = r"(?:\s+-\s+-|\s+\d+\.\d+\s+\d+\.\d+x)?"
+
+
 def run_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = run_python(["-m", "fastlstm", *args], capture_output=True, text=True, timeout=120,
@@ -48,8 +53,9 @@ def test_bench_prints_a_row_per_case_with_times_ratios_and_gflops():
             if re.match(r"(LSTM|RNN|GRU|LSTMP|PEEPHOLE) f32 (train|inference) T=5", line)]
     assert len(rows) == len(cells) + 1
     for row in rows:
-        # native ms, reference ms, ref/native, GFLOP/s, % peak
-        assert re.search(r"\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx\s+\d+\s+\d+%$", row), row
+        # native ms, reference ms, ref/native, ONNX Runtime's columns, GFLOP/s, % peak
+        assert re.search(r"\d+\.\d+\s+\d+\.\d+\s+\d+\.\dx" + ORT_DASHES + r"\s+\d+\s+\d+%$",
+                         row), row
     assert "below goal" not in out      # these cases have no goals
 
 
@@ -65,7 +71,7 @@ def test_bench_times_the_builds_side_by_side_in_the_dtype_asked():
     row = next(line for line in out.splitlines() if line.startswith("LSTM f64 train T=5"))
     # native ms, then each other build's ms and ratio, GFLOP/s, % peak
     assert re.search(r"\d+\.\d+" + r"\s+\d+\.\d+\s+\d+\.\d+x" * (len(builds) - 1)
-                     + r"\s+\d+\s+\d+%$", row), row
+                     + ORT_DASHES + r"\s+\d+\s+\d+%$", row), row
 
 
 @pytest.mark.parametrize("isas", ["sse9", "generic,generic"])
@@ -73,6 +79,21 @@ def test_bench_refuses_builds_it_cannot_run(isas):
     proc = run_python(["-m", "fastlstm", "bench", "--isa", isas], capture_output=True,
                       text=True, timeout=60)
     assert proc.returncode == 2 and "distinct builds this machine can run" in proc.stderr
+
+
+def test_bench_runs_onnx_runtime_beside_the_inference_rows(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    report = tmp_path / "bench.json"
+    out = run_cli("bench", "--case", "gru,4,2,8,infer", "--case", "lstm,4,2,8", "--case",
+                  "lstmp,4,2,8,infer", "--section", "goals", "--repeat", "1", "--no-torch",
+                  "--json", str(report))
+    infer, train, projected = json.loads(report.read_text())["rows"]
+    assert infer["onnxruntime"] > 0
+    assert infer["ort_speedup"] == pytest.approx(infer["onnxruntime"] / infer["native"])
+    # a training step, and a cell ONNX has not, run without it
+    assert "onnxruntime" not in train and "onnxruntime" not in projected
+    assert re.search(r"against ONNX Runtime: geometric mean \d+\.\d+x", out)
 
 
 def test_bench_writes_json_and_plot(tmp_path):
