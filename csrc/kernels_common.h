@@ -28,6 +28,12 @@ extern const fl_build *const fl_builds[FL_N_ISAS];
 #define GEMM_TN_ROWS 512
 #define GEMM_TN_COLS 32
 
+/* A forward's steps add the input term x_t w_ih^T in the tiles of the recurrent one when every
+ * part of the batch has at least FUSE_ROWS rows a step. With fewer, each step would read all of
+ * w_ih for a row or two, bound by memory; one product over every step's rows before the loop
+ * reads it once. */
+#define FUSE_ROWS 4
+
 /* Packed panels are VLEN = 16, 8, 4 or 2 entries wide (by the build and the floating type);
  * every size below rounds a panel's columns up to 16, which holds any of them. */
 #define PADDED(n) (((n) + 15) / 16 * 16)
@@ -58,7 +64,8 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
 }
 
 /* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
- * forward packs w_ih^T, w_hh^T and w_hr^T and keeps the sum of the biases, a backward packs
+ * forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases when its steps add the
+ * input term too (FUSE_ROWS), a backward packs
  * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
  * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
  * small-matrix kernels copy nothing). All 0 when the call runs its products through the BLAS:
@@ -81,8 +88,9 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
         size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
         size.hr = l->projection ? P * PADDED(H) : 0;
     } else {
-        size.ih = l->I * PADDED(GH);
-        size.bias = PADDED(GH);
+        const int fuse = l->B >= FUSE_ROWS * fl_num_parts();
+        size.ih = fuse ? l->I * PADDED(GH) : 0;
+        size.bias = fuse ? PADDED(GH) : 0;
         size.hh = P * PADDED(GH);
         size.hr = l->projection ? H * PADDED(P) : 0;
     }

@@ -107,9 +107,10 @@ FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
  * Every step multiplies a few rows of h_{t-1} (or of a gradient) by the same weight matrix: T
  * times per call. A BLAS call re-packs that matrix into its own panels every time, which costs
  * as much as the product for the small row counts of a step. Here the matrix is packed once per
- * call and each step runs a register-tiled product over the packed panels; a forward packs
- * w_ih^T too, and each step sums x_t w_ih^T and h_{t-1} w_hh^T in the same tiles, so that its
- * pre-activations are written once, while they are in cache. Only the vector builds have it
+ * call and each step runs a register-tiled product over the packed panels; a forward on a batch
+ * of a few rows per part or more (FUSE_ROWS) packs w_ih^T too, and each step sums x_t w_ih^T and
+ * h_{t-1} w_hh^T in the same tiles, so that its pre-activations are written once, while they
+ * are in cache. Only the vector builds have it
  * (ISA_VECTOR_BYTES > 0); the generic build's steps call the BLAS.
  *
  * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
@@ -305,9 +306,9 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
 #endif
 
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
- * does not pack them or the layer does not project. A forward that packs also packs w_ih^T and
- * keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward packs the
- * n rows of w_hh apart (hn), after its r and z rows (hh). */
+ * does not pack them or the layer does not project. A forward that fuses the input term packs
+ * w_ih^T and keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward
+ * packs the n rows of w_hh apart (hn), after its r and z rows (hh). */
 typedef struct {
     REAL *ih, *bias, *hh, *hn, *hr;
 } SFX(packed);
@@ -361,10 +362,12 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
             SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
         return;
     }
-    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
     SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->hh, k, parts);
     if (pw->hr)
         SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->hr, k, parts);
+    if (!pw->ih)
+        return;
+    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
     int64_t j0, j1;
     part_range(GH, parts, k, &j0, &j1);
     for (int64_t j = j0; j < j1; j++)
@@ -375,10 +378,11 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
 }
 
 /* The pre-activations of step t for n rows of a part (x_t, h_prev and pre_t at their first
- * row, rows every `parts`-th): without packing, the projection before the loop has left
- * b_ih + b_hh + x_t w_ih^T in pre_t, and this adds h_{t-1} w_hh^T through the BLAS; with it,
- * one pass of register tiles over both packed matrices writes their sum and the bias. The GRU
- * gets the input side alone (b_ih + x_t w_ih^T): r scales its recurrent side. */
+ * row, rows every `parts`-th): when the call packed w_ih^T, one pass of register tiles over both
+ * packed matrices writes x_t w_ih^T + h_{t-1} w_hh^T and the bias; otherwise the projection
+ * before the loop has left b_ih + b_hh + x_t w_ih^T in pre_t, and this adds h_{t-1} w_hh^T (on
+ * the packed w_hh^T when there is one, else through the BLAS). The GRU gets the input side
+ * alone (b_ih + x_t w_ih^T): r scales its recurrent side. */
 static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const REAL *h_prev,
                           const REAL *w_hh, const SFX(packed) *pw, REAL *pre_t, int64_t parts)
 {
@@ -393,7 +397,7 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const R
     }
 #endif
     if (!gru)
-        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, NULL, 1, pre_t, parts * GH);
+        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 1, pre_t, parts * GH);
 }
 
 /* ---------------------------------------------------------------- the cells

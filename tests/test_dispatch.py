@@ -73,9 +73,11 @@ def restore_isa():
 
 
 # (T, B, I, H): steps whose rows per part leave every remainder of the builds' tiles of 4 and 8
-# rows (on 1 to 4 parts), panels that are partly used; then deep products (K of 450 in the
-# forward, 600 in dx), longer than the weights' panels that fit in any L1 cache.
-DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 5, 300, 150)]
+# rows (on 1 to 4 parts), panels that are partly used, and (on 2 parts or more) too few rows to
+# add the input term in the steps' tiles (FUSE_ROWS); then deep products (K of 450 in the
+# forward, 600 in dx), longer than the weights' panels that fit in any L1 cache, on enough rows
+# to add it there.
+DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150)]
 
 
 @pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep"])
