@@ -13,6 +13,7 @@ no optimisation, debug symbols, and Cython's bounds and initialisation checks on
 import os
 import platform
 import shlex
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,15 @@ def compiler_accepts(compiler, flag):
 # The builds of the time loops for this machine's architecture, with the target flags of each:
 # csrc/kernels_<isa>.c. The vector builds need GCC's vector extensions (GCC or clang), as
 # csrc/platform.h says, which picks the same units.
-MACHINE = platform.machine().lower()
+def target_machine():
+    """The architecture the extension is built for: ARCHFLAGS's on macOS, where a wheel for the
+    other architecture is cross-compiled (cibuildwheel sets -arch x86_64 or -arch arm64), else
+    this machine's."""
+    arches = shlex.split(os.environ.get("ARCHFLAGS", ""))[1::2]
+    return arches[0].lower() if len(arches) == 1 else platform.machine().lower()
+
+
+MACHINE = target_machine()
 if MACHINE in ("x86_64", "amd64") and os.name != "nt":
     ISA_FLAGS = {"generic": [], "avx2": ["-mavx2", "-mfma"],
                  "avx512": ["-mavx512f", "-mavx2", "-mfma"]}
@@ -72,10 +81,15 @@ def isa_flags(source):
 
 class BuildExtWithOpenMP(build_ext):
     def build_extensions(self):
-        if compiler_accepts(self.compiler, "-fopenmp"):
+        # MSVC spells it /openmp (and links its runtime itself); GCC and clang -fopenmp. Apple's
+        # clang takes neither: CFLAGS="-Xpreprocessor -fopenmp" and LDFLAGS="-lomp" bring
+        # libomp in (pyproject.toml's cibuildwheel settings), and the flag test then fails.
+        flag = "/openmp" if self.compiler.compiler_type == "msvc" else "-fopenmp"
+        if compiler_accepts(self.compiler, flag):
             for ext in self.extensions:
-                ext.extra_compile_args.append("-fopenmp")
-                ext.extra_link_args.append("-fopenmp")
+                ext.extra_compile_args.append(flag)
+                if flag == "-fopenmp":
+                    ext.extra_link_args.append(flag)
         else:
             warnings.warn("the C compiler does not support OpenMP (-fopenmp): fastlstm is built "
                           "without it and its kernels will run on one thread")
@@ -112,14 +126,17 @@ native = Extension(
     libraries=[scipy_openblas32.get_library()],
     # The BLAS is the scipy-openblas32 wheel installed beside fastlstm; `import fastlstm` loads it
     # first (importing scipy_openblas32 does), and this rpath finds it in the same site-packages.
-    extra_link_args=["-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib"],
+    extra_link_args=[] if os.name == "nt" else [
+        "-Wl,-rpath," + ("@loader_path" if sys.platform == "darwin" else "$ORIGIN")
+        + "/../scipy_openblas32/lib"],
     # -fno-trapping-math: no floating-point exception is ever read, so comparisons may become
     # vector selects; the gate loops, exp's range clamps included, vectorize. Results unchanged.
     # -ffp-contract=off: a * b + c is rounded twice, as written, in every build, so that the same
     # expression gives the same bits in every variant of a loop (a peephole LSTM with zero
     # peepholes is exactly the plain one); the packed product asks for its FMAs explicitly.
-    extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O2", "-fno-trapping-math"])
-    + ["-ffp-contract=off"],
+    # MSVC (the generic build alone) contracts nothing unless asked (/fp:contract).
+    extra_compile_args=["/Od" if DEBUG else "/O2"] if os.name == "nt" else
+    (["-O0", "-g"] if DEBUG else ["-O2", "-fno-trapping-math"]) + ["-ffp-contract=off"],
 )
 
 setup(
