@@ -22,9 +22,10 @@ messages as exceptions that are also of the type torch.nn raises for the same mi
 (:class:`ShapeError`, :class:`DtypeError`, :class:`DeviceError`, :class:`ArgumentTypeError`).
 
 Threads: ``fastlstm.set_num_threads`` sets the kernels' threads and ``torch.set_num_threads``
-torch's; both start from ``OMP_NUM_THREADS``. torch and fastlstm link the same OpenMP runtime
-(libgomp), which the dynamic linker loads once per process, so they share its threads rather than
-each keeping a pool. Importing this module imports torch; ``import fastlstm`` does not.
+torch's; both start from ``OMP_NUM_THREADS``. A source build of fastlstm links GNU OpenMP
+(libgomp) under the soname torch's does, which the dynamic linker loads once per process, so they
+share its threads; a wheel of fastlstm carries its own renamed copy, and each keeps a pool.
+Importing this module imports torch; ``import fastlstm`` does not.
 """
 
 import numpy as np
