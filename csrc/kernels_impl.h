@@ -110,8 +110,8 @@ FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
  * call and each step runs a register-tiled product over the packed panels; a forward on a batch
  * of a few rows per part or more (FUSE_ROWS) packs w_ih^T too, and each step sums x_t w_ih^T and
  * h_{t-1} w_hh^T in the same tiles, so that its pre-activations are written once, while they
- * are in cache. Only the vector builds have it
- * (ISA_VECTOR_BYTES > 0); the generic build's steps call the BLAS.
+ * are in cache. Only the vector builds have it (ISA_VECTOR_BYTES > 0); the generic build's
+ * steps call the BLAS.
  *
  * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
  * vector); panel p holds, for k = 0 .. K-1, the VLEN entries of row k in columns p VLEN ..,
@@ -138,9 +138,9 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64
 /* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
  * or for a product by columns (a constant at every call) at A[i + VLEN k]: A^T packed into
  * panels like W (see gemm_tn), from the tile's first row. */
-FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns,
-                                            int64_t K, int64_t k, const REAL *A, int64_t lda,
-                                            const REAL *w, SFX(vec) acc[8][8])
+FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns, int64_t K,
+                           int64_t k, const REAL *A, int64_t lda, const REAL *w,
+                           SFX(vec) acc[8][8])
 {
     SFX(vec) wk[8];
 #pragma GCC unroll 8
@@ -165,13 +165,12 @@ typedef struct {
 
 /* C[:mr, :cols] = beta C + bias + the sum over the terms of A[row:row + mr] times panels
  * panel .. panel + np - 1 of op(W), A laid out as by_columns says (see tile_k) (cols <= np
- * VLEN, the last panel may be partial; bias, when
- * not NULL, holds the cols entries of the panels' columns). mr and np are constants at every
- * call, so the loops unroll into registers: mr * np accumulators, which the build's tile
- * shapes (ISA_TILE_*) keep within its vector registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs,
- * each adding to the one before: it sums the k of each residue modulo u into its own
- * accumulators instead (u sets of them, mr * np * u >= 8), and adds the sets together at the
- * end. */
+ * VLEN, the last panel may be partial; bias, when not NULL, holds the cols entries of the
+ * panels' columns). mr and np are constants at every call, so the loops unroll into registers:
+ * mr * np accumulators, which the build's tile shapes (ISA_TILE_*) keep within its vector
+ * registers. A thin tile (mr * np < 8) would wait on the latency of its FMAs, each adding to
+ * the one before: it sums the k of each residue modulo u into its own accumulators instead (u
+ * sets of them, mr * np * u >= 8), and adds the sets together at the end. */
 FL_INLINE void
 SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *terms, int n_terms,
           int64_t row, int64_t panel, int64_t cols, const REAL *bias, int beta, REAL *C,
