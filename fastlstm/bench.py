@@ -331,9 +331,21 @@ def machine(with_torch=True):
         pass
     info = dict(build_info(), cpu=cpu, cores=os.cpu_count(), numpy=np.__version__,
                 python=platform.python_version())
+    try:    # Linux's x86 "cpu family" and "model" tell one generation from another
+        with open("/proc/cpuinfo") as f:
+            ids = dict(line.split(":", 1) for line in f if line.split(":")[0].strip()
+                       in ("cpu family", "model"))
+        info["cpu_id"] = {k.strip(): v.strip() for k, v in ids.items()}
+    except (OSError, ValueError):
+        pass
+    # What restricts the systems: forced builds, OpenBLAS's kernels, torch's instruction sets.
+    info["environment"] = {k: os.environ[k] for k in (
+        "FASTLSTM_ISA", "FASTLSTM_BLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+        "OMP_NUM_THREADS") if k in os.environ}
     if with_torch:
         import torch
         info["torch"] = torch.__version__
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return info
 
 
