@@ -44,9 +44,6 @@ def compiler_accepts(compiler, flag):
     return True
 
 
-# The builds of the time loops for this machine's architecture, with the target flags of each:
-# csrc/kernels_<isa>.c. The vector builds need GCC's vector extensions (GCC or clang), as
-# csrc/platform.h says, which picks the same units.
 def target_machine():
     """The architecture the extension is built for: ARCHFLAGS's on macOS, where a wheel for the
     other architecture is cross-compiled (cibuildwheel sets -arch x86_64 or -arch arm64), else
@@ -55,6 +52,9 @@ def target_machine():
     return arches[0].lower() if len(arches) == 1 else platform.machine().lower()
 
 
+# The builds of the time loops for the target's architecture, with the target flags of each:
+# csrc/kernels_<isa>.c. The vector builds need GCC's vector extensions (GCC or clang), as
+# csrc/platform.h says, which picks the same units.
 MACHINE = target_machine()
 if MACHINE in ("x86_64", "amd64") and os.name != "nt":
     ISA_FLAGS = {"generic": [], "avx2": ["-mavx2", "-mfma"],
@@ -91,7 +91,7 @@ class BuildExtWithOpenMP(build_ext):
                 if flag == "-fopenmp":
                     ext.extra_link_args.append(flag)
         else:
-            warnings.warn("the C compiler does not support OpenMP (-fopenmp): fastlstm is built "
+            warnings.warn(f"the C compiler does not support OpenMP ({flag}): fastlstm is built "
                           "without it and its kernels will run on one thread")
         if hasattr(self.compiler, "_compile"):      # the Unix compilers: GCC, clang
             self.compiler.compile = compile_in_parallel.__get__(self.compiler)
