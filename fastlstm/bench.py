@@ -321,23 +321,21 @@ def matrix_peak(dtype, repeat, n=2048):
 
 
 def machine(with_torch=True):
-    """What the numbers were measured on (with torch's version when ``with_torch``)."""
-    cpu = platform.machine()
+    """What the numbers were measured on (with torch's version when ``with_torch``): the CPU by
+    name and, from Linux's /proc/cpuinfo, by x86 family and model, which tell one generation
+    from another."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    info = dict(build_info(), cpu=cpu, cores=os.cpu_count(), numpy=np.__version__,
-                python=platform.python_version())
-    try:    # Linux's x86 "cpu family" and "model" tell one generation from another
-        with open("/proc/cpuinfo") as f:
-            ids = dict(line.split(":", 1) for line in f if line.split(":")[0].strip()
-                       in ("cpu family", "model"))
-        info["cpu_id"] = {k.strip(): v.strip() for k, v in ids.items()}
-    except (OSError, ValueError):
-        pass
+    info = dict(build_info(), cpu=fields.get("model name", platform.machine()),
+                cores=os.cpu_count(), numpy=np.__version__, python=platform.python_version())
+    if "cpu family" in fields:
+        info["cpu_id"] = {k: fields[k] for k in ("cpu family", "model") if k in fields}
     # What restricts the systems: forced builds, OpenBLAS's kernels, torch's instruction sets.
     info["environment"] = {k: os.environ[k] for k in (
         "FASTLSTM_ISA", "FASTLSTM_BLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
