@@ -10,6 +10,7 @@ OpenMP is used when the compiler accepts -fopenmp; otherwise the build warns and
 on one thread (``python -m fastlstm info`` reports which). Set FASTLSTM_DEBUG=1 for a debug build:
 no optimisation, debug symbols, and Cython's bounds and initialisation checks on.
 """
+import json
 import os
 import platform
 import shlex
@@ -52,17 +53,15 @@ def target_machine():
     return arches[0].lower() if len(arches) == 1 else platform.machine().lower()
 
 
-# The builds of the time loops for the target's architecture, with the target flags of each:
-# csrc/kernels_<isa>.c. The vector builds need GCC's vector extensions (GCC or clang), as
-# csrc/platform.h says, which picks the same units.
-MACHINE = target_machine()
-if MACHINE in ("x86_64", "amd64") and os.name != "nt":
-    ISA_FLAGS = {"generic": [], "avx2": ["-mavx2", "-mfma"],
-                 "avx512": ["-mavx512f", "-mavx2", "-mfma"]}
-elif MACHINE in ("aarch64", "arm64") and os.name != "nt":
-    ISA_FLAGS = {"generic": [], "neon": []}   # Advanced SIMD is aarch64's baseline
-else:
-    ISA_FLAGS = {"generic": []}
+# The builds of the time loops for the target's architecture, with the target flags of each
+# csrc/kernels_<isa>.c, from csrc/builds.json (which tools/harness/run.sh reads too): on x86-64
+# AVX2 + FMA and AVX-512 beside the generic build, on aarch64 NEON (Advanced SIMD, its
+# baseline: no flags). The vector builds need GCC's vector extensions (GCC or clang), as
+# csrc/platform.h says, which picks the same units; MSVC builds the generic one alone.
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}.get(target_machine(), target_machine())
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "builds.json")) as f:
+    ISA_FLAGS = json.load(f).get(MACHINE) if os.name != "nt" else None
+ISA_FLAGS = ISA_FLAGS or {"generic": []}
 
 # Every unit builds at -O2. -O3 took the AVX-512 unit over three minutes to compile (loop
 # unswitching, on the gate and tile loops' constant flags) and made the AVX2 unit's training

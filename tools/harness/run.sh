@@ -7,7 +7,7 @@
 #            (qemu-aarch64, which emulates a CPU with Advanced SIMD): the generic and NEON builds;
 #   native:  this machine's compiler and CPU: its builds (on x86-64 generic, AVX2, AVX-512).
 # The kernels are compiled with setup.py's flags, each build with its own target flags
-# (setup.py ISA_FLAGS), and linked with blas_shim.c's plain loops instead of OpenBLAS. Needs
+# (csrc/builds.json), and linked with blas_shim.c's plain loops instead of OpenBLAS. Needs
 # python with numpy and fastlstm's sources (for the reference) to write the cases.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,12 +27,20 @@ PY
 
 flags=(-O2 -fno-trapping-math -ffp-contract=off -fopenmp -Itools/harness -Icsrc)
 case "$target" in
-    aarch64) cc=aarch64-linux-gnu-gcc; builds=(generic neon); runner=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
-    native) cc=gcc; runner=()
-            if [[ "$(uname -m)" == x86_64 ]]; then builds=(generic avx2 avx512); else builds=(generic); fi ;;
+    aarch64) cc=aarch64-linux-gnu-gcc; arch=aarch64; runner=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+    native) cc=gcc; arch="$(uname -m)"; runner=() ;;
     *) echo "run.sh: target aarch64 or native, got $target" >&2; exit 2 ;;
 esac
-declare -A isa_flags=([generic]="" [avx2]="-mavx2 -mfma" [avx512]="-mavx512f -mavx2 -mfma" [neon]="")
+# the architecture's builds and each one's target flags, as setup.py takes them: csrc/builds.json
+declare -A isa_flags
+builds=()
+while read -r build build_flags; do
+    builds+=("$build")
+    isa_flags[$build]="$build_flags"
+done < <(python3 -c "
+import json, sys
+for build, flags in json.load(open('csrc/builds.json')).get(sys.argv[1], {'generic': []}).items():
+    print(build, ' '.join(flags))" "$arch")
 objects=()
 for build in "${builds[@]}"; do
     # shellcheck disable=SC2086
