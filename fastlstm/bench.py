@@ -85,7 +85,7 @@ GOALS = [
     Case("rnn", 100, 32, 256, goal=2.0),
     Case("lstm", 100, 32, 256, dtype="float64", goal=3.0),
     Case("lstm", 50, 128, 1024, peak_goal=0.70),
-    # against ONNX Runtime (its inference rows; ORT_GOAL): fixed costs per step and per call
+    # against ONNX Runtime (ORT_GEOMEAN_GOAL below): at B=1 fixed costs per step and per call
     Case("lstm", 100, 1, 64, mode="infer"),
     Case("lstm", 100, 1, 256, mode="infer"),
 ]
