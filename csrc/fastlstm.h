@@ -18,6 +18,8 @@
  *   hn    (N, H)           GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
  *   w_ih (G * H, I), w_hh (G * H, P), b_ih and b_hh (G * H), w_hr (P, H): torch.nn's layout;
  *   w_peephole (3 * H): the LSTM peephole weights of gates i, f, o
+ *   w_fb (G * H, F): a stack's feedback weights (fl_stack), F the width of a layer's fed-back
+ *   inputs
  * Every array is C-contiguous. Python checks shapes and allocates; the kernels only write into
  * the buffers they are given and keep no state between calls.
  *
@@ -51,6 +53,10 @@ typedef struct {
                              * NULL, the steps' activations live in FL_WORK, and FL_CS holds
                              * the latest cell states alone */
     int input_grad;         /* backward only: form dx (FL_DX); without it FL_DX may be NULL */
+    int64_t F;              /* the width of the fed-back inputs (fl_stack); 0 for none */
+    int stacked;            /* a layer of a stack above its first: its input x_t is the output
+                             * of the layer below, made during the time loop, so each step forms
+                             * its own input product (and, backward, its own dx) */
     int isa;                /* enum fl_isa: the build that runs the call, one fl_isa_available()
                              * says this CPU can run; fl_work_size() depends on it */
 } fl_layer;
@@ -63,6 +69,8 @@ enum fl_slot {
     FL_B_IH, FL_B_HH,       /* forward: zeros for a layer without biases */
     FL_W_HR,                /* projection */
     FL_W_PEEPHOLE,          /* peephole */
+    FL_W_FB,                /* feedback: the weights of the fed-back inputs (G * H, F) */
+    FL_MASK,                /* a stacked layer's dropout: NULL, or (N, I) to multiply its input by */
     /* forward: x IN; the rest IN to backward */
     FL_X,
     FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */
@@ -74,7 +82,7 @@ enum fl_slot {
     FL_DY,                  /* IN (N, P) */
     FL_DH,                  /* IN dL/dh_n (each sequence's last h), OUT dL/dh0 (B, P) */
     FL_DC,                  /* LSTM: IN dL/dc_n, OUT dL/dc0 (B, H) */
-    FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,   /* OUT */
+    FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE, FL_DW_FB, /* OUT */
     FL_DB_IH, FL_DB_HH,     /* OUT; NULL for a layer without biases */
     /* scratch of fl_work_size() elements, forward and backward */
     FL_WORK,
@@ -97,6 +105,43 @@ int fl_call_threads(const fl_layer *layer, int n_threads);
     void fl_backward_##SFX(const fl_layer *layer, REAL *const slots[], int n_threads);         \
     void fl_matmul_t_##SFX(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL *B,      \
                            REAL *C, int n_threads);
+
+/* A stack of layers run as one, steps outermost: at step t every layer runs, bottom to top,
+ * before any runs step t + 1. Layers need it when a later layer's output feeds an earlier one
+ * (feedback): layer `target`'s input at step t is its normal input x_t followed by the outputs
+ * h_{t-1} of its sources (the layers of the pairs naming it, in increasing order), each a P-wide
+ * block of its F = sources * P fed-back inputs; h_{-1} is the source's initial state. The GRU
+ * adds them to its input side, outside r's product.
+ *
+ * The layers share cell, T, B, batch_sizes, inference and isa; every layer but the first is
+ * stacked, with I the P of the layer below. Slots: L arrays of FL_N_SLOTS, layer k's at
+ * slots[k * FL_N_SLOTS], each as for one layer, and
+ *   FL_W_FB (G * H, F)   IN, a target layer's; FL_DW_FB OUT
+ *   FL_X                 a stacked layer's input: the hs rows of the layer below past its first
+ *                        B (IN, forward writes them), or with FL_MASK its own (N, I) array,
+ *                        which forward fills with the layer below's output times the mask
+ *   FL_DY                below the top layer, an (N, P) array the backward loop writes
+ *                        (dL/dy_t of the layer from the one above) before it reads it
+ *   FL_DX                the first layer's alone (input_grad); the others' dx goes to FL_DY of
+ *                        the layer below
+ * Threads and results: as for one layer (part k runs its sequences through every layer). */
+typedef struct {
+    int64_t L;                  /* layers, bottom first */
+    const fl_layer *layers;
+    int64_t n_feedback;
+    const int64_t *feedback;    /* n_feedback (source, target) pairs, target < source < L,
+                                 * sorted by target, then source */
+} fl_stack;
+
+#define FL_DECLARE_STACK_KERNELS(REAL, SFX)                                                    \
+    void fl_stack_forward_##SFX(const fl_stack *stack, REAL *const slots[], int n_threads);    \
+    void fl_stack_backward_##SFX(const fl_stack *stack, REAL *const slots[], int n_threads);
+
+FL_DECLARE_STACK_KERNELS(float, f32)
+FL_DECLARE_STACK_KERNELS(double, f64)
+
+/* The threads a stack's call runs on (the most any of its layers would). */
+int fl_stack_call_threads(const fl_stack *stack, int n_threads);
 
 /* fl_matmul_t: C (M, N) = A (M, K) B^T (B of shape (N, K)), through the BLAS the kernels use,
  * the rows of C dealt over the threads as the kernels deal theirs: the benchmarks measure the

@@ -106,11 +106,22 @@ int64_t fl_packed_rows(const fl_layer *l)
 int fl_call_threads(const fl_layer *l, int n_threads)
 {
     const int64_t GH = gates_of(l->cell) * l->H;
-    const double flops = 2.0 * (double)fl_packed_rows(l) * (double)GH * (double)(l->I + l->P);
+    const double flops =
+        2.0 * (double)fl_packed_rows(l) * (double)GH * (double)(l->I + l->P + l->F);
     if (flops < (double)(1 << 17) || l->B < 2)
         return 1;
     int64_t most = l->B < num_parts ? l->B : num_parts;
     return n_threads < most ? n_threads : (int)most;
+}
+
+int fl_stack_call_threads(const fl_stack *st, int n_threads)
+{
+    int most = 1;
+    for (int64_t k = 0; k < st->L; k++) {
+        const int n = fl_call_threads(&st->layers[k], n_threads);
+        most = n > most ? n : most;
+    }
+    return most;
 }
 
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
@@ -122,13 +133,14 @@ int fl_call_threads(const fl_layer *l, int n_threads)
  *             the parts' sums (parts, sums_width);  float64 in a build with gemm_tn: the
  *             parts' gemm_tn copies (parts, gemm_tn_size);  packed batches: h_prev (N, P), each
  *             row's h_{t-1}, gathered for dw_hh (without batch_sizes hs holds them in that
- *             order already) */
+ *             order already);  fed-back inputs: fb_prev (N, F), each row's fed-back inputs,
+ *             gathered for dw_fb */
 int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 {
     const fl_build *b = fl_builds[l->isa];
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
-    const packed_layout p = packed_sizes(b, l, backward);
-    const int64_t packed = p.ih + p.bias + p.hh + p.hn + p.hr;
+    const packed_layout p = packed_sizes(b, l, backward, N);
+    const int64_t packed = p.ih + p.bias + p.hh + p.hn + p.hr + p.fb;
     if (!backward) {
         int64_t n = packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
         if (l->inference && (l->cell == FL_LSTM || l->cell == FL_GRU))
@@ -143,7 +155,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
     n += num_parts * (sums_width(l) + gemm_tn_size(b, l, f64));
     if (l->batch_sizes)
         n += N * l->P;
-    return n;
+    return n + N * l->F;
 }
 
 /* Each call runs in the build its layer names (fl_layer.isa). */
@@ -165,4 +177,24 @@ void fl_forward_f64(const fl_layer *l, double *const s[], int n_threads)
 void fl_backward_f64(const fl_layer *l, double *const s[], int n_threads)
 {
     fl_builds[l->isa]->backward_f64(l, s, n_threads);
+}
+
+void fl_stack_forward_f32(const fl_stack *st, float *const s[], int n_threads)
+{
+    fl_builds[st->layers[0].isa]->stack_forward_f32(st, s, n_threads);
+}
+
+void fl_stack_backward_f32(const fl_stack *st, float *const s[], int n_threads)
+{
+    fl_builds[st->layers[0].isa]->stack_backward_f32(st, s, n_threads);
+}
+
+void fl_stack_forward_f64(const fl_stack *st, double *const s[], int n_threads)
+{
+    fl_builds[st->layers[0].isa]->stack_forward_f64(st, s, n_threads);
+}
+
+void fl_stack_backward_f64(const fl_stack *st, double *const s[], int n_threads)
+{
+    fl_builds[st->layers[0].isa]->stack_backward_f64(st, s, n_threads);
 }

@@ -18,6 +18,10 @@ typedef struct {
     void (*backward_f32)(const fl_layer *, float *const[], int);
     void (*forward_f64)(const fl_layer *, double *const[], int);
     void (*backward_f64)(const fl_layer *, double *const[], int);
+    void (*stack_forward_f32)(const fl_stack *, float *const[], int);
+    void (*stack_backward_f32)(const fl_stack *, float *const[], int);
+    void (*stack_forward_f64)(const fl_stack *, double *const[], int);
+    void (*stack_backward_f64)(const fl_stack *, double *const[], int);
 } fl_build;
 
 /* The builds compiled into this library, by enum fl_isa; NULL where none was (kernels.c). */
@@ -63,36 +67,41 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
     return l->batch_sizes ? l->batch_sizes[t] : l->B;
 }
 
-/* Elements of the packed weights of a call (kernels_impl.h, "the packed recurrent product"): a
+/* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent product"): a
  * forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases when its steps add the
- * input term too (FUSE_ROWS), a backward packs
- * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
- * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
- * small-matrix kernels copy nothing). All 0 when the call runs its products through the BLAS:
- * in a build that does not pack, or for a single step, which would not pay back reading the
- * weights once more to pack them. hn, the n rows of a GRU's w_hh packed apart for its
- * backward, is 0 otherwise; hr is 0 unless the layer projects. */
+ * input term too (FUSE_ROWS, and always in a stacked layer, whose input is made step by step), a
+ * backward packs w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at
+ * least G H rows (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than
+ * OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer with
+ * fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when
+ * the call runs its products through the BLAS: in a build that does not pack, or for a single
+ * step, which would not pay back reading the weights once more to pack them. hn, the n rows of a
+ * GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0 unless the layer projects. */
 typedef struct {
-    int64_t ih, bias, hh, hn, hr;
+    int64_t ih, bias, hh, hn, hr, fb;
 } packed_layout;
 
-static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, int backward)
+static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, int backward,
+                                         int64_t N)
 {
-    packed_layout size = {0, 0, 0, 0, 0};
+    packed_layout size = {0, 0, 0, 0, 0, 0};
     if (!b->packs || l->T < 2)
         return size;
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
     if (backward) {
-        size.ih = l->input_grad && fl_packed_rows(l) >= GH ? GH * PADDED(l->I) : 0;
+        const int dx = l->stacked || (l->input_grad && N >= GH);
+        size.ih = dx ? GH * PADDED(l->I) : 0;
         size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
         size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
         size.hr = l->projection ? P * PADDED(H) : 0;
+        size.fb = l->F / P * GH * PADDED(P);
     } else {
-        const int fuse = l->B >= FUSE_ROWS * fl_num_parts();
+        const int fuse = l->stacked || l->B >= FUSE_ROWS * fl_num_parts();
         size.ih = fuse ? l->I * PADDED(GH) : 0;
         size.bias = fuse ? PADDED(GH) : 0;
         size.hh = P * PADDED(GH);
         size.hr = l->projection ? H * PADDED(P) : 0;
+        size.fb = l->F * PADDED(GH);
     }
     return size;
 }
@@ -124,7 +133,7 @@ static inline int64_t gemm_tn_size(const fl_build *b, const fl_layer *l, int f64
  * all N, which the projection before the loop fills. */
 static inline int64_t inference_rows(const fl_build *b, const fl_layer *l)
 {
-    return packed_sizes(b, l, 0).ih ? l->B : fl_packed_rows(l);
+    return packed_sizes(b, l, 0, 0).ih ? l->B : fl_packed_rows(l);
 }
 
 #endif /* FASTLSTM_KERNELS_COMMON_H */

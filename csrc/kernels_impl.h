@@ -307,21 +307,32 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
  * does not pack them or the layer does not project. A forward that fuses the input term packs
  * w_ih^T and keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward
- * packs the n rows of w_hh apart (hn), after its r and z rows (hh). */
+ * packs the n rows of w_hh apart (hn), after its r and z rows (hh). fb holds w_fb's blocks of
+ * P columns, one per source, packed as w_ih is: source j's at fb_block(). */
 typedef struct {
-    REAL *ih, *bias, *hh, *hn, *hr;
+    REAL *ih, *bias, *hh, *hn, *hr, *fb;
 } SFX(packed);
 
-/* Points pw at the packed weights in `work`; returns the scratch after them. */
-static REAL *SFX(carve_packed)(const fl_layer *l, int backward, REAL *work, SFX(packed) *pw)
+static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int backward,
+                                  int64_t j)
 {
-    const packed_layout n = packed_sizes(&ISA_BUILD, l, backward);
+    const int64_t GH = gates_of(l->cell) * l->H;
+    return pw->fb + j * (backward ? GH * PADDED(l->P) : l->P * PADDED(GH));
+}
+
+/* Points pw at the packed weights in `work` of a call on N rows; returns the scratch after
+ * them. */
+static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL *work,
+                               SFX(packed) *pw)
+{
+    const packed_layout n = packed_sizes(&ISA_BUILD, l, backward, N);
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
     pw->hn = n.hn ? work + n.ih + n.bias + n.hh : NULL;
     pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.hn : NULL;
-    return work + n.ih + n.bias + n.hh + n.hn + n.hr;
+    pw->fb = n.fb ? work + n.ih + n.bias + n.hh + n.hn + n.hr : NULL;
+    return work + n.ih + n.bias + n.hh + n.hn + n.hr + n.fb;
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
@@ -341,9 +352,9 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
     SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, trans ? K : N, beta, C, ldc);
 }
 
-/* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T and w_hr^T
- * and the bias sum, backward w_ih (when packed_sizes counts it), w_hh (the GRU's n rows apart,
- * in hn) and w_hr. Nothing without packing. */
+/* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
+ * w_fb^T and the bias sum, backward w_ih (when packed_sizes counts it), w_hh (the GRU's n rows
+ * apart, in hn), w_hr and w_fb. Nothing without packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -359,11 +370,16 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
             SFX(pack_part)(0, H, P, s[FL_W_HH] + 2 * H * P, P, pw->hn, k, parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
+        for (int64_t j = 0; pw->fb && j < l->F / P; j++)
+            SFX(pack_part)(0, GH, P, s[FL_W_FB] + j * P, l->F, SFX(fb_block)(l, pw, 1, j), k,
+                           parts);
         return;
     }
     SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->hh, k, parts);
     if (pw->hr)
         SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->hr, k, parts);
+    for (int64_t j = 0; pw->fb && j < l->F / P; j++)
+        SFX(pack_part)(1, P, GH, s[FL_W_FB] + j * P, l->F, SFX(fb_block)(l, pw, 0, j), k, parts);
     if (!pw->ih)
         return;
     SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
@@ -376,27 +392,77 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
 #endif
 }
 
-/* The pre-activations of step t for n rows of a part (x_t, h_prev and pre_t at their first
- * row, rows every `parts`-th): when the call packed w_ih^T, one pass of register tiles over both
- * packed matrices writes x_t w_ih^T + h_{t-1} w_hh^T and the bias; otherwise the projection
- * before the loop has left b_ih + b_hh + x_t w_ih^T in pre_t, and this adds h_{t-1} w_hh^T (on
- * the packed w_hh^T when there is one, else through the BLAS). The GRU gets the input side
- * alone (b_ih + x_t w_ih^T): r scales its recurrent side. */
-static void SFX(step_pre)(const fl_layer *l, int64_t n, const REAL *x_t, const REAL *h_prev,
-                          const REAL *w_hh, const SFX(packed) *pw, REAL *pre_t, int64_t parts)
+/* The fed-back inputs of layer `target` of a stack (fl_stack): n sources, the pairs first ..
+ * first + n - 1 of the stack's list; `slots` every layer's. n = 0 for a layer without them. */
+typedef struct {
+    int64_t n, first;
+    const fl_stack *stack;
+    REAL *const *slots;
+} SFX(fed);
+
+/* Slot `slot` of the j-th source of the fed-back inputs. */
+static REAL *SFX(fed_slot)(const SFX(fed) *fb, int64_t j, int slot)
 {
-    const int64_t P = l->P, GH = gates_of(l->cell) * l->H;
+    return fb->slots[fb->stack->feedback[2 * (fb->first + j)] * FL_N_SLOTS + slot];
+}
+
+/* The terms a packed product adds in one pass: the input, recurrent and fed-back ones. */
+#define STEP_TERMS 8
+
+/* The pre-activations of step t for n rows of a part (x_t, pre_t at their first row, h_{t-1} and
+ * the fed-back outputs at row prev_row of their hs, rows every `parts`-th): when the call packed
+ * w_ih^T, passes of register tiles over the packed matrices write x_t w_ih^T + h_{t-1} w_hh^T +
+ * the fed-back inputs times w_fb^T, and the bias (one pass for up to STEP_TERMS terms);
+ * otherwise the projection before the loop has left b_ih + b_hh + x_t w_ih^T in pre_t (a
+ * stacked layer forms it here, through the BLAS), and this adds h_{t-1} w_hh^T and the fed-back
+ * products (on the packed weights when there are some, else through the BLAS). The GRU gets
+ * the input side alone (b_ih + x_t w_ih^T and the fed-back products, which are input too):
+ * r scales its recurrent side. */
+static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const REAL *x_t,
+                          int64_t prev_row, const SFX(packed) *pw, const SFX(fed) *fb,
+                          REAL *pre_t, int64_t parts)
+{
+    const int64_t P = l->P, I = l->I, GH = gates_of(l->cell) * l->H;
+    const int64_t ldp = parts * P, ldg = parts * GH;
     const int gru = l->cell == FL_GRU;
+    const REAL *h_prev = s[FL_HS] + prev_row * P;
 #if ISA_VECTOR_BYTES
     if (pw->ih) {
-        const int64_t I = l->I;
-        const SFX(term) terms[2] = {{x_t, parts * I, I, pw->ih}, {h_prev, parts * P, P, pw->hh}};
-        SFX(packed_gemm)(n, GH, terms, gru ? 1 : 2, pw->bias, 0, pre_t, parts * GH);
+        SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih}, {h_prev, ldp, P, pw->hh}};
+        int n_terms = gru ? 1 : 2, beta = 0;
+        for (int64_t j = 0; j < fb->n; j++) {
+            if (n_terms == STEP_TERMS) {
+                SFX(packed_gemm)(n, GH, terms, n_terms, beta ? NULL : pw->bias, beta, pre_t, ldg);
+                n_terms = 0, beta = 1;
+            }
+            const SFX(term) fed = {SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp, P,
+                                   SFX(fb_block)(l, pw, 0, j)};
+            terms[n_terms++] = fed;
+        }
+        SFX(packed_gemm)(n, GH, terms, n_terms, beta ? NULL : pw->bias, beta, pre_t, ldg);
         return;
     }
 #endif
+    if (l->stacked) {
+        const REAL *b_ih = s[FL_B_IH], *b_hh = gru ? NULL : s[FL_B_HH];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < GH; j++)
+                pre_t[i * ldg + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+        SFX(gemm)(0, 1, n, GH, I, 1, x_t, parts * I, s[FL_W_IH], I, 1, pre_t, ldg);
+    }
     if (!gru)
-        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 1, pre_t, parts * GH);
+        SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, 1, pre_t, ldg);
+    for (int64_t j = 0; j < fb->n; j++) {
+        const REAL *h_fed = SFX(fed_slot)(fb, j, FL_HS) + prev_row * P;
+#if ISA_VECTOR_BYTES
+        if (pw->fb) {
+            const SFX(term) fed = {h_fed, ldp, P, SFX(fb_block)(l, pw, 0, j)};
+            SFX(packed_gemm)(n, GH, &fed, 1, NULL, 1, pre_t, ldg);
+            continue;
+        }
+#endif
+        SFX(gemm)(0, 1, n, GH, P, 1, h_fed, ldp, s[FL_W_FB] + j * P, l->F, 1, pre_t, ldg);
+    }
 }
 
 /* ---------------------------------------------------------------- the cells
@@ -635,45 +701,54 @@ typedef struct {
     int reuse;
 } SFX(step_arrays);
 
-/* The time loop of part k: the sequences k, k + parts, ... of the batch; `fused` as in madd. */
+/* Step t of part k (the sequences k, k + parts, ...), n of its rows: the block of step t
+ * starts at row `off`, h_{t-1}'s at row `prev` of hs; fb the layer's fed-back inputs; `fused`
+ * as in madd. */
+FL_INLINE void
+SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+                  const SFX(step_arrays) *out, const SFX(fed) *fb, int64_t off, int64_t prev,
+                  int64_t n, int64_t k, int64_t parts, const int fused)
+{
+    const int cell = l->cell;
+    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
+    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
+    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
+    REAL *hs = s[FL_HS], *cs = s[FL_CS];
+    const int64_t r = off + k;                      /* this part's first row */
+    const REAL *h_prev = hs + (prev + k) * P;
+    const int64_t row = out->reuse ? k : r;         /* its first row in pre and hn */
+    REAL *h = hs + (B + r) * P, *pre_t = out->pre + row * GH;
+    SFX(step_pre)(l, n, s, s[FL_X] + r * l->I, prev + k, pw, fb, pre_t, parts);
+    if (cell == FL_GRU) {
+        REAL *hh = work + k * GH;
+        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
+        SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, out->hn + row * H, h, fused);
+    } else if (cell != FL_LSTM) {
+        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused);
+    } else {
+        REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
+        if (l->inference) /* a row per sequence, from c0 to its last state */
+            c_prev = c = cs + k * H;
+        REAL *m = l->projection ? work + k * H : h;
+        SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused);
+        if (l->projection)
+            SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
+    }
+}
+
+/* The time loop of part k of one layer. */
 FL_INLINE void
 SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
                        const SFX(step_arrays) *out, int64_t k, int64_t parts, const int fused)
 {
-    const int cell = l->cell;
-    const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *x = s[FL_X], *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *hs = s[FL_HS], *cs = s[FL_CS], *pre = out->pre, *hn = out->hn;
+    const SFX(fed) none = {0, 0, NULL, NULL};
     int64_t off = 0, prev = 0; /* the first rows of this step's block and of the last one's */
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = 0; t < l->T; t++) {
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
         if (n == 0)
             break; /* the batch only shrinks */
-        const int64_t r = off + k;                      /* this part's first row */
-        const REAL *h_prev = hs + (prev + k) * P;
-        const int64_t row = out->reuse ? k : r;            /* its first row in pre and hn */
-        REAL *h = hs + (B + r) * P, *pre_t = pre + row * GH;
-        SFX(step_pre)(l, n, x + r * l->I, h_prev, w_hh, pw, pre_t, parts);
-        if (cell == FL_GRU) {
-            REAL *hh = work + k * GH;
-            SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-            SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, hn + row * H, h,
-                                  fused);
-        } else {
-            if (cell != FL_LSTM) {
-                SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused);
-            } else {
-                REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-                if (l->inference) /* a row per sequence, from c0 to its last state */
-                    c_prev = c = cs + k * H;
-                REAL *m = l->projection ? work + k * H : h;
-                SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused);
-                if (l->projection)
-                    SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
-            }
-        }
-        prev = B + off;
+        SFX(forward_step)(l, s, pw, work, out, &none, off, prev, n, k, parts, fused);
+        prev = l->B + off;
         off += n_t;
     }
 }
@@ -684,16 +759,17 @@ typedef struct {
     REAL *da, *da_hn, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
-/* The backward time loop of part k: the sequences k, k + parts, ... of the batch; `fused` as
- * in madd. */
+/* Step t of the backward loop of part k, n of its rows, its block at row `off`; fb the layer's
+ * fed-back inputs; `fused` as in madd. A stacked layer also forms dL/dy_t of the layer below
+ * (its FL_DY rows, times its own dropout mask), and a layer with fed-back inputs adds their
+ * share to dL/dh_{t-1} of each source (its FL_DH). */
 FL_INLINE void
-SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                        const SFX(backward_scratch) *sc, int64_t k, int64_t parts,
-                        const int fused)
+SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                   const SFX(backward_scratch) *sc, const SFX(fed) *fb, REAL *dy_below,
+                   int64_t t, int64_t off, int64_t n, int64_t k, int64_t parts, const int fused)
 {
     const int cell = l->cell;
-    const int64_t T = l->T, B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const int64_t N = fl_packed_rows(l);
+    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
     const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *cs = s[FL_CS], *hs = s[FL_HS];
     const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
     const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
@@ -702,108 +778,224 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     const int biases = s[FL_DB_IH] != NULL, gru = cell == FL_GRU;
     const int64_t n_sums = sums_width(l);
     REAL *sums = sc->sums + k * n_sums, *dp = sums + n_sums - (peep ? 3 * H : 0);
+    const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
+    const int64_t ldp = parts * P, ldg = parts * GH;
+    /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
+     * sequence's last step, then dL/dh_t as t goes back. */
+    REAL *dh_k = dh + k * P;
+    const REAL *dy_t = dy + r * P;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < P; j++)
+            dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
+    REAL *da_t = da + r * GH, *da_hn_t = gru ? da_hn + r * H : NULL;
+    if (cell == FL_LSTM) {
+        const REAL *dm_k = dh_k;
+        if (l->projection) {
+            for (int64_t i = 0; i < n; i++)
+                memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
+            SFX(step_product)(n, H, P, dh_k, ldp, w_hr, 0, pw->hr, 0, dm + k * H, parts * H);
+            dm_k = dm + k * H;
+        }
+        SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
+                                cs + (B + r) * H, dm_k, dc + k * H, da_t,
+                                l->projection ? ms + r * H : NULL, peep, fused);
+    } else if (gru) {
+        SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H, hs + (prev + k) * P,
+                               dh_k, da_t, da_hn_t);
+    } else {
+        SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k, da_t);
+    }
+    if (biases) {
+        SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
+        if (gru) /* db_hn; db_hh's r and z parts are db_ih's */
+            SFX(add_row_sums)(n, H, da_hn_t, parts * H, NULL, 0, sums + GH);
+    }
+    if (peep) { /* i and f see c_{t-1}, o sees c_t */
+        const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
+        const int64_t ldc = parts * H;
+        SFX(add_row_sums)(n, H, da_t, ldg, c_prev, ldc, dp);
+        SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
+        SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
+    }
+    /* dL/dh_{t-1} = da_t @ w_hh, added to the GRU's direct path z * dL/dh_t (the other
+     * cells have consumed dh and overwrite it); the GRU's n rows of w_hh take da_hn. */
+    SFX(step_product)(n, P, gru ? 2 * H : GH, da_t, ldg, w_hh, 0, pw->hh, gru, dh_k, ldp);
+    if (gru)
+        SFX(step_product)(n, P, H, da_hn_t, parts * H, w_hh + 2 * H * P, 0, pw->hn, 1, dh_k,
+                          ldp);
+    if (l->stacked) {
+        const int64_t I = l->I;
+        const REAL *mask = s[FL_MASK];
+        REAL *dx_t = dy_below + r * I;
+        SFX(step_product)(n, I, GH, da_t, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
+        for (int64_t i = 0; mask && i < n; i++)
+            for (int64_t j = 0; j < I; j++)
+                dx_t[i * parts * I + j] *= mask[(r + i * parts) * I + j];
+    }
+    for (int64_t j = 0; j < fb->n; j++) { /* the fed-back inputs were the sources' h_{t-1} */
+        REAL *dh_fed = SFX(fed_slot)(fb, j, FL_DH) + k * P;
+#if ISA_VECTOR_BYTES
+        if (pw->fb) {
+            const SFX(term) term = {da_t, ldg, GH, SFX(fb_block)(l, pw, 1, j)};
+            SFX(packed_gemm)(n, P, &term, 1, NULL, 1, dh_fed, ldp);
+            continue;
+        }
+#endif
+        SFX(gemm)(0, 0, n, P, GH, 1, da_t, ldg, s[FL_W_FB] + j * P, l->F, 1, dh_fed, ldp);
+    }
+}
+
+/* The backward time loop of part k of one layer. */
+FL_INLINE void
+SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                        const SFX(backward_scratch) *sc, int64_t k, int64_t parts,
+                        const int fused)
+{
+    const SFX(fed) none = {0, 0, NULL, NULL};
+    const int64_t n_sums = sums_width(l);
     for (int64_t j = 0; j < n_sums; j++)
-        sums[j] = 0;
-    int64_t off = N;          /* the first row of step t's block, walking back from the end */
-    for (int64_t t = T - 1; t >= 0; t--) {
+        sc->sums[k * n_sums + j] = 0;
+    int64_t off = fl_packed_rows(l); /* step t's first row, walking back from the end */
+    for (int64_t t = l->T - 1; t >= 0; t--) {
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
         off -= n_t;
-        if (n == 0)
-            continue;
-        const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
-        const int64_t ldp = parts * P, ldg = parts * GH;
-        /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
-         * sequence's last step, then dL/dh_t as t goes back. */
-        REAL *dh_k = dh + k * P;
-        const REAL *dy_t = dy + r * P;
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < P; j++)
-                dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
-        REAL *da_t = da + r * GH, *da_hn_t = gru ? da_hn + r * H : NULL;
-        if (cell == FL_LSTM) {
-            const REAL *dm_k = dh_k;
-            if (l->projection) {
-                for (int64_t i = 0; i < n; i++)
-                    memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp,
-                           (size_t)P * sizeof(REAL));
-                SFX(step_product)(n, H, P, dh_k, ldp, w_hr, 0, pw->hr, 0, dm + k * H,
-                                  parts * H);
-                dm_k = dm + k * H;
-            }
-            SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
-                                    cs + (B + r) * H, dm_k, dc + k * H, da_t,
-                                    l->projection ? ms + r * H : NULL, peep, fused);
-        } else if (gru) {
-            SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H,
-                                   hs + (prev + k) * P, dh_k, da_t, da_hn_t);
-        } else {
-            SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k,
-                                   da_t);
-        }
-        if (biases) {
-            SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
-            if (gru) /* db_hn; db_hh's r and z parts are db_ih's */
-                SFX(add_row_sums)(n, H, da_hn_t, parts * H, NULL, 0, sums + GH);
-        }
-        if (peep) { /* i and f see c_{t-1}, o sees c_t */
-            const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-            const int64_t ldc = parts * H;
-            SFX(add_row_sums)(n, H, da_t, ldg, c_prev, ldc, dp);
-            SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
-            SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
-        }
-        /* dL/dh_{t-1} = da_t @ w_hh, added to the GRU's direct path z * dL/dh_t (the other
-         * cells have consumed dh and overwrite it); the GRU's n rows of w_hh take da_hn. */
-        SFX(step_product)(n, P, gru ? 2 * H : GH, da_t, ldg, w_hh, 0, pw->hh, gru, dh_k, ldp);
-        if (gru)
-            SFX(step_product)(n, P, H, da_hn_t, parts * H, w_hh + 2 * H * P, 0, pw->hn, 1, dh_k,
-                              ldp);
+        if (n > 0)
+            SFX(backward_step)(l, s, pw, sc, &none, NULL, t, off, n, k, parts, fused);
     }
+}
+
+/* Where a forward's steps keep their pre-activations: into gates, or for the Elman cell straight
+ * into hs; for inference, into the scratch after the packed weights and hh or m (see
+ * fl_work_size). Sets pw and out for a call on N rows; returns the scratch after the packed
+ * weights. */
+static REAL *SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, SFX(packed) *pw,
+                                  SFX(step_arrays) *out)
+{
+    const int cell = l->cell;
+    const int64_t B = l->B, H = l->H, GH = gates_of(cell) * H;
+    REAL *work = SFX(carve_packed)(l, 0, N, s[FL_WORK], pw);
+    out->pre = s[FL_GATES], out->hn = s[FL_HN], out->reuse = 0;
+    if (cell != FL_LSTM && cell != FL_GRU) {
+        out->pre = s[FL_HS] + B * l->P;
+    } else if (l->inference) {
+        out->pre = work + (cell == FL_GRU ? B * GH : l->projection ? B * H : 0);
+        out->reuse = pw->ih != NULL;
+        out->hn = out->pre + (out->reuse ? B : N) * GH;
+    }
+    return work;
+}
+
+/* Part k of what a forward does before its time loop: pack the weights and, unless its steps
+ * add the input term themselves, project every step's input (the GRU keeps b_hh out of it: it
+ * belongs inside r * (W_hn h + b_hn)). */
+static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
+                                       int64_t parts)
+{
+    const int64_t N = fl_packed_rows(l);
+    SFX(packed) pw;
+    SFX(step_arrays) out;
+    SFX(forward_scratch)(l, s, N, &pw, &out);
+    SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
+    if (!pw.ih && !l->stacked)
+        SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X],
+                          s[FL_W_IH], s[FL_B_IH], l->cell == FL_GRU ? NULL : s[FL_B_HH], out.pre,
+                          k, parts);
+}
+
+static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int64_t parts)
+{
+    SFX(packed) pw;
+    SFX(step_arrays) out;
+    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
 }
 
 static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
-    const int cell = l->cell;
-    const int64_t N = fl_packed_rows(l), GH = gates_of(cell) * l->H, parts = fl_num_parts();
-    /* Where the pre-activations go: into gates, or for the Elman cell straight into hs; for
-     * inference, into the scratch after the packed weights and hh or m (see fl_work_size). The
-     * GRU keeps b_hh out of them: it belongs inside r * (W_hn h + b_hn). */
-    const int64_t B = l->B, H = l->H;
-    SFX(packed) pw;
-    REAL *work = SFX(carve_packed)(l, 0, s[FL_WORK], &pw);
-    SFX(step_arrays) out = {s[FL_GATES], s[FL_HN], 0};
-    if (cell != FL_LSTM && cell != FL_GRU) {
-        out.pre = s[FL_HS] + B * l->P;
-    } else if (l->inference) {
-        out.pre = work + (cell == FL_GRU ? B * GH : l->projection ? B * H : 0);
-        out.reuse = pw.ih != NULL;
-        out.hn = out.pre + (out.reuse ? B : N) * GH;
-    }
-    REAL *pre = out.pre;
-    const REAL *b_hh = cell == FL_GRU ? NULL : s[FL_B_HH];
+    const int64_t parts = fl_num_parts();
     /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
      * whole small step of a stream. */
     if (n_threads > 1) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
-        for (int64_t k = 0; k < parts; k++) {
-            SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-            if (!pw.ih)
-                SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k,
-                                  parts);
-        }
+        for (int64_t k = 0; k < parts; k++)
+            SFX(forward_prologue_part)(l, s, k, parts);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
+            SFX(forward_part)(l, s, k, parts);
     } else {
-        for (int64_t k = 0; k < parts; k++) {
-            SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-            if (!pw.ih)
-                SFX(project_part)(N, l->I, GH, s[FL_X], s[FL_W_IH], s[FL_B_IH], b_hh, pre, k,
-                                  parts);
-        }
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
+            SFX(forward_prologue_part)(l, s, k, parts);
+        for (int64_t k = 0; k < parts; k++)
+            SFX(forward_part)(l, s, k, parts);
+    }
+}
+
+/* The fed-back inputs of layer `target` of a stack. */
+static SFX(fed) SFX(fed_of)(const fl_stack *st, REAL *const slots[], int64_t target)
+{
+    SFX(fed) fb = {0, 0, st, slots};
+    for (int64_t j = 0; j < st->n_feedback; j++)
+        if (st->feedback[2 * j + 1] == target) {
+            fb.first = fb.n ? fb.first : j;
+            fb.n++;
+        }
+    return fb;
+}
+
+/* The time loop of part k of a stack: at each step, every layer bottom to top. A stacked layer
+ * with dropout first writes its input rows, the layer below's output times the mask. */
+static void SFX(stack_forward_part)(const fl_stack *st, REAL *const slots[], int64_t k,
+                                    int64_t parts)
+{
+    const fl_layer *first = &st->layers[0];
+    const int64_t N = fl_packed_rows(first);
+    int64_t off = 0, prev = 0;
+    for (int64_t t = 0; t < first->T; t++) {
+        const int64_t n_t = batch_size(first, t), n = part_count(n_t, parts, k);
+        if (n == 0)
+            break;
+        for (int64_t i = 0; i < st->L; i++) {
+            const fl_layer *l = &st->layers[i];
+            REAL *const *s = slots + i * FL_N_SLOTS;
+            if (s[FL_MASK]) {
+                const int64_t I = l->I, B = l->B;
+                const REAL *below = slots[(i - 1) * FL_N_SLOTS + FL_HS], *mask = s[FL_MASK];
+                for (int64_t q = 0; q < n; q++) {
+                    const int64_t row = off + k + q * parts;
+                    for (int64_t j = 0; j < I; j++)
+                        s[FL_X][row * I + j] = below[(B + row) * I + j] * mask[row * I + j];
+                }
+            }
+            SFX(packed) pw;
+            SFX(step_arrays) out;
+            REAL *work = SFX(forward_scratch)(l, s, N, &pw, &out);
+            const SFX(fed) fb = SFX(fed_of)(st, slots, i);
+            SFX(forward_step)(l, s, &pw, work, &out, &fb, off, prev, n, k, parts, ISA_FUSED);
+        }
+        prev = first->B + off;
+        off += n_t;
+    }
+}
+
+static void SFX(stack_forward)(const fl_stack *st, REAL *const slots[], int n_threads)
+{
+    n_threads = fl_stack_call_threads(st, n_threads);
+    const int64_t parts = fl_num_parts();
+    if (n_threads > 1) {
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+        for (int64_t k = 0; k < parts; k++)
+            for (int64_t i = 0; i < st->L; i++)
+                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+        for (int64_t k = 0; k < parts; k++)
+            SFX(stack_forward_part)(st, slots, k, parts);
+    } else {
+        for (int64_t k = 0; k < parts; k++)
+            for (int64_t i = 0; i < st->L; i++)
+                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+        for (int64_t k = 0; k < parts; k++)
+            SFX(stack_forward_part)(st, slots, k, parts);
     }
 }
 
@@ -837,25 +1029,60 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
     SFX(gemm)(1, 0, m1 - m0, N, K, 1, A + m0, lda, W, N, 0, C + m0 * N, N);
 }
 
-static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
+/* Points pw and sc at a backward call's scratch, in the layout fl_work_size() counts (N its
+ * rows); returns the scratch after the parts' sums: the gemm_tn copies, then room to gather. */
+static REAL *SFX(backward_scratch_of)(const fl_layer *l, REAL *const s[], int64_t N,
+                                      SFX(packed) *pw, SFX(backward_scratch) *sc)
 {
-    n_threads = fl_call_threads(l, n_threads);
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
-    const int64_t N = fl_packed_rows(l), parts = fl_num_parts();
-    const int64_t n_sums = sums_width(l);
-    /* The scratch, in the layout fl_work_size() counts. */
-    SFX(packed) pw;
-    SFX(backward_scratch) sc = {NULL, NULL, NULL, NULL, NULL, NULL};
-    REAL *rest = SFX(carve_packed)(l, 1, s[FL_WORK], &pw);
-    sc.da = rest, rest += N * GH;
-    if (cell == FL_GRU)
-        sc.da_hn = rest, rest += N * H;
+    const int64_t B = l->B, H = l->H, P = l->P;
+    REAL *rest = SFX(carve_packed)(l, 1, N, s[FL_WORK], pw);
+    sc->da = rest, rest += N * gates_of(l->cell) * H;
+    sc->da_hn = NULL;
+    if (l->cell == FL_GRU)
+        sc->da_hn = rest, rest += N * H;
+    sc->dhs = sc->ms = sc->dm = NULL;
     if (l->projection) {
-        sc.dhs = rest, sc.ms = rest + N * P, sc.dm = rest + N * P + N * H;
+        sc->dhs = rest, sc->ms = rest + N * P, sc->dm = rest + N * P + N * H;
         rest += N * P + N * H + B * H;
     }
-    sc.sums = rest, rest += parts * n_sums;
+    sc->sums = rest;
+    return rest + fl_num_parts() * sums_width(l);
+}
+
+/* dst (N, F) gets, row for row of the packed steps, the inputs the fb's sources fed back to
+ * that row: their h_{t-1}, side by side in source order. */
+static void SFX(gather_fed)(const fl_layer *l, const SFX(fed) *fb, REAL *dst)
+{
+    const int64_t P = l->P, F = l->F;
+    for (int64_t j = 0; j < fb->n; j++) {
+        const REAL *hs = SFX(fed_slot)(fb, j, FL_HS);
+        int64_t off = 0, prev = 0;
+        for (int64_t t = 0; t < l->T; t++) {
+            const int64_t n_t = batch_size(l, t);
+            for (int64_t i = 0; i < n_t; i++)
+                memcpy(dst + (off + i) * F + j * P, hs + (prev + i) * P,
+                       (size_t)P * sizeof(REAL));
+            prev = l->B + off;
+            off += n_t;
+        }
+    }
+}
+
+/* What a backward call does after its time loop. dx (when the call asks for it) and the weight
+ * gradients: each one product over all N rows, not T per-step products: dx = da @ w_ih (on the
+ * packed w_ih when there is one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (the GRU's n rows
+ * da_hn.T @ h_prev), dw_hr = dhs.T @ ms, dw_fb = da.T @ the fed-back inputs; one parallel
+ * region, each thread its block of rows of each. Then the bias and peephole gradients: the
+ * parts' sums added in part order. */
+static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX(fed) *fb,
+                                   int n_threads)
+{
+    const int cell = l->cell;
+    const int64_t H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
+    const int64_t N = fl_packed_rows(l), parts = fl_num_parts(), n_sums = sums_width(l);
+    SFX(packed) pw;
+    SFX(backward_scratch) sc;
+    REAL *rest = SFX(backward_scratch_of)(l, s, N, &pw, &sc);
     const int64_t n_copies = gemm_tn_size(&ISA_BUILD, l, IS_F64);
     REAL *copies = n_copies ? rest : NULL; /* each part's gemm_tn copies */
     rest += parts * n_copies;
@@ -865,18 +1092,10 @@ static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
     if (l->batch_sizes) {
         SFX(gather_prev)(l, s[FL_HS], P, rest);
         h_prev = rest;
+        rest += N * P;
     }
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++)
-        SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-    for (int64_t k = 0; k < parts; k++)
-        SFX(backward_part_body)(l, s, &pw, &sc, k, parts, ISA_FUSED);
-
-    /* dx (when the call asks for it) and the weight gradients: each one product over all N rows
-     * after the loop, not T per-step products: dx = da @ w_ih (on the packed w_ih when there is
-     * one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (the GRU's n rows da_hn.T @ h_prev),
-     * dw_hr = dhs.T @ ms; one parallel region, each thread its block of rows of each. */
+    if (fb->n)
+        SFX(gather_fed)(l, fb, rest);
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
         int64_t m0, m1;
@@ -893,10 +1112,12 @@ static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
                                part_copies);
         if (l->projection)
             SFX(gradient_part)(P, H, N, sc.dhs, P, sc.ms, s[FL_DW_HR], k, parts, part_copies);
+        if (fb->n)
+            SFX(gradient_part)(GH, l->F, N, sc.da, GH, rest, s[FL_DW_FB], k, parts,
+                               part_copies);
     }
-    /* The bias and peephole gradients: the parts' sums added in part order. The LSTM's and
-     * the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts, and has its own
-     * sums in its n part. */
+    /* The LSTM's and the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts,
+     * and has its own sums in its n part. */
     const int with_hn = cell == FL_GRU && s[FL_DB_IH];
     REAL *totals[3] = {s[FL_DB_IH], with_hn ? s[FL_DB_HH] + 2 * H : NULL, s[FL_DW_PEEPHOLE]};
     const int64_t widths[3] = {GH, cell == FL_GRU ? H : 0, l->peephole ? 3 * H : 0};
@@ -909,6 +1130,88 @@ static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
         }
     if (s[FL_DB_IH])
         memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)(cell == FL_GRU ? 2 * H : GH) * sizeof(REAL));
+}
+
+static void SFX(backward_pack_part)(const fl_layer *l, REAL *const s[], int64_t k,
+                                    int64_t parts)
+{
+    SFX(packed) pw;
+    SFX(carve_packed)(l, 1, fl_packed_rows(l), s[FL_WORK], &pw);
+    SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
+}
+
+static void SFX(backward_part)(const fl_layer *l, REAL *const s[], int64_t k, int64_t parts)
+{
+    SFX(packed) pw;
+    SFX(backward_scratch) sc;
+    SFX(backward_scratch_of)(l, s, fl_packed_rows(l), &pw, &sc);
+    SFX(backward_part_body)(l, s, &pw, &sc, k, parts, ISA_FUSED);
+}
+
+static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
+{
+    n_threads = fl_call_threads(l, n_threads);
+    const int64_t parts = fl_num_parts();
+    const SFX(fed) none = {0, 0, NULL, NULL};
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        SFX(backward_pack_part)(l, s, k, parts);
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        SFX(backward_part)(l, s, k, parts);
+    SFX(backward_epilogue)(l, s, &none, n_threads);
+}
+
+/* The backward time loop of part k of a stack: steps from the last, and at each every layer top
+ * to bottom, so that a layer's dL/dh_t is whole when it runs: from the layer above (its dx_t,
+ * through FL_DY) and from the layers it feeds back to (at step t + 1, already run). */
+static void SFX(stack_backward_part)(const fl_stack *st, REAL *const slots[], int64_t k,
+                                     int64_t parts)
+{
+    const fl_layer *first = &st->layers[0];
+    const int64_t N = fl_packed_rows(first);
+    for (int64_t i = 0; i < st->L; i++) {
+        const int64_t n_sums = sums_width(&st->layers[i]);
+        SFX(packed) pw;
+        SFX(backward_scratch) sc;
+        SFX(backward_scratch_of)(&st->layers[i], slots + i * FL_N_SLOTS, N, &pw, &sc);
+        for (int64_t j = 0; j < n_sums; j++)
+            sc.sums[k * n_sums + j] = 0;
+    }
+    int64_t off = N;
+    for (int64_t t = first->T - 1; t >= 0; t--) {
+        const int64_t n_t = batch_size(first, t), n = part_count(n_t, parts, k);
+        off -= n_t;
+        if (n == 0)
+            continue;
+        for (int64_t i = st->L - 1; i >= 0; i--) {
+            const fl_layer *l = &st->layers[i];
+            REAL *const *s = slots + i * FL_N_SLOTS;
+            SFX(packed) pw;
+            SFX(backward_scratch) sc;
+            SFX(backward_scratch_of)(l, s, N, &pw, &sc);
+            const SFX(fed) fb = SFX(fed_of)(st, slots, i);
+            REAL *dy_below = i > 0 ? slots[(i - 1) * FL_N_SLOTS + FL_DY] : NULL;
+            SFX(backward_step)(l, s, &pw, &sc, &fb, dy_below, t, off, n, k, parts, ISA_FUSED);
+        }
+    }
+}
+
+static void SFX(stack_backward)(const fl_stack *st, REAL *const slots[], int n_threads)
+{
+    n_threads = fl_stack_call_threads(st, n_threads);
+    const int64_t parts = fl_num_parts();
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        for (int64_t i = 0; i < st->L; i++)
+            SFX(backward_pack_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+    for (int64_t k = 0; k < parts; k++)
+        SFX(stack_backward_part)(st, slots, k, parts);
+    for (int64_t i = 0; i < st->L; i++) {
+        const SFX(fed) fb = SFX(fed_of)(st, slots, i);
+        SFX(backward_epilogue)(&st->layers[i], slots + i * FL_N_SLOTS, &fb, n_threads);
+    }
 }
 
 #if !ISA_VECTOR_BYTES /* one copy in the library, in the generic build */

@@ -73,4 +73,5 @@ _Static_assert(ISA_VECTOR_BYTES / sizeof(double) % ISA_TILE_ROWS == 0,
 #endif
 
 const fl_build ISA_BUILD = {ISA_VECTOR_BYTES > 0, ISA_GEMM_TN_F64, forward_f32, backward_f32,
-                            forward_f64, backward_f64};
+                            forward_f64, backward_f64, stack_forward_f32, stack_backward_f32,
+                            stack_forward_f64, stack_backward_f64};

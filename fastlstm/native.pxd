@@ -17,12 +17,14 @@ cdef extern from "fastlstm.h" nogil:
         const int64_t *batch_sizes
         int inference
         int input_grad
+        int64_t F
+        int stacked
         int isa
 
     enum fl_slot:
-        FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE,
+        FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE, FL_W_FB, FL_MASK,
         FL_X, FL_HS, FL_CS, FL_GATES, FL_HN,
-        FL_DY, FL_DH, FL_DC, FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE,
+        FL_DY, FL_DH, FL_DC, FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE, FL_DW_FB,
         FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS
 
     int64_t fl_work_size(const fl_layer *layer, int backward, int f64)
@@ -32,6 +34,18 @@ cdef extern from "fastlstm.h" nogil:
     void fl_forward_f64(const fl_layer *layer, double *const slots[], int n_threads)
     void fl_backward_f32(const fl_layer *layer, float *const slots[], int n_threads)
     void fl_backward_f64(const fl_layer *layer, double *const slots[], int n_threads)
+
+    ctypedef struct fl_stack:
+        int64_t L
+        const fl_layer *layers
+        int64_t n_feedback
+        const int64_t *feedback
+
+    int fl_stack_call_threads(const fl_stack *stack, int n_threads)
+    void fl_stack_forward_f32(const fl_stack *stack, float *const slots[], int n_threads)
+    void fl_stack_forward_f64(const fl_stack *stack, double *const slots[], int n_threads)
+    void fl_stack_backward_f32(const fl_stack *stack, float *const slots[], int n_threads)
+    void fl_stack_backward_f64(const fl_stack *stack, double *const slots[], int n_threads)
     void fl_matmul_t_f32(int64_t M, int64_t N, int64_t K, const float *A, const float *B,
                          float *C, int n_threads)
     void fl_matmul_t_f64(int64_t M, int64_t N, int64_t K, const double *A, const double *B,

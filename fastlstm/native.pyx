@@ -15,7 +15,8 @@ import warnings
 
 import numpy as np
 
-from ._functional import (GATES, Batch, Context, as_float_array, check_backward, check_bool,
+from ._functional import (GATES, Batch, Context, StackContext, as_float_array, check_backward,
+                          check_bool, check_stack_backward, check_stack_forward,
                           check_forward, describe, expect_shape, extra_grads)
 from ._module import check_choice, check_dtype, check_int
 
@@ -241,6 +242,8 @@ cdef int _describe(fl_layer *layer, dict description) except -1:
     layer.batch_sizes = NULL
     layer.inference = description.get("inference", False)
     layer.input_grad = description.get("input_grad", False)
+    layer.F = description.get("F", 0)
+    layer.stacked = description.get("stacked", False)
     layer.isa = _isa    # fixed for the call: its scratch size depends on it
     return 0
 
@@ -408,6 +411,159 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
     a = _backward(ctx, dy, dstates, input_grad)
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
+
+
+# ---------------------------------------------------------------- stacks with feedback
+
+cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple feedback,
+                    dtype) except -1:
+    """Run the stack's forward or backward kernel on one slot -> array dict per layer, with the
+    GIL released."""
+    cdef int64_t L = len(descriptions), k
+    cdef fl_stack stack
+    cdef const int64_t[::1] sizes = batch.batch_sizes
+    cdef const int64_t[::1] pairs = np.array(feedback, np.int64).reshape(-1)
+    cdef fl_layer *layers = <fl_layer *>PyMem_Malloc(L * sizeof(fl_layer))
+    cdef void **slots = <void **>PyMem_Malloc(L * FL_N_SLOTS * sizeof(void *))
+    cdef int n_threads
+    cdef bint f64 = dtype == np.float64
+    try:
+        if layers == NULL or slots == NULL:
+            raise MemoryError("no memory for the stack's layer descriptions")
+        for k in range(L):
+            _describe(&layers[k], descriptions[k])
+            if batch.T and not (batch.batch_sizes == batch.B).all():
+                layers[k].batch_sizes = &sizes[0]
+            arrays[k][FL_WORK] = np.empty(fl_work_size(&layers[k], backward, f64), dtype)
+            if f64:
+                _fill_slots(arrays[k], <double **>&slots[k * FL_N_SLOTS])
+            else:
+                _fill_slots(arrays[k], <float **>&slots[k * FL_N_SLOTS])
+        stack.L, stack.layers = L, layers
+        stack.n_feedback = len(feedback)
+        stack.feedback = &pairs[0] if len(feedback) else NULL
+        n_threads = _note_threads(fl_stack_call_threads(&stack, get_num_threads()))
+        with nogil:
+            if f64 and backward:
+                fl_stack_backward_f64(&stack, <double **>slots, n_threads)
+            elif f64:
+                fl_stack_forward_f64(&stack, <double **>slots, n_threads)
+            elif backward:
+                fl_stack_backward_f32(&stack, <float **>slots, n_threads)
+            else:
+                fl_stack_forward_f32(&stack, <float **>slots, n_threads)
+    finally:
+        PyMem_Free(layers)
+        PyMem_Free(slots)
+    return 0
+
+
+def _stack_layer(cell, nonlinearity, batch, weights, feedback, k):
+    """The fl_layer description of layer k of a stack (see _layer): stacked above the first,
+    with the width of its fed-back inputs."""
+    w = weights[k]
+    description = _layer(cell, nonlinearity, batch, w["w_ih"], w["w_hh"], w["w_hr"],
+                         w["w_peephole"])
+    F = description["P"] * sum(1 for _, target in feedback if target == k)
+    description.update(stacked=k > 0, F=F)
+    return description
+
+
+def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", batch_sizes=None,
+                  training=True, masks=None):
+    """A stack of layers in one time loop, with feedback from later layers: as
+    ``reference.stack_forward``."""
+    training = check_bool("training", training)
+    x, states, weights, feedback, batch, masks = check_stack_forward(
+        cell, x, states, weights, feedback, nonlinearity, batch_sizes, masks)
+    nonlinearity = nonlinearity if cell == "rnn" else None
+    L, B, N, dtype = len(weights), batch.B, batch.N, x.dtype
+    descriptions, arrays = [], []
+    for k, w in enumerate(weights):
+        description = _stack_layer(cell, nonlinearity, batch, weights, feedback, k)
+        description["inference"] = not training
+        H, P, GH = description["H"], description["P"], w["w_hh"].shape[0]
+        b_ih, b_hh = w["b_ih"], w["b_hh"]
+        if b_ih is None:
+            b_ih = b_hh = np.zeros(GH, dtype)
+        hs = np.empty((B + N, P), dtype)
+        hs[:B] = states[k][0]
+        if k == 0:
+            x_k = x
+        elif masks[k] is None:   # the layer below's output rows themselves
+            x_k = arrays[k - 1][FL_HS][B:]
+        else:                    # filled by the loop, step by step
+            x_k = np.empty((N, description["I"]), dtype)
+        a = {FL_X: x_k, FL_W_IH: w["w_ih"], FL_W_HH: w["w_hh"], FL_B_IH: b_ih, FL_B_HH: b_hh,
+             FL_W_HR: w["w_hr"], FL_W_PEEPHOLE: w["w_peephole"], FL_W_FB: w["w_fb"],
+             FL_MASK: masks[k], FL_HS: hs}
+        if cell == "lstm":
+            a[FL_CS] = np.empty((B + N if training else B, H), dtype)
+            a[FL_CS][:B] = states[k][1]
+        if cell != "rnn" and training:
+            a[FL_GATES] = np.empty((N, GH), dtype)
+        if cell == "gru" and training:
+            a[FL_HN] = np.empty((N, H), dtype)
+        descriptions.append(description)
+        arrays.append(a)
+    _run_stack(False, descriptions, batch, arrays, feedback, dtype)
+    last = batch.last_rows()
+    finals = [(a[FL_HS][last],) if cell != "lstm" else
+              (a[FL_HS][last], a[FL_CS][last] if training else a[FL_CS]) for a in arrays]
+    y = batch.outside(arrays[L - 1][FL_HS][B:])
+    if not training:
+        return y, finals, None
+    layers = [Context(cell, batch, a[FL_X], a[FL_HS], w["w_ih"], w["w_hh"], w["b_ih"] is not None,
+                      nonlinearity=nonlinearity, cs=a.get(FL_CS), gates=a.get(FL_GATES),
+                      hn=a.get(FL_HN), w_hr=w["w_hr"], w_peephole=w["w_peephole"])
+              for a, w in zip(arrays, weights)]
+    ctx = StackContext(cell, batch, feedback, layers, [w["w_fb"] for w in weights], masks,
+                       nonlinearity=nonlinearity)
+    return y, finals, ctx
+
+
+def stack_backward(ctx, dy, dfinals, input_grad=True):
+    """Backpropagation through time for :func:`stack_forward`: as ``reference.stack_backward``.
+    """
+    input_grad = check_bool("input_grad", input_grad)
+    dy, dfinals = check_stack_backward(ctx, dy, dfinals)
+    batch, L = ctx.batch, ctx.num_layers
+    weights = [{"w_ih": c.w_ih, "w_hh": c.w_hh, "w_hr": c.w_hr, "w_peephole": c.w_peephole}
+               for c in ctx.layers]
+    N, dtype = batch.N, dy.dtype
+    descriptions, arrays = [], []
+    for k, c in enumerate(ctx.layers):
+        description = _stack_layer(ctx.cell, ctx.nonlinearity, batch, weights, ctx.feedback, k)
+        description["input_grad"] = input_grad and k == 0
+        I, H, P, F = description["I"], description["H"], description["P"], description["F"]
+        GH = c.w_hh.shape[0]
+        a = {FL_X: c.x, FL_W_IH: c.w_ih, FL_W_HH: c.w_hh, FL_W_HR: c.w_hr,
+             FL_W_PEEPHOLE: c.w_peephole, FL_W_FB: ctx.w_fb[k], FL_MASK: ctx.masks[k],
+             FL_HS: c.hs, FL_CS: c.cs, FL_GATES: c.gates, FL_HN: c.hn,
+             # the top layer's dy is the caller's; the loop writes the others' from above
+             FL_DY: np.ascontiguousarray(dy) if k == L - 1 else np.empty((N, P), dtype),
+             FL_DH: dfinals[k][0].copy(),
+             FL_DX: np.empty((N, I), dtype) if description["input_grad"] else None,
+             FL_DW_IH: np.empty((GH, I), dtype), FL_DW_HH: np.empty((GH, P), dtype),
+             FL_DW_FB: np.empty((GH, F), dtype) if F else None}
+        if c.has_bias:
+            a[FL_DB_IH], a[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
+        if ctx.cell == "lstm":
+            a[FL_DC] = dfinals[k][1].copy()
+        if c.w_hr is not None:
+            a[FL_DW_HR] = np.empty((P, H), dtype)
+        if c.w_peephole is not None:
+            a[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
+        descriptions.append(description)
+        arrays.append(a)
+    _run_stack(True, descriptions, batch, arrays, ctx.feedback, dtype)
+    dx = batch.outside(arrays[0][FL_DX]) if input_grad else None
+    dinits = [(a[FL_DH],) + ((a[FL_DC],) if ctx.cell == "lstm" else ()) for a in arrays]
+    kinds = {"w_ih": FL_DW_IH, "w_hh": FL_DW_HH, "b_ih": FL_DB_IH, "b_hh": FL_DB_HH,
+             "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB}
+    grads = [{kind: a[slot] for kind, slot in kinds.items() if a.get(slot) is not None}
+             for a in arrays]
+    return dx, dinits, grads
 
 
 _STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole")
