@@ -376,3 +376,277 @@ def extra_grads(ctx, dw_hr, dw_peephole):
     """The LSTM's optional gradients, one for each optional weight its forward was given."""
     return (() if ctx.w_hr is None else (dw_hr,)) + \
         (() if ctx.w_peephole is None else (dw_peephole,))
+
+
+# ---------------------------------------------------------------- stacks with feedback
+#
+# stack_forward / stack_backward run a whole unidirectional stack of L layers in one time loop,
+# so that a layer's output of step t-1 can feed an earlier layer at step t (see
+# fastlstm.reference.stack_forward). Their weights come as one dict per layer, with the keys
+# below; w_fb (G * H, F_k) is the weight of the outputs fed back into layer k, F_k = P times the
+# number of its sources.
+
+STACK_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole", "w_fb")
+
+
+@dataclass(slots=True, repr=False, eq=False)
+class StackContext:
+    """What a stack forward keeps for its backward (treat as opaque).
+
+    ``layers`` holds one :class:`Context` per layer, in the layout of the single-layer functions:
+    layer k's ``x`` is its normal input (N, I_k), the rows of x for layer 0 and of layer k-1's
+    output times ``masks[k]`` for the others; its hs, cs, gates and hn are as a single layer's.
+    The outputs fed back into a layer are not stored again: they are rows of their sources' hs
+    (``batch.prev_rows()``). ``w_fb`` holds each layer's feedback weight or None, ``feedback``
+    the sorted (source, target) pairs, ``masks`` each layer's dropout mask or None.
+    """
+
+    cell: str
+    batch: Batch
+    feedback: tuple
+    layers: list
+    w_fb: list
+    masks: list
+    _: KW_ONLY
+    nonlinearity: str = None
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def sources(self, target):
+        """The layers feeding ``target``, in increasing order."""
+        return [s for s, t in self.feedback if t == target]
+
+    def __repr__(self):
+        b = self.batch
+        first = self.layers[0] if self.layers else None
+        what = "" if first is None else f", H={first.hidden_size}, dtype={first.hs.dtype}"
+        return (f"StackContext(cell={self.cell!r}, L={self.num_layers}, T={b.T}, B={b.B}"
+                f"{what}, feedback={list(self.feedback)})")
+
+
+def check_feedback(feedback, L, name="feedback"):
+    """``feedback`` as a tuple of (source, target) int pairs sorted by (target, source), or a
+    ValueError/TypeError naming ``name``: each pair ``0 <= target < source < L``, no duplicates.
+    """
+    expected = (f"a sequence of (source, target) pairs of layer indices with 0 <= target < "
+                f"source < num_layers={L}, no pair twice")
+    if isinstance(feedback, (str, bytes)) or not hasattr(feedback, "__iter__"):
+        raise TypeError(f"{name} must be {expected}, got {describe(feedback)}")
+    pairs = []
+    for pair in feedback:
+        if isinstance(pair, np.ndarray):
+            pair = pair.tolist()
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                for v in pair):
+            raise TypeError(f"{name} must be {expected}, got the item {pair!r}")
+        source, target = int(pair[0]), int(pair[1])
+        if not 0 <= target < source < L:
+            raise ValueError(f"{name} must be {expected}, got the pair {(source, target)}"
+                             + (" (a source must be a later layer than its target)"
+                                if 0 <= source <= target < L else ""))
+        if (source, target) in pairs:
+            raise ValueError(f"{name} must be {expected}, got the pair {(source, target)} "
+                             f"twice")
+        pairs.append((source, target))
+    return tuple(sorted(pairs, key=lambda p: (p[1], p[0])))
+
+
+def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
+                        batch_sizes=None, masks=None):
+    """Check a stack_forward call's arguments; return them as contiguous arrays of one dtype.
+
+    Returns ``(x, states, weights, feedback, batch, masks)``: x as its (N, I) rows; states a
+    list of L tuples ``(h0,)`` or ``(h0, c0)`` of arrays, zeros where not given; weights a list
+    of L dicts with every key of STACK_WEIGHTS (None where absent); feedback the sorted pairs;
+    the :class:`Batch`; masks a list of L entries, None or an (N, I_k) array.
+    """
+    if cell not in GATES:
+        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}")
+    if cell == "rnn" and nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if isinstance(weights, dict) or not isinstance(weights, (list, tuple)) or not weights:
+        raise TypeError(f"weights must be a list of one dict per layer (at least one), got "
+                        f"{describe(weights)}")
+    L = len(weights)
+    for k, w in enumerate(weights):
+        if not hasattr(w, "keys"):
+            raise TypeError(f"weights[{k}] must be a dict of layer {k}'s weights, got "
+                            f"{describe(w)}")
+        unknown = sorted(set(w.keys()) - set(STACK_WEIGHTS))
+        if unknown:
+            raise ValueError(f"weights[{k}] has unknown keys {unknown}; expected some of "
+                             f"{list(STACK_WEIGHTS)}")
+    feedback = check_feedback(feedback, L)
+    x = as_float_array("x", x)
+    if x.ndim != (3 if batch_sizes is None else 2):
+        form = ("3-D (T, batch, input_size); packed (N, input_size) rows need batch_sizes"
+                if batch_sizes is None else "2-D (N, input_size), packed rows, as batch_sizes "
+                "is given")
+        raise ValueError(f"x must be {form}, got {x.ndim}-D array of shape {x.shape}")
+    dtype, G = x.dtype, GATES[cell]
+
+    # The options of layer 0 fix those of every layer: a layer object's stack shares them.
+    first = weights[0]
+    if first.get("w_ih") is None:
+        raise TypeError("weights[0]['w_ih'] must be layer 0's input weight of shape "
+                        "(gates * hidden_size, input_size), got None")
+    w_ih0 = as_float_array("weights[0]['w_ih']", first.get("w_ih"), dtype, ndim=2)
+    if w_ih0.shape[0] % G or w_ih0.shape[0] == 0:
+        raise ValueError(f"weights[0]['w_ih'] must have shape ({G} * hidden_size, input_size) "
+                         f"with hidden_size >= 1, got {w_ih0.shape}")
+    H = w_ih0.shape[0] // G
+    has = {kind: first.get(kind) is not None for kind in ("b_ih", "w_hr", "w_peephole")}
+    P = H
+    if has["w_hr"]:
+        w_hr0 = as_float_array("weights[0]['w_hr']", first["w_hr"], dtype, ndim=2)
+        P = w_hr0.shape[0]
+        if P == 0:
+            raise ValueError(f"weights[0]['w_hr'] must have shape (proj_size, hidden_size) "
+                             f"with proj_size >= 1, got {w_hr0.shape}")
+    size = _h_size(first.get("w_hr"))
+    sources = {k: [s for s, t in feedback if t == k] for k in range(L)}
+    checked = []
+    for k, w in enumerate(weights):
+        name = f"weights[{k}]"
+        I_k = x.shape[-1] if k == 0 else P
+        for kind, present in has.items():
+            if (w.get(kind) is not None) != present:
+                raise ValueError(f"{name}['{kind}'] must be {'given' if present else 'None'} "
+                                 f"like weights[0]['{kind}']: every layer of a stack has the "
+                                 f"same options")
+        if (w.get("b_ih") is None) != (w.get("b_hh") is None):
+            raise ValueError(f"{name}['b_ih'] and {name}['b_hh'] must both be given or both "
+                             f"be None")
+        if cell != "lstm":
+            for kind in ("w_hr", "w_peephole"):
+                if w.get(kind) is not None:
+                    raise ValueError(f"{name}['{kind}'] must be None for the {cell} cell (an "
+                                     f"LSTM option), got {describe(w[kind])}")
+        shapes = {"w_ih": ((G * H, I_k), f"(gates * hidden_size={G * H}, "
+                           + ("input_size from x)" if k == 0 else f"{size}={P}: layer {k - 1}'s"
+                              " output)")),
+                  "w_hh": ((G * H, P), f"(gates * hidden_size, {size})"),
+                  "b_ih": ((G * H,), "(gates * hidden_size,)"),
+                  "b_hh": ((G * H,), "(gates * hidden_size,)"),
+                  "w_hr": ((P, H), f"(proj_size={P}, hidden_size={H})"),
+                  "w_peephole": ((3 * H,), "(3 * hidden_size,), gates i, f, o"),
+                  "w_fb": ((G * H, P * len(sources[k])),
+                           f"(gates * hidden_size, {size} * {len(sources[k])}: the outputs of "
+                           f"layers {sources[k]} fed back into layer {k})")}
+        out = {}
+        for kind in STACK_WEIGHTS:
+            a = w.get(kind)
+            if kind == "w_fb" and not sources[k]:
+                if a is not None:
+                    raise ValueError(f"{name}['w_fb'] must be None: no feedback pair targets "
+                                     f"layer {k} (feedback={list(feedback)}), got "
+                                     f"{describe(a)}")
+                out[kind] = None
+                continue
+            if a is None:
+                if kind in ("w_ih", "w_hh", "w_fb"):
+                    what = ("a weight" if kind != "w_fb" else
+                            f"the weight of the outputs of layers {sources[k]} fed back")
+                    raise TypeError(f"{name}['{kind}'] must be {what} of shape "
+                                    f"{shapes[kind][0]}, got None")
+                out[kind] = None
+                continue
+            shape, meaning = shapes[kind]
+            a = as_float_array(f"{name}['{kind}']", a, dtype, ndim=len(shape))
+            expect_shape(f"{name}['{kind}']", a, shape, meaning)
+            out[kind] = a
+        checked.append(out)
+
+    if batch_sizes is None:
+        T, B, I = x.shape
+        batch = Batch(np.full(T, B, np.int64), B, padded=True)
+        x = x.reshape(T * B, I)
+    else:
+        given = [s for entry in (states or ()) if isinstance(entry, (tuple, list))
+                 for s in entry if s is not None]
+        batch = _packed_batch(batch_sizes, x, given[0] if given else None)
+
+    n_states = 2 if cell == "lstm" else 1
+    pair = "(h0, c0)" if n_states == 2 else "(h0,)"
+    if states is None:
+        states = [None] * L
+    if not isinstance(states, (list, tuple)) or len(states) != L:
+        raise TypeError(f"states must be None or a list of {L} entries (one per layer), each "
+                        f"{pair} or None, got {describe(states)}")
+    out_states = []
+    for k, entry in enumerate(states):
+        if entry is None:
+            entry = (None,) * n_states
+        if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
+            raise TypeError(f"states[{k}] must be a tuple {pair} of layer {k}'s initial "
+                            f"states or None, got {describe(entry)}")
+        h0 = _state(f"states[{k}][0]", entry[0], dtype, batch.B, P, size)
+        out_states.append((h0,) + tuple(_state(f"states[{k}][1]", c0, dtype, batch.B, H)
+                                        for c0 in entry[1:]))
+
+    if masks is None:
+        masks = [None] * L
+    if not isinstance(masks, (list, tuple)) or len(masks) != L:
+        raise TypeError(f"masks must be None or a list of {L} entries (one per layer), each "
+                        f"None or an array, got {describe(masks)}")
+    out_masks = []
+    for k, m in enumerate(masks):
+        if m is None:
+            out_masks.append(None)
+            continue
+        if k == 0:
+            raise ValueError(f"masks[0] must be None: dropout acts between layers, on the "
+                             f"inputs of layers 1 and up, got {describe(m)}")
+        m = as_float_array(f"masks[{k}]", m, dtype, ndim=2)
+        expect_shape(f"masks[{k}]", m, (batch.N, P), f"(N={batch.N} rows, {size}): layer "
+                     f"{k}'s normal input")
+        out_masks.append(m)
+    return x, out_states, checked, feedback, batch, out_masks
+
+
+def check_stack_backward(ctx, dy, dfinals):
+    """Check a stack_backward call's arguments against its context; None gradients mean zeros.
+    Returns ``(dy, dfinals)``: dy as its (N, P) rows, dfinals a list of L tuples of arrays."""
+    if not isinstance(ctx, StackContext):
+        hint = " (a forward with training=False returns none)" if ctx is None else ""
+        raise TypeError(f"ctx must be the StackContext returned by stack_forward, got "
+                        f"{describe(ctx)}{hint}")
+    if not (isinstance(ctx.layers, list) and ctx.layers
+            and all(isinstance(c, Context) and c.cell == ctx.cell for c in ctx.layers)):
+        raise ValueError(f"ctx.layers must be the list of {ctx.cell} Contexts its forward made, "
+                         f"got {describe(ctx.layers)}")
+    for c in ctx.layers:
+        if c.batch is not ctx.batch:
+            raise ValueError("ctx.layers must share the batch of ctx, as its forward made them")
+        _check_context(c)
+    L, batch, first = ctx.num_layers, ctx.batch, ctx.layers[0]
+    dtype, P, H = first.hs.dtype, first.hs.shape[1], first.hidden_size
+    y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
+    if dy is None:
+        dy = np.zeros((batch.N, P), dtype)
+    else:
+        dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
+        expect_shape("dy", dy, y_shape, "(the shape of y)")
+        dy = dy.reshape(batch.N, P)
+    n_states = 2 if ctx.cell == "lstm" else 1
+    pair = "(dh_n, dc_n)" if n_states == 2 else "(dh_n,)"
+    if dfinals is None:
+        dfinals = [None] * L
+    if not isinstance(dfinals, (list, tuple)) or len(dfinals) != L:
+        raise TypeError(f"dfinals must be None or a list of {L} entries (one per layer), each "
+                        f"{pair} or None, got {describe(dfinals)}")
+    out = []
+    size = _h_size(first.w_hr)
+    for k, entry in enumerate(dfinals):
+        if entry is None:
+            entry = (None,) * n_states
+        if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
+            raise TypeError(f"dfinals[{k}] must be a tuple {pair} of the gradients of layer "
+                            f"{k}'s final states or None, got {describe(entry)}")
+        dh = _state(f"dfinals[{k}][0]", entry[0], dtype, batch.B, P, size)
+        out.append((dh,) + tuple(_state(f"dfinals[{k}][1]", dc, dtype, batch.B, H)
+                                 for dc in entry[1:]))
+    return dy, out
