@@ -147,7 +147,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
     x, (h0,), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "rnn", x, (h0,), w_ih, w_hh, b_ih, b_hh, nonlinearity, batch_sizes=batch_sizes)
     H = w_hh.shape[0]
-    phi = np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
+    phi = _rnn_phi(nonlinearity)
     w = np.concatenate([w_ih, w_hh], axis=1)            # one matrix over [x_t, h_{t-1}]
     b = _bias(b_ih, H, x.dtype) + _bias(b_hh, H, x.dtype)
     hs = np.empty((batch.B + batch.N, H), x.dtype)
@@ -157,6 +157,15 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=
         hs[out] = phi(z @ w.T + b)
     ctx = Context("rnn", batch, x, hs, w_ih, w_hh, b_ih is not None, nonlinearity=nonlinearity)
     return _outputs(ctx, training, hs)
+
+
+def _rnn_phi(nonlinearity):
+    return np.tanh if nonlinearity == "tanh" else (lambda a: np.maximum(a, 0))
+
+
+def _rnn_dphi(h, nonlinearity):
+    """The derivative of the RNN's nonlinearity, written with its output h."""
+    return 1 - h * h if nonlinearity == "tanh" else (h > 0).astype(h.dtype)
 
 
 def rnn_backward(ctx, dy, dh_n, input_grad=True):
@@ -185,11 +194,63 @@ def rnn_backward(ctx, dy, dh_n, input_grad=True):
         # The derivative of the nonlinearity, written with its output: tanh' = 1 - tanh^2 lies in
         # (0, 1], so every step back shrinks the signal (unless W_hh is large): the vanishing
         # gradient.
-        dphi = 1 - h * h if ctx.nonlinearity == "tanh" else (h > 0).astype(h.dtype)
-        da[rows] = dh[:n] * dphi
+        da[rows] = dh[:n] * _rnn_dphi(h, ctx.nonlinearity)
         dh[:n] = da[rows] @ w_hh                        # what reaches h_{t-1} through W_hh
     dx = ctx.batch.outside(da @ w_ih) if input_grad else None
     return (dx, dh) + _weight_grads(ctx, da)
+
+
+def _lstm_cell(a, c_prev, w_hr, w_peephole):
+    """One LSTM step from its pre-activations ``a`` (n, 4H) and the cell ``c_prev``: returns
+    h_t, c_t and the gate activations [i, f, g, o] (n, 4H)."""
+    H = c_prev.shape[1]
+    a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H] for k in range(4))
+    if w_peephole is not None:                          # the input and forget gates see c_{t-1}
+        p_i, p_f, p_o = w_peephole[:H], w_peephole[H:2 * H], w_peephole[2 * H:]
+        a_i, a_f = a_i + p_i * c_prev, a_f + p_f * c_prev
+    i, f, g = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g)
+    c = f * c_prev + i * g                              # additive: the constant error carousel
+    if w_peephole is not None:                          # the output gate sees c_t
+        a_o = a_o + p_o * c
+    o = sigmoid(a_o)
+    m = o * np.tanh(c)
+    h = m if w_hr is None else m @ w_hr.T
+    return h, c, np.concatenate([i, f, g, o], axis=1)
+
+
+def _lstm_cell_backward(dh, dc, gates, c, c_prev, w_hr, w_peephole, dw_hr):
+    """Back through one LSTM step: from dL/dh_t (n, P) and dL/dc_t (n, H), with the step's gate
+    activations, c_t and c_{t-1}, to the pre-activations' gradient ``da`` (n, 4H) and
+    dL/dc_{t-1} through the cell. Adds the step's share of dL/dW_hr into ``dw_hr``."""
+    H = dc.shape[1]
+    i, f, g, o = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    tanh_c = np.tanh(c)
+    if w_hr is None:
+        dm = dh                                         # dL/dm_t, m_t = o * tanh(c_t)
+    else:                                               # back through h_t = W_hr m_t
+        dw_hr += dh.T @ (o * tanh_c)
+        dm = dh @ w_hr
+    da_o = dm * tanh_c * o * (1 - o)                    # sigmoid' = s (1 - s)
+    dct = dc + dm * o * (1 - tanh_c * tanh_c)           # through m_t = o * tanh(c_t)
+    if w_peephole is not None:
+        p_i, p_f, p_o = (w_peephole[k * H:(k + 1) * H] for k in range(3))
+        dct += da_o * p_o                               # and through o's peephole
+    da_i = dct * g * i * (1 - i)
+    da_f = dct * c_prev * f * (1 - f)
+    da = np.concatenate([da_i, da_f, dct * i * (1 - g * g), da_o], axis=1)
+    dc_prev = dct * f                                   # the carousel: only the forget gate
+    if w_peephole is not None:
+        dc_prev += da_i * p_i + da_f * p_f              # (and the peepholes)
+    return da, dc_prev
+
+
+def _lstm_peephole_grads(ctx, da):
+    """dL/dw_peephole over all rows: p_i and p_f saw c_{t-1}, p_o saw c_t."""
+    H = ctx.cs.shape[1]
+    c_prev, c = ctx.cs[ctx.batch.prev_rows()], ctx.cs[ctx.batch.B:]
+    return np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
+                           (da[:, H:2 * H] * c_prev).sum(axis=0),
+                           (da[:, 3 * H:] * c).sum(axis=0)])
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
@@ -219,26 +280,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
     H, P, B = w_ih.shape[0] // 4, w_hh.shape[1], batch.B
     w = np.concatenate([w_ih, w_hh], axis=1)
     b = _bias(b_ih, 4 * H, x.dtype) + _bias(b_hh, 4 * H, x.dtype)
-    if w_peephole is not None:
-        p_i, p_f, p_o = w_peephole[:H], w_peephole[H:2 * H], w_peephole[2 * H:]
     hs = np.empty((B + batch.N, P), x.dtype)
     cs = np.empty((B + batch.N, H), x.dtype)
     gates = np.empty((batch.N, 4 * H), x.dtype)
     hs[:B], cs[:B] = h0, c0
     for rows, prev, out in batch.steps():
         a = np.concatenate([x[rows], hs[prev]], axis=1) @ w.T + b
-        a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H] for k in range(4))
-        c_prev = cs[prev]
-        if w_peephole is not None:                      # the input and forget gates see c_{t-1}
-            a_i, a_f = a_i + p_i * c_prev, a_f + p_f * c_prev
-        i, f, g = sigmoid(a_i), sigmoid(a_f), np.tanh(a_g)
-        c = cs[out] = f * c_prev + i * g                # additive: the constant error carousel
-        if w_peephole is not None:                      # the output gate sees c_t
-            a_o = a_o + p_o * c
-        o = sigmoid(a_o)
-        m = o * np.tanh(c)
-        hs[out] = m if w_hr is None else m @ w_hr.T
-        gates[rows] = np.concatenate([i, f, g, o], axis=1)
+        hs[out], cs[out], gates[rows] = _lstm_cell(a, cs[prev], w_hr, w_peephole)
     ctx = Context("lstm", batch, x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates,
                   w_hr=w_hr, w_peephole=w_peephole)
     return _outputs(ctx, training, hs, cs)
@@ -261,42 +309,42 @@ def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     input_grad = check_bool("input_grad", input_grad)
     dy, (dh, dc) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
     cs, gates, w_ih, w_hh, w_hr = ctx.cs, ctx.gates, ctx.w_ih, ctx.w_hh, ctx.w_hr
-    H = dc.shape[1]
-    peephole = ctx.w_peephole is not None
-    if peephole:
-        p_i, p_f, p_o = (ctx.w_peephole[k * H:(k + 1) * H] for k in range(3))
     da = np.empty_like(gates)
     dw_hr = None if w_hr is None else np.zeros_like(w_hr)
     dh, dc = dh.copy(), dc.copy()                       # per sequence, as in rnn_backward
     for rows, prev, out in reversed(list(ctx.batch.steps())):
         n = rows.stop - rows.start
-        i, f, g, o = (gates[rows, k * H:(k + 1) * H] for k in range(4))
         dh[:n] += dy[rows]
-        tanh_c = np.tanh(cs[out])
-        if w_hr is None:
-            dm = dh[:n]                                 # dL/dm_t, m_t = o * tanh(c_t)
-        else:                                           # back through h_t = W_hr m_t
-            dw_hr += dh[:n].T @ (o * tanh_c)
-            dm = dh[:n] @ w_hr
-        da_o = dm * tanh_c * o * (1 - o)                # sigmoid' = s (1 - s)
-        dct = dc[:n] + dm * o * (1 - tanh_c * tanh_c)   # through m_t = o * tanh(c_t)
-        if peephole:
-            dct += da_o * p_o                           # and through o's peephole
-        da_i = dct * g * i * (1 - i)
-        da_f = dct * cs[prev] * f * (1 - f)
-        da[rows] = np.concatenate([da_i, da_f, dct * i * (1 - g * g), da_o], axis=1)
-        dc[:n] = dct * f                                # the carousel: only the forget gate
-        if peephole:
-            dc[:n] += da_i * p_i + da_f * p_f           # (and the peepholes)
+        da[rows], dc[:n] = _lstm_cell_backward(dh[:n], dc[:n], gates[rows], cs[out], cs[prev],
+                                               w_hr, ctx.w_peephole, dw_hr)
         dh[:n] = da[rows] @ w_hh
     dx = ctx.batch.outside(da @ w_ih) if input_grad else None
-    dw_peephole = None
-    if peephole:
-        c_prev, c = cs[ctx.batch.prev_rows()], cs[ctx.batch.B:]
-        dw_peephole = np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
-                                      (da[:, H:2 * H] * c_prev).sum(axis=0),
-                                      (da[:, 3 * H:] * c).sum(axis=0)])
+    dw_peephole = None if ctx.w_peephole is None else _lstm_peephole_grads(ctx, da)
     return (dx, dh, dc) + _weight_grads(ctx, da) + extra_grads(ctx, dw_hr, dw_peephole)
+
+
+def _gru_cell(ax, ah, h_prev):
+    """One GRU step from the input side ``ax`` (n, 3H) and the recurrent side ``ah`` (n, 3H) of
+    its pre-activations: returns h_t, the gate activations [r, z, n] and ``W_hn h + b_hn``."""
+    H = h_prev.shape[1]
+    r = sigmoid(ax[:, :H] + ah[:, :H])
+    z = sigmoid(ax[:, H:2 * H] + ah[:, H:2 * H])
+    hn = ah[:, 2 * H:]
+    n = np.tanh(ax[:, 2 * H:] + r * hn)
+    return (1 - z) * n + z * h_prev, np.concatenate([r, z, n], axis=1), hn
+
+
+def _gru_cell_backward(d, gates, hn, h_prev):
+    """Back through one GRU step from dL/dh_t ``d``: the gradients of the input side ``da`` and
+    of the recurrent side ``da_h`` of the pre-activations (they differ in n, where r scales only
+    the recurrent part). dL/dh_{t-1} is then ``d * z + da_h @ W_hh``."""
+    H = h_prev.shape[1]
+    r, z, n = (gates[:, k * H:(k + 1) * H] for k in range(3))
+    da_n = d * (1 - z) * (1 - n * n)
+    da_z = d * (h_prev - n) * z * (1 - z)
+    da_r = da_n * hn * r * (1 - r)
+    return (np.concatenate([da_r, da_z, da_n], axis=1),
+            np.concatenate([da_r, da_z, da_n * r], axis=1))
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
@@ -328,12 +376,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
     for rows, prev, out in batch.steps():
         h_prev = hs[prev]
         ah = h_prev @ w_hh.T + b_hh_                    # the recurrent side, all three gates
-        r = sigmoid(ax[rows, :H] + ah[:, :H])
-        z = sigmoid(ax[rows, H:2 * H] + ah[:, H:2 * H])
-        hn[rows] = ah[:, 2 * H:]
-        n = np.tanh(ax[rows, 2 * H:] + r * hn[rows])
-        hs[out] = (1 - z) * n + z * h_prev
-        gates[rows] = np.concatenate([r, z, n], axis=1)
+        hs[out], gates[rows], hn[rows] = _gru_cell(ax[rows], ah, h_prev)
     ctx = Context("gru", batch, x, hs, w_ih, w_hh, b_ih is not None, gates=gates, hn=hn)
     return _outputs(ctx, training, hs)
 
@@ -360,14 +403,10 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     dh = dh.copy()                                      # per sequence, as in rnn_backward
     for rows, prev, _ in reversed(list(ctx.batch.steps())):
         n_rows = rows.stop - rows.start
-        r, z, n = (gates[rows, k * H:(k + 1) * H] for k in range(3))
         dh[:n_rows] += dy[rows]
         d = dh[:n_rows]
-        da_n = d * (1 - z) * (1 - n * n)
-        da_z = d * (hs[prev] - n) * z * (1 - z)
-        da_r = da_n * hn[rows] * r * (1 - r)
-        da[rows] = np.concatenate([da_r, da_z, da_n], axis=1)
-        da_h[rows] = np.concatenate([da_r, da_z, da_n * r], axis=1)
+        da[rows], da_h[rows] = _gru_cell_backward(d, gates[rows], hn[rows], hs[prev])
+        z = gates[rows, H:2 * H]
         dh[:n_rows] = d * z + da_h[rows] @ ctx.w_hh      # the direct path through z, and W_hh
     dx = ctx.batch.outside(da @ ctx.w_ih) if input_grad else None
     return (dx, dh) + _weight_grads(ctx, da, da_h)
