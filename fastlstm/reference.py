@@ -76,7 +76,8 @@ part of ``n``, the two products cannot be merged into one over ``[x_t, h_{t-1}]`
 
 import numpy as np
 
-from ._functional import Context, check_backward, check_bool, check_forward, extra_grads
+from ._functional import (Context, StackContext, check_backward, check_bool, check_forward,
+                          check_stack_backward, check_stack_forward, extra_grads)
 
 
 def sigmoid(a):
@@ -410,3 +411,188 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
         dh[:n_rows] = d * z + da_h[rows] @ ctx.w_hh      # the direct path through z, and W_hh
     dx = ctx.batch.outside(da @ ctx.w_ih) if input_grad else None
     return (dx, dh) + _weight_grads(ctx, da, da_h)
+
+
+# ---------------------------------------------------------------- stacks with feedback
+
+def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", batch_sizes=None,
+                  training=True, masks=None):
+    """Run a unidirectional stack of L layers of one cell, with feedback from later layers.
+
+    An Elman layer stores its outputs and feeds them back, next step, as extra inputs
+    concatenated to its normal ones. The stored outputs may also come from a later layer and
+    feed an earlier one (Jordan-style, top-down feedback): for each pair ``(source, target)`` of
+    ``feedback``, ``target < source``, layer ``target`` at step t sees, after its normal input
+    ``x_k(t)`` (x for layer 0, layer k-1's output at step t for the others), the output of
+    layer ``source`` from step t-1::
+
+        z_k(t) = [x_k(t), h_{s1}(t-1), h_{s2}(t-1), ..., h_k(t-1)]   sources s1 < s2 < ...
+        a_k(t) = z_k(t) @ [W_ih, W_fb, W_hh].T + b_ih + b_hh
+
+    ``W_fb`` (G*H, F_k) is the weight of the fed-back outputs, F_k = P times the number of
+    sources. Nothing has been fed back before the first step: ``h_s(-1)`` is the source's
+    initial state h0 (zeros unless given). For the GRU the fed-back outputs are inputs like x,
+    outside the reset gate's product: GRU(x) over ``[x_k(t), fed-back outputs]``, with input
+    weight ``[W_ih, W_fb]``. The LSTM feeds back h, of P = proj_size entries with a projection.
+
+    Because layer ``target`` at step t needs layer ``source`` at step t-1, the layers cannot run
+    one after another over the whole sequence: the loop runs over steps, and inside each step
+    over the layers, bottom to top. Sequences of a packed batch drop out at their own ends, and
+    so does their feedback. With ``feedback=()`` this is the per-layer functions run one after
+    another.
+
+    Parameters
+    ----------
+    cell : "rnn", "lstm" or "gru"
+    x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
+    states : None, or L entries, layer k's ``(h0,)`` or for the LSTM ``(h0, c0)``, or None;
+        h0 (B, P), c0 (B, H); None means zeros
+    weights : L dicts with the keys w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole (as the per-layer
+        functions; absent or None where a layer has none) and, for a target, w_fb (G*H, F_k).
+        Layer k > 0 reads layer k-1's output: w_ih (G*H, P)
+    feedback : (source, target) pairs, ``0 <= target < source < L``, no duplicates
+    nonlinearity : the RNN's "tanh" or "relu"
+    batch_sizes : as in :func:`rnn_forward`
+    training : True returns the context stack_backward needs; False returns None in its place
+    masks : None, or L entries: None, or for k >= 1 an (N, P) array multiplying layer k's
+        normal input (dropout between layers, scaled by 1/keep). Fed-back outputs are not
+        multiplied: feedback carries the source's state as it is
+
+    Returns
+    -------
+    y : (T, B, P), the top layer's outputs (packed: (N, P))
+    finals : L tuples ``(h_n,)`` or ``(h_n, c_n)``, each sequence's states after its last step
+    ctx : StackContext for :func:`stack_backward`, or None when not training
+    """
+    training = check_bool("training", training)
+    x, states, weights, feedback, batch, masks = check_stack_forward(
+        cell, x, states, weights, feedback, nonlinearity, batch_sizes, masks)
+    L, B, N, dtype = len(weights), batch.B, batch.N, x.dtype
+    GH, P = weights[0]["w_hh"].shape
+    sources = [[s for s, t in feedback if t == k] for k in range(L)]
+    xs = [x] + [np.empty((N, P), dtype) for _ in range(1, L)]    # each layer's normal input
+    hs = [np.empty((B + N, P), dtype) for _ in range(L)]
+    cs = gates = hn = [None] * L
+    if cell == "lstm":
+        cs = [np.empty((B + N, GH // 4), dtype) for _ in range(L)]
+    if cell != "rnn":
+        gates = [np.empty((N, GH), dtype) for _ in range(L)]
+    if cell == "gru":
+        hn = [np.empty((N, GH // 3), dtype) for _ in range(L)]
+    w, b = [], []
+    for k, wk in enumerate(weights):
+        hs[k][:B] = states[k][0]
+        if cell == "lstm":
+            cs[k][:B] = states[k][1]
+        inputs = [wk["w_ih"]] + ([wk["w_fb"]] if sources[k] else [])
+        if cell == "gru":     # the input side [x_k, fed back] and the recurrent side apart
+            w.append((np.concatenate(inputs, axis=1), wk["w_hh"]))
+            b.append((_bias(wk["b_ih"], GH, dtype), _bias(wk["b_hh"], GH, dtype)))
+        else:                 # one matrix over [x_k, fed back, h_{t-1}]
+            w.append(np.concatenate(inputs + [wk["w_hh"]], axis=1))
+            b.append(_bias(wk["b_ih"], GH, dtype) + _bias(wk["b_hh"], GH, dtype))
+    for rows, prev, out in batch.steps():
+        for k in range(L):
+            if k > 0:                                   # the layer below's output of this step
+                xs[k][rows] = hs[k - 1][out] if masks[k] is None else \
+                    hs[k - 1][out] * masks[k][rows]
+            # the stored outputs of the later layers, from step t-1, as extra inputs
+            fed = [hs[s][prev] for s in sources[k]]
+            inp = np.concatenate([xs[k][rows]] + fed, axis=1) if fed else xs[k][rows]
+            h_prev = hs[k][prev]
+            if cell == "gru":
+                ax = inp @ w[k][0].T + b[k][0]
+                ah = h_prev @ w[k][1].T + b[k][1]
+                hs[k][out], gates[k][rows], hn[k][rows] = _gru_cell(ax, ah, h_prev)
+                continue
+            a = np.concatenate([inp, h_prev], axis=1) @ w[k].T + b[k]
+            if cell == "lstm":
+                hs[k][out], cs[k][out], gates[k][rows] = _lstm_cell(
+                    a, cs[k][prev], weights[k]["w_hr"], weights[k]["w_peephole"])
+            else:
+                hs[k][out] = _rnn_phi(nonlinearity)(a)
+    layers = [Context(cell, batch, xs[k], hs[k], wk["w_ih"], wk["w_hh"], wk["b_ih"] is not None,
+                      nonlinearity=nonlinearity if cell == "rnn" else None, cs=cs[k],
+                      gates=gates[k], hn=hn[k], w_hr=wk["w_hr"], w_peephole=wk["w_peephole"])
+              for k, wk in enumerate(weights)]
+    ctx = StackContext(cell, batch, feedback, layers, [wk["w_fb"] for wk in weights], masks,
+                       nonlinearity=nonlinearity if cell == "rnn" else None)
+    last = batch.last_rows()
+    finals = [(hs[k][last],) + (() if cell != "lstm" else (cs[k][last],)) for k in range(L)]
+    return batch.outside(hs[L - 1][B:]), finals, ctx if training else None
+
+
+def stack_backward(ctx, dy, dfinals, input_grad=True):
+    """Backpropagation through time for :func:`stack_forward`.
+
+    The steps run backwards, and inside each step the layers top down: the gradient reaching
+    ``h_k(t)`` is complete once every layer above has been through step t (the layer above
+    sends it ``da_{k+1}(t) @ W_ih``, times its dropout mask) and step t+1 is done (layer k's own
+    recurrence, ``da_k(t+1) @ W_hh``, and every target it feeds, ``da_target(t+1) @ W_fb``'s
+    block of k: the fed-back outputs' share of the target's input gradient).
+
+    Parameters
+    ----------
+    ctx : the StackContext returned by stack_forward
+    dy : gradient with respect to y (y's shape), or None for zeros
+    dfinals : None, or L entries ``(dh_n,)`` / ``(dh_n, dc_n)`` or None (None means zeros)
+    input_grad : False to skip dx, which is then None
+
+    Returns
+    -------
+    dx : like x (None when not input_grad)
+    dinits : L tuples ``(dh0,)`` or ``(dh0, dc0)``
+    grads : L dicts with the gradients of the weights the forward was given: w_ih, w_hh, b_ih
+        and b_hh (with biases), w_hr, w_peephole, w_fb (where present)
+    """
+    input_grad = check_bool("input_grad", input_grad)
+    dy, dfinals = check_stack_backward(ctx, dy, dfinals)
+    cell, batch, layers, L = ctx.cell, ctx.batch, ctx.layers, ctx.num_layers
+    P = layers[0].hs.shape[1]
+    sources = [ctx.sources(k) for k in range(L)]
+    dh = [d[0].copy() for d in dfinals]   # dL/dh of each sequence's latest state, per layer
+    dc = [d[1].copy() for d in dfinals] if cell == "lstm" else None
+    da = [np.empty((batch.N, c.w_ih.shape[0]), dy.dtype) for c in layers]
+    da_h = [np.empty_like(a) for a in da] if cell == "gru" else da
+    dw_hr = [None if c.w_hr is None else np.zeros_like(c.w_hr) for c in layers]
+    for rows, prev, out in reversed(list(batch.steps())):
+        n = rows.stop - rows.start
+        dh[L - 1][:n] += dy[rows]
+        for k in reversed(range(L)):
+            c, d = layers[k], dh[k][:n]
+            if cell == "lstm":
+                da[k][rows], dc[k][:n] = _lstm_cell_backward(
+                    d, dc[k][:n], c.gates[rows], c.cs[out], c.cs[prev], c.w_hr, c.w_peephole,
+                    dw_hr[k])
+                dh[k][:n] = da[k][rows] @ c.w_hh        # to h_k(t-1), through W_hh
+            elif cell == "gru":
+                da[k][rows], da_h[k][rows] = _gru_cell_backward(d, c.gates[rows], c.hn[rows],
+                                                                c.hs[prev])
+                z = c.gates[rows, c.hidden_size:2 * c.hidden_size]
+                dh[k][:n] = d * z + da_h[k][rows] @ c.w_hh
+            else:
+                da[k][rows] = d * _rnn_dphi(c.hs[out], ctx.nonlinearity)
+                dh[k][:n] = da[k][rows] @ c.w_hh
+            if k > 0:                                   # to the layer below's output h_{k-1}(t)
+                dx_k = da[k][rows] @ c.w_ih
+                dh[k - 1][:n] += dx_k if ctx.masks[k] is None else dx_k * ctx.masks[k][rows]
+            for j, s in enumerate(sources[k]):          # to the sources' outputs h_s(t-1)
+                dh[s][:n] += da[k][rows] @ ctx.w_fb[k][:, j * P:(j + 1) * P]
+    dx = batch.outside(da[0] @ layers[0].w_ih) if input_grad else None
+    dinits = [(dh[k],) + (() if cell != "lstm" else (dc[k],)) for k in range(L)]
+    grads = []
+    prev_rows = batch.prev_rows()
+    for k, c in enumerate(layers):
+        dw_ih, dw_hh, db_ih, db_hh = _weight_grads(c, da[k], None if cell != "gru" else da_h[k])
+        g = {"w_ih": dw_ih, "w_hh": dw_hh}
+        if c.has_bias:
+            g["b_ih"], g["b_hh"] = db_ih, db_hh
+        if c.w_hr is not None:
+            g["w_hr"] = dw_hr[k]
+        if c.w_peephole is not None:
+            g["w_peephole"] = _lstm_peephole_grads(c, da[k])
+        if sources[k]:   # the fed-back rows each step read: the sources' h_{t-1}
+            fed = np.concatenate([layers[s].hs[prev_rows] for s in sources[k]], axis=1)
+            g["w_fb"] = da[k].T @ fed
+        grads.append(g)
+    return dx, dinits, grads
