@@ -75,7 +75,7 @@ def test_gradient_flow(tmp_path):
     reason="native stack lands with the C loop"))])
 def test_feedback_lm(backend):
     results = load_example("feedback_lm").main(
-        ["--steps", "3", "--hidden", "8", "--seq-len", "10", "--batch", "4",
+        ["--steps", "3", "--hidden", "16", "--seq-len", "10", "--batch", "4",
          "--heldout-chars", "200", "--backend", backend])
     stacked, feedback = results["stacked"], results["feedback"]
     assert feedback["hidden"] < stacked["hidden"]       # smaller, to pay for weight_fb_l0
