@@ -275,6 +275,19 @@ def test_bad_stack_backward_arguments_are_refused():
         reference.stack_backward(ctx, None, [None, (np.zeros((3, 2)),)])
     with pytest.raises(ValueError, match=r"dfinals\[0\]\[1\] must have shape \(3, 2\)"):
         reference.stack_backward(ctx, None, [(None, np.zeros((3, 1))), None])
+    # a context changed after its forward: refused before a kernel reads it
+    ctx.w_fb[0] = np.zeros((8, 3))
+    with pytest.raises(ValueError, match=r"ctx.w_fb\[0\] must be a C-contiguous float64 array "
+                       r"of shape \(8, 2\)"):
+        reference.stack_backward(ctx, None, None)
+    ctx.w_fb[0] = np.zeros((8, 2))
+    ctx.masks[1] = np.ones((5, 2))
+    with pytest.raises(ValueError, match=r"ctx.masks\[1\]"):
+        reference.stack_backward(ctx, None, None)
+    ctx.masks[1] = None
+    ctx.feedback = ((0, 1),)
+    with pytest.raises(ValueError, match="feedback"):
+        reference.stack_backward(ctx, None, None)
 
 
 # ---------------------------------------------------------------- torch's cells as the oracle
