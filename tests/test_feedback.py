@@ -760,3 +760,47 @@ def test_bridge_refuses_bad_feedback(torch):
         ft.GRU(3, 4, num_layers=2, feedback=[(0, 1)])
     plain = ft.LSTM(3, 4, num_layers=2)
     assert plain.feedback is None and "weight_fb_l0" not in dict(plain.named_parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bridge_input_forms_and_refusals(backend, bridge, torch):
+    """Unbatched and batch-first input give the batched results; a double backward and a
+    backward after an in-place change of the input are refused, as for the plain modules."""
+    module, L, _ = bridge_module(bridge, torch, "gru", "multi")
+    x = torch.randn(5, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y, h = module(x)
+    y1, h1 = module(x[:, 1])
+    assert_close(y1.detach().numpy(), y[:, 1].detach().numpy(), 1e-13, "unbatched y")
+    assert_close(h1.detach().numpy(), h[:, 1].detach().numpy(), 1e-13, "unbatched h")
+    module.batch_first = True
+    yb, _ = module(x.transpose(0, 1).contiguous())
+    assert_close(yb.transpose(0, 1).detach().numpy(), y.detach().numpy(), 1e-13, "batch first")
+    module.batch_first = False
+    xg = x.clone().requires_grad_()
+    y, _ = module(xg)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        torch.autograd.grad(y.sum(), xg, create_graph=True)
+    x2 = x.clone().requires_grad_()
+    base = x2 * 1.0
+    y, _ = module(base)
+    base.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_native_stack_is_the_same_for_every_thread_count(restore_threads):
+    if not NATIVE_STACK:   # TODO native stack lands with the C loop: remove this skip
+        pytest.skip("native stack lands with the C loop")
+    rng = np.random.default_rng(13)
+    L, pairs = FEEDBACKS["multi"]
+    x, states, weights, masks, dy, dfinals = stack_problem(
+        rng, "lstm", L, pairs, T=6, B=16, I=8, H=16, masks=True)
+    runs = []
+    for threads in (1, 2):
+        fastlstm.set_num_threads(threads)
+        y, finals, ctx = stack_call("native", "lstm", x, states, weights, pairs, masks=masks)
+        dx, dinits, grads = native.stack_backward(ctx, dy, dfinals)
+        runs.append([y, dx] + [a for f in finals + dinits for a in f]
+                    + [g[n] for g in grads for n in sorted(g)])
+    for a, b in zip(*runs, strict=True):
+        assert np.array_equal(a, b)
