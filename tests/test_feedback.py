@@ -487,12 +487,12 @@ def test_zero_feedback_weights_give_todays_layer(kind, backend):
         dx, dinits = layer_backward(lay, dy)
         runs.append((y, finals, dx, dinits))
     (y, finals, dx, dinits), (y0, finals0, dx0, dinits0) = runs
-    assert_close(y, y0, 1e-14, "y")
-    assert_close(dx, dx0, 1e-14, "dx")
+    assert_close(y, y0, TOL_SAME, "y")
+    assert_close(dx, dx0, TOL_SAME, "dx")
     for a, b in zip(finals + dinits, finals0 + dinits0):
-        assert_close(a, b, 1e-14, "states")
+        assert_close(a, b, TOL_SAME, "states")
     for name, g in plain.grads.items():
-        assert_close(layer.grads[name], g, 1e-14, name)
+        assert_close(layer.grads[name], g, TOL_SAME, name)
     assert np.abs(layer.grads["weight_fb_l0"]).max() > 0
 
 
