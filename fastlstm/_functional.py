@@ -624,6 +624,31 @@ def check_stack_backward(ctx, dy, dfinals):
         _check_context(c)
     L, batch, first = ctx.num_layers, ctx.batch, ctx.layers[0]
     dtype, P, H = first.hs.dtype, first.hs.shape[1], first.hidden_size
+    if any(c.hs.dtype != dtype or c.hs.shape[1] != P or c.hidden_size != H
+           or (k > 0 and c.w_ih.shape[1] != P) for k, c in enumerate(ctx.layers)):
+        raise ValueError("ctx.layers must be the layers of one stack, as its forward made them")
+    # The native backward reads these as memory of the sizes the layers give: a context
+    # changed after its forward is refused here, not read out of bounds.
+    if not isinstance(ctx.feedback, tuple) or check_feedback(ctx.feedback, L) != ctx.feedback:
+        raise ValueError(f"ctx.feedback must be the sorted pairs its forward made, got "
+                         f"{describe(ctx.feedback)}")
+    for name, arrays in (("w_fb", ctx.w_fb), ("masks", ctx.masks)):
+        if not isinstance(arrays, list) or len(arrays) != L:
+            raise ValueError(f"ctx.{name} must be the list of {L} entries its forward made, got "
+                             f"{describe(arrays)}")
+    for k in range(L):
+        n_sources = sum(1 for _, t in ctx.feedback if t == k)
+        for name, a, shape in ((f"w_fb[{k}]", ctx.w_fb[k], (first.w_hh.shape[0], P * n_sources)
+                                if n_sources else None),
+                               (f"masks[{k}]", ctx.masks[k], (batch.N, P) if k else None)):
+            if a is None and (name.startswith("masks") or shape is None):
+                continue
+            if not (shape is not None and isinstance(a, np.ndarray) and a.shape == shape
+                    and a.dtype == dtype and a.flags.c_contiguous):
+                raise ValueError(f"ctx.{name} must be "
+                                 + ("None" if shape is None else f"a C-contiguous {dtype} array "
+                                    f"of shape {shape}") + f", as its forward made it, got "
+                                 f"{describe(a)}")
     y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
     if dy is None:
         dy = np.zeros((batch.N, P), dtype)

@@ -25,6 +25,14 @@ def gradient_flow(layer, x):
     """
     if not isinstance(layer, _Recurrent):
         raise TypeError(f"layer must be a fastlstm RNN, GRU or LSTM, got {type(layer).__name__}")
+    if getattr(layer, "feedback", None) is not None:
+        # Feedback needs two layers or more, and the signal this function draws is one layer's
+        # recurrence: in a feedback stack each layer's signal also arrives through the loop of
+        # the layers above it, so no single curve per state says how far it reaches.
+        raise ValueError(f"gradient_flow follows the error signal through the recurrence of a "
+                         f"one-layer unidirectional layer; a layer with feedback "
+                         f"(feedback={layer.feedback!r}) stacks {layer.num_layers} layers whose "
+                         f"signals mix through the fed-back outputs, which it does not measure")
     if layer.num_layers != 1 or layer.bidirectional:
         raise ValueError(f"gradient_flow needs a one-layer unidirectional layer, got "
                          f"num_layers={layer.num_layers}, bidirectional={layer.bidirectional}")

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from . import native, reference
-from ._functional import NONLINEARITIES, Batch, as_array, describe
+from ._functional import NONLINEARITIES, Batch, StackContext, as_array, check_feedback, describe
 from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
                       check_seed)
 
@@ -26,7 +26,40 @@ BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
 # torch's parameter names of the backend functions' weights, in torch's order
 TORCH_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-               "w_hr": "weight_hr", "w_peephole": "weight_peephole"}
+               "w_hr": "weight_hr", "w_peephole": "weight_peephole", "w_fb": "weight_fb"}
+
+
+def feedback_pairs(feedback, num_layers, bidirectional):
+    """A layer's ``feedback`` argument as the sorted (source, target) pairs, or None for None.
+
+    "top" is ``[(num_layers - 1, 0)]``; a list of pairs is checked: ``0 <= target < source <
+    num_layers``, no pair twice. Feedback needs a unidirectional stack of at least two layers.
+    Shared by the layers and fastlstm.torch's modules.
+    """
+    if feedback is None:
+        return None
+    expected = ("None, 'top' or a list of (source, target) layer pairs with 0 <= target < "
+                f"source < num_layers={num_layers}")
+    if bidirectional:
+        raise ValueError(f"feedback needs a unidirectional stack (bidirectional=False): the "
+                         f"reverse direction runs from the end of the sequence, so there is no "
+                         f"earlier step to feed back from; got feedback={feedback!r} with "
+                         f"bidirectional=True")
+    if isinstance(feedback, str):
+        if feedback != "top":
+            raise ValueError(f"feedback must be {expected}, got {feedback!r}")
+        if num_layers < 2:
+            raise ValueError(f"feedback='top' feeds the top layer back into layer 0, so it needs "
+                             f"num_layers >= 2, got num_layers={num_layers}")
+        return ((num_layers - 1, 0),)
+    try:
+        pairs = check_feedback(feedback, num_layers)
+    except TypeError as exc:
+        raise ValueError(f"feedback must be {expected}, got {feedback!r}") from exc
+    if not pairs:
+        raise ValueError(f"feedback must be {expected}, with at least one pair (None for no "
+                         f"feedback), got {feedback!r}")
+    return pairs
 
 
 def _orthogonal(rng, rows, cols):
@@ -78,7 +111,19 @@ class _Packing:
 
 
 class _Recurrent(Module):
-    """What every layer shares; a subclass names its cell and runs one layer-direction."""
+    """What every layer shares; a subclass names its cell and runs one layer-direction.
+
+    Feedback from later layers (``feedback=``, unidirectional stacks only): each pair
+    ``(source, target)``, ``source > target``, concatenates layer ``source``'s output of step
+    t-1 after layer ``target``'s normal input at step t (several sources in increasing order);
+    ``"top"`` means ``[(num_layers - 1, 0)]``, None (the default) no feedback. The first step
+    feeds the sources' initial states (zeros unless h0 is given). Each target layer k has one
+    more parameter, ``weight_fb_l{k}`` (gates * hidden_size, the sources' output sizes summed),
+    initialised like weight_hh. The stack then runs in one time loop, steps outermost (the
+    backend's ``stack_forward``). Dropout between layers acts on the normal inputs only: the
+    fed-back outputs are not dropped, since feedback carries the state of its source layer as
+    it is, the very state that layer carries on to its own next step.
+    """
 
     cell = None        # the backend functions' cell: "rnn", "gru" or "lstm"
     n_states = 1       # states carried between steps: h for the RNN and GRU, h and c for the LSTM
@@ -87,7 +132,7 @@ class _Recurrent(Module):
     peephole = False   # the LSTM's peepholes
 
     def __init__(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                 bidirectional, dtype, backend, seed, recurrent_init):
+                 bidirectional, dtype, backend, seed, recurrent_init, feedback=None):
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
         self.num_layers = check_int("num_layers", num_layers, 1)
@@ -105,6 +150,10 @@ class _Recurrent(Module):
         self.backend = check_choice("backend", backend, tuple(BACKENDS))
         self.seed = check_seed(seed)
         self.recurrent_init = check_choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        self._feedback = feedback_pairs(feedback, self.num_layers, self.bidirectional)
+        # as given, for repr: "top" or the pairs as a list
+        self.feedback = None if feedback is None else \
+            "top" if isinstance(feedback, str) else [tuple(p) for p in self._feedback]
         check_allocatable(f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
                           f"{self.hidden_size}, num_layers={self.num_layers})'s parameters and "
                           f"their gradients", 2 * self._parameter_count(), self.dtype)
@@ -149,7 +198,19 @@ class _Recurrent(Module):
         others the layer below's num_directions * output_size."""
         first, other = (sum(math.prod(shape) for shape in self._shapes(n).values())
                         for n in (self.input_size, self.num_directions * self.output_size))
-        return self.num_directions * (first + (self.num_layers - 1) * other)
+        return self.num_directions * (first + (self.num_layers - 1) * other) + sum(
+            math.prod(shape) for shape in self._feedback_shapes().values())
+
+    def _sources(self, target):
+        """The layers whose outputs feed back into layer ``target``, in increasing order."""
+        return [s for s, t in (self._feedback or ()) if t == target]
+
+    def _feedback_shapes(self):
+        """``{target: shape of weight_fb_l{target}}``: (gates * hidden_size, output_size times
+        the number of its sources)."""
+        GH, P = self.gates * self.hidden_size, self.output_size
+        targets = sorted({t for _, t in (self._feedback or ())})
+        return {k: (GH, P * len(self._sources(k))) for k in targets}
 
     def _make_layout(self):
         """Per layer-direction (index k * num_directions + d), the parameters in torch's order:
@@ -161,22 +222,36 @@ class _Recurrent(Module):
             for suffix in ("", "_reverse")[:self.num_directions]:
                 layout.append({kind: (f"{TORCH_NAMES[kind]}_l{k}{suffix}", shape)
                                for kind, shape in shapes.items()})
+        for k, shape in self._feedback_shapes().items():   # unidirectional: entry k is layer k
+            layout[k]["w_fb"] = (f"weight_fb_l{k}", shape)
         return layout
 
     def _init_params(self, rng):
         """torch's default, every parameter uniform in [-1/sqrt(H), 1/sqrt(H)] (the peepholes
         too, like the biases); then the options: orthogonal recurrent weights (each gate's
-        (H, P) block of weight_hh), and the LSTM's unit forget bias."""
+        (H, P) block of weight_hh), and the LSTM's unit forget bias.
+
+        The feedback weights are drawn last, like weight_hh (uniform, or each gate's block
+        orthogonal), so that the other parameters are those of the same layer without feedback
+        and the same seed."""
         bound = 1 / np.sqrt(self.hidden_size)
         params = {name: rng.uniform(-bound, bound, shape).astype(self.dtype)
-                  for entry in self._layout for name, shape in entry.values()}
+                  for entry in self._layout for kind, (name, shape) in entry.items()
+                  if kind != "w_fb"}
+        H, P = self.hidden_size, self.output_size
         if self.recurrent_init == "orthogonal":
-            H, P = self.hidden_size, self.output_size
             for entry in self._layout:
                 w_hh = params[entry["w_hh"][0]]
                 for g in range(self.gates):
                     w_hh[g * H:(g + 1) * H] = _orthogonal(rng, H, P)
         self._init_biases(params)
+        for entry in self._layout:
+            if "w_fb" in entry:
+                name, shape = entry["w_fb"]
+                w_fb = params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)
+                if self.recurrent_init == "orthogonal":
+                    for g in range(self.gates):
+                        w_fb[g * H:(g + 1) * H] = _orthogonal(rng, H, shape[1])
         return params
 
     def _init_biases(self, params):
@@ -272,6 +347,8 @@ class _Recurrent(Module):
         L, D, P = self.num_layers, self.num_directions, self.output_size
         use_dropout = self.training and self.dropout > 0 and L > 1
         finals = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
+        if self._feedback is not None:
+            return self._forward_stack(x, states, packing, use_dropout, finals)
         ctxs, masks = [], []
         layer_in = packing.pack(x)
         for k in range(L):
@@ -301,6 +378,31 @@ class _Recurrent(Module):
         self._saved = (ctxs, masks, packing) if self.training else None
         return y, finals
 
+    def _forward_stack(self, x, states, packing, use_dropout, finals):
+        """The forward of a layer with feedback: the whole stack in one time loop, the
+        backend's stack_forward (see fastlstm.reference.stack_forward)."""
+        T, B, _ = x.shape
+        L, P = self.num_layers, self.output_size
+        init = [tuple(np.zeros((B, n), self.dtype) if s is None else s[k][packing.order]
+                      for s, n in zip(states, self._state_sizes())) for k in range(L)]
+        # The masks of the normal inputs of layers 1 and up, drawn in the order (and so equal
+        # to) those of the same layer without feedback. The fed-back outputs get none: feedback
+        # carries the state of its source as it is.
+        masks = [None] + [packing.pack(self._dropout_mask((T, B, P))) if use_dropout else None
+                          for _ in range(1, L)]
+        y, layer_finals, ctx = BACKENDS[self.backend].stack_forward(
+            self.cell, packing.pack(x), init, [self._weights(k) for k in range(L)],
+            self._feedback, nonlinearity=getattr(self, "nonlinearity", "tanh"),
+            batch_sizes=packing.batch_sizes, training=self.training, masks=masks)
+        for k, layer_final in enumerate(layer_finals):
+            for f, v in zip(finals, layer_final):
+                f[k][packing.order] = v
+        y = packing.unpack(y)
+        y = y.transpose(1, 0, 2) if self.batch_first else y
+        y = np.array(y, order="C", copy=True) if self.training else np.ascontiguousarray(y)
+        self._saved = (ctx, masks, packing) if self.training else None
+        return y, finals
+
     def _dropout_mask(self, shape):
         keep = 1 - self.dropout
         if keep == 0:
@@ -322,9 +424,22 @@ class _Recurrent(Module):
         dstates = self._check_states("dhx" if self.n_states > 1 else "dh_n", dstates, B)
         if self.batch_first:
             dy = dy.transpose(1, 0, 2)
-        new_grads = {}
         dinit = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
-        d_out = packing.pack(dy)                    # the gradient at padded steps is not used
+        run = self._backward_stack if isinstance(ctxs, StackContext) else self._backward_layers
+        d_out, new_grads = run(ctxs, masks, packing, packing.pack(dy), dstates, dinit)
+        for name, g_w in new_grads.items():
+            self.grads[name] += g_w
+        dx = packing.unpack(d_out)
+        dx = dx.transpose(1, 0, 2) if self.batch_first else dx
+        return np.ascontiguousarray(dx), dinit
+
+    def _backward_layers(self, ctxs, masks, packing, d_out, dstates, dinit):
+        """Backward through the layers one after another (no feedback), top down; returns the
+        gradient of the packed input rows and the parameters' gradients by name. ``d_out`` holds
+        the packed rows of dy (the gradient at padded steps is not used); ``dinit`` receives
+        the initial states' gradients."""
+        L, D, P = self.num_layers, self.num_directions, self.output_size
+        new_grads = {}
         for k in reversed(range(L)):
             if masks and k < L - 1:
                 d_out = d_out * masks[k]
@@ -347,11 +462,20 @@ class _Recurrent(Module):
                     if g_w is not None:
                         new_grads[self._layout[idx][kind][0]] = g_w
             d_out = d_in
-        for name, g_w in new_grads.items():
-            self.grads[name] += g_w
-        dx = packing.unpack(d_out)
-        dx = dx.transpose(1, 0, 2) if self.batch_first else dx
-        return np.ascontiguousarray(dx), dinit
+        return d_out, new_grads
+
+    def _backward_stack(self, ctx, masks, packing, dy, dstates, dinit):
+        """Backward through a stack with feedback: the backend's stack_backward."""
+        dx, dinits, grads = BACKENDS[self.backend].stack_backward(
+            ctx, dy, [tuple(None if s is None else s[k][packing.order] for s in dstates)
+                      for k in range(self.num_layers)])
+        new_grads = {}
+        for k, (dinit_k, grads_k) in enumerate(zip(dinits, grads)):
+            for a, v in zip(dinit, dinit_k):
+                a[k][packing.order] = v
+            for kind, g_w in grads_k.items():
+                new_grads[self._layout[k][kind][0]] = g_w
+        return dx, new_grads
 
     def stream(self, batch_size):
         """A :class:`fastlstm.stream.Stream` stepping this layer one time step per call, for
@@ -370,6 +494,8 @@ class _Recurrent(Module):
             args.append(f"backend={self.backend!r}")
         if self.recurrent_init != "uniform":
             args.append(f"recurrent_init={self.recurrent_init!r}")
+        if self.feedback is not None:
+            args.append(f"feedback={self.feedback!r}")
         return f"{type(self).__name__}({', '.join(args)})"
 
     _extra_defaults = {}  # a subclass's own arguments and their defaults, for __repr__
@@ -401,8 +527,9 @@ class RNN(_OneState):
 
     Arguments, parameter names and shapes, and return values as ``torch.nn.RNN``; in addition
     ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference"), ``seed``
-    (initial weights and dropout masks) and ``recurrent_init`` ("uniform", torch's default, or
-    "orthogonal" weight_hh). See ``fastlstm.reference`` for the equations.
+    (initial weights and dropout masks), ``recurrent_init`` ("uniform", torch's default, or
+    "orthogonal" weight_hh) and ``feedback`` (see :class:`_Recurrent`). See
+    ``fastlstm.reference`` for the equations.
     """
 
     cell = "rnn"
@@ -410,10 +537,10 @@ class RNN(_OneState):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype=np.float32,
-                 backend="native", seed=None, recurrent_init="uniform"):
+                 backend="native", seed=None, recurrent_init="uniform", feedback=None):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, recurrent_init)
+                         bidirectional, dtype, backend, seed, recurrent_init, feedback)
 
     def _cell_forward(self, x, init, w, batch_sizes, training):
         y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
@@ -434,8 +561,10 @@ class GRU(_OneState):
 
     Arguments, parameter names and shapes, and return values as ``torch.nn.GRU``; in addition
     ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference"), ``seed``
-    (initial weights and dropout masks) and ``recurrent_init`` ("uniform", torch's default, or
-    "orthogonal": each gate's block of weight_hh orthogonal). See ``fastlstm.reference``.
+    (initial weights and dropout masks), ``recurrent_init`` ("uniform", torch's default, or
+    "orthogonal": each gate's block of weight_hh orthogonal) and ``feedback`` (see
+    :class:`_Recurrent`; the fed-back outputs are inputs like x, outside ``r``'s product). See
+    ``fastlstm.reference``.
     """
 
     cell = "gru"
@@ -443,9 +572,9 @@ class GRU(_OneState):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, backend="native",
-                 seed=None, recurrent_init="uniform"):
+                 seed=None, recurrent_init="uniform", feedback=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, recurrent_init)
+                         bidirectional, dtype, backend, seed, recurrent_init, feedback)
 
     def _cell_forward(self, x, init, w, batch_sizes, training):
         y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
@@ -475,6 +604,8 @@ class LSTM(_Recurrent):
       weight_hh orthogonal, like Keras's recurrent initializer).
     - ``dtype`` (np.float32 or np.float64), ``backend`` ("native" or "reference") and ``seed``
       (initial weights and dropout masks).
+    - ``feedback``: outputs of later layers fed back into earlier ones (see
+      :class:`_Recurrent`); with proj_size, a fed-back output has proj_size entries.
 
     See ``fastlstm.reference`` for the equations.
     """
@@ -487,7 +618,7 @@ class LSTM(_Recurrent):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, peephole=False,
                  unit_forget_bias=False, dtype=np.float32, backend="native", seed=None,
-                 recurrent_init="uniform"):
+                 recurrent_init="uniform", feedback=None):
         self.proj_size = check_int("proj_size", proj_size, 0)
         hidden = check_int("hidden_size", hidden_size, 1)
         if self.proj_size >= hidden:
@@ -499,7 +630,7 @@ class LSTM(_Recurrent):
             raise ValueError("unit_forget_bias=True sets the forget gate's bias, so it needs "
                              "bias=True")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, recurrent_init)
+                         bidirectional, dtype, backend, seed, recurrent_init, feedback)
 
     def _init_biases(self, params):
         if not self.unit_forget_bias:

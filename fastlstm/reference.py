@@ -72,6 +72,15 @@ term ``z * dL/dh_t`` that meets no weight matrix and no squashing derivative: wh
 near 1, the signal survives, as in the LSTM's cell. Because ``r`` multiplies only the recurrent
 part of ``n``, the two products cannot be merged into one over ``[x_t, h_{t-1}]``; and
 ``b_hn`` sits inside the product with ``r``, which is why torch keeps two bias vectors.
+
+Feedback from later layers
+--------------------------
+The stored outputs fed back as extra inputs need not come from the layer itself: they may also
+come from a later layer and feed an earlier one. :func:`stack_forward` runs a stack of layers
+where, for each pair ``(source, target)``, ``source > target``, layer ``target`` sees at step t
+``[x_k(t), h_source(t-1), h_k(t-1)]``, its normal input, the source's stored output and its
+own, with one more weight block ``W_fb`` for the source's part. Since layer ``target`` at step
+t needs layer ``source`` at step t-1, the loop runs over steps, and over the layers inside.
 """
 
 import numpy as np

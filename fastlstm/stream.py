@@ -16,7 +16,7 @@ make a new one after changing the layer's parameters.
 
 import numpy as np
 
-from . import native
+from . import native, reference
 from ._functional import as_float_array, describe, expect_shape
 from ._module import check_allocatable, check_int
 
@@ -41,7 +41,11 @@ class Stream:
                           layer.dtype)
         nonlinearity = getattr(layer, "nonlinearity", None)
         weights = [layer._weights(k) for k in range(layer.num_layers)]
-        if layer.backend == "native":
+        if layer.feedback is not None:
+            # native too for now: its stack_forward at T = 1 (one call a step, no Python loop
+            # over the layers)
+            self._stepper = _StackStepper(layer, weights, self.batch_size)
+        elif layer.backend == "native":
             self._stepper = native.Stepper(layer.cell, nonlinearity, weights, self.batch_size,
                                            layer.dtype)
         else:
@@ -89,6 +93,14 @@ class _ReferenceStepper:
                                     and out.flags.writeable):
             raise ValueError(f"out must be a writable C-contiguous array of shape {shape} and "
                              f"dtype {layer.dtype}, got {describe(out)}")
+        x = self._step(x)
+        if out is None:
+            return x
+        out[...] = x
+        return out
+
+    def _step(self, x):
+        layer = self.layer
         one_step = np.full(1, self.B)
         for k, w in enumerate(self.weights):
             # inference: nothing is kept for a backward, whatever the layer's mode
@@ -96,10 +108,7 @@ class _ReferenceStepper:
                                                training=False)
             for s, f in zip(self.states, finals):
                 s[k] = f
-        if out is None:
-            return x
-        out[...] = x
-        return out
+        return x
 
     def get_state(self):
         return tuple(s.copy() for s in self.states)
@@ -107,3 +116,23 @@ class _ReferenceStepper:
     def set_state(self, states):
         for s, new in zip(self.states, states):
             s[...] = new
+
+
+class _StackStepper(_ReferenceStepper):
+    """The stepper of a layer with feedback: each step the backend's stack_forward over T = 1.
+
+    The carried states are all the stream needs: the output a source feeds back at step t is
+    its h after step t-1, which is its carried state, and stack_forward reads a source's
+    fed-back output of the step before the first from its initial state."""
+
+    def _step(self, x):
+        layer = self.layer
+        backend = {"native": native, "reference": reference}[layer.backend]
+        y, finals, _ = backend.stack_forward(
+            layer.cell, x, [tuple(s[k] for s in self.states) for k in range(layer.num_layers)],
+            self.weights, layer._feedback, nonlinearity=getattr(layer, "nonlinearity", "tanh"),
+            batch_sizes=np.full(1, self.B, np.int64), training=False)
+        for k, final in enumerate(finals):
+            for s, f in zip(self.states, final):
+                s[k] = f
+        return y

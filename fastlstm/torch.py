@@ -16,6 +16,16 @@ keeps the kernel's context, whose backpropagation through time is the Function's
 (without one, it runs the kernels' inference forward and keeps nothing). Autograd composes
 these Functions with the dropout between layers and the reordering of the reverse direction.
 
+Feedback from later layers (``feedback="top"`` or a list of ``(source, target)`` pairs, as
+:class:`fastlstm.LSTM` takes it; unidirectional stacks only): no torch.nn module has it, so the
+module registers one more ``torch.nn.Parameter`` per target layer k, ``weight_fb_l{k}`` (gates *
+hidden_size, the sources' output sizes summed), initialised like weight_hh (and by
+``reset_parameters``, like the others), and runs the whole stack as one autograd Function around
+the kernels' ``stack_forward``/``stack_backward``. torch.nn's own parameters keep their names and
+shapes. Its dropout masks come from torch's generator and act on the normal inputs between
+layers only, not on the fed-back outputs (see fastlstm.LSTM). ``feedback=None``, the default, is
+the module above, unchanged.
+
 Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
 backward pass is not itself differentiable (no double backward). Bad input raises fastlstm's
 messages as exceptions that are also of the type torch.nn raises for the same mistake
@@ -34,6 +44,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import native
 from ._functional import Batch, Context
+from .layers import feedback_pairs
 
 __all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
            "ArgumentTypeError"]
@@ -117,12 +128,7 @@ class _LayerDirection(torch.autograd.Function):
         # kernels' BPTT is not differentiable, and gradients handed back without a graph would
         # silently drop their second-order terms: refuse. (torch's once_differentiable refuses
         # only when an incoming gradient requires grad, and out.sum()'s does not.)
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                f"fastlstm.torch cannot differentiate twice: the backward of its {ctx.cell} "
-                f"kernels is not itself differentiable, so no create_graph=True (double "
-                f"backward: gradient penalties, gradgradcheck, Hessians) may pass through the "
-                f"layer; use the torch.nn module for that part of the model")
+        _refuse_double_backward(ctx.cell)
         x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
         saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
                         nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
@@ -142,10 +148,95 @@ class _LayerDirection(torch.autograd.Function):
                 dw_hr[0] if dw_hr else None)
 
 
+def _refuse_double_backward(cell):
+    # The engine runs a backward with grad mode on exactly when it builds a graph of the
+    # gradients (create_graph=True); see _LayerDirection.backward.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"fastlstm.torch cannot differentiate twice: the backward of its {cell} kernels is "
+            f"not itself differentiable, so no create_graph=True (double backward: gradient "
+            f"penalties, gradgradcheck, Hessians) may pass through the layer; use the torch.nn "
+            f"module for that part of the model")
+
+
+class _Stack(torch.autograd.Function):
+    """A whole unidirectional stack with feedback over packed rows: the kernels' stack_forward,
+    and its stack_backward as the Function's backward.
+
+    Inputs: the cell, the RNN's nonlinearity, the batch, ``training`` (keep what backward
+    needs), the sorted feedback pairs, the dropout masks (None, or L NumPy arrays or Nones),
+    ``kinds`` (per layer, the backend's names of the weights that follow), then the tensors
+    x (N, I), h0 (L, B, P), c0 (L, B, H) or None, and every layer's weights in the order of
+    ``kinds``. Outputs: y (N, P), h_n, and the LSTM's c_n.
+    """
+
+    @staticmethod
+    def forward(ctx, cell, nonlinearity, batch, training, feedback, masks, kinds, x, h0, c0,
+                *weights):
+        flat = iter(map(_numpy, weights))
+        layer_weights = [{kind: next(flat) for kind in layer_kinds} for layer_kinds in kinds]
+        h0_, c0_ = _numpy(h0), _numpy(c0)
+        states = [(h0_[k],) if c0_ is None else (h0_[k], c0_[k]) for k in range(len(kinds))]
+        y, finals, saved = native.stack_forward(
+            cell, _numpy(x), states, layer_weights, feedback, nonlinearity or "tanh",
+            batch_sizes=batch.batch_sizes, training=training, masks=masks)
+        # y copied: the kernels' y may be a view of the states their backward reads
+        outputs = (torch.from_numpy(np.array(y)),) + tuple(
+            torch.from_numpy(np.stack([f[j] for f in finals])) for j in range(len(finals[0])))
+        if training:
+            ctx.stack, ctx.cell, ctx.kinds = saved, cell, kinds
+            # For torch's version counters only: a backward after an in-place change of the
+            # input, the states or a weight is refused, as its own layers refuse it (the context
+            # reads them).
+            ctx.save_for_backward(x, h0, c0, *weights)
+        return outputs
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n=None):
+        _refuse_double_backward(ctx.cell)
+        ctx.saved_tensors   # raises if any of them changed in place since the forward
+        L = len(ctx.kinds)
+        dfinals = [tuple(None if g is None else _numpy(g[k]) for g in (dh_n, dc_n)
+                         [:2 if ctx.cell == "lstm" else 1]) for k in range(L)]
+        dx, dinits, grads = native.stack_backward(ctx.stack, _numpy(dy), dfinals,
+                                                  input_grad=ctx.needs_input_grad[7])
+        dx = None if dx is None else torch.from_numpy(dx)
+        dh0 = torch.from_numpy(np.stack([d[0] for d in dinits]))
+        dc0 = torch.from_numpy(np.stack([d[1] for d in dinits])) if ctx.cell == "lstm" else None
+        dweights = [torch.from_numpy(grads[k][kind]) for k, layer_kinds in enumerate(ctx.kinds)
+                    for kind in layer_kinds]
+        return (None,) * 7 + (dx, dh0, dc0, *dweights)
+
+
 class _Bridge:
     """The forward the three modules share; their torch.nn base class provides the rest."""
 
-    cell = None   # the kernels' cell: "rnn", "lstm" or "gru"
+    cell = None       # the kernels' cell: "rnn", "lstm" or "gru"
+    feedback = None   # as given: None, "top" or a list of (source, target) pairs
+
+    def __init__(self, *args, feedback=None, **kwargs):
+        """torch.nn's constructor, and ``feedback`` (see fastlstm.torch)."""
+        super().__init__(*args, **kwargs)
+        pairs = feedback_pairs(feedback, self.num_layers, self.bidirectional)
+        if pairs is None:
+            return
+        self.feedback = "top" if isinstance(feedback, str) else [tuple(p) for p in pairs]
+        self._feedback_pairs = pairs
+        G = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        P = self.proj_size or self.hidden_size
+        bound = 1 / self.hidden_size ** 0.5          # torch's reset_parameters, like weight_hh
+        like = self.weight_hh_l0
+        for k in sorted({t for _, t in pairs}):
+            n_sources = sum(1 for _, t in pairs if t == k)
+            w = torch.empty(G * self.hidden_size, P * n_sources, dtype=like.dtype,
+                            device=like.device)
+            with torch.no_grad():
+                w.uniform_(-bound, bound)
+            self.register_parameter(f"weight_fb_l{k}", torch.nn.Parameter(w))
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.feedback is None else f"{s}, feedback={self.feedback!r}"
 
     def forward(self, input, hx=None):
         """torch.nn's forward on fastlstm's kernels: the arguments and return values of the
@@ -225,9 +316,38 @@ class _Bridge:
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         return [getattr(self, name + suffix, None) for name in names]
 
+    def _run_stack(self, x, batch, states):
+        """The stack with feedback over the packed rows x, as one autograd Function; returns y
+        and the final states as (L, B, n) tensors."""
+        L, P = self.num_layers, self.proj_size or self.hidden_size
+        training = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, *states, *self.parameters()))
+        masks = None
+        if self.dropout and self.training and L > 1:
+            keep = 1 - self.dropout
+            masks = [None] + [
+                (torch.empty(batch.N, P, dtype=x.dtype).bernoulli_(keep) / keep).numpy()
+                if keep > 0 else np.zeros((batch.N, P), _numpy(x).dtype) for _ in range(1, L)]
+        names = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+                 "w_hr": "weight_hr", "w_fb": "weight_fb"}
+        kinds, weights = [], []
+        for k in range(L):
+            present = [(kind, getattr(self, f"{name}_l{k}", None))
+                       for kind, name in names.items()]
+            present = [(kind, w) for kind, w in present if w is not None]
+            kinds.append(tuple(kind for kind, _ in present))
+            weights += [w for _, w in present]
+        c0 = states[1] if self.cell == "lstm" else None
+        y, *finals = _Stack.apply(self.cell, getattr(self, "nonlinearity", None), batch,
+                                  training, self._feedback_pairs, masks, tuple(kinds), x,
+                                  states[0], c0, *weights)
+        return y, finals
+
     def _run(self, x, batch, states):
         """Every layer and direction over the packed rows x; returns y and the final states as
         (L * D, B, n) tensors."""
+        if self.feedback is not None:
+            return self._run_stack(x, batch, states)
         D = 2 if self.bidirectional else 1
         reverse = torch.from_numpy(batch.reversed_rows()) if D == 2 else None
         nonlinearity = getattr(self, "nonlinearity", None)
