@@ -69,10 +69,7 @@ def test_gradient_flow(tmp_path):
     assert plot.exists() == HAS_MATPLOTLIB
 
 
-# TODO native stack lands with the C loop: then drop the skip, leaving ["reference", "native"]
-@pytest.mark.parametrize("backend", ["reference", pytest.param("native", marks=pytest.mark.skipif(
-    not hasattr(__import__("fastlstm").native, "stack_forward"),
-    reason="native stack lands with the C loop"))])
+@pytest.mark.parametrize("backend", ["reference", "native"])
 def test_feedback_lm(backend):
     results = load_example("feedback_lm").main(
         ["--steps", "3", "--hidden", "16", "--seq-len", "10", "--batch", "4",

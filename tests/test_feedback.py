@@ -21,11 +21,7 @@ from helpers import (FD_TOL, assert_close, cell_of, fd_grad, has_peephole, layer
 import fastlstm
 from fastlstm import native, reference
 
-# TODO native stack lands with the C loop: then remove NATIVE_STACK and this skip, leaving
-# BACKENDS = ["reference", "native"].
-NATIVE_STACK = hasattr(native, "stack_forward")
-BACKENDS = ["reference", pytest.param("native", marks=pytest.mark.skipif(
-    not NATIVE_STACK, reason="native stack lands with the C loop"))]
+BACKENDS = ["reference", "native"]
 MODULES = {"reference": reference, "native": native}
 
 # (num_layers, feedback pairs)
@@ -196,8 +192,6 @@ def test_stack_without_feedback_is_the_layers_one_after_another(kind, packed, ba
 
 @pytest.mark.parametrize("kind", FD_KINDS)
 def test_native_stack_matches_reference(kind):
-    if not NATIVE_STACK:   # TODO native stack lands with the C loop: remove this skip
-        pytest.skip("native stack lands with the C loop")
     rng = np.random.default_rng(12)
     L, pairs = FEEDBACKS["multi"]
     for batch_sizes, masks in ((None, False), (np.array([3, 3, 2, 1]), True)):
@@ -259,7 +253,7 @@ def test_bad_stack_arguments_are_refused_with_their_names(change, error, match):
     x, states, weights, _, _, _ = stack_problem(rng, "rnn_tanh", 2, [(1, 0)], T=4, B=3, H=2)
     args = dict(x=x, states=states, weights=weights, feedback=[(1, 0)], masks=None)
     change(args)
-    for backend in ("reference",) + (("native",) if NATIVE_STACK else ()):
+    for backend in ("reference", "native"):
         with pytest.raises(error, match=match):
             MODULES[backend].stack_forward("rnn", args["x"], args["states"], args["weights"],
                                            args["feedback"], masks=args["masks"])
@@ -789,8 +783,6 @@ def test_bridge_input_forms_and_refusals(backend, bridge, torch):
 
 
 def test_native_stack_is_the_same_for_every_thread_count(restore_threads):
-    if not NATIVE_STACK:   # TODO native stack lands with the C loop: remove this skip
-        pytest.skip("native stack lands with the C loop")
     rng = np.random.default_rng(13)
     L, pairs = FEEDBACKS["multi"]
     x, states, weights, masks, dy, dfinals = stack_problem(
