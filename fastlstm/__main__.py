@@ -114,8 +114,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p = commands.add_parser("bench", help="native against PyTorch (and the reference)")
     p.add_argument("--section", action="append", metavar="NAME",
-                   choices=["goals", "memory", "packed", "stream", "convert"],
-                   help="goals, memory, packed, stream or convert (repeatable; default: all)")
+                   choices=["goals", "memory", "packed", "stream", "convert", "feedback"],
+                   help="goals, memory, packed, stream, convert or feedback (repeatable; "
+                   "default: all)")
     p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H[,infer]",
                    help="measure this case in the goals section instead of the goal cases, such "
                         "as gru,100,32,256; CELL is rnn, gru, lstm, lstmp (proj_size H/2) or "

@@ -99,7 +99,7 @@ ORT_CELLS = ("rnn", "gru", "lstm", "peephole")
 # Peak memory of a training step: (cell, T, B, I = H), float32.
 MEMORY_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
 
-SECTIONS = ("goals", "memory", "packed", "stream", "convert")
+SECTIONS = ("goals", "memory", "packed", "stream", "convert", "feedback")
 
 
 def median_times(fns, repeat, min_time=0.05):
@@ -142,6 +142,15 @@ STREAM_CASES = [("lstm", 1, 10, 128), ("lstm", 1, 128, 128), ("gru", 1, 128, 128
 
 # PyTorch models before and after fastlstm.torch.convert(): (cell, T, B, I = H).
 CONVERT_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
+
+# Feedback from later layers: (cell, T, B, I = H), two layers, the top one fed back to the
+# first (feedback="top"), against the same stack without feedback, torch's loop of cells over
+# the concatenated inputs, and in a stream of batch B against the plain stack's stream. The
+# issue's targets: at least 5x the torch loop, 0.8x the plain stack's speed, and a stream step
+# at most 1.3x the plain one's time.
+FEEDBACK_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256),
+                  ("lstm", 100, 1, 64)]
+FEEDBACK_GOALS = {"torch_loop": 5.0, "plain": 0.8, "stream": 1.3}
 
 
 def spread_lengths(T, B):
@@ -216,6 +225,53 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
         layer.train()(x, lengths=lengths)
         layer.backward(dy)
     return forward, train_step
+
+
+def make_feedback_steps(cell, T, B, H, dtype, feedback="top", num_layers=2):
+    """``(train_step, stream_step)`` of a fastlstm ``cell`` stack (I = H, seed 0) with
+    ``feedback`` (None: the plain stack): a forward plus backward over (T, B) inputs, and one
+    step of its stream of batch B."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    layer = CELLS[cell][0](H, H, num_layers, dtype=dtype, seed=0, feedback=feedback)
+    stream, x_t = layer.eval().stream(B), x[0]
+
+    def train_step():
+        layer.train()(x)
+        layer.backward(dy)
+    return train_step, lambda: stream.step(x_t)
+
+
+def make_torch_feedback_loop(cell, T, B, H, dtype, num_layers=2):
+    """A training step of what feedback="top" takes in PyTorch: a Python loop over the steps of
+    torch.nn's cells, layer 0's input the step's x followed by the top layer's last output."""
+    import torch
+    torch.set_num_threads(get_num_threads())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    make = getattr(torch.nn, f"{CELLS[cell][1]}Cell")
+    torch.manual_seed(0)
+    cells = [make(2 * H if k == 0 else H, H).to(tdtype) for k in range(num_layers)]
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+    dy = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+    lstm = cell == "lstm"
+
+    def train_step():
+        h = [torch.zeros(B, H, dtype=tdtype) for _ in cells]
+        c = [torch.zeros(B, H, dtype=tdtype) for _ in cells]
+        ys = []
+        for t in range(T):
+            inp = torch.cat([x[t], h[-1]], dim=1)
+            for k, module in enumerate(cells):
+                if lstm:
+                    h[k], c[k] = module(inp, (h[k], c[k]))
+                else:
+                    h[k] = module(inp, h[k])
+                inp = h[k]
+            ys.append(inp)
+        torch.stack(ys).backward(dy)
+    return train_step
 
 
 def make_ort_forward(cell, T, B, H, dtype, packed=False):
@@ -610,14 +666,55 @@ class _Bench:
                   f"{row['torch.nn'] / row['fastlstm.torch']:>9.2f}x")
         return row
 
+    # --- feedback from later layers
+    def start_feedback(self):
+        head = (f"{'case':<29}{'feedback ms':>12}{'plain ms':>10}{'plain/fb':>10}"
+                + (f"{'torch loop ms':>15}{'loop/fb':>9}" if self.with_torch else "")
+                + f"{'stream fb us':>14}{'plain us':>10}{'fb/plain':>10}")
+        self.emit(f"\nFeedback from later layers: 2 layers, feedback='top', training step "
+                  f"against the plain stack and torch's loop of cells, and a stream step; "
+                  f"{self.dtype}, {self.threads}", head)
+
+    def feedback_row(self, case):
+        cell, T, B, H = case
+        dt = np.dtype(self.dtype).type
+        row = {"section": "feedback", "cell": cell, "T": T, "B": B, "I": H, "H": H,
+               "dtype": self.dtype}
+        (fb_train, fb_stream), (plain_train, plain_stream) = (
+            make_feedback_steps(cell, T, B, H, dt, feedback) for feedback in ("top", None))
+        fns = {"feedback": fb_train, "plain": plain_train}
+        if self.with_torch:
+            fns["torch_loop"] = make_torch_feedback_loop(cell, T, B, H, dt)
+        row.update(median_times(fns, self.repeat))
+        streams = median_times({"feedback": fb_stream, "plain": plain_stream}, self.repeat)
+        row.update(stream_feedback=streams["feedback"], stream_plain=streams["plain"])
+        row["plain_share"] = row["plain"] / row["feedback"]
+        row["stream_ratio"] = streams["feedback"] / streams["plain"]
+        line = (f"{cell.upper():<9}T={T:<4}B={B:<4}I=H={H:<6}{row['feedback'] * 1e3:>10.2f}"
+                f"{row['plain'] * 1e3:>10.2f}{row['plain_share']:>9.2f}x")
+        if self.with_torch:
+            row["torch_speedup"] = row["torch_loop"] / row["feedback"]
+            line += f"{row['torch_loop'] * 1e3:>15.2f}{row['torch_speedup']:>8.2f}x"
+        line += (f"{streams['feedback'] * 1e6:>14.2f}{streams['plain'] * 1e6:>10.2f}"
+                 f"{row['stream_ratio']:>9.2f}x")
+        goals = FEEDBACK_GOALS
+        below = ([f"loop/fb goal {goals['torch_loop']:.1f}x"]
+                 * (row.get("torch_speedup", math.inf) < goals["torch_loop"])
+                 + [f"plain/fb goal {goals['plain']:.1f}x"] * (row["plain_share"] < goals["plain"])
+                 + [f"stream goal {goals['stream']:.1f}x"] * (row["stream_ratio"] > goals["stream"]))
+        self.emit(line + (f"  (below: {', '.join(below)})" if below else ""))
+        return row
+
 
 def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_reference=False,
         with_torch=True, packed_cases=PACKED_CASES, stream_cases=STREAM_CASES,
-        convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES, out=print, bar=True,
+        convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES,
+        feedback_cases=FEEDBACK_CASES, out=print, bar=True,
         isas=None):
     """Measure the cases of each of ``sections`` and print their tables. ``cases``: the goal
     table's, Case tuples (or (cell, T, B, H), a training step in ``dtype``); ``dtype``: that of
-    the packed, streaming and convert sections. The memory and convert sections need torch.
+    the packed, streaming, convert and feedback sections. The memory and convert sections need
+    torch.
     ``isas``: the builds of the kernels to time side by side (fastlstm.native.set_isa), the
     first as "native" (default: the build that is set alone).
 
@@ -639,7 +736,7 @@ def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_referen
     memory = with_torch and sys.platform.startswith("linux")
     todo = {"goals": cases, "memory": memory_cases if memory else [],
             "packed": packed_cases, "stream": stream_cases,
-            "convert": convert_cases if with_torch else []}
+            "convert": convert_cases if with_torch else [], "feedback": feedback_cases}
     tasks = [(section, case) for section in SECTIONS if section in sections
              for case in todo[section]]
     write = out

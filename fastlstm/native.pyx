@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from ._functional import (GATES, Batch, Context, StackContext, as_float_array, check_backward,
-                          check_bool, check_stack_backward, check_stack_forward,
+                          check_bool, check_feedback, check_stack_backward, check_stack_forward,
                           check_forward, describe, expect_shape, extra_grads)
 from ._module import check_choice, check_dtype, check_int
 
@@ -566,13 +566,14 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
     return dx, dinits, grads
 
 
-_STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole")
+_STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole", "w_fb")
 
 
-def _stepper_weights(cell, nonlinearity, l, w, dtype, below):
+def _stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources):
     """Layer ``l``'s weights for a :class:`Stepper`, checked as the functional API's forward
     checks them (check_forward), as C-contiguous copies; ``below``: the output width of the
-    layer below, which must be this layer's input width (None for the first layer)."""
+    layer below, which must be this layer's input width (None for the first layer);
+    ``n_sources``: the layers whose outputs feed back into this one, through its w_fb."""
     if not isinstance(w, dict):
         raise TypeError(f"weights[{l}] must be a dict of the layer's arrays by name, got "
                         f"{describe(w)}")
@@ -596,9 +597,20 @@ def _stepper_weights(cell, nonlinearity, l, w, dtype, below):
         _, _, checked, _ = check_forward(cell, x, (None,) * (2 if cell == "lstm" else 1), w_ih,
                                          w["w_hh"], w.get("b_ih"), w.get("b_hh"), nonlinearity,
                                          w_hr=w.get("w_hr"), w_peephole=w.get("w_peephole"))
+        w_fb = w.get("w_fb")
+        if n_sources and w_fb is None:
+            raise ValueError(f"w_fb must be given: {n_sources} layers feed back into this one")
+        if w_fb is not None:
+            GH, P = checked[1].shape
+            if not n_sources:
+                raise ValueError(f"w_fb must not be given: no layer feeds back into this one, "
+                                 f"got {describe(w_fb)}")
+            w_fb = as_float_array("w_fb", w_fb, dtype, ndim=2)
+            expect_shape("w_fb", w_fb, (GH, n_sources * P),
+                         f"(gates * hidden_size, {n_sources} sources times their outputs)")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"weights[{l}]: {exc}") from None
-    return {k: np.array(a, copy=True) for k, a in zip(_STEPPER_WEIGHTS, checked)
+    return {k: np.array(a, copy=True) for k, a in zip(_STEPPER_WEIGHTS, checked + (w_fb,))
             if a is not None}
 
 
@@ -609,9 +621,14 @@ cdef class Stepper:
     between steps: a copy of every layer's weights, and for each layer its states before and
     after the step (hs and cs of two rows of blocks, as a forward call of T = 1 has them), its
     gate buffer and scratch. A step allocates nothing but the array it returns (none with
-    ``out``) and runs every layer in one call, on one thread, without the GIL.
+    ``out``) and runs every layer in one call, on one thread, without the GIL. With feedback
+    from later layers, a step is one call of the stack's kernel: the output a source feeds
+    back is its h of the step before, its state row, which it has not yet overwritten when
+    the layers below it run.
     """
     cdef fl_layer *layers
+    cdef fl_stack stack                  # with feedback: the stack's description, else L = 0
+    cdef const int64_t[::1] pairs        # the feedback pairs stack points at
     cdef void **slots                    # FL_N_SLOTS pointers per layer
     cdef int n_layers
     cdef int64_t B, I, P
@@ -631,11 +648,12 @@ cdef class Stepper:
         PyMem_Free(self.layers)
         PyMem_Free(self.slots)
 
-    def __init__(self, cell, nonlinearity, weights, B, dtype):
+    def __init__(self, cell, nonlinearity, weights, B, dtype, feedback=()):
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
-        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole when the layer has them),
-        of ``dtype``, checked as the functional API's forward checks them; ``nonlinearity``:
-        the Elman RNN's "tanh" or "relu", None for the LSTM and the GRU."""
+        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole, w_fb when the layer has
+        them), of ``dtype``, checked as the functional API's forward checks them;
+        ``nonlinearity``: the Elman RNN's "tanh" or "relu", None for the LSTM and the GRU;
+        ``feedback``: (source, target) pairs, as the stack functions take them."""
         if self.started:
             raise RuntimeError("a Stepper is initialized once (even when that failed): make a "
                                "new one")
@@ -652,9 +670,11 @@ cdef class Stepper:
         dtype = check_dtype(dtype)
         if len(weights) == 0:
             raise ValueError("weights must hold at least one layer's, got none")
+        feedback = check_feedback(feedback, len(weights))
         checked, below = [], None         # below: the output width of the layer below
         for l, w in enumerate(weights):
-            checked.append(_stepper_weights(cell, nonlinearity, l, w, dtype, below))
+            n_sources = sum(1 for _, target in feedback if target == l)
+            checked.append(_stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources))
             below = checked[l]["w_hh"].shape[1]
         self.n_layers = len(checked)
         self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
@@ -683,6 +703,10 @@ cdef class Stepper:
                 arrays[FL_GATES] = np.empty((B, GH), self.dtype)
             if cell == "gru":
                 arrays[FL_HN] = np.empty((B, H), self.dtype)
+            if feedback:
+                arrays[FL_W_FB] = w.get("w_fb")
+                desc.update(stacked=l > 0,
+                            F=P * sum(1 for _, target in feedback if target == l))
             _describe(&self.layers[l], desc)
             arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0, self.dtype == np.float64),
                                           self.dtype)
@@ -695,6 +719,11 @@ cdef class Stepper:
             self.cs.append(arrays.get(FL_CS))
             below = hs[1]
         self.I, self.P = self.layers[0].I, self.layers[self.n_layers - 1].P
+        self.pairs = np.array(feedback, np.int64).reshape(-1)
+        self.stack.L = self.n_layers if feedback else 0
+        self.stack.layers = self.layers
+        self.stack.n_feedback = len(feedback)
+        self.stack.feedback = &self.pairs[0] if feedback else NULL
         self.ready = True
 
     def step(self, x, out=None):
@@ -715,8 +744,11 @@ cdef class Stepper:
                              f"{(self.B, self.P)} and dtype {self.dtype}, got {describe(out)}")
         with nogil:
             self.slots[<int>FL_X] = x_ptr
-            for l in range(self.n_layers):
-                self._step_layer(l)
+            if self.stack.L:
+                self._step_stack()
+            else:
+                for l in range(self.n_layers):
+                    self._step_layer(l)
             memcpy(out_ptr, self.slots[(self.n_layers - 1) * FL_N_SLOTS + <int>FL_HS],
                    <size_t>(self.B * self.P) * (8 if self.f64 else 4))
             self.slots[<int>FL_X] = NULL  # the caller's x is not ours to keep
@@ -750,15 +782,31 @@ cdef class Stepper:
 
     cdef void _step_layer(self, int l) noexcept nogil:
         """Layer l's step, then its new states become the ones the next step starts from."""
+        if self.f64:
+            fl_forward_f64(&self.layers[l], <double **>&self.slots[l * FL_N_SLOTS], 1)
+        else:
+            fl_forward_f32(&self.layers[l], <float **>&self.slots[l * FL_N_SLOTS], 1)
+        self._carry(l)
+
+    cdef void _step_stack(self) noexcept nogil:
+        """Every layer's step in one call of the stack's kernel; then their new states become
+        the ones the next step starts from."""
+        cdef int l
+        if self.f64:
+            fl_stack_forward_f64(&self.stack, <double **>self.slots, 1)
+        else:
+            fl_stack_forward_f32(&self.stack, <float **>self.slots, 1)
+        for l in range(self.n_layers):
+            self._carry(l)
+
+    cdef void _carry(self, int l) noexcept nogil:
+        """Layer l's new states (row 1 of its hs and cs) into row 0, where the next step reads
+        them."""
         cdef fl_layer *layer = &self.layers[l]
         cdef void **s = &self.slots[l * FL_N_SLOTS]
         cdef size_t size = 8 if self.f64 else 4
         cdef size_t h_bytes = <size_t>(layer.B * layer.P) * size
         cdef size_t c_bytes = <size_t>(layer.B * layer.H) * size
-        if self.f64:
-            fl_forward_f64(layer, <double **>s, 1)
-        else:
-            fl_forward_f32(layer, <float **>s, 1)
         memcpy(s[<int>FL_HS], <char *>s[<int>FL_HS] + h_bytes, h_bytes)
         if s[<int>FL_CS] != NULL:
             memcpy(s[<int>FL_CS], <char *>s[<int>FL_CS] + c_bytes, c_bytes)

@@ -41,13 +41,11 @@ class Stream:
                           layer.dtype)
         nonlinearity = getattr(layer, "nonlinearity", None)
         weights = [layer._weights(k) for k in range(layer.num_layers)]
-        if layer.feedback is not None:
-            # native too for now: its stack_forward at T = 1 (one call a step, no Python loop
-            # over the layers)
-            self._stepper = _StackStepper(layer, weights, self.batch_size)
-        elif layer.backend == "native":
+        if layer.backend == "native":
             self._stepper = native.Stepper(layer.cell, nonlinearity, weights, self.batch_size,
-                                           layer.dtype)
+                                           layer.dtype, layer._feedback or ())
+        elif layer.feedback is not None:
+            self._stepper = _StackStepper(layer, weights, self.batch_size)
         else:
             self._stepper = _ReferenceStepper(layer, weights, self.batch_size)
         # The stepper's own method: a step costs one call, no Python in between.
@@ -119,7 +117,8 @@ class _ReferenceStepper:
 
 
 class _StackStepper(_ReferenceStepper):
-    """The stepper of a layer with feedback: each step the backend's stack_forward over T = 1.
+    """The stepper of a reference layer with feedback: each step reference.stack_forward over
+    T = 1 (the native one has native.Stepper).
 
     The carried states are all the stream needs: the output a source feeds back at step t is
     its h after step t-1, which is its carried state, and stack_forward reads a source's
@@ -127,8 +126,7 @@ class _StackStepper(_ReferenceStepper):
 
     def _step(self, x):
         layer = self.layer
-        backend = {"native": native, "reference": reference}[layer.backend]
-        y, finals, _ = backend.stack_forward(
+        y, finals, _ = reference.stack_forward(
             layer.cell, x, [tuple(s[k] for s in self.states) for k in range(layer.num_layers)],
             self.weights, layer._feedback, nonlinearity=getattr(layer, "nonlinearity", "tanh"),
             batch_sizes=np.full(1, self.B, np.int64), training=False)

@@ -105,3 +105,20 @@ def test_stream_steps_run_the_cell_of_their_case(cell):
     for system in torch_systems:
         h = bench.make_stream_step(system, cell, B, I, H, np.float64)()
         assert tuple(h.shape) == expected.shape, system
+
+
+@pytest.mark.parametrize("with_torch", [False, True])
+def test_the_feedback_section_times_the_stack_beside_the_plain_one(with_torch):
+    if with_torch:
+        pytest.importorskip("torch")
+    lines = []
+    rows = bench.run(sections=["feedback"], repeat=1, bar=False, out=lines.append,
+                     with_torch=with_torch,
+                     feedback_cases=[("lstm", 3, 2, 4), ("rnn", 2, 1, 4)])["rows"]
+    assert [(r["cell"], r["T"], r["B"]) for r in rows] == [("lstm", 3, 2), ("rnn", 2, 1)]
+    for r in rows:
+        assert r["feedback"] > 0 and r["plain"] > 0
+        assert r["plain_share"] == pytest.approx(r["plain"] / r["feedback"])
+        assert r["stream_ratio"] == pytest.approx(r["stream_feedback"] / r["stream_plain"])
+        assert ("torch_speedup" in r) == with_torch
+    assert sum(line.startswith(("LSTM", "RNN")) for line in lines) == 2

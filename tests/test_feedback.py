@@ -614,6 +614,25 @@ def test_stream_equals_the_whole_sequence(kind, dtype, backend):
     assert s.step(x[0], out=out) is out
 
 
+def test_the_native_stepper_checks_its_feedback_and_its_weights():
+    """native.Stepper is importable: its feedback weights are checked as stack_forward's."""
+    layer = fastlstm.LSTM(3, 4, 2, feedback="top", seed=0)
+    w0, w1 = (layer._weights(k) for k in range(2))
+
+    def stepper(first, feedback=((1, 0),)):
+        return native.Stepper("lstm", None, [first, w1], 2, np.float32, feedback)
+    with pytest.raises(ValueError, match=r"weights\[0\]: w_fb must be given: 1 layers"):
+        stepper({k: v for k, v in w0.items() if k != "w_fb"})
+    with pytest.raises(ValueError, match=r"weights\[0\]: w_fb must not be given"):
+        stepper(w0, ())
+    with pytest.raises(ValueError, match=r"weights\[0\]: w_fb must have shape \(16, 4\)"):
+        stepper(dict(w0, w_fb=w0["w_fb"][:, :3]))
+    with pytest.raises(ValueError, match="feedback must be .* got the pair \\(0, 1\\)"):
+        stepper(w0, ((0, 1),))
+    with pytest.raises(TypeError, match="feedback must be"):
+        stepper(w0, "top")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ("rnn_tanh", "lstm", "gru"))
 def test_float32_against_float64(kind, backend):
