@@ -569,23 +569,8 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
                  for s in entry if s is not None]
         batch = _packed_batch(batch_sizes, x, given[0] if given else None)
 
-    n_states = 2 if cell == "lstm" else 1
-    pair = "(h0, c0)" if n_states == 2 else "(h0,)"
-    if states is None:
-        states = [None] * L
-    if not isinstance(states, (list, tuple)) or len(states) != L:
-        raise TypeError(f"states must be None or a list of {L} entries (one per layer), each "
-                        f"{pair} or None, got {describe(states)}")
-    out_states = []
-    for k, entry in enumerate(states):
-        if entry is None:
-            entry = (None,) * n_states
-        if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
-            raise TypeError(f"states[{k}] must be a tuple {pair} of layer {k}'s initial "
-                            f"states or None, got {describe(entry)}")
-        h0 = _state(f"states[{k}][0]", entry[0], dtype, batch.B, P, size)
-        out_states.append((h0,) + tuple(_state(f"states[{k}][1]", c0, dtype, batch.B, H)
-                                        for c0 in entry[1:]))
+    out_states = _stack_states("states", states, ("h0", "c0"), "initial states", cell, L,
+                               dtype, batch.B, P, H, size)
 
     if masks is None:
         masks = [None] * L
@@ -605,6 +590,29 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
                      f"{k}'s normal input")
         out_masks.append(m)
     return x, out_states, checked, feedback, batch, out_masks
+
+
+def _stack_states(name, entries, names, what, cell, L, dtype, B, P, H, size):
+    """``entries`` (None, or one tuple of a layer's states or None per layer) as a list of L
+    tuples of (B, P) and, for the LSTM, (B, H) arrays, zeros where not given; ``names``: those
+    of h's and c's entries, ``what`` they are, for the messages."""
+    n_states = 2 if cell == "lstm" else 1
+    pair = f"({', '.join(names[:n_states])}{',' * (n_states == 1)})"
+    if entries is None:
+        entries = [None] * L
+    if not isinstance(entries, (list, tuple)) or len(entries) != L:
+        raise TypeError(f"{name} must be None or a list of {L} entries (one per layer), each "
+                        f"{pair} or None, got {describe(entries)}")
+    out = []
+    for k, entry in enumerate(entries):
+        if entry is None:
+            entry = (None,) * n_states
+        if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
+            raise TypeError(f"{name}[{k}] must be a tuple {pair} of layer {k}'s {what} or None, "
+                            f"got {describe(entry)}")
+        h = _state(f"{name}[{k}][0]", entry[0], dtype, B, P, size)
+        out.append((h,) + tuple(_state(f"{name}[{k}][1]", c, dtype, B, H) for c in entry[1:]))
+    return out
 
 
 def check_stack_backward(ctx, dy, dfinals):
@@ -656,22 +664,6 @@ def check_stack_backward(ctx, dy, dfinals):
         dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
         expect_shape("dy", dy, y_shape, "(the shape of y)")
         dy = dy.reshape(batch.N, P)
-    n_states = 2 if ctx.cell == "lstm" else 1
-    pair = "(dh_n, dc_n)" if n_states == 2 else "(dh_n,)"
-    if dfinals is None:
-        dfinals = [None] * L
-    if not isinstance(dfinals, (list, tuple)) or len(dfinals) != L:
-        raise TypeError(f"dfinals must be None or a list of {L} entries (one per layer), each "
-                        f"{pair} or None, got {describe(dfinals)}")
-    out = []
-    size = _h_size(first.w_hr)
-    for k, entry in enumerate(dfinals):
-        if entry is None:
-            entry = (None,) * n_states
-        if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
-            raise TypeError(f"dfinals[{k}] must be a tuple {pair} of the gradients of layer "
-                            f"{k}'s final states or None, got {describe(entry)}")
-        dh = _state(f"dfinals[{k}][0]", entry[0], dtype, batch.B, P, size)
-        out.append((dh,) + tuple(_state(f"dfinals[{k}][1]", dc, dtype, batch.B, H)
-                                 for dc in entry[1:]))
+    out = _stack_states("dfinals", dfinals, ("dh_n", "dc_n"), "final states' gradients",
+                        ctx.cell, L, dtype, batch.B, P, H, _h_size(first.w_hr))
     return dy, out

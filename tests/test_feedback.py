@@ -15,8 +15,9 @@ The oracles, none of them the code under test:
 """
 import numpy as np
 import pytest
-from helpers import (FD_TOL, assert_close, cell_of, fd_grad, has_peephole, layer_backward,
-                     layer_forward, make_layer, n_gates, n_states, proj_of, projects)
+from helpers import (FD_TOL, assert_close, assert_layer_run_close, cell_of, fd_grad, has_peephole,
+                     layer_backward, layer_forward, make_layer, n_gates, n_states, proj_of,
+                     projects)
 
 import fastlstm
 from fastlstm import native, reference
@@ -392,15 +393,8 @@ def test_layer_matches_a_loop_of_torch_cells(kind, fb, lengths, backend, torch):
         torch, kind, layer.state_dict(), x, states, pairs, L, dy, dstates, lengths)
     y, finals = layer_forward(layer, x, states, lengths)
     dx, dinits = layer_backward(layer, dy, dstates)
-    assert_close(y, y_e, TOL64, "y")
-    for name, a, b in zip(("h_n", "c_n"), finals, finals_e):
-        assert_close(a, b, TOL64, name)
-    assert_close(dx, dx_e, TOL64, "dx")
-    for name, a, b in zip(("dh0", "dc0"), dinits, dinits_e):
-        assert_close(a, b, TOL64, name)
-    assert layer.grads.keys() == grads_e.keys()
-    for name, g in grads_e.items():
-        assert_close(layer.grads[name], g, TOL64, name)
+    assert_layer_run_close(layer, (y, finals, dx, dinits),
+                           (y_e, finals_e, dx_e, dinits_e, grads_e), TOL64)
 
 
 # ---------------------------------------------------------------- layers
