@@ -11,6 +11,7 @@ Every argument is checked before anything changes, so a call that raises leaves 
 was: parameters, gradients, the saved forward pass and the dropout generator.
 """
 
+import functools
 import math
 import numbers
 import warnings
@@ -75,16 +76,20 @@ class _Packing:
     (see fastlstm._functional): sequences sorted by length, longest first, and of each one only
     the steps it really has, so that no work is spent on padding.
 
-    ``lengths`` None means every sequence has all T steps; the packed rows are then the padded
-    array's own rows, in the same order.
+    ``lengths`` None (or all T) means every sequence has all T steps: the packed rows are then
+    the padded array's own rows, in the same order, and the backend functions get the batch
+    padded, (T, B, ...) without batch_sizes (see :meth:`to_call`): a layer called on one step
+    at a time, as a stream is, then spends nothing on packing.
     """
 
     def __init__(self, lengths, T, B):
         self.T, self.B = T, B
         self.full = lengths is None or bool((lengths == T).all())
-        if lengths is None:
-            lengths = np.full(B, T, np.int64)
-        self.order = np.argsort(-lengths, kind="stable")   # packed position -> batch row
+        if self.full:
+            self.order = slice(None)                      # packed position -> batch row
+            self.batch_sizes = None
+            return
+        self.order = np.argsort(-lengths, kind="stable")
         sorted_lengths = lengths[self.order]
         steps = int(sorted_lengths[0]) if B else 0
         # sequences still running at step t: those longer than t
@@ -94,8 +99,23 @@ class _Packing:
         t = np.repeat(np.arange(steps), self.batch_sizes)   # the step of each packed row
         pos = np.arange(off[-1]) - off[t]                   # and its sequence's position
         self.rows = (t, self.order[pos])                    # where it lives in the padded batch
-        # the reverse direction reads each sequence backwards from its own end
-        self.reverse = Batch(self.batch_sizes, B, padded=False).reversed_rows()
+
+    @functools.cached_property
+    def reverse(self):
+        """The packed rows in the order the reverse direction reads them: each sequence
+        backwards from its own end."""
+        sizes = np.full(self.T, self.B, np.int64) if self.full else self.batch_sizes
+        return Batch(sizes, self.B, padded=False).reversed_rows()
+
+    def to_call(self, a):
+        """Packed rows (N, n) in the form the backend functions take with ``batch_sizes``:
+        (T, B, n) for a full batch, whose batch_sizes is None."""
+        return a.reshape(self.T, self.B, a.shape[-1]) if self.full else a
+
+    @staticmethod
+    def from_call(a):
+        """What a backend function returns in the form of ``to_call``, as packed rows (N, n)."""
+        return a.reshape(-1, a.shape[-1])
 
     def pack(self, a):
         """(T, B, n) padded -> (N, n) packed rows."""
@@ -360,8 +380,10 @@ class _Recurrent(Module):
                 init = tuple(np.zeros((B, n), self.dtype) if s is None
                              else s[idx][packing.order] for s, n in zip(states,
                                                                       self._state_sizes()))
-                y, final, ctx = self._cell_forward(inp, init, self._weights(idx),
-                                                   packing.batch_sizes, self.training)
+                y, final, ctx = self._cell_forward(packing.to_call(inp), init,
+                                                   self._weights(idx), packing.batch_sizes,
+                                                   self.training)
+                y = packing.from_call(y)
                 outs.append(y[packing.reverse] if d else y)
                 for f, v in zip(finals, final):
                     f[idx][packing.order] = v
@@ -391,13 +413,13 @@ class _Recurrent(Module):
         masks = [None] + [packing.pack(self._dropout_mask((T, B, P))) if use_dropout else None
                           for _ in range(1, L)]
         y, layer_finals, ctx = BACKENDS[self.backend].stack_forward(
-            self.cell, packing.pack(x), init, [self._weights(k) for k in range(L)],
+            self.cell, packing.to_call(packing.pack(x)), init, [self._weights(k) for k in range(L)],
             self._feedback, nonlinearity=getattr(self, "nonlinearity", "tanh"),
             batch_sizes=packing.batch_sizes, training=self.training, masks=masks)
         for k, layer_final in enumerate(layer_finals):
             for f, v in zip(finals, layer_final):
                 f[k][packing.order] = v
-        y = packing.unpack(y)
+        y = packing.unpack(packing.from_call(y))
         y = y.transpose(1, 0, 2) if self.batch_first else y
         y = np.array(y, order="C", copy=True) if self.training else np.ascontiguousarray(y)
         self._saved = (ctx, masks, packing) if self.training else None
@@ -449,7 +471,9 @@ class _Recurrent(Module):
                 g = d_out[:, d * P:(d + 1) * P]
                 g = g[packing.reverse] if d else g
                 dfinal = tuple(None if s is None else s[idx][packing.order] for s in dstates)
-                dx, dinit_kd, dweights = self._cell_backward(ctxs[idx], g, dfinal)
+                dx, dinit_kd, dweights = self._cell_backward(ctxs[idx], packing.to_call(g),
+                                                             dfinal)
+                dx = packing.from_call(dx)
                 dx = dx[packing.reverse] if d else dx
                 d_in = dx if d_in is None else d_in + dx
                 for a, v in zip(dinit, dinit_kd):
@@ -467,15 +491,15 @@ class _Recurrent(Module):
     def _backward_stack(self, ctx, masks, packing, dy, dstates, dinit):
         """Backward through a stack with feedback: the backend's stack_backward."""
         dx, dinits, grads = BACKENDS[self.backend].stack_backward(
-            ctx, dy, [tuple(None if s is None else s[k][packing.order] for s in dstates)
-                      for k in range(self.num_layers)])
+            ctx, packing.to_call(dy), [tuple(None if s is None else s[k][packing.order]
+                                             for s in dstates) for k in range(self.num_layers)])
         new_grads = {}
         for k, (dinit_k, grads_k) in enumerate(zip(dinits, grads)):
             for a, v in zip(dinit, dinit_k):
                 a[k][packing.order] = v
             for kind, g_w in grads_k.items():
                 new_grads[self._layout[k][kind][0]] = g_w
-        return dx, new_grads
+        return packing.from_call(dx), new_grads
 
     def stream(self, batch_size):
         """A :class:`fastlstm.stream.Stream` stepping this layer one time step per call, for
