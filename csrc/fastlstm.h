@@ -70,7 +70,8 @@ enum fl_slot {
     FL_W_HR,                /* projection */
     FL_W_PEEPHOLE,          /* peephole */
     FL_W_FB,                /* feedback: the weights of the fed-back inputs (G * H, F) */
-    FL_MASK,                /* a stacked layer's dropout: NULL, or (N, I) to multiply its input by */
+    FL_MASK,                /* a stacked layer's dropout: NULL, or (N, I) to multiply its
+                             * input by */
     /* forward: x IN; the rest IN to backward */
     FL_X,
     FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */

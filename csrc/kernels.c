@@ -98,19 +98,26 @@ int64_t fl_packed_rows(const fl_layer *l)
 }
 
 /* The threads a call runs on: n_threads, but no more than the parts (each runs on one thread, so
- * more would only be started to wait) or the sequences (a batch of one has one part with rows,
- * and no work for a second thread), and one for a call whose products come to
- * fewer than 2^17 FLOPs: about a microsecond of work, which a second thread would not pay back
- * (an OpenMP region costs microseconds on an idle machine, and on a busy one it waits until its
- * other thread is scheduled, easily milliseconds). Results do not depend on it. */
+ * more would only be started to wait), and one for a call whose products come to fewer than
+ * 2^17 FLOPs: about a microsecond of work, which a second thread would not pay back (an OpenMP
+ * region costs microseconds on an idle machine, and on a busy one it waits until its other
+ * thread is scheduled, easily milliseconds). A batch of fewer sequences than parts leaves
+ * parts without rows in the time loop, so its threads are no more than its sequences, unless
+ * its forward splits its steps by units (splits_units) or it has rows enough (PROLOGUE_ROWS a
+ * part) for the products over all rows before and after the loop (the input projection, dx and
+ * the weight gradients), which share their rows among all the parts. Results do not depend on
+ * it. */
+#define PROLOGUE_ROWS 16
+
 int fl_call_threads(const fl_layer *l, int n_threads)
 {
-    const int64_t GH = gates_of(l->cell) * l->H;
-    const double flops =
-        2.0 * (double)fl_packed_rows(l) * (double)GH * (double)(l->I + l->P + l->F);
-    if (flops < (double)(1 << 17) || l->B < 2)
+    const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
+    const double flops = 2.0 * (double)N * (double)GH * (double)(l->I + l->P + l->F);
+    if (flops < (double)(1 << 17))
         return 1;
     int64_t most = l->B < num_parts ? l->B : num_parts;
+    if (N >= PROLOGUE_ROWS * num_parts || splits_units(fl_builds[l->isa], l))
+        most = num_parts;
     return n_threads < most ? n_threads : (int)most;
 }
 

@@ -9,11 +9,12 @@
 #include "fastlstm.h"
 
 /* One build of the time loops, for one instruction set (kernels_isa.h fills one per
- * translation unit). `packs`: its steps run the packed product (weights packed once per call);
- * without it (the generic build) they call the BLAS. `gemm_tn_f64`: its float64 weight
- * gradients run on gemm_tn's register tiles rather than in the BLAS. */
+ * translation unit). `vector_bytes`: the width of its vectors, 0 in the generic build; the
+ * others' steps run the packed product (weights packed once per call), the generic one's call
+ * the BLAS. `gemm_tn_f64`: its float64 weight gradients run on gemm_tn's register tiles rather
+ * than in the BLAS. */
 typedef struct {
-    int packs, gemm_tn_f64;
+    int vector_bytes, gemm_tn_f64;
     void (*forward_f32)(const fl_layer *, float *const[], int);
     void (*backward_f32)(const fl_layer *, float *const[], int);
     void (*forward_f64)(const fl_layer *, double *const[], int);
@@ -67,13 +68,13 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
     return l->batch_sizes ? l->batch_sizes[t] : l->B;
 }
 
-/* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent product"): a
- * forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases when its steps add the
- * input term too (FUSE_ROWS, and always in a stacked layer, whose input is made step by step), a
- * backward packs w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at
- * least G H rows (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than
- * OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer with
- * fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when
+/* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent
+ * product"): a forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases when its
+ * steps add the input term too (FUSE_ROWS, and always in a stacked layer, whose input is made step
+ * by step), a backward packs w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the
+ * batch has at least G H rows (with fewer, at B = 1, H = 64 for one, the packed dx was no faster
+ * than OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer
+ * with fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when
  * the call runs its products through the BLAS: in a build that does not pack, or for a single
  * step, which would not pay back reading the weights once more to pack them. hn, the n rows of a
  * GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0 unless the layer projects. */
@@ -85,7 +86,7 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
                                          int64_t N)
 {
     packed_layout size = {0, 0, 0, 0, 0, 0};
-    if (!b->packs || l->T < 2)
+    if (!b->vector_bytes || l->T < 2)
         return size;
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
     if (backward) {
@@ -104,6 +105,23 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
         size.fb = l->F * PADDED(GH);
     }
     return size;
+}
+
+/* Whether a forward splits its steps by units rather than by sequences (kernels_impl.h,
+ * forward_split_loop): a batch of fewer sequences than parts, which would leave parts without
+ * rows, on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step
+ * than the threads' meeting) whose gate blocks start at panels of float vectors (the same test
+ * for float64, whose panels are narrower); not for a projection, whose product needs every
+ * unit, nor in a stack. Each part then takes whole panels of every gate block, its units, for
+ * every row: the weights of a step are read once, a share by each thread, from its own
+ * cache. A property of the call, never of the threads it runs on. */
+#define SPLIT_WEIGHTS 16384
+
+static inline int splits_units(const fl_build *b, const fl_layer *l)
+{
+    const int64_t vlen = b->vector_bytes / (int64_t)sizeof(float);
+    return vlen && l->T >= 2 && l->B < fl_num_parts() && !l->projection && !l->stacked &&
+           l->F == 0 && l->H % vlen == 0 && gates_of(l->cell) * l->H * l->P >= SPLIT_WEIGHTS;
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias

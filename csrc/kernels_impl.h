@@ -474,19 +474,19 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const R
  * before it is written), so the loops over the units are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. `fused`, here and
- * below, as in madd. */
+ * below, as in madd; the forward steps run the units j0 .. j1 - 1 of each row. */
 FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H, REAL *pre,
-                                     const int fused)
+                                     const int fused, int64_t j0, int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = pre + r * ld * H;
         if (relu)
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 a[j] = a[j] < 0 ? 0 : a[j]; /* NaN stays NaN, as in max(a, 0) */
         else
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 a[j] = SFX(tanh)(a[j], fused);
     }
 }
@@ -538,18 +538,18 @@ FL_INLINE void SFX(lstm_unit_forward)(int64_t j, int64_t H, REAL *a, const REAL 
 /* The LSTM step of n rows (see lstm_unit_forward); p NULL without peepholes. */
 FL_INLINE void SFX(lstm_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                       const REAL *c_prev, REAL *c_all, REAL *m_all,
-                                      const REAL *p, const int fused)
+                                      const REAL *p, const int fused, int64_t j0, int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         REAL *a = a_all + r * ld * 4 * H, *c = c_all + r * ld * H, *m = m_all + r * ld * H;
         const REAL *cp = c_prev + r * ld * H;
         if (p) {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_forward)(j, H, a, cp, c, m, p, 1, fused);
         } else {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_forward)(j, H, a, cp, c, m, NULL, 0, fused);
         }
     }
@@ -619,14 +619,14 @@ FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const R
 FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_all,
                                      const REAL *hh_all, const REAL *b_hh,
                                      const REAL *h_prev, REAL *hn_all, REAL *h_all,
-                                     const int fused)
+                                     const int fused, int64_t j0, int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
         REAL *a = a_all + 3 * rh, *hn = hn_all + rh, *h = h_all + rh;
         const REAL *hh = hh_all + 3 * rh, *hp = h_prev + rh;
         #pragma omp simd
-        for (int64_t j = 0; j < H; j++) {
+        for (int64_t j = j0; j < j1; j++) {
             REAL rg = SFX(sigmoid)(a[j] + hh[j] + b_hh[j], fused);
             REAL zg = SFX(sigmoid)(a[H + j] + hh[H + j] + b_hh[H + j], fused);
             REAL hnj = hh[2 * H + j] + b_hh[2 * H + j];
@@ -722,15 +722,16 @@ SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REA
     if (cell == FL_GRU) {
         REAL *hh = work + k * GH;
         SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-        SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, out->hn + row * H, h, fused);
+        SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, out->hn + row * H, h, fused,
+                              0, H);
     } else if (cell != FL_LSTM) {
-        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused);
+        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused, 0, H);
     } else {
         REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
         if (l->inference) /* a row per sequence, from c0 to its last state */
             c_prev = c = cs + k * H;
         REAL *m = l->projection ? work + k * H : h;
-        SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused);
+        SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused, 0, H);
         if (l->projection)
             SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
     }
@@ -910,10 +911,89 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
     SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
 }
 
+/* Step t of a forward split by units (splits_units), part k's share: its units are panels
+ * q0 .. q1 - 1 of each gate block (whole panels: H is a multiple of the panel width), and it
+ * runs them for all n rows, its columns of the recurrent product and then the cell on them,
+ * which reads no other part's columns. The input side is in pre already: the projection
+ * before the loop (a batch this small never fuses it). */
+FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
+                                       const SFX(packed) *pw, REAL *work,
+                                       const SFX(step_arrays) *out, int64_t off, int64_t prev,
+                                       int64_t n, int64_t k, int64_t parts, const int fused)
+{
+#if ISA_VECTOR_BYTES
+    const int cell = l->cell;
+    const int64_t B = l->B, H = l->H, P = l->P, G = gates_of(cell), GH = G * H;
+    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
+    int64_t q0, q1;
+    part_range(H / vlen, parts, k, &q0, &q1);
+    const int64_t j0 = q0 * vlen, j1 = q1 * vlen;
+    REAL *hs = s[FL_HS], *pre_t = out->pre + off * GH, *h = hs + (B + off) * P;
+    const REAL *h_prev = hs + prev * P;
+    /* the GRU's recurrent side apart (r scales it), the others' on top of the input side */
+    REAL *sum = cell == FL_GRU ? work : pre_t;
+    for (int64_t g = 0; g < G && j1 > j0; g++) {
+        const int64_t c0 = g * H + j0;
+        const SFX(term) term = {h_prev, P, P, pw->hh + c0 * P};
+        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, cell != FL_GRU, sum + c0, GH);
+    }
+    if (cell == FL_GRU) {
+        SFX(gru_cell_forward)(n, 1, H, pre_t, work, s[FL_B_HH], h_prev, out->hn + off * H, h,
+                              fused, j0, j1);
+    } else if (cell != FL_LSTM) {
+        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, 1, H, pre_t, fused, j0, j1);
+    } else {
+        REAL *c_prev = s[FL_CS] + prev * H, *c = s[FL_CS] + (B + off) * H;
+        if (l->inference)
+            c_prev = c = s[FL_CS];
+        SFX(lstm_cell_forward)(n, 1, H, pre_t, c_prev, c, h,
+                               l->peephole ? s[FL_W_PEEPHOLE] : NULL, fused, j0, j1);
+    }
+#else
+    (void)l, (void)s, (void)pw, (void)work, (void)out, (void)off, (void)prev, (void)n, (void)k,
+        (void)parts, (void)fused;
+#endif
+}
+
+/* The time loop of a forward split by units, on thread `thread` of `threads`: parts thread,
+ * thread + threads, ...; the threads meet after each step, whose h the next one reads whole. */
+static void SFX(forward_split_loop)(const fl_layer *l, REAL *const s[], int thread, int threads)
+{
+    const int64_t parts = fl_num_parts();
+    SFX(packed) pw;
+    SFX(step_arrays) out;
+    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    int64_t off = 0, prev = 0;
+    for (int64_t t = 0; t < l->T; t++) {
+        const int64_t n_t = batch_size(l, t);
+        if (n_t == 0)
+            break;
+        for (int64_t k = thread; k < parts; k += threads)
+            SFX(forward_split_step)(l, s, &pw, work, &out, off, prev, n_t, k, parts, ISA_FUSED);
+        if (threads > 1) {
+#pragma omp barrier
+        }
+        prev = l->B + off;
+        off += n_t;
+    }
+}
+
 static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
     const int64_t parts = fl_num_parts();
+    if (splits_units(&ISA_BUILD, l)) {
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
+        for (int64_t k = 0; k < parts; k++)
+            SFX(forward_prologue_part)(l, s, k, parts);
+        if (n_threads > 1) {
+#pragma omp parallel num_threads(n_threads)
+            SFX(forward_split_loop)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS());
+        } else {
+            SFX(forward_split_loop)(l, s, 0, 1);
+        }
+        return;
+    }
     /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
      * whole small step of a stream. */
     if (n_threads > 1) {

@@ -72,6 +72,6 @@ _Static_assert(ISA_VECTOR_BYTES / sizeof(double) % ISA_TILE_ROWS == 0,
                "gemm_tn needs tiles of rows that divide a panel of doubles");
 #endif
 
-const fl_build ISA_BUILD = {ISA_VECTOR_BYTES > 0, ISA_GEMM_TN_F64, forward_f32, backward_f32,
+const fl_build ISA_BUILD = {ISA_VECTOR_BYTES, ISA_GEMM_TN_F64, forward_f32, backward_f32,
                             forward_f64, backward_f64, stack_forward_f32, stack_backward_f32,
                             stack_forward_f64, stack_backward_f64};

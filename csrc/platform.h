@@ -30,9 +30,13 @@
 #include <omp.h>
 #define FL_OMP_NUM_PROCS() omp_get_num_procs()
 #define FL_OMP_MAX_THREADS() omp_get_max_threads()
+#define FL_OMP_THREAD_NUM() omp_get_thread_num()
+#define FL_OMP_NUM_THREADS() omp_get_num_threads()
 #else
 #define FL_OMP_NUM_PROCS() 1
 #define FL_OMP_MAX_THREADS() 1
+#define FL_OMP_THREAD_NUM() 0
+#define FL_OMP_NUM_THREADS() 1
 #endif
 
 /* Functions inlined into every caller, so that the time loops compile their own copy of the

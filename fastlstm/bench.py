@@ -698,10 +698,11 @@ class _Bench:
         line += (f"{streams['feedback'] * 1e6:>14.2f}{streams['plain'] * 1e6:>10.2f}"
                  f"{row['stream_ratio']:>9.2f}x")
         goals = FEEDBACK_GOALS
-        below = ([f"loop/fb goal {goals['torch_loop']:.1f}x"]
-                 * (row.get("torch_speedup", math.inf) < goals["torch_loop"])
-                 + [f"plain/fb goal {goals['plain']:.1f}x"] * (row["plain_share"] < goals["plain"])
-                 + [f"stream goal {goals['stream']:.1f}x"] * (row["stream_ratio"] > goals["stream"]))
+        misses = {"loop/fb": row.get("torch_speedup", math.inf) < goals["torch_loop"],
+                  "plain/fb": row["plain_share"] < goals["plain"],
+                  "stream": row["stream_ratio"] > goals["stream"]}
+        below = [f"{name} goal {goal:.1f}x" for (name, missed), goal
+                 in zip(misses.items(), goals.values()) if missed]
         self.emit(line + (f"  (below: {', '.join(below)})" if below else ""))
         return row
 

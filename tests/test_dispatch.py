@@ -76,11 +76,13 @@ def restore_isa():
 # rows (on 1 to 4 parts), panels that are partly used, and (on 2 parts or more) too few rows to
 # add the input term in the steps' tiles (FUSE_ROWS); then deep products (K of 450 in the
 # forward, 600 in dx), longer than the weights' panels that fit in any L1 cache, on enough rows
-# to add it there.
-DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150)]
+# to add it there. Last, one sequence, fewer than the parts of a machine of two processors or
+# more: the forward's steps split by units (kernels_common.h, splits_units), H a multiple of
+# every build's panel and the weights large enough for every cell.
+DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150), (9, 1, 5, 128)]
 
 
-@pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep"])
+@pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep", "units"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_build_matches_the_reference_in_process(kind, dtype, shape, rng, restore_isa):
