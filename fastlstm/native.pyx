@@ -4,6 +4,7 @@ Same names, signatures and results as the reference (to rounding). This binding 
 arguments once (``fastlstm._functional``, shared with the reference), allocates the outputs and
 the saved state, and calls the kernel with the GIL released. Thread count: ``set_num_threads``.
 """
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 cimport cython
 from cython cimport floating
@@ -204,6 +205,8 @@ def _check_blas_sizes(N, I, GH, P):
     loops step through the rows of one part of the batch (of fl_num_parts()) at a time, so their
     products have leading dimensions of parts times a row (csrc/kernels_impl.h)."""
     parts = fl_num_parts()
+    if max(N, I, parts * GH, parts * P) <= _BLAS_MAX:   # the common case, without the names
+        return
     for name, n in (("rows of x (T * batch)", N), ("input_size", I),
                     ("gates * hidden_size", GH), ("proj_size", P),
                     (f"{parts} parts of a batch times gates * hidden_size", parts * GH),
@@ -214,23 +217,27 @@ def _check_blas_sizes(N, I, GH, P):
 
 cdef int _fill_slots(dict arrays, floating **slots) except -1:
     """Point each slot at its array's data (NULL for the slots not given)."""
-    cdef const floating[::1] flat
+    cdef Py_buffer view
     cdef int k
+    cdef bytes format = b"f" if floating is float else b"d"
     for k in range(FL_N_SLOTS):
         slots[k] = NULL
     for k, a in arrays.items():
         if a is None:
             continue
-        # The kernels must get the array's own memory: reshape would copy a non-contiguous array,
-        # and the pointer would outlive the copy.
-        if not a.flags.c_contiguous:
-            raise ValueError(f"internal error: the array for kernel slot {k} is not C-contiguous")
-        flat = a.reshape(-1)
-        # const dropped: the kernels write only the slots fastlstm.h marks OUT, which we allocate.
-        # Unchecked even in a FASTLSTM_DEBUG build: for an empty array, &flat[0] is still its data
-        # pointer (numpy gives every array memory of its own), and the kernels read none of it.
-        with cython.boundscheck(False):
-            slots[k] = <floating *>&flat[0]
+        # The kernels must get the array's own memory, C-contiguous, of their type: the buffer
+        # protocol checks both, without the cost of a typed memoryview. The data outlives the
+        # view's release: `arrays` holds the array until the kernel has returned.
+        PyObject_GetBuffer(a, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            if view.format != format:
+                raise ValueError(f"internal error: the array for kernel slot {k} holds "
+                                 f"{view.format.decode()}, not {format.decode()}")
+            # const dropped: the kernels write only the slots fastlstm.h marks OUT, which we
+            # allocate.
+            slots[k] = <floating *>view.buf
+        finally:
+            PyBuffer_Release(&view)
     return 0
 
 
@@ -252,9 +259,10 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
     cdef fl_layer layer
     _describe(&layer, description)
-    # A batch whose every step runs all B sequences is the kernels' plain case.
+    # A batch whose every step runs all B sequences (its last step does: they only shrink) is
+    # the kernels' plain case.
     cdef const int64_t[::1] sizes = batch.batch_sizes
-    if batch.T and not (batch.batch_sizes == batch.B).all():
+    if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
     arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, dtype == np.float64), dtype)
@@ -432,7 +440,7 @@ cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple 
             raise MemoryError("no memory for the stack's layer descriptions")
         for k in range(L):
             _describe(&layers[k], descriptions[k])
-            if batch.T and not (batch.batch_sizes == batch.B).all():
+            if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:   # as in _run
                 layers[k].batch_sizes = &sizes[0]
             arrays[k][FL_WORK] = np.empty(fl_work_size(&layers[k], backward, f64), dtype)
             if f64:
