@@ -74,6 +74,23 @@ def section(path, title=None):
         out += ["Streaming, one step of `layer.stream(B).step(x)` from Python:", ""]
         out += table(stream, "case", 1e6, "µs")
         out.append("")
+    feedback = [r for r in report["rows"] if r["section"] == "feedback"]
+    if feedback:
+        out += ["Feedback from later layers (2 layers, `feedback=\"top\"`): a training step "
+                "against the same stack without feedback and against torch's Python loop of "
+                "its cells over the concatenated inputs, and one step of a stream against the "
+                "plain stack's:", "",
+                "| case | feedback (ms) | plain (ms), plain/feedback | torch loop (ms), "
+                "loop/feedback | stream step (µs) | plain stream (µs), feedback/plain |",
+                "|---|---|---|---|---|---|"]
+        for r in feedback:
+            loop = (f"{r['torch_loop'] * 1e3:.2f}, {r['torch_speedup']:.2f}x"
+                    if "torch_loop" in r else "")
+            out.append(f"| {r['cell'].upper()} T={r['T']} B={r['B']} I=H={r['H']} | "
+                       f"{r['feedback'] * 1e3:.2f} | {r['plain'] * 1e3:.2f}, "
+                       f"{r['plain_share']:.2f}x | {loop} | {r['stream_feedback'] * 1e6:.2f} | "
+                       f"{r['stream_plain'] * 1e6:.2f}, {r['stream_ratio']:.2f}x |")
+        out.append("")
     return out
 
 
