@@ -103,7 +103,8 @@ int64_t fl_packed_rows(const fl_layer *l)
  * region costs microseconds on an idle machine, and on a busy one it waits until its other
  * thread is scheduled, easily milliseconds). A batch of fewer sequences than parts leaves
  * parts without rows in the time loop, so its threads are no more than its sequences, unless
- * its forward splits its steps by units (splits_units) or it has rows enough (PROLOGUE_ROWS a
+ * its forward splits its steps by units (splits_units; the backward of the same batch then starts
+ * as many threads, though its loop keeps only B busy) or it has rows enough (PROLOGUE_ROWS a
  * part) for the products over all rows before and after the loop (the input projection, dx and
  * the weight gradients), which share their rows among all the parts. Results do not depend on
  * it. */

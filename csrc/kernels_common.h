@@ -112,7 +112,8 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
  * rows, on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step
  * than the threads' meeting) whose gate blocks start at panels of float vectors (the same test
  * for float64, whose panels are narrower); not for a projection, whose product needs every
- * unit, nor in a stack. Each part then takes whole panels of every gate block, its units, for
+ * unit, nor for a layer with fed-back inputs or above the first of a stack (the stack's loop
+ * never splits, not even its first layer). Each part then takes whole panels of every gate block, its units, for
  * every row: the weights of a step are read once, a share by each thread, from its own
  * cache. A property of the call, never of the threads it runs on. */
 #define SPLIT_WEIGHTS 16384
@@ -135,14 +136,16 @@ static inline int64_t sums_width(const fl_layer *l)
 
 /* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), in a build that
  * forms the float64 weight gradients on it: a block of GEMM_TN_ROWS rows of W packed (as wide
- * as the widest gradient: I, P or H columns), and GEMM_TN_COLS columns of the same rows of A.
- * 0 otherwise: the BLAS forms them. */
+ * as the widest gradient: I, P, H or F columns), and GEMM_TN_COLS columns of the same rows of
+ * A. 0 otherwise: the BLAS forms them. */
 static inline int64_t gemm_tn_size(const fl_build *b, const fl_layer *l, int f64)
 {
     if (!b->gemm_tn_f64 || !f64)
         return 0;
-    const int64_t I = l->I, H = l->H, P = l->P;
-    const int64_t widest = I > P ? (I > H ? I : H) : (P > H ? P : H);
+    int64_t widest = l->I;
+    const int64_t widths[3] = {l->P, l->H, l->F};
+    for (int i = 0; i < 3; i++)
+        widest = widths[i] > widest ? widths[i] : widest;
     return GEMM_TN_ROWS * (GEMM_TN_COLS + PADDED(widest));
 }
 

@@ -192,8 +192,11 @@ def as_float_array(name, a, dtype=None, ndim=None):
                         f"got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
-    # Not np.ascontiguousarray, which turns a 0-D array into a 1-D one.
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    # A copy when not C-contiguous or not aligned (an offset view of raw bytes): the kernels
+    # read whole elements. Not np.ascontiguousarray, which turns a 0-D array into a 1-D one.
+    if a.flags.c_contiguous and a.flags.aligned:
+        return a
+    return np.array(a, order="C", copy=True)
 
 
 def expect_shape(name, a, shape, meaning):

@@ -200,14 +200,16 @@ def matmul_t(a, b):
     return out
 
 
-def _check_blas_sizes(N, I, GH, P):
+def _check_blas_sizes(N, I, GH, P, F=0):
     """Refuse sizes the BLAS cannot take: its sizes and leading dimensions are 32-bit. The time
     loops step through the rows of one part of the batch (of fl_num_parts()) at a time, so their
-    products have leading dimensions of parts times a row (csrc/kernels_impl.h)."""
+    products have leading dimensions of parts times a row (csrc/kernels_impl.h). F: the width of
+    a stack's fed-back inputs."""
     parts = fl_num_parts()
-    if max(N, I, parts * GH, parts * P) <= _BLAS_MAX:   # the common case, without the names
+    if max(N, I, F, parts * GH, parts * P) <= _BLAS_MAX:   # the common case, without the names
         return
     for name, n in (("rows of x (T * batch)", N), ("input_size", I),
+                    ("the width of the fed-back inputs", F),
                     ("gates * hidden_size", GH), ("proj_size", P),
                     (f"{parts} parts of a batch times gates * hidden_size", parts * GH),
                     (f"{parts} parts of a batch times proj_size", parts * P)):
@@ -473,6 +475,7 @@ def _stack_layer(cell, nonlinearity, batch, weights, feedback, k):
     description = _layer(cell, nonlinearity, batch, w["w_ih"], w["w_hh"], w["w_hr"],
                          w["w_peephole"])
     F = description["P"] * sum(1 for _, target in feedback if target == k)
+    _check_blas_sizes(batch.N, 0, 0, 0, F)
     description.update(stacked=k > 0, F=F)
     return description
 
@@ -631,8 +634,7 @@ cdef class Stepper:
     gate buffer and scratch. A step allocates nothing but the array it returns (none with
     ``out``) and runs every layer in one call, on one thread, without the GIL. With feedback
     from later layers, a step is one call of the stack's kernel: the output a source feeds
-    back is its h of the step before, its state row, which it has not yet overwritten when
-    the layers below it run.
+    back is its h of the step before, its state row (row 0 of its hs; the step writes row 1).
     """
     cdef fl_layer *layers
     cdef fl_stack stack                  # with feedback: the stack's description, else L = 0
@@ -684,6 +686,14 @@ cdef class Stepper:
             n_sources = sum(1 for _, target in feedback if target == l)
             checked.append(_stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources))
             below = checked[l]["w_hh"].shape[1]
+        # The kernel reads a source's outputs with its target's width: a stack's layers share it.
+        widths = [w["w_hh"].shape[1] for w in checked]
+        for source, target in feedback:
+            if widths[source] != widths[target]:
+                raise ValueError(f"feedback pair {(source, target)}: layer {source} has "
+                                 f"{widths[source]} outputs and layer {target} {widths[target]}; "
+                                 f"the layers of a stack with feedback must have the same "
+                                 f"output size")
         self.n_layers = len(checked)
         self.layers = <fl_layer *>PyMem_Malloc(self.n_layers * sizeof(fl_layer))
         self.slots = <void **>PyMem_Malloc(self.n_layers * FL_N_SLOTS * sizeof(void *))

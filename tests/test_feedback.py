@@ -191,13 +191,17 @@ def test_stack_without_feedback_is_the_layers_one_after_another(kind, packed, ba
     assert same(d, dx)
 
 
+# H = 48: layer 0's fed-back inputs (two sources, F = 96) are wider than any of its other
+# widths (I, P, H) by more than a panel, as are the copies of its float64 weight gradient dw_fb
+# in a build that forms them itself (gemm_tn).
+@pytest.mark.parametrize("H", [4, 48])
 @pytest.mark.parametrize("kind", FD_KINDS)
-def test_native_stack_matches_reference(kind):
+def test_native_stack_matches_reference(kind, H):
     rng = np.random.default_rng(12)
     L, pairs = FEEDBACKS["multi"]
     for batch_sizes, masks in ((None, False), (np.array([3, 3, 2, 1]), True)):
-        problem = stack_problem(rng, kind, L, pairs, T=4, B=3, H=4, batch_sizes=batch_sizes,
-                                masks=masks)
+        problem = stack_problem(rng, kind, L, pairs, T=4, B=3, H=H, batch_sizes=batch_sizes,
+                                masks=masks, scale=0.6 if H == 4 else 0.2)
         x, states, weights, m, dy, dfinals = problem
         runs = []
         for backend in ("reference", "native"):
@@ -625,6 +629,12 @@ def test_the_native_stepper_checks_its_feedback_and_its_weights():
         stepper(w0, ((0, 1),))
     with pytest.raises(TypeError, match="feedback must be"):
         stepper(w0, "top")
+    # a top layer of 2 outputs (projected) over one of 4: the kernel would read 4 of each
+    narrow = fastlstm.LSTM(3, 4, 2, proj_size=2, seed=0)._weights(1)
+    narrow["w_ih"] = w1["w_ih"]
+    with pytest.raises(ValueError, match=r"feedback pair \(1, 0\): layer 1 has 2 outputs and "
+                                         r"layer 0 4"):
+        native.Stepper("lstm", None, [w0, narrow], 2, np.float32, ((1, 0),))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -350,3 +350,20 @@ def test_toolkit_and_state_dicts_take_any_layout(layout, rng):
                         *lstm.state_dict().values(), *stream.state])
     for k, (a, b) in enumerate(zip(*results, strict=True)):
         assert np.array_equal(a, b), k
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_unaligned_arrays_are_read_as_copies(backend):
+    """An array whose data is not aligned to its elements (a view of raw bytes at an odd
+    offset) is accepted, and gives what the same values aligned give."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    raw = np.empty(x.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, x.size, offset=1).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    w_ih, w_hh = (rng.standard_normal((5, n)).astype(np.float32) for n in (4, 5))
+    module = native if backend == "native" else fastlstm.reference
+    y, h_n, _ = module.rnn_forward(unaligned, None, w_ih, w_hh, None, None)
+    y_aligned, h_aligned, _ = module.rnn_forward(x, None, w_ih, w_hh, None, None)
+    assert np.array_equal(y, y_aligned) and np.array_equal(h_n, h_aligned)
