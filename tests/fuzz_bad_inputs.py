@@ -31,6 +31,10 @@ SETTINGS = settings(derandomize=True, database=None, deadline=None, print_blob=T
 T, B, I, H, L = 3, 2, 3, 4, 2
 F32 = np.float32
 KINDS = ("rnn_tanh", "gru", "lstm", "lstmp")
+# The layers' properties also run on stacks with feedback from later layers: a kind with
+# FEEDBACK appended is that layer with feedback="top".
+FEEDBACK = "+feedback"
+LAYER_KINDS = KINDS + tuple(kind + FEEDBACK for kind in ("gru", "lstmp"))
 COUNTS = {}
 
 
@@ -95,7 +99,9 @@ class Subject:
     from it gives: the state every refused call must leave it in."""
 
     def __init__(self, kind, backend):
-        self.layer = make_layer(kind, I, H, num_layers=L, dropout=0.5, seed=1, backend=backend)
+        feedback = "top" if kind.endswith(FEEDBACK) else None
+        self.layer = make_layer(kind.removesuffix(FEEDBACK), I, H, num_layers=L, dropout=0.5,
+                                seed=1, backend=backend, feedback=feedback)
         self.kind = kind
         self.x, self.states, self.dy, self.dstates = layer_problem(
             np.random.default_rng(0), self.layer, T, B)
@@ -146,6 +152,7 @@ def counted(fn):
 
 
 subjects = st.tuples(st.sampled_from(KINDS), st.sampled_from(["native", "reference"]))
+layer_subjects = st.tuples(st.sampled_from(LAYER_KINDS), st.sampled_from(["native", "reference"]))
 
 
 def bad_states(s, grad):
@@ -163,7 +170,7 @@ def bad_states(s, grad):
 
 
 @settings(SETTINGS, max_examples=300)
-@given(subjects, st.data())
+@given(layer_subjects, st.data())
 @counted
 def layer_forward_refuses(which, data):
     s = subject(*which)
@@ -181,7 +188,7 @@ def layer_forward_refuses(which, data):
 
 
 @settings(SETTINGS, max_examples=200)
-@given(subjects, st.data())
+@given(layer_subjects, st.data())
 @counted
 def layer_backward_refuses(which, data):
     s = subject(*which)
@@ -195,7 +202,7 @@ def layer_backward_refuses(which, data):
 
 
 @settings(SETTINGS, max_examples=150)
-@given(subjects, st.data())
+@given(layer_subjects, st.data())
 @counted
 def load_state_dict_refuses(which, data):
     s = subject(*which)
@@ -324,6 +331,112 @@ def functional_refuses(which, data):
         assert np.array_equal(a, b), "a refused call changed the context"
 
 
+# ---------------------------------------------------------------- stacks with feedback
+
+STACKS = {}
+STACK_PAIRS = ((2, 0), (2, 1), (1, 0))
+
+
+def stack_problem(kind, backend):
+    """A good stack_forward call (three layers, every pair of STACK_PAIRS, dropout masks), its
+    context and what its backward gives."""
+    if (kind, backend) not in STACKS:
+        layer = make_layer(kind, I, H, num_layers=3, feedback=list(STACK_PAIRS), seed=3,
+                           dtype=np.float64)
+        rng = np.random.default_rng(3)
+        P, N = layer.output_size, T * B
+        weights = [layer._weights(k) for k in range(3)]
+        states = [tuple(rng.standard_normal((B, n)) for n in layer_state_sizes(layer))
+                  for _ in range(3)]
+        masks = [None] + [(rng.random((N, P)) < 0.5) * 2.0 for _ in range(2)]
+        x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, P))
+        dfinals = [tuple(rng.standard_normal(s.shape) for s in st_) for st_ in states]
+        module = getattr(fastlstm, backend)
+        call = functools.partial(module.stack_forward, layer.cell,
+                                 nonlinearity=getattr(layer, "nonlinearity", "tanh"))
+        ctx = call(x, states, weights, STACK_PAIRS, masks=masks)[2]
+        expected = module.stack_backward(ctx, dy, dfinals)
+        STACKS[(kind, backend)] = (call, module, x, states, weights, masks, dy, dfinals, ctx,
+                                   expected)
+    return STACKS[(kind, backend)]
+
+
+def flat(result):
+    """stack_backward's (dx, dinits, grads) as a list of arrays."""
+    dx, dinits, grads = result
+    return [dx] + [a for d in dinits for a in d] + [g[k] for g in grads for k in sorted(g)]
+
+
+@settings(SETTINGS, max_examples=300)
+@given(subjects, st.data())
+@counted
+def stacks_refuse(which, data):
+    kind, backend = which
+    call, module, x, states, weights, masks, dy, dfinals, ctx, expected = stack_problem(kind,
+                                                                                        backend)
+    arg = data.draw(st.sampled_from(["x", "states", "weights", "feedback", "masks", "dy",
+                                     "dfinals", "ctx"]))
+    bad_f64 = lambda shape: bad_array(shape, np.float64).filter(  # noqa: E731
+        lambda v: not (isinstance(v, np.ndarray) and v.dtype == F32))
+    if arg in ("states", "dfinals", "masks"):
+        entries = {"states": states, "dfinals": dfinals, "masks": masks}[arg]
+        k = data.draw(st.integers(1 if arg == "masks" else 0, 2))
+        if arg == "masks":
+            bad_entry = data.draw(bad_f64(masks[k].shape))
+        else:
+            j = data.draw(st.integers(0, len(entries[k]) - 1))
+            bad_entry = data.draw(st.one_of(
+                bad_f64(entries[k][j].shape).map(lambda v, j=j, k=k: tuple(
+                    v if i == j else a for i, a in enumerate(entries[k]))),
+                st.sampled_from([(entries[k][0],) * 3, "ab", 1.5])))
+        bad = list(entries[:k]) + [bad_entry] + list(entries[k + 1:])
+        bad = data.draw(st.one_of(st.just(bad), st.sampled_from(["abc", bad[:2], {0: 1}])))
+        if arg == "states":
+            run = lambda: call(x, bad, weights, STACK_PAIRS, masks=masks)  # noqa: E731
+        elif arg == "masks":
+            run = lambda: call(x, states, weights, STACK_PAIRS, masks=bad)  # noqa: E731
+        else:
+            run = lambda: module.stack_backward(ctx, dy, bad)  # noqa: E731
+        names = (arg,)
+    elif arg == "weights":
+        k = data.draw(st.integers(0, 2))
+        name = data.draw(st.sampled_from(sorted(weights[k])))
+        value = data.draw(st.one_of(bad_f64(weights[k][name].shape), st.none()))
+        bad = [dict(w) for w in weights]
+        bad[k][name] = value
+        bad = data.draw(st.one_of(st.just(bad), st.sampled_from(
+            [bad[:2], {0: weights[0]}, "w", [weights[0], weights[1], 3]])))
+        run = lambda: call(x, states, bad, STACK_PAIRS, masks=masks)  # noqa: E731
+        # w_ih of layer 0 fixes hidden_size, and a weight of other consistent sizes makes the
+        # others odd ones
+        # (a list of two layers' weights makes the pairs with layer 2 out of range)
+        names = ("weights", "x", "states", "masks", "feedback")
+    elif arg == "feedback":
+        bad = data.draw(st.one_of(NOT_ARRAYS, st.sampled_from(
+            [((0, 2),), ((2, 0), (2, 0)), ((3, 0),), ((1, 1),), ((2, -1),), ((2.0, 0),),
+             ((True, 0),), (2, 0), "top", ((2, 0, 1),)])))
+        run = lambda: call(x, states, weights, bad, masks=masks)  # noqa: E731
+        names = ("feedback",)
+    elif arg == "x":
+        bad = data.draw(bad_f64(x.shape).filter(
+            lambda v: not (isinstance(v, np.ndarray) and v.ndim == 3 and v.shape[2] == I
+                           and v.dtype == np.float64)))
+        run = lambda: call(bad, states, weights, STACK_PAIRS, masks=masks)  # noqa: E731
+        names = ("x", "weights", "states", "masks")
+    elif arg == "dy":
+        bad = data.draw(bad_f64(dy.shape))
+        run = lambda: module.stack_backward(ctx, bad, dfinals)  # noqa: E731
+        names = ("dy",)
+    else:
+        bad = data.draw(st.sampled_from([None, {"x": 1}, (1, 2), "ctx",
+                                         functional_problem("gru", backend)[5]]))
+        run = lambda: module.stack_backward(bad, dy, dfinals)  # noqa: E731
+        names = ("ctx",)
+    expect_refusal(names, run)
+    for a, b in zip(flat(module.stack_backward(ctx, dy, dfinals)), flat(expected), strict=True):
+        assert np.array_equal(a, b), "a refused call changed the context"
+
+
 # ---------------------------------------------------------------- streams
 
 STREAMS = {}
@@ -342,7 +455,7 @@ def stream_of(kind, backend):
 
 
 @settings(SETTINGS, max_examples=200)
-@given(subjects, st.data())
+@given(layer_subjects, st.data())
 @counted
 def streams_refuse(which, data):
     s, stream = subject(*which), stream_of(*which)
@@ -501,7 +614,8 @@ def main():
     faulthandler.enable()          # a crash prints the Python stack of where it happened
     fastlstm.set_num_threads(1)
     properties = [layer_forward_refuses, layer_backward_refuses, load_state_dict_refuses,
-                  constructors_refuse, functional_refuses, streams_refuse, toolkit_refuses]
+                  constructors_refuse, functional_refuses, stacks_refuse, streams_refuse,
+                  toolkit_refuses]
     try:
         import torch  # noqa: F401
         properties.append(torch_bridge_refuses)

@@ -150,8 +150,8 @@ def test_functional_native_matches_reference(kind, case):
 
 CHILD = Path(__file__).with_name("fuzz_bad_inputs.py")
 CHILD_PROPERTIES = {"layer_forward_refuses", "layer_backward_refuses", "load_state_dict_refuses",
-                    "constructors_refuse", "functional_refuses", "streams_refuse",
-                    "toolkit_refuses"}
+                    "constructors_refuse", "functional_refuses", "stacks_refuse",
+                    "streams_refuse", "toolkit_refuses"}
 
 
 def test_bad_inputs_are_refused_and_never_kill_the_process(tmp_path):
