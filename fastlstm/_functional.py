@@ -28,6 +28,7 @@ and the backends work on that form throughout; the context keeps every array in 
     hn     (N, H)           GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
 """
 
+import functools
 from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
@@ -145,6 +146,13 @@ class Context:
                 f"dtype={self.hs.dtype})")
 
 
+@functools.lru_cache(maxsize=64)
+def padded_batch(T, B):
+    """The Batch of a padded call of T steps of B sequences. A Batch cannot change, so calls of
+    the same sizes share one: a stream of one step per call makes none."""
+    return Batch(np.full(T, B, np.int64), B, padded=True)
+
+
 def describe(a):
     """A short description of an array-like for error messages."""
     if isinstance(a, np.ndarray):
@@ -260,7 +268,7 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
         expect_shape("w_peephole", w_peephole, (3 * H,), "(3 * hidden_size,), gates i, f, o")
     if batch_sizes is None:
         T, B, _ = x.shape
-        batch = Batch(np.full(T, B, np.int64), B, padded=True)
+        batch = padded_batch(T, B)
         x = x.reshape(T * B, I)
     else:
         given = [st for st in states if st is not None]
@@ -567,7 +575,7 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
 
     if batch_sizes is None:
         T, B, I = x.shape
-        batch = Batch(np.full(T, B, np.int64), B, padded=True)
+        batch = padded_batch(T, B)
         x = x.reshape(T * B, I)
     else:
         given = [s for entry in (states or ()) if isinstance(entry, (tuple, list))
