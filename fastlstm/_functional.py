@@ -585,13 +585,8 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
     out_states = _stack_states("states", states, ("h0", "c0"), "initial states", cell, L,
                                dtype, batch.B, P, H, size)
 
-    if masks is None:
-        masks = [None] * L
-    if not isinstance(masks, (list, tuple)) or len(masks) != L:
-        raise TypeError(f"masks must be None or a list of {L} entries (one per layer), each "
-                        f"None or an array, got {describe(masks)}")
     out_masks = []
-    for k, m in enumerate(masks):
+    for k, m in enumerate(_per_layer("masks", masks, L, "None or an array")):
         if m is None:
             out_masks.append(None)
             continue
@@ -605,19 +600,25 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
     return x, out_states, checked, feedback, batch, out_masks
 
 
+def _per_layer(name, entries, L, each):
+    """``entries``: None (None for every layer) or a list of L, one per layer, each ``each``;
+    else a TypeError naming ``name``."""
+    if entries is None:
+        return [None] * L
+    if not isinstance(entries, (list, tuple)) or len(entries) != L:
+        raise TypeError(f"{name} must be None or a list of {L} entries (one per layer), each "
+                        f"{each}, got {describe(entries)}")
+    return entries
+
+
 def _stack_states(name, entries, names, what, cell, L, dtype, B, P, H, size):
     """``entries`` (None, or one tuple of a layer's states or None per layer) as a list of L
     tuples of (B, P) and, for the LSTM, (B, H) arrays, zeros where not given; ``names``: those
     of h's and c's entries, ``what`` they are, for the messages."""
     n_states = 2 if cell == "lstm" else 1
     pair = f"({', '.join(names[:n_states])}{',' * (n_states == 1)})"
-    if entries is None:
-        entries = [None] * L
-    if not isinstance(entries, (list, tuple)) or len(entries) != L:
-        raise TypeError(f"{name} must be None or a list of {L} entries (one per layer), each "
-                        f"{pair} or None, got {describe(entries)}")
     out = []
-    for k, entry in enumerate(entries):
+    for k, entry in enumerate(_per_layer(name, entries, L, f"{pair} or None")):
         if entry is None:
             entry = (None,) * n_states
         if not isinstance(entry, (tuple, list)) or len(entry) != n_states:
