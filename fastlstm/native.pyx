@@ -302,17 +302,13 @@ def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
                 projection=w_hr is not None, peephole=w_peephole is not None)
 
 
-def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
-    """Allocate the saved state of a forward call, run it; return what the forward function
-    returns: y, the last states and the Context (None unless training: the kernel then keeps
-    the gates in its scratch)."""
-    w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
-    layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
-    layer["inference"] = not training
-    B, N, H, P, dtype = batch.B, batch.N, layer["H"], layer["P"], x.dtype
+def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, batch,
+                    description, training):
+    """The slots of one layer's forward: its input and weights (zero biases for a layer
+    without), and the saved state, allocated, with the initial states in place."""
+    B, N, H, P, dtype = batch.B, batch.N, description["H"], description["P"], x.dtype
     GH = w_hh.shape[0]
-    has_bias = b_ih is not None
-    if not has_bias:
+    if b_ih is None:
         b_ih = b_hh = np.zeros(GH, dtype)
     hs = np.empty((B + N, P), dtype)
     hs[:B] = states[0]
@@ -326,30 +322,44 @@ def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
         arrays[FL_GATES] = np.empty((N, GH), dtype)
     if cell == "gru" and training:
         arrays[FL_HN] = np.empty((N, H), dtype)
-    _run(False, layer, batch, arrays)
-    last = batch.last_rows()
-    cs = arrays.get(FL_CS)
+    return arrays
+
+
+def _saved(cell, nonlinearity, batch, arrays, has_bias, training):
+    """After one layer's forward on ``arrays``: its last states, and its Context (None unless
+    training)."""
+    hs, cs, last = arrays[FL_HS], arrays.get(FL_CS), batch.last_rows()
     states = (hs[last],) if cs is None else (hs[last], cs[last] if training else cs)
-    ctx = Context(cell, batch, x, hs, w_ih, w_hh, has_bias, nonlinearity=nonlinearity, cs=cs,
-                  gates=arrays.get(FL_GATES), hn=arrays.get(FL_HN), w_hr=w_hr,
-                  w_peephole=w_peephole) if training else None
-    return (batch.outside(hs[B:]),) + states + (ctx,)
+    ctx = Context(cell, batch, arrays[FL_X], hs, arrays[FL_W_IH], arrays[FL_W_HH], has_bias,
+                  nonlinearity=nonlinearity, cs=cs, gates=arrays.get(FL_GATES),
+                  hn=arrays.get(FL_HN), w_hr=arrays.get(FL_W_HR),
+                  w_peephole=arrays.get(FL_W_PEEPHOLE)) if training else None
+    return states, ctx
 
 
-def _backward(ctx, dy, dstates, input_grad):
-    """Allocate the gradients of a backward call, run it; return the slots (dx None unless
-    ``input_grad``)."""
-    batch = ctx.batch
-    layer = _layer(ctx.cell, ctx.nonlinearity, batch, ctx.w_ih, ctx.w_hh, ctx.w_hr,
-                   ctx.w_peephole)
-    layer["input_grad"] = input_grad
-    N, I, H, P = batch.N, layer["I"], layer["H"], layer["P"]
-    dtype = dy.dtype
-    GH = ctx.w_hh.shape[0]
+def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
+    """Allocate the saved state of a forward call, run it; return what the forward function
+    returns: y, the last states and the Context (None unless training: the kernel then keeps
+    the gates in its scratch)."""
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
+    layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
+    layer["inference"] = not training
+    arrays = _forward_arrays(cell, x, states, *weights, batch, layer, training)
+    _run(False, layer, batch, arrays)
+    states, ctx = _saved(cell, nonlinearity, batch, arrays, b_ih is not None, training)
+    return (batch.outside(arrays[FL_HS][batch.B:]),) + states + (ctx,)
+
+
+def _backward_arrays(ctx, dy, dstates, description):
+    """The slots of one layer's backward: what its forward saved, dy, the final states'
+    gradients (copies: the kernel turns them into the initial states'), and the gradients,
+    allocated (dx when the description asks for it)."""
+    N, I, H, P = ctx.batch.N, description["I"], description["H"], description["P"]
+    dtype, GH = dy.dtype, ctx.w_hh.shape[0]
     arrays = {FL_X: ctx.x, FL_W_IH: ctx.w_ih, FL_W_HH: ctx.w_hh, FL_W_HR: ctx.w_hr,
               FL_W_PEEPHOLE: ctx.w_peephole, FL_HS: ctx.hs, FL_CS: ctx.cs, FL_GATES: ctx.gates,
               FL_HN: ctx.hn, FL_DY: dy, FL_DH: dstates[0].copy(),
-              FL_DX: np.empty((N, I), dtype) if input_grad else None,
+              FL_DX: np.empty((N, I), dtype) if description.get("input_grad") else None,
               FL_DW_IH: np.empty((GH, I), dtype),
               FL_DW_HH: np.empty((GH, P), dtype)}
     if ctx.has_bias:
@@ -360,6 +370,17 @@ def _backward(ctx, dy, dstates, input_grad):
         arrays[FL_DW_HR] = np.empty((P, H), dtype)
     if ctx.w_peephole is not None:
         arrays[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
+    return arrays
+
+
+def _backward(ctx, dy, dstates, input_grad):
+    """Allocate the gradients of a backward call, run it; return the slots (dx None unless
+    ``input_grad``)."""
+    batch = ctx.batch
+    layer = _layer(ctx.cell, ctx.nonlinearity, batch, ctx.w_ih, ctx.w_hh, ctx.w_hr,
+                   ctx.w_peephole)
+    layer["input_grad"] = input_grad
+    arrays = _backward_arrays(ctx, dy, dstates, layer)
     _run(True, layer, batch, arrays)
     if input_grad:
         arrays[FL_DX] = batch.outside(arrays[FL_DX])
@@ -493,41 +514,25 @@ def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", ba
     for k, w in enumerate(weights):
         description = _stack_layer(cell, nonlinearity, batch, weights, feedback, k)
         description["inference"] = not training
-        H, P, GH = description["H"], description["P"], w["w_hh"].shape[0]
-        b_ih, b_hh = w["b_ih"], w["b_hh"]
-        if b_ih is None:
-            b_ih = b_hh = np.zeros(GH, dtype)
-        hs = np.empty((B + N, P), dtype)
-        hs[:B] = states[k][0]
         if k == 0:
             x_k = x
         elif masks[k] is None:   # the layer below's output rows themselves
             x_k = arrays[k - 1][FL_HS][B:]
         else:                    # filled by the loop, step by step
             x_k = np.empty((N, description["I"]), dtype)
-        a = {FL_X: x_k, FL_W_IH: w["w_ih"], FL_W_HH: w["w_hh"], FL_B_IH: b_ih, FL_B_HH: b_hh,
-             FL_W_HR: w["w_hr"], FL_W_PEEPHOLE: w["w_peephole"], FL_W_FB: w["w_fb"],
-             FL_MASK: masks[k], FL_HS: hs}
-        if cell == "lstm":
-            a[FL_CS] = np.empty((B + N if training else B, H), dtype)
-            a[FL_CS][:B] = states[k][1]
-        if cell != "rnn" and training:
-            a[FL_GATES] = np.empty((N, GH), dtype)
-        if cell == "gru" and training:
-            a[FL_HN] = np.empty((N, H), dtype)
+        a = _forward_arrays(cell, x_k, states[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
+                            w["w_hr"], w["w_peephole"], batch, description, training)
+        a[FL_W_FB], a[FL_MASK] = w["w_fb"], masks[k]
         descriptions.append(description)
         arrays.append(a)
     _run_stack(False, descriptions, batch, arrays, feedback, dtype)
-    last = batch.last_rows()
-    finals = [(a[FL_HS][last],) if cell != "lstm" else
-              (a[FL_HS][last], a[FL_CS][last] if training else a[FL_CS]) for a in arrays]
+    saved = [_saved(cell, nonlinearity, batch, a, w["b_ih"] is not None, training)
+             for a, w in zip(arrays, weights)]
+    finals = [states for states, _ in saved]
     y = batch.outside(arrays[L - 1][FL_HS][B:])
     if not training:
         return y, finals, None
-    layers = [Context(cell, batch, a[FL_X], a[FL_HS], w["w_ih"], w["w_hh"], w["b_ih"] is not None,
-                      nonlinearity=nonlinearity, cs=a.get(FL_CS), gates=a.get(FL_GATES),
-                      hn=a.get(FL_HN), w_hr=w["w_hr"], w_peephole=w["w_peephole"])
-              for a, w in zip(arrays, weights)]
+    layers = [ctx for _, ctx in saved]
     ctx = StackContext(cell, batch, feedback, layers, [w["w_fb"] for w in weights], masks,
                        nonlinearity=nonlinearity)
     return y, finals, ctx
@@ -546,25 +551,12 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
     for k, c in enumerate(ctx.layers):
         description = _stack_layer(ctx.cell, ctx.nonlinearity, batch, weights, ctx.feedback, k)
         description["input_grad"] = input_grad and k == 0
-        I, H, P, F = description["I"], description["H"], description["P"], description["F"]
-        GH = c.w_hh.shape[0]
-        a = {FL_X: c.x, FL_W_IH: c.w_ih, FL_W_HH: c.w_hh, FL_W_HR: c.w_hr,
-             FL_W_PEEPHOLE: c.w_peephole, FL_W_FB: ctx.w_fb[k], FL_MASK: ctx.masks[k],
-             FL_HS: c.hs, FL_CS: c.cs, FL_GATES: c.gates, FL_HN: c.hn,
-             # the top layer's dy is the caller's; the loop writes the others' from above
-             FL_DY: np.ascontiguousarray(dy) if k == L - 1 else np.empty((N, P), dtype),
-             FL_DH: dfinals[k][0].copy(),
-             FL_DX: np.empty((N, I), dtype) if description["input_grad"] else None,
-             FL_DW_IH: np.empty((GH, I), dtype), FL_DW_HH: np.empty((GH, P), dtype),
-             FL_DW_FB: np.empty((GH, F), dtype) if F else None}
-        if c.has_bias:
-            a[FL_DB_IH], a[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
-        if ctx.cell == "lstm":
-            a[FL_DC] = dfinals[k][1].copy()
-        if c.w_hr is not None:
-            a[FL_DW_HR] = np.empty((P, H), dtype)
-        if c.w_peephole is not None:
-            a[FL_DW_PEEPHOLE] = np.empty(3 * H, dtype)
+        P, F = description["P"], description["F"]
+        # the top layer's dy is the caller's; the loop writes the others' from above
+        dy_k = np.ascontiguousarray(dy) if k == L - 1 else np.empty((N, P), dtype)
+        a = _backward_arrays(c, dy_k, dfinals[k], description)
+        a[FL_W_FB], a[FL_MASK] = ctx.w_fb[k], ctx.masks[k]
+        a[FL_DW_FB] = np.empty((c.w_hh.shape[0], F), dtype) if F else None
         descriptions.append(description)
         arrays.append(a)
     _run_stack(True, descriptions, batch, arrays, ctx.feedback, dtype)
