@@ -322,13 +322,7 @@ def check_backward(cell, ctx, dy, state_grads):
     _check_context(ctx)
     dtype = ctx.hs.dtype
     batch, P = ctx.batch, ctx.hs.shape[1]
-    y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
-    if dy is None:
-        dy = np.zeros((batch.N, P), dtype)
-    else:
-        dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
-        expect_shape("dy", dy, y_shape, "(the shape of y)")
-        dy = dy.reshape(batch.N, P)
+    dy = _output_grad(dy, batch, P, dtype)
     dh_n = _state("dh_n", state_grads[0], dtype, batch.B, P, _h_size(ctx.w_hr))
     H = ctx.hidden_size
     return dy, (dh_n,) + tuple(_state("dc_n", dc, dtype, batch.B, H) for dc in state_grads[1:])
@@ -337,6 +331,16 @@ def check_backward(cell, ctx, dy, state_grads):
 # The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
 CONTEXT_ARRAYS = {"rnn": ("x", "hs", "w_hh"), "lstm": ("x", "hs", "w_hh", "cs", "gates"),
                   "gru": ("x", "hs", "w_hh", "gates", "hn")}
+
+
+def _output_grad(dy, batch, P, dtype):
+    """A backward's ``dy`` (the shape of the forward's y, or None for zeros) as its (N, P) rows."""
+    if dy is None:
+        return np.zeros((batch.N, P), dtype)
+    y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
+    dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
+    expect_shape("dy", dy, y_shape, "(the shape of y)")
+    return dy.reshape(batch.N, P)
 
 
 def _check_context(ctx):
@@ -671,13 +675,7 @@ def check_stack_backward(ctx, dy, dfinals):
                                  + ("None" if shape is None else f"a C-contiguous {dtype} array "
                                     f"of shape {shape}") + f", as its forward made it, got "
                                  f"{describe(a)}")
-    y_shape = (batch.T, batch.B, P) if batch.padded else (batch.N, P)
-    if dy is None:
-        dy = np.zeros((batch.N, P), dtype)
-    else:
-        dy = as_float_array("dy", dy, dtype, ndim=len(y_shape))
-        expect_shape("dy", dy, y_shape, "(the shape of y)")
-        dy = dy.reshape(batch.N, P)
+    dy = _output_grad(dy, batch, P, dtype)
     out = _stack_states("dfinals", dfinals, ("dh_n", "dc_n"), "final states' gradients",
                         ctx.cell, L, dtype, batch.B, P, H, _h_size(first.w_hr))
     return dy, out
