@@ -218,6 +218,18 @@ def check_bool(name, value):
     return bool(value)
 
 
+def _input(x, batch_sizes):
+    """x as a float array of the form ``batch_sizes`` says: padded (T, B, I) without it, packed
+    rows (N, I) with it."""
+    x = as_float_array("x", x)
+    if x.ndim != (3 if batch_sizes is None else 2):
+        form = ("3-D (T, batch, input_size); packed (N, input_size) rows need batch_sizes"
+                if batch_sizes is None else "2-D (N, input_size), packed rows, as batch_sizes "
+                "is given")
+        raise ValueError(f"x must be {form}, got {x.ndim}-D array of shape {x.shape}")
+    return x
+
+
 def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", w_hr=None,
                   w_peephole=None, batch_sizes=None):
     """Check a forward call's arguments; return them as contiguous arrays of one dtype.
@@ -230,12 +242,7 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
     """
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    x = as_float_array("x", x)
-    if x.ndim != (3 if batch_sizes is None else 2):
-        form = ("3-D (T, batch, input_size); packed (N, input_size) rows need batch_sizes"
-                if batch_sizes is None else "2-D (N, input_size), packed rows, as batch_sizes "
-                "is given")
-        raise ValueError(f"x must be {form}, got {x.ndim}-D array of shape {x.shape}")
+    x = _input(x, batch_sizes)
     dtype = x.dtype
     I = x.shape[-1]
     w_ih = as_float_array("w_ih", w_ih, dtype, ndim=2)
@@ -497,12 +504,7 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
             raise ValueError(f"weights[{k}] has unknown keys {unknown}; expected some of "
                              f"{list(STACK_WEIGHTS)}")
     feedback = check_feedback(feedback, L)
-    x = as_float_array("x", x)
-    if x.ndim != (3 if batch_sizes is None else 2):
-        form = ("3-D (T, batch, input_size); packed (N, input_size) rows need batch_sizes"
-                if batch_sizes is None else "2-D (N, input_size), packed rows, as batch_sizes "
-                "is given")
-        raise ValueError(f"x must be {form}, got {x.ndim}-D array of shape {x.shape}")
+    x = _input(x, batch_sizes)
     dtype, G = x.dtype, GATES[cell]
 
     # The options of layer 0 fix those of every layer: a layer object's stack shares them.
