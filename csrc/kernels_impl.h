@@ -336,11 +336,11 @@ static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL 
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
- * trans, else W (K, N)): on the packed op(W) when the call packed it (packed not NULL), else
- * through the BLAS. */
-static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
-                              const REAL *W, int trans, const REAL *packed, int beta, REAL *C,
-                              int64_t ldc)
+ * trans, else W (K, N); ldw W's leading dimension): on the packed op(W) when the call packed
+ * it (packed not NULL), else through the BLAS. */
+static void SFX(step_product_ldw)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                                  const REAL *W, int64_t ldw, int trans, const REAL *packed,
+                                  int beta, REAL *C, int64_t ldc)
 {
 #if ISA_VECTOR_BYTES
     if (packed) {
@@ -349,7 +349,15 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
         return;
     }
 #endif
-    SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, trans ? K : N, beta, C, ldc);
+    SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, ldw, beta, C, ldc);
+}
+
+/* step_product_ldw of a whole W: leading dimension K (trans) or N. */
+static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
+                              const REAL *W, int trans, const REAL *packed, int beta, REAL *C,
+                              int64_t ldc)
+{
+    SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, beta, C, ldc);
 }
 
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
@@ -452,17 +460,10 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const R
     }
     if (!gru)
         SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, 1, pre_t, ldg);
-    for (int64_t j = 0; j < fb->n; j++) {
-        const REAL *h_fed = SFX(fed_slot)(fb, j, FL_HS) + prev_row * P;
-#if ISA_VECTOR_BYTES
-        if (pw->fb) {
-            const SFX(term) fed = {h_fed, ldp, P, SFX(fb_block)(l, pw, 0, j)};
-            SFX(packed_gemm)(n, GH, &fed, 1, NULL, 1, pre_t, ldg);
-            continue;
-        }
-#endif
-        SFX(gemm)(0, 1, n, GH, P, 1, h_fed, ldp, s[FL_W_FB] + j * P, l->F, 1, pre_t, ldg);
-    }
+    for (int64_t j = 0; j < fb->n; j++)
+        SFX(step_product_ldw)(n, GH, P, SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp,
+                              s[FL_W_FB] + j * P, l->F, 1,
+                              pw->fb ? SFX(fb_block)(l, pw, 0, j) : NULL, 1, pre_t, ldg);
 }
 
 /* ---------------------------------------------------------------- the cells
@@ -833,17 +834,10 @@ SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
             for (int64_t j = 0; j < I; j++)
                 dx_t[i * parts * I + j] *= mask[(r + i * parts) * I + j];
     }
-    for (int64_t j = 0; j < fb->n; j++) { /* the fed-back inputs were the sources' h_{t-1} */
-        REAL *dh_fed = SFX(fed_slot)(fb, j, FL_DH) + k * P;
-#if ISA_VECTOR_BYTES
-        if (pw->fb) {
-            const SFX(term) term = {da_t, ldg, GH, SFX(fb_block)(l, pw, 1, j)};
-            SFX(packed_gemm)(n, P, &term, 1, NULL, 1, dh_fed, ldp);
-            continue;
-        }
-#endif
-        SFX(gemm)(0, 0, n, P, GH, 1, da_t, ldg, s[FL_W_FB] + j * P, l->F, 1, dh_fed, ldp);
-    }
+    for (int64_t j = 0; j < fb->n; j++) /* the fed-back inputs were the sources' h_{t-1} */
+        SFX(step_product_ldw)(n, P, GH, da_t, ldg, s[FL_W_FB] + j * P, l->F, 0,
+                              pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, 1,
+                              SFX(fed_slot)(fb, j, FL_DH) + k * P, ldp);
 }
 
 /* The backward time loop of part k of one layer. */
