@@ -47,6 +47,6 @@ from .layers import GRU, LSTM, RNN  # noqa: E402
 from .linear import Linear  # noqa: E402
 from .native import get_num_threads, set_num_threads  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["RNN", "LSTM", "GRU", "Linear", "losses", "optim", "reference", "native",
            "set_num_threads", "get_num_threads"]

@@ -33,8 +33,10 @@ from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
+from .cells import CELLS
+
 DTYPES = (np.float32, np.float64)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {name: cell.gates for name, cell in CELLS.items()}
 NONLINEARITIES = ("tanh", "relu")
 
 
@@ -336,8 +338,7 @@ def check_backward(cell, ctx, dy, state_grads):
 
 
 # The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
-CONTEXT_ARRAYS = {"rnn": ("x", "hs", "w_hh"), "lstm": ("x", "hs", "w_hh", "cs", "gates"),
-                  "gru": ("x", "hs", "w_hh", "gates", "hn")}
+CONTEXT_ARRAYS = {name: ("x", "hs", "w_hh") + cell.saved for name, cell in CELLS.items()}
 
 
 def _output_grad(dy, batch, P, dtype):
@@ -371,7 +372,7 @@ def _check_context(ctx):
     names = CONTEXT_ARRAYS[cell]
     for name in ("w_hr", "w_peephole"):
         if getattr(ctx, name) is not None:
-            if cell != "lstm":
+            if name not in CELLS[cell].options:
                 raise ValueError(f"ctx.{name} must be None in a context of {cell}_forward, got "
                                  f"{describe(getattr(ctx, name))}")
             names += (name,)
@@ -394,12 +395,6 @@ def _state(name, s, dtype, B, n, size="hidden_size"):
 
 def _h_size(w_hr):
     return "hidden_size" if w_hr is None else "proj_size"
-
-
-def extra_grads(ctx, dw_hr, dw_peephole):
-    """The LSTM's optional gradients, one for each optional weight its forward was given."""
-    return (() if ctx.w_hr is None else (dw_hr,)) + \
-        (() if ctx.w_peephole is None else (dw_peephole,))
 
 
 # ---------------------------------------------------------------- stacks with feedback
@@ -539,11 +534,10 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
         if (w.get("b_ih") is None) != (w.get("b_hh") is None):
             raise ValueError(f"{name}['b_ih'] and {name}['b_hh'] must both be given or both "
                              f"be None")
-        if cell != "lstm":
-            for kind in ("w_hr", "w_peephole"):
-                if w.get(kind) is not None:
-                    raise ValueError(f"{name}['{kind}'] must be None for the {cell} cell (an "
-                                     f"LSTM option), got {describe(w[kind])}")
+        for kind in ("w_hr", "w_peephole"):
+            if kind not in CELLS[cell].options and w.get(kind) is not None:
+                raise ValueError(f"{name}['{kind}'] must be None for the {cell} cell (an "
+                                 f"LSTM option), got {describe(w[kind])}")
         shapes = {"w_ih": ((G * H, I_k), f"(gates * hidden_size={G * H}, "
                            + ("input_size from x)" if k == 0 else f"{size}={P}: layer {k - 1}'s"
                               " output)")),
@@ -621,7 +615,7 @@ def _stack_states(name, entries, names, what, cell, L, dtype, B, P, H, size):
     """``entries`` (None, or one tuple of a layer's states or None per layer) as a list of L
     tuples of (B, P) and, for the LSTM, (B, H) arrays, zeros where not given; ``names``: those
     of h's and c's entries, ``what`` they are, for the messages."""
-    n_states = 2 if cell == "lstm" else 1
+    n_states = CELLS[cell].n_states
     pair = f"({', '.join(names[:n_states])}{',' * (n_states == 1)})"
     out = []
     for k, entry in enumerate(_per_layer(name, entries, L, f"{pair} or None")):

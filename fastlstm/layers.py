@@ -22,12 +22,10 @@ from . import native, reference
 from ._functional import NONLINEARITIES, Batch, StackContext, as_array, check_feedback, describe
 from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
                       check_seed)
+from .cells import CELLS, TORCH_NAMES
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
-# torch's parameter names of the backend functions' weights, in torch's order
-TORCH_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-               "w_hr": "weight_hr", "w_peephole": "weight_peephole", "w_fb": "weight_fb"}
 
 
 def feedback_pairs(feedback, num_layers, bidirectional):
@@ -145,9 +143,7 @@ class _Recurrent(Module):
     it is, the very state that layer carries on to its own next step.
     """
 
-    cell = None        # the backend functions' cell: "rnn", "gru" or "lstm"
-    n_states = 1       # states carried between steps: h for the RNN and GRU, h and c for the LSTM
-    gates = 1          # pre-activation blocks per hidden unit
+    cell = None        # the backend functions' cell, a name in fastlstm.cells.CELLS
     proj_size = 0      # the LSTM's projection; 0 means none
     peephole = False   # the LSTM's peepholes
 
@@ -188,6 +184,20 @@ class _Recurrent(Module):
     # ------------------------------------------------------------------ parameters
 
     @property
+    def _cell(self):
+        return CELLS[self.cell]
+
+    @property
+    def n_states(self):
+        """States carried between steps: h, and the LSTMs' c."""
+        return self._cell.n_states
+
+    @property
+    def gates(self):
+        """Pre-activation blocks per hidden unit."""
+        return self._cell.gates
+
+    @property
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
@@ -203,15 +213,8 @@ class _Recurrent(Module):
     def _shapes(self, layer_in):
         """The parameters of one layer-direction that reads ``layer_in`` features, in torch's
         order: ``{kind: shape}``, where the kind is the backend function's argument name."""
-        H, P, GH = self.hidden_size, self.output_size, self.gates * self.hidden_size
-        shapes = {"w_ih": (GH, layer_in), "w_hh": (GH, P)}
-        if self.bias:
-            shapes["b_ih"] = shapes["b_hh"] = (GH,)
-        if self.proj_size:
-            shapes["w_hr"] = (P, H)
-        if self.peephole:
-            shapes["w_peephole"] = (3 * H,)
-        return shapes
+        return self._cell.weight_shapes(layer_in, self.hidden_size, self.output_size, self.bias,
+                                        self.proj_size > 0, self.peephole)
 
     def _parameter_count(self):
         """How many numbers the parameters hold: the first layer reads input_size features, the
@@ -425,6 +428,16 @@ class _Recurrent(Module):
         self._saved = (ctx, masks, packing) if self.training else None
         return y, finals
 
+    def _cell_forward(self, x, init, w, batch_sizes, training):
+        """One layer-direction's forward on the backend: y, the final states, the context."""
+        return self._cell.call_forward(BACKENDS[self.backend], x, init, w, batch_sizes,
+                                       training, getattr(self, "nonlinearity", "tanh"))
+
+    def _cell_backward(self, ctx, dy, dfinal):
+        """Its backward: dx, the initial states' gradients, the weights' gradients by kind."""
+        grads = self._cell.call_backward(BACKENDS[self.backend], ctx, dy, dfinal)
+        return (grads.pop("x"), tuple(grads.pop(s) for s in self._cell.states), grads)
+
     def _dropout_mask(self, shape):
         keep = 1 - self.dropout
         if keep == 0:
@@ -478,13 +491,8 @@ class _Recurrent(Module):
                 d_in = dx if d_in is None else d_in + dx
                 for a, v in zip(dinit, dinit_kd):
                     a[idx][packing.order] = v
-                # The backends return the weight gradients in the order of their arguments:
-                # w_ih, w_hh, b_ih, b_hh (None without biases), then w_hr, w_peephole if given.
-                kinds = ("w_ih", "w_hh", "b_ih", "b_hh") + tuple(
-                    kind for kind in ("w_hr", "w_peephole") if kind in self._layout[idx])
-                for kind, g_w in zip(kinds, dweights, strict=True):
-                    if g_w is not None:
-                        new_grads[self._layout[idx][kind][0]] = g_w
+                for kind, g_w in dweights.items():
+                    new_grads[self._layout[idx][kind][0]] = g_w
             d_out = d_in
         return d_out, new_grads
 
@@ -566,17 +574,6 @@ class RNN(_OneState):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init, feedback)
 
-    def _cell_forward(self, x, init, w, batch_sizes, training):
-        y, h_n, ctx = BACKENDS[self.backend].rnn_forward(
-            x, init[0], w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
-            nonlinearity=self.nonlinearity, batch_sizes=batch_sizes, training=training)
-        return y, (h_n,), ctx
-
-    def _cell_backward(self, ctx, dy, dfinal):
-        dx, dh0, *dweights = BACKENDS[self.backend].rnn_backward(ctx, dy, dfinal[0])
-        return dx, (dh0,), dweights
-
-
 class GRU(_OneState):
     """GRU with torch.nn.GRU's equations and gate order r, z, n::
 
@@ -592,25 +589,12 @@ class GRU(_OneState):
     """
 
     cell = "gru"
-    gates = 3
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, backend="native",
                  seed=None, recurrent_init="uniform", feedback=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init, feedback)
-
-    def _cell_forward(self, x, init, w, batch_sizes, training):
-        y, h_n, ctx = BACKENDS[self.backend].gru_forward(x, init[0], w["w_ih"], w["w_hh"],
-                                                         w.get("b_ih"), w.get("b_hh"),
-                                                         batch_sizes=batch_sizes,
-                                                         training=training)
-        return y, (h_n,), ctx
-
-    def _cell_backward(self, ctx, dy, dfinal):
-        dx, dh0, *dweights = BACKENDS[self.backend].gru_backward(ctx, dy, dfinal[0])
-        return dx, (dh0,), dweights
-
 
 class LSTM(_Recurrent):
     """LSTM with torch.nn.LSTM's gate order i, f, g, o (``c_t = f c_{t-1} + i g``,
@@ -635,8 +619,6 @@ class LSTM(_Recurrent):
     """
 
     cell = "lstm"
-    n_states = 2
-    gates = 4
     _extra_defaults = {"proj_size": 0, "peephole": False, "unit_forget_bias": False}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -665,16 +647,6 @@ class LSTM(_Recurrent):
             b_ih.fill(0)
             b_hh.fill(0)
             b_ih[H:2 * H] = 1                  # gate order i, f, g, o: the forget gate's block
-
-    def _cell_forward(self, x, init, w, batch_sizes, training):
-        y, h_n, c_n, ctx = BACKENDS[self.backend].lstm_forward(
-            x, *init, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w_hr=w.get("w_hr"),
-            w_peephole=w.get("w_peephole"), batch_sizes=batch_sizes, training=training)
-        return y, (h_n, c_n), ctx
-
-    def _cell_backward(self, ctx, dy, dfinal):
-        dx, dh0, dc0, *dweights = BACKENDS[self.backend].lstm_backward(ctx, dy, *dfinal)
-        return dx, (dh0, dc0), dweights
 
     def forward(self, x, hx=None, lengths=None):
         """Run the layer. x: (T, B, input_size), or (B, T, input_size) with batch_first; hx:

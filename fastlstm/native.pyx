@@ -18,8 +18,9 @@ import numpy as np
 
 from ._functional import (GATES, Batch, Context, StackContext, as_float_array, check_backward,
                           check_bool, check_feedback, check_stack_backward, check_stack_forward,
-                          check_forward, describe, expect_shape, extra_grads)
+                          check_forward, describe, expect_shape)
 from ._module import check_choice, check_dtype, check_int
+from .cells import CELLS
 
 fl_init()
 
@@ -387,9 +388,18 @@ def _backward(ctx, dy, dstates, input_grad):
     return arrays
 
 
-def _param_grads(a):
-    """dw_ih, dw_hh, db_ih, db_hh from the slots of a backward call (biases None without them)."""
-    return a[FL_DW_IH], a[FL_DW_HH], a.get(FL_DB_IH), a.get(FL_DB_HH)
+# The gradient slots of a backward call, by the forward's argument names.
+_GRAD_SLOTS = {"w_ih": FL_DW_IH, "w_hh": FL_DW_HH, "b_ih": FL_DB_IH, "b_hh": FL_DB_HH,
+               "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB}
+
+
+def _gradients(cell, a):
+    """The gradients of a backward call's slots ``a`` by name: x (None without input_grad),
+    the states, and the weights the forward had (see fastlstm.cells)."""
+    states = (a[FL_DH], a[FL_DC]) if CELLS[cell].n_states == 2 else (a[FL_DH],)
+    grads = {"x": a.get(FL_DX)} | dict(zip(CELLS[cell].states, states))
+    return grads | {name: a[slot] for name, slot in _GRAD_SLOTS.items()
+                    if a.get(slot) is not None}
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", batch_sizes=None,
@@ -405,8 +415,7 @@ def rnn_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward`: as ``reference.rnn_backward``."""
     input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("rnn", ctx, dy, (dh_n,))
-    a = _backward(ctx, dy, dstates, input_grad)
-    return (a[FL_DX], a[FL_DH]) + _param_grads(a)
+    return _gradients(ctx.cell, _backward(ctx, dy, dstates, input_grad))
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
@@ -423,9 +432,7 @@ def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward`: as ``reference.lstm_backward``."""
     input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("lstm", ctx, dy, (dh_n, dc_n))
-    a = _backward(ctx, dy, dstates, input_grad)
-    return ((a[FL_DX], a[FL_DH], a[FL_DC]) + _param_grads(a)
-            + extra_grads(ctx, a.get(FL_DW_HR), a.get(FL_DW_PEEPHOLE)))
+    return _gradients(ctx.cell, _backward(ctx, dy, dstates, input_grad))
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, training=True):
@@ -440,8 +447,7 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`: as ``reference.gru_backward``."""
     input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
-    a = _backward(ctx, dy, dstates, input_grad)
-    return (a[FL_DX], a[FL_DH]) + _param_grads(a)
+    return _gradients(ctx.cell, _backward(ctx, dy, dstates, input_grad))
 
 
 # ---------------------------------------------------------------- stacks with feedback
@@ -561,11 +567,10 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
         arrays.append(a)
     _run_stack(True, descriptions, batch, arrays, ctx.feedback, dtype)
     dx = batch.outside(arrays[0][FL_DX]) if input_grad else None
-    dinits = [(a[FL_DH],) + ((a[FL_DC],) if ctx.cell == "lstm" else ()) for a in arrays]
-    kinds = {"w_ih": FL_DW_IH, "w_hh": FL_DW_HH, "b_ih": FL_DB_IH, "b_hh": FL_DB_HH,
-             "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB}
-    grads = [{kind: a[slot] for kind, slot in kinds.items() if a.get(slot) is not None}
-             for a in arrays]
+    grads = [_gradients(ctx.cell, a) for a in arrays]
+    dinits = [tuple(g.pop(name) for name in CELLS[ctx.cell].states) for g in grads]
+    for g in grads:
+        del g["x"]
     return dx, dinits, grads
 
 

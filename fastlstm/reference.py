@@ -86,7 +86,7 @@ t needs layer ``source`` at step t-1, the loop runs over steps, and over the lay
 import numpy as np
 
 from ._functional import (Context, StackContext, check_backward, check_bool, check_forward,
-                          check_stack_backward, check_stack_forward, extra_grads)
+                          check_stack_backward, check_stack_forward)
 
 
 def sigmoid(a):
@@ -96,7 +96,7 @@ def sigmoid(a):
 
 
 def _weight_grads(ctx, da, da_h=None):
-    """Gradients of the weights from the pre-activation gradients ``da`` (N, G*H).
+    """Gradients of the weights from the pre-activation gradients ``da`` (N, G*H), by name.
 
     Every step used the same weights, so their gradient is the sum over all steps and all
     sequences of ``da_t.T @ x_t`` and ``da_t.T @ h_{t-1}``: one product over all N rows each. The
@@ -104,11 +104,10 @@ def _weight_grads(ctx, da, da_h=None):
     the GRU, whose recurrent side has its own ``da_h`` (``b_hn`` sits inside ``r * (...)``).
     """
     da_h = da if da_h is None else da_h
-    dw_ih = da.T @ ctx.x
-    dw_hh = da_h.T @ ctx.hs[ctx.batch.prev_rows()]
-    if not ctx.has_bias:
-        return dw_ih, dw_hh, None, None
-    return dw_ih, dw_hh, da.sum(axis=0), da_h.sum(axis=0)
+    grads = {"w_ih": da.T @ ctx.x, "w_hh": da_h.T @ ctx.hs[ctx.batch.prev_rows()]}
+    if ctx.has_bias:
+        grads |= {"b_ih": da.sum(axis=0), "b_hh": da_h.sum(axis=0)}
+    return grads
 
 
 def _bias(b, n, dtype):
@@ -190,7 +189,8 @@ def rnn_backward(ctx, dy, dh_n, input_grad=True):
 
     Returns
     -------
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh (the bias gradients are None for a layer without biases)
+    The gradients by the forward's argument names (see fastlstm.cells): ``x`` (None when not
+    input_grad), ``h0``, ``w_ih``, ``w_hh``, and ``b_ih``, ``b_hh`` when the forward had biases.
     """
     input_grad = check_bool("input_grad", input_grad)
     dy, (dh,) = check_backward("rnn", ctx, dy, (dh_n,))
@@ -207,7 +207,7 @@ def rnn_backward(ctx, dy, dh_n, input_grad=True):
         da[rows] = dh[:n] * _rnn_dphi(h, ctx.nonlinearity)
         dh[:n] = da[rows] @ w_hh                        # what reaches h_{t-1} through W_hh
     dx = ctx.batch.outside(da @ w_ih) if input_grad else None
-    return (dx, dh) + _weight_grads(ctx, da)
+    return {"x": dx, "h0": dh} | _weight_grads(ctx, da)
 
 
 def _lstm_cell(a, c_prev, w_hr, w_peephole):
@@ -254,13 +254,17 @@ def _lstm_cell_backward(dh, dc, gates, c, c_prev, w_hr, w_peephole, dw_hr):
     return da, dc_prev
 
 
-def _lstm_peephole_grads(ctx, da):
-    """dL/dw_peephole over all rows: p_i and p_f saw c_{t-1}, p_o saw c_t."""
-    H = ctx.cs.shape[1]
-    c_prev, c = ctx.cs[ctx.batch.prev_rows()], ctx.cs[ctx.batch.B:]
-    return np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
-                           (da[:, H:2 * H] * c_prev).sum(axis=0),
-                           (da[:, 3 * H:] * c).sum(axis=0)])
+def _lstm_option_grads(ctx, da, dw_hr):
+    """The gradients of the LSTM's optional weights the forward was given: ``w_hr``'s, summed
+    by the steps, and ``w_peephole``'s over all rows (p_i and p_f saw c_{t-1}, p_o saw c_t)."""
+    grads = {} if ctx.w_hr is None else {"w_hr": dw_hr}
+    if ctx.w_peephole is not None:
+        H = ctx.cs.shape[1]
+        c_prev, c = ctx.cs[ctx.batch.prev_rows()], ctx.cs[ctx.batch.B:]
+        grads["w_peephole"] = np.concatenate([(da[:, :H] * c_prev).sum(axis=0),
+                                              (da[:, H:2 * H] * c_prev).sum(axis=0),
+                                              (da[:, 3 * H:] * c).sum(axis=0)])
+    return grads
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr=None, w_peephole=None,
@@ -313,8 +317,9 @@ def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
 
     Returns
     -------
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases),
-    then dw_hr if the forward had w_hr, then dw_peephole if it had w_peephole.
+    The gradients by the forward's argument names: ``x`` (None when not input_grad), ``h0``,
+    ``c0``, ``w_ih``, ``w_hh``, and each other weight the forward was given (``b_ih`` and
+    ``b_hh``, ``w_hr``, ``w_peephole``).
     """
     input_grad = check_bool("input_grad", input_grad)
     dy, (dh, dc) = check_backward("lstm", ctx, dy, (dh_n, dc_n))
@@ -329,8 +334,8 @@ def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
                                                w_hr, ctx.w_peephole, dw_hr)
         dh[:n] = da[rows] @ w_hh
     dx = ctx.batch.outside(da @ w_ih) if input_grad else None
-    dw_peephole = None if ctx.w_peephole is None else _lstm_peephole_grads(ctx, da)
-    return (dx, dh, dc) + _weight_grads(ctx, da) + extra_grads(ctx, dw_hr, dw_peephole)
+    return {"x": dx, "h0": dh, "c0": dc} | _weight_grads(ctx, da) | _lstm_option_grads(
+        ctx, da, dw_hr)
 
 
 def _gru_cell(ax, ah, h_prev):
@@ -402,7 +407,7 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
 
     Returns
     -------
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh (bias gradients None for a layer without biases)
+    The gradients by name, as :func:`rnn_backward`'s.
     """
     input_grad = check_bool("input_grad", input_grad)
     dy, (dh,) = check_backward("gru", ctx, dy, (dh_n,))
@@ -419,7 +424,7 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
         z = gates[rows, H:2 * H]
         dh[:n_rows] = d * z + da_h[rows] @ ctx.w_hh      # the direct path through z, and W_hh
     dx = ctx.batch.outside(da @ ctx.w_ih) if input_grad else None
-    return (dx, dh) + _weight_grads(ctx, da, da_h)
+    return {"x": dx, "h0": dh} | _weight_grads(ctx, da, da_h)
 
 
 # ---------------------------------------------------------------- stacks with feedback
@@ -592,14 +597,9 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
     grads = []
     prev_rows = batch.prev_rows()
     for k, c in enumerate(layers):
-        dw_ih, dw_hh, db_ih, db_hh = _weight_grads(c, da[k], None if cell != "gru" else da_h[k])
-        g = {"w_ih": dw_ih, "w_hh": dw_hh}
-        if c.has_bias:
-            g["b_ih"], g["b_hh"] = db_ih, db_hh
-        if c.w_hr is not None:
-            g["w_hr"] = dw_hr[k]
-        if c.w_peephole is not None:
-            g["w_peephole"] = _lstm_peephole_grads(c, da[k])
+        g = _weight_grads(c, da[k], None if cell != "gru" else da_h[k])
+        if cell == "lstm":
+            g |= _lstm_option_grads(c, da[k], dw_hr[k])
         if sources[k]:   # the fed-back rows each step read: the sources' h_{t-1}
             fed = np.concatenate([layers[s].hs[prev_rows] for s in sources[k]], axis=1)
             g["w_fb"] = da[k].T @ fed

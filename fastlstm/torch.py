@@ -44,6 +44,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import native
 from ._functional import Batch, Context
+from .cells import CELLS, TORCH_NAMES
 from .layers import feedback_pairs
 
 __all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
@@ -89,63 +90,54 @@ class _LayerDirection(torch.autograd.Function):
     """One layer in one direction over packed rows (the form of fastlstm._functional): the
     native forward, and backpropagation through time as its backward.
 
-    Inputs: the cell ("rnn", "lstm" or "gru"), the RNN's nonlinearity, the batch (a
+    Inputs: the cell (a name in fastlstm.cells.CELLS), the RNN's nonlinearity, the batch (a
     fastlstm._functional.Batch), whether to keep what backward needs (``training``; without
-    it, the kernels' inference forward), then the tensors x (N, I), h0 (B, P), c0 (B, H) or
-    None, w_ih, w_hh, b_ih, b_hh (or None) and w_hr (or None). Outputs: y (N, P), h_n, and the
-    LSTM's c_n.
+    it, the kernels' inference forward), ``kinds`` (the backend's names of the weights given),
+    then the tensors x (N, I), the cell's initial states (h0 (B, P), and c0 (B, H) for the
+    LSTMs) and the weights in the order of ``kinds``. Outputs: y (N, P) and the final states.
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, batch, training, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                w_hr):
-        x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_, w_hr_ = map(
-            _numpy, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
-        options = dict(batch_sizes=batch.batch_sizes, training=training)
-        if cell == "lstm":
-            y, *finals, saved = native.lstm_forward(x_, h0_, c0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                    w_hr=w_hr_, **options)
-        elif cell == "gru":
-            y, *finals, saved = native.gru_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                   **options)
-        else:
-            y, *finals, saved = native.rnn_forward(x_, h0_, w_ih_, w_hh_, b_ih_, b_hh_,
-                                                   nonlinearity, **options)
+    def forward(ctx, cell, nonlinearity, batch, training, kinds, x, *tensors):
+        spec = CELLS[cell]
+        states, weights = tensors[:spec.n_states], tensors[spec.n_states:]
+        y, finals, saved = spec.call_forward(
+            native, _numpy(x), tuple(map(_numpy, states)), dict(zip(kinds, map(_numpy, weights))),
+            batch.batch_sizes, training, nonlinearity)
         if not training:
             return _tensors((y, *finals))
-        hs, cs, gates, hn = _tensors((saved.hs, saved.cs, saved.gates, saved.hn))
-        ctx.cell, ctx.nonlinearity, ctx.batch = cell, nonlinearity, batch
+        arrays = _tensors(getattr(saved, name) for name in ("hs",) + spec.saved)
+        ctx.cell, ctx.nonlinearity, ctx.batch, ctx.kinds = cell, nonlinearity, batch, kinds
         # Everything the kernel's backward reads goes through save_for_backward: torch frees it
         # after the backward, as it does its own layers' saved state, and its version counters
         # refuse a backward after any of it was changed in place (y is a view of hs).
-        ctx.save_for_backward(x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn)
-        return (hs[batch.B:], *_tensors(finals))
+        ctx.save_for_backward(x, *weights, *arrays)
+        return (arrays[0][batch.B:], *_tensors(finals))
 
     @staticmethod
-    def backward(ctx, dy, dh_n, dc_n=None):
+    def backward(ctx, dy, *dfinals):
         # The engine runs a backward with grad mode on exactly when it builds a graph of the
         # gradients (create_graph=True: a gradient penalty, gradgradcheck, a Hessian). The
         # kernels' BPTT is not differentiable, and gradients handed back without a graph would
         # silently drop their second-order terms: refuse. (torch's once_differentiable refuses
         # only when an incoming gradient requires grad, and out.sum()'s does not.)
         _refuse_double_backward(ctx.cell)
-        x, w_ih, w_hh, b_ih, b_hh, w_hr, hs, cs, gates, hn = map(_numpy, ctx.saved_tensors)
-        saved = Context(ctx.cell, ctx.batch, x, hs, w_ih, w_hh, b_ih is not None,
-                        nonlinearity=ctx.nonlinearity, cs=cs, gates=gates, hn=hn, w_hr=w_hr)
-        # By name: a None gradient (an output autograd did not materialise) is zeros in its own
-        # place, which the native backward takes None for; the LSTM alone has dc_n.
-        grads = dict(dy=dy, dh_n=dh_n) | (dict(dc_n=dc_n) if ctx.cell == "lstm" else {})
-        backward = getattr(native, f"{ctx.cell}_backward")
-        # No dx when x needs no gradient (the input of a model's first layer, commonly).
-        dx, *dstates_and_weights = _tensors(backward(
-            saved, **{name: _numpy(g) for name, g in grads.items()},
-            input_grad=ctx.needs_input_grad[4]))
-        if ctx.cell == "lstm":
-            dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, *dw_hr = dstates_and_weights
-        else:
-            (dh0, dw_ih, dw_hh, db_ih, db_hh), dc0, dw_hr = dstates_and_weights, None, ()
-        return (None, None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh,
-                dw_hr[0] if dw_hr else None)
+        spec, kinds = CELLS[ctx.cell], ctx.kinds
+        x, *rest = map(_numpy, ctx.saved_tensors)
+        weights = dict(zip(kinds, rest))
+        arrays = dict(zip(("hs",) + spec.saved, rest[len(kinds):]))
+        # the Context keeps every weight but the biases, of which it needs only whether they are
+        kept = {kind: w for kind, w in weights.items() if kind not in ("b_ih", "b_hh")}
+        saved = Context(ctx.cell, ctx.batch, x, arrays.pop("hs"), kept.pop("w_ih"),
+                        kept.pop("w_hh"), "b_ih" in weights, nonlinearity=ctx.nonlinearity,
+                        **arrays, **kept)
+        # A None gradient (an output autograd did not materialise) means zeros, which the
+        # native backward takes None for. No dx when x needs no gradient (the input of a
+        # model's first layer, commonly).
+        grads = spec.call_backward(native, saved, _numpy(dy), tuple(map(_numpy, dfinals)),
+                                   input_grad=ctx.needs_input_grad[5])
+        return ((None,) * 5 + _tensors((grads["x"],))
+                + _tensors(grads[name] for name in spec.states + kinds))
 
 
 def _refuse_double_backward(cell):
@@ -197,12 +189,12 @@ class _Stack(torch.autograd.Function):
         ctx.saved_tensors   # raises if any of them changed in place since the forward
         L = len(ctx.kinds)
         dfinals = [tuple(None if g is None else _numpy(g[k]) for g in (dh_n, dc_n)
-                         [:2 if ctx.cell == "lstm" else 1]) for k in range(L)]
+                         [:CELLS[ctx.cell].n_states]) for k in range(L)]
         dx, dinits, grads = native.stack_backward(ctx.stack, _numpy(dy), dfinals,
                                                   input_grad=ctx.needs_input_grad[7])
         dx = None if dx is None else torch.from_numpy(dx)
         dh0 = torch.from_numpy(np.stack([d[0] for d in dinits]))
-        dc0 = torch.from_numpy(np.stack([d[1] for d in dinits])) if ctx.cell == "lstm" else None
+        dc0 = torch.from_numpy(np.stack([d[1] for d in dinits])) if len(dinits[0]) > 1 else None
         dweights = [torch.from_numpy(grads[k][kind]) for k, layer_kinds in enumerate(ctx.kinds)
                     for kind in layer_kinds]
         return (None,) * 7 + (dx, dh0, dc0, *dweights)
@@ -222,7 +214,7 @@ class _Bridge:
             return
         self.feedback = "top" if isinstance(feedback, str) else [tuple(p) for p in pairs]
         self._feedback_pairs = pairs
-        G = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        G = CELLS[self.cell].gates
         P = self.proj_size or self.hidden_size
         bound = 1 / self.hidden_size ** 0.5          # torch's reset_parameters, like weight_hh
         like = self.weight_hh_l0
@@ -273,12 +265,12 @@ class _Bridge:
             output = output.squeeze(1) if unbatched else \
                 output.transpose(0, 1) if self.batch_first else output
             finals = [s.squeeze(1) for s in finals] if unbatched else finals
-        return output, (tuple(finals) if self.cell == "lstm" else finals[0])
+        return output, (tuple(finals) if len(finals) > 1 else finals[0])
 
     def _state_sizes(self):
         """The last dimension of each state: h (proj_size or hidden_size), then the LSTM's c."""
         sizes = (self.proj_size or self.hidden_size, self.hidden_size)
-        return sizes[:2 if self.cell == "lstm" else 1]
+        return sizes[:CELLS[self.cell].n_states]
 
     def _initial_states(self, hx, B, unbatched, dtype, sorted_indices):
         """hx as a list of (L * D, B, n) tensors, zeros where it is None; a packed batch's
@@ -287,7 +279,7 @@ class _Bridge:
         sizes = self._state_sizes()
         if hx is None:
             return [torch.zeros(LD, B, n, dtype=dtype) for n in sizes]
-        if self.cell == "lstm":
+        if len(sizes) == 2:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 got = f"a {type(hx).__name__} of {len(hx)} items" if isinstance(
                     hx, (tuple, list)) else type(hx).__name__
@@ -310,11 +302,15 @@ class _Bridge:
             states = [s.index_select(1, sorted_indices) for s in states]
         return states
 
-    def _weights(self, k, d):
-        """w_ih, w_hh, b_ih, b_hh, w_hr of layer k, direction d (None where absent)."""
+    def _weights(self, k, d=0):
+        """The kinds (the backend's argument names) and tensors of layer k's weights in
+        direction d, those the module has."""
         suffix = f"_l{k}" + ("_reverse" if d else "")
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-        return [getattr(self, name + suffix, None) for name in names]
+        spec = CELLS[self.cell]
+        present = [(kind, getattr(self, TORCH_NAMES[kind] + suffix, None))
+                   for kind in spec.weights + spec.options + ("w_fb",)]
+        present = [(kind, w) for kind, w in present if w is not None]
+        return tuple(kind for kind, _ in present), [w for _, w in present]
 
     def _run_stack(self, x, batch, states):
         """The stack with feedback over the packed rows x, as one autograd Function; returns y
@@ -328,16 +324,12 @@ class _Bridge:
             masks = [None] + [
                 (torch.empty(batch.N, P, dtype=x.dtype).bernoulli_(keep) / keep).numpy()
                 if keep > 0 else np.zeros((batch.N, P), _numpy(x).dtype) for _ in range(1, L)]
-        names = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-                 "w_hr": "weight_hr", "w_fb": "weight_fb"}
         kinds, weights = [], []
         for k in range(L):
-            present = [(kind, getattr(self, f"{name}_l{k}", None))
-                       for kind, name in names.items()]
-            present = [(kind, w) for kind, w in present if w is not None]
-            kinds.append(tuple(kind for kind, _ in present))
-            weights += [w for _, w in present]
-        c0 = states[1] if self.cell == "lstm" else None
+            layer_kinds, layer_weights = self._weights(k)
+            kinds.append(layer_kinds)
+            weights += layer_weights
+        c0 = states[1] if len(states) > 1 else None
         y, *finals = _Stack.apply(self.cell, getattr(self, "nonlinearity", None), batch,
                                   training, self._feedback_pairs, masks, tuple(kinds), x,
                                   states[0], c0, *weights)
@@ -362,9 +354,9 @@ class _Bridge:
             for d in range(D):
                 idx = k * D + d
                 inp = layer_in.index_select(0, reverse) if d else layer_in
-                init = [s[idx] for s in states] + [None] * (2 - len(states))
-                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, training, inp,
-                                                  *init, *self._weights(k, d))
+                kinds, weights = self._weights(k, d)
+                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, training, kinds,
+                                                  inp, *(s[idx] for s in states), *weights)
                 outs.append(y.index_select(0, reverse) if d else y)
                 for f, v in zip(finals, final):
                     f.append(v)

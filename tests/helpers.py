@@ -15,6 +15,7 @@ import numpy as np
 
 import fastlstm
 from fastlstm import native, reference
+from fastlstm.cells import CELLS
 
 KINDS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "lstmp", "lstm_peephole", "lstmp_peephole")
 BACKENDS = {"reference": reference, "native": native}
@@ -26,11 +27,11 @@ def cell_of(kind):
 
 
 def n_states(kind):
-    return 2 if cell_of(kind) == "lstm" else 1
+    return CELLS[cell_of(kind)].n_states
 
 
 def n_gates(kind):
-    return {"rnn": 1, "gru": 3, "lstm": 4}[cell_of(kind)]
+    return CELLS[cell_of(kind)].gates
 
 
 def projects(kind):
@@ -103,30 +104,20 @@ def f_forward(backend, kind, x, states, weights, batch_sizes=None, training=True
     """Functional forward of any kind, padded or (with batch_sizes) packed: returns
     ``(y, finals, ctx)``, finals a tuple."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
-    cell = cell_of(kind)
-    if cell == "lstm":
-        extra = dict(zip(extra_names(kind), weights[4:]))
-        y, h_n, c_n, ctx = mod.lstm_forward(x, *states, *weights[:4], **extra,
-                                            batch_sizes=batch_sizes, training=training)
-        return y, (h_n, c_n), ctx
-    if cell == "gru":
-        y, h_n, ctx = mod.gru_forward(x, *states, *weights, batch_sizes=batch_sizes,
-                                      training=training)
-    else:
-        y, h_n, ctx = mod.rnn_forward(x, *states, *weights, nonlinearity=kind.split("_")[1],
-                                      batch_sizes=batch_sizes, training=training)
-    return y, (h_n,), ctx
+    nonlinearity = kind.split("_")[1] if cell_of(kind) == "rnn" else "tanh"
+    return CELLS[cell_of(kind)].call_forward(mod, x, states, dict(zip(weight_names(kind), weights)),
+                                             batch_sizes, training, nonlinearity)
 
 
 def f_backward(backend, kind, ctx, dy, dstates, **options):
     """Functional backward of any kind: returns ``(dx, dinits, dweights)``, tuples, dweights in
-    the order of :func:`weight_names`; ``options`` go to the backward (input_grad)."""
+    the order of :func:`weight_names` (None for the biases of a layer without); ``options`` go
+    to the backward (input_grad)."""
     mod = BACKENDS[backend] if isinstance(backend, str) else backend
-    if cell_of(kind) == "lstm":
-        dx, dh0, dc0, *dw = mod.lstm_backward(ctx, dy, *dstates, **options)
-        return dx, (dh0, dc0), tuple(dw)
-    dx, dh0, *dw = getattr(mod, f"{cell_of(kind)}_backward")(ctx, dy, *dstates, **options)
-    return dx, (dh0,), tuple(dw)
+    cell = CELLS[cell_of(kind)]
+    grads = cell.call_backward(mod, ctx, dy, dstates, **options)
+    return (grads["x"], tuple(grads[s] for s in cell.states),
+            tuple(grads.get(name) for name in weight_names(kind)))
 
 
 def run_functional(backend, kind, problem, batch_sizes=None):

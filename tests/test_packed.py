@@ -407,7 +407,7 @@ def test_packed_backward_checks_dy_and_state_gradients(backend):
     with pytest.raises(ValueError, match=re.escape("dh_n must have shape (3, 3)")):
         mod.lstm_backward(ctx, None, np.zeros((2, 3)), None)
     # the context is still usable
-    dx = mod.lstm_backward(ctx, np.ones((5, 3)), None, None)[0]
+    dx = mod.lstm_backward(ctx, np.ones((5, 3)), None, None)["x"]
     assert dx.shape == (5, 2)
 
 

@@ -124,7 +124,7 @@ def native_lstm_run(rng_seed=0):
     x = rng.standard_normal((6, 16, 8))
     w = [rng.standard_normal(s) * 0.3 for s in [(64, 8), (64, 16), (64,), (64,)]]
     y, h, c, ctx = fastlstm.native.lstm_forward(x, None, None, *w)
-    return [y, h, c, *fastlstm.native.lstm_backward(ctx, np.ones_like(y), None, None)]
+    return [y, h, c, *fastlstm.native.lstm_backward(ctx, np.ones_like(y), None, None).values()]
 
 
 def test_native_kernels_on_two_threads_with_torch_loaded(restore_threads):

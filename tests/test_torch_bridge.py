@@ -418,10 +418,11 @@ def test_backward_takes_each_missing_gradient_as_zeros_in_its_own_place(kind):
     torch.manual_seed(0)
     rnn = ft.convert(make_rnn(kind))
     x = torch.randn(T * B, I, dtype=torch.float64)
-    h0, c0 = ([torch.zeros(B, n, dtype=torch.float64) for n in rnn._state_sizes()] + [None])[:2]
+    states = [torch.zeros(B, n, dtype=torch.float64) for n in rnn._state_sizes()]
     batch = ft.Batch(np.full(T, B, np.int64), B, padded=False)
+    kinds, weights = rnn._weights(0, 0)
     y, *finals = ft._LayerDirection.apply(rnn.cell, getattr(rnn, "nonlinearity", None), batch,
-                                          True, x, h0, c0, *rnn._weights(0, 0))
+                                          True, kinds, x, *states, *weights)
     node = y.grad_fn
     gen = torch.Generator().manual_seed(1)
     grads = [torch.randn(t.shape, dtype=torch.float64, generator=gen) for t in (y, *finals)]
@@ -468,10 +469,10 @@ def test_the_kernels_get_the_tensors_memory(monkeypatch):
     spy("lstm_backward")
     y, _ = lstm(x, hx)
     y.sum().backward()
-    (xa, h0, c0, w_ih, w_hh, b_ih, b_hh), kwargs = seen["lstm_forward"]
-    pairs = [(xa, x), (h0, hx[0]), (c0, hx[1]), (w_ih, lstm.weight_ih_l0),
-             (w_hh, lstm.weight_hh_l0), (b_ih, lstm.bias_ih_l0), (b_hh, lstm.bias_hh_l0),
-             (kwargs["w_hr"], lstm.weight_hr_l0)]
+    (xa, h0, c0), kwargs = seen["lstm_forward"]
+    pairs = [(xa, x), (h0, hx[0]), (c0, hx[1]), (kwargs["w_ih"], lstm.weight_ih_l0),
+             (kwargs["w_hh"], lstm.weight_hh_l0), (kwargs["b_ih"], lstm.bias_ih_l0),
+             (kwargs["b_hh"], lstm.bias_hh_l0), (kwargs["w_hr"], lstm.weight_hr_l0)]
     for array, tensor in pairs:
         assert np.shares_memory(array, tensor.detach().numpy())
     saved = seen["lstm_backward"][0][0]

@@ -43,8 +43,6 @@ def case(kind, dtype, rng):
             a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
             w_hr=a["w_hr"], w_peephole=a["w_peephole"])
         grads = reference.lstm_backward(ctx, a["dy"], a["dh_n"], a["dc_n"])
-        names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh") + \
-            ("dw_hr",) * projects + ("dw_peephole",) * peephole
     else:
         if code == 3:
             y, a["h_n"], ctx = reference.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"],
@@ -55,9 +53,8 @@ def case(kind, dtype, rng):
                                                      a["b_ih"], a["b_hh"],
                                                      "relu" if code == 1 else "tanh")
             grads = reference.rnn_backward(ctx, a["dy"], a["dh_n"])
-        names = ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")
     a["y"] = y
-    a.update(zip(names, grads))
+    a.update({f"d{name}": g for name, g in grads.items()})
     header = np.array([code, T, B, I, H, P, peephole, dtype == np.float64], np.int64)
     return header.tobytes() + b"".join(np.ascontiguousarray(a[n], dtype).tobytes()
                                        for n in ARRAYS if a.get(n) is not None)
