@@ -26,6 +26,9 @@ and the backends work on that form throughout; the context keeps every array in 
     cs     (B + N, H)       LSTM cell states, cs[:B] = c0
     gates  (N, G * H)       LSTM and GRU: gate activations after their nonlinearities
     hn     (N, H)           GRU: W_hn h_{t-1} + b_hn, the part of n that the reset gate scales
+    normed (N, 9 * H)       layer-normalised LSTM ("lnlstm"): the three normalised vectors of
+                            each row, [LN(x W_ih^T) (4H) | LN(h_{t-1} W_hh^T) (4H) | LN(c_t) (H)]
+    rstd   (N, 3)           lnlstm: 1 / sqrt(var + eps) of the same three, in the same order
 """
 
 import functools
@@ -120,7 +123,7 @@ class Context:
     above; None where the cell or its options have no such array.
     """
 
-    cell: str                  # "rnn", "lstm" or "gru"
+    cell: str                  # "rnn", "lstm", "gru" or "lnlstm"
     batch: Batch
     x: np.ndarray
     hs: np.ndarray
@@ -134,6 +137,12 @@ class Context:
     hn: np.ndarray = None
     w_hr: np.ndarray = None
     w_peephole: np.ndarray = None
+    g_ih: np.ndarray = None    # lnlstm: the layer norms' gains (and the cell's bias)
+    g_hh: np.ndarray = None
+    g_c: np.ndarray = None
+    b_c: np.ndarray = None
+    normed: np.ndarray = None
+    rstd: np.ndarray = None
 
     @property
     def hidden_size(self):
@@ -236,14 +245,20 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
                   w_peephole=None, batch_sizes=None):
     """Check a forward call's arguments; return them as contiguous arrays of one dtype.
 
-    ``states`` is ``(h0,)`` for the RNN and GRU and ``(h0, c0)`` for the LSTM; a None state means
-    zeros. ``w_hr`` and ``w_peephole`` (LSTM only) may be None. ``batch_sizes`` None means x is
+    ``states`` is ``(h0,)`` for the RNN and GRU and ``(h0, c0)`` for the LSTM and the lnlstm; a
+    None state means zeros. ``w_hr`` and ``w_peephole`` (LSTM only) may be None; the lnlstm's
+    layer-norm weights are checked by :func:`check_layer_norm`. ``batch_sizes`` None means x is
     padded (T, B, I); else x is packed (N, I). Returns ``(x, states, weights, batch)``: x as its
     (N, I) rows, ``weights = (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole)`` with the biases None
     when both are, and the :class:`Batch`.
     """
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    if cell == "lnlstm":
+        for name, a in (("w_hr", w_hr), ("w_peephole", w_peephole)):
+            if a is not None:
+                raise ValueError(f"{name} must be None for the layer-normalised LSTM (it has no "
+                                 f"projection and no peepholes), got {describe(a)}")
     x = _input(x, batch_sizes)
     dtype = x.dtype
     I = x.shape[-1]
@@ -319,6 +334,25 @@ def _packed_batch(batch_sizes, x, h0):
     return Batch(sizes, B, padded=False)
 
 
+def check_layer_norm(g_ih, g_hh, g_c, b_c, H, dtype):
+    """Check the layer-normalised LSTM's layer-norm weights for H hidden units; return them as
+    contiguous arrays of ``dtype`` (the other arrays'): the gains g_ih and g_hh (4H,) of the
+    normalised x W_ih^T and h W_hh^T, the gain g_c and the bias b_c (H,) of the normalised cell.
+    """
+    weights = (("g_ih", g_ih, 4 * H, "(4 * hidden_size,), the gain of LN(x W_ih^T)"),
+               ("g_hh", g_hh, 4 * H, "(4 * hidden_size,), the gain of LN(h W_hh^T)"),
+               ("g_c", g_c, H, "(hidden_size,), the gain of LN(c)"),
+               ("b_c", b_c, H, "(hidden_size,), the bias of LN(c)"))
+    out = []
+    for name, a, n, meaning in weights:
+        if a is None:
+            raise TypeError(f"{name} must be an array of shape {(n,)} {meaning}, got None")
+        a = as_float_array(name, a, dtype)
+        expect_shape(name, a, (n,), meaning)
+        out.append(a)
+    return tuple(out)
+
+
 def check_backward(cell, ctx, dy, state_grads):
     """Check a backward call's arguments against its context; None gradients mean zeros.
     Returns dy as its (N, P) rows and the state gradients."""
@@ -338,7 +372,8 @@ def check_backward(cell, ctx, dy, state_grads):
 
 
 # The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
-CONTEXT_ARRAYS = {name: ("x", "hs", "w_hh") + cell.saved for name, cell in CELLS.items()}
+CONTEXT_ARRAYS = {name: ("x", "hs", "w_hh") + cell.saved + cell.weights[4:]
+                  for name, cell in CELLS.items()}
 
 
 def _output_grad(dy, batch, P, dtype):
@@ -368,7 +403,8 @@ def _check_context(ctx):
     H, N, B = GH // GATES[cell], batch.N, batch.B
     shapes = {"x": (N, I), "hs": (B + N, H if w_hr is None else P), "w_hh": (GH, P),
               "cs": (B + N, H), "gates": (N, GH), "hn": (N, H), "w_hr": (P, H),
-              "w_peephole": (3 * H,)}
+              "w_peephole": (3 * H,), "normed": (N, 9 * H), "rstd": (N, 3), "g_ih": (GH,),
+              "g_hh": (GH,), "g_c": (H,), "b_c": (H,)}
     names = CONTEXT_ARRAYS[cell]
     for name in ("w_hr", "w_peephole"):
         if getattr(ctx, name) is not None:
@@ -482,8 +518,9 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
     of L dicts with every key of STACK_WEIGHTS (None where absent); feedback the sorted pairs;
     the :class:`Batch`; masks a list of L entries, None or an (N, I_k) array.
     """
-    if cell not in GATES:
-        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}")
+    if cell not in GATES or cell == "lnlstm":
+        hint = " (the layer-normalised LSTM has no stack functions)" if cell == "lnlstm" else ""
+        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}{hint}")
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     if isinstance(weights, dict) or not isinstance(weights, (list, tuple)) or not weights:

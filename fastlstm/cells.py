@@ -31,7 +31,8 @@ class Cell:
     gates: int            # G: blocks of H pre-activations per unit, in torch's gate order
     gate_names: str       # one letter per block, torch's order
     states: tuple         # the forward's initial-state arguments: h0, then the LSTMs' c0
-    weights: tuple        # the forward's positional weight arguments, the biases None or both
+    weights: tuple        # the forward's positional weight arguments: w_ih, w_hh, b_ih, b_hh
+                          # (the biases None or both), then the cell's own
     options: tuple = ()   # its keyword weight arguments, None when the layer lacks them
     saved: tuple = ()     # the context arrays its backward reads, beyond x, hs and w_hh
     torch_module: str = ""  # the torch.nn module whose parameters and gates it shares
@@ -62,9 +63,8 @@ class Cell:
             shapes["w_hr"] = (P, H)
         if peephole:
             shapes["w_peephole"] = (3 * H,)
-        if self.name == "lnlstm":
-            shapes |= {"g_ih": (GH,), "g_hh": (GH,), "g_c": (H,), "b_c": (H,)}
-        return shapes
+        layer_norm = {"g_ih": (GH,), "g_hh": (GH,), "g_c": (H,), "b_c": (H,)}
+        return shapes | {name: layer_norm[name] for name in self.weights[4:]}
 
     def call_forward(self, backend, x, states, weights, batch_sizes=None, training=True,
                      nonlinearity="tanh"):
@@ -90,6 +90,9 @@ CELLS = {cell.name: cell for cell in (
     Cell("lstm", 4, "ifgo", ("h0", "c0"), _WEIGHTS, ("w_hr", "w_peephole"),
          saved=("cs", "gates"), torch_module="LSTM"),
     Cell("gru", 3, "rzn", ("h0",), _WEIGHTS, saved=("gates", "hn"), torch_module="GRU"),
+    # Ba, Kiros & Hinton's layer normalisation (fastlstm.reference, "The layer-normalised LSTM")
+    Cell("lnlstm", 4, "ifgo", ("h0", "c0"), _WEIGHTS + ("g_ih", "g_hh", "g_c", "b_c"),
+         saved=("cs", "gates", "normed", "rstd"), torch_module="LSTM"),
 )}
 
 

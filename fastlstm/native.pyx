@@ -667,7 +667,8 @@ cdef class Stepper:
         self.started = True    # before anything can fail: a failed __init__ counts too
         # The arguments pick the kernel and the sizes it reads every array with: check them
         # all before anything is allocated.
-        check_choice("cell", cell, tuple(GATES))
+        # Its kernels step the cells of the stacks, which have no layer-normalised LSTM.
+        check_choice("cell", cell, ("rnn", "lstm", "gru"))
         if cell == "rnn":
             check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         elif nonlinearity is not None:

@@ -56,6 +56,39 @@ A **projection** (LSTMP, Sak et al. 2014) shrinks what the cell shows to the res
 ``h_t = W_hr (o * tanh(c_t))`` has ``P < H`` entries, and because ``h`` is also the recurrent
 input, ``W_hh`` shrinks to ``(4H, P)``. The cell keeps its ``H`` units.
 
+The layer-normalised LSTM
+-------------------------
+As training changes the weights, the sums ``x_t @ W_ih.T`` and ``h_{t-1} @ W_hh.T`` drift in
+size, and every gate has to follow; and the cell state, which only adds up, can grow with the
+length of a sequence until tanh(c_t) saturates. Layer normalisation (Ba, Kiros & Hinton 2016)
+takes the size out of a vector: it shifts and scales each row to mean 0 and variance 1 over its
+own entries, and a learned gain (and bias) per entry then sets the size the network wants.
+Unlike batch normalisation it needs no statistics over the batch, so it computes the same thing
+at every step, in training and in inference, for any batch size. With mean(v) and the biased
+variance var(v) of one row::
+
+    LN(v) = (v - mean(v)) / sqrt(var(v) + eps)          eps = 1e-5, as torch's layer_norm
+
+The layer-normalised cell (in the form of haste's LayerNormLSTM) normalises the two sums apart,
+each over all 4H pre-activations of its row, and the cell state, over its H units, on its way
+out to h::
+
+    a_t = LN(x_t @ W_ih.T) * g_ih + LN(h_{t-1} @ W_hh.T) * g_hh + b_ih + b_hh
+    [i, f, g, o] = sigmoid, sigmoid, tanh, sigmoid of a_t's four blocks, as in the LSTM
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(LN(c_t) * g_c + b_c)
+
+Normalised apart, neither sum can swamp the other: each has its own gain. The biases come after
+the normalisation, which would remove the part of them common to a row. The cell carried to the
+next step is c_t itself, not LN(c_t): going back, c_{t-1} still gets ``dL/dc_t * f`` through the
+cell, and the carousel runs as in the LSTM. Back through ``xhat = LN(v)``, with ``rstd = 1 /
+sqrt(var(v) + eps)``, per row::
+
+    dL/dv = rstd * (dL/dxhat - mean(dL/dxhat) - xhat * mean(dL/dxhat * xhat))
+
+Shifting v by the same amount in every entry leaves xhat as it was, and so (but for eps) does
+scaling it: the gradient loses its mean and its part along xhat.
+
 The GRU
 -------
 The gated recurrent unit (Cho et al. 2014) gets by with one state and three gates (``W_ir``,
@@ -86,7 +119,7 @@ t needs layer ``source`` at step t-1, the loop runs over steps, and over the lay
 import numpy as np
 
 from ._functional import (Context, StackContext, check_backward, check_bool, check_forward,
-                          check_stack_backward, check_stack_forward)
+                          check_layer_norm, check_stack_backward, check_stack_forward)
 
 
 def sigmoid(a):
@@ -336,6 +369,154 @@ def lstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     dx = ctx.batch.outside(da @ w_ih) if input_grad else None
     return {"x": dx, "h0": dh, "c0": dc} | _weight_grads(ctx, da) | _lstm_option_grads(
         ctx, da, dw_hr)
+
+
+LN_EPS = 1e-5   # the eps of every layer normalisation, as torch's layer_norm has it
+
+
+def _layer_norm(v):
+    """Each row of ``v`` (n, k) normalised over its k entries: returns xhat (n, k), whose rows
+    have mean 0 and variance var / (var + eps), and rstd (n,) = 1 / sqrt(var + eps), var the
+    row's biased variance."""
+    d = v - v.mean(axis=1, keepdims=True)
+    rstd = 1 / np.sqrt((d * d).mean(axis=1) + LN_EPS)
+    return d * rstd[:, None], rstd
+
+
+def _layer_norm_backward(dxhat, xhat, rstd):
+    """Back through :func:`_layer_norm`: dL/dv (n, k) from dL/dxhat, with the xhat and rstd it
+    returned. The gradient loses its mean and its part along xhat (the module's docstring)."""
+    return rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                            - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+
+
+def _normed_columns(H):
+    """The three blocks of a row of the context's ``normed`` (N, 9H): LN(x_t W_ih^T) (4H), then
+    LN(h_{t-1} W_hh^T) (4H), then LN(c_t) (H); ``rstd``'s three columns follow the same order."""
+    return slice(0, 4 * H), slice(4 * H, 8 * H), slice(8 * H, 9 * H)
+
+
+def _lnlstm_cell(a, c_prev, g_c, b_c):
+    """One layer-normalised LSTM step from its pre-activations ``a`` (n, 4H), the normalised
+    sums already added, and the cell ``c_prev``: returns h_t, c_t, the gate activations
+    [i, f, g, o] (n, 4H), and LN(c_t) with its rstd."""
+    H = c_prev.shape[1]
+    i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
+    g, o = np.tanh(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+    c = f * c_prev + i * g                  # carried on as it is: the carousel of the LSTM
+    c_hat, rstd_c = _layer_norm(c)          # only its way out to h is normalised
+    h = o * np.tanh(c_hat * g_c + b_c)
+    return h, c, np.concatenate([i, f, g, o], axis=1), c_hat, rstd_c
+
+
+def _lnlstm_cell_backward(dh, dc, gates, c_hat, rstd_c, c_prev, g_c, b_c):
+    """Back through one layer-normalised LSTM step: from dL/dh_t and dL/dc_t (n, H), with the
+    step's gate activations, LN(c_t) and its rstd, and c_{t-1}, to the pre-activations' gradient
+    ``da`` (n, 4H), dL/dc_{t-1}, and dL/du_t, u_t = LN(c_t) * g_c + b_c (for g_c and b_c)."""
+    H = dc.shape[1]
+    i, f, g, o = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    tanh_u = np.tanh(c_hat * g_c + b_c)
+    da_o = dh * tanh_u * o * (1 - o)
+    du = dh * o * (1 - tanh_u * tanh_u)                 # through h_t = o * tanh(u_t)
+    dct = dc + _layer_norm_backward(du * g_c, c_hat, rstd_c)   # and back through LN(c_t)
+    da_i = dct * g * i * (1 - i)
+    da_f = dct * c_prev * f * (1 - f)
+    da = np.concatenate([da_i, da_f, dct * i * (1 - g * g), da_o], axis=1)
+    return da, dct * f, du                              # the carousel: only the forget gate
+
+
+def lnlstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, batch_sizes=None,
+                   training=True):
+    """Run a layer-normalised LSTM layer over a sequence (the module's docstring has its
+    equations).
+
+    Parameters
+    ----------
+    x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
+    h0, c0 : (B, H), or None for zeros
+    w_ih : (4H, I); w_hh : (4H, H); b_ih, b_hh : (4H,) or both None; gate order i, f, g, o
+    g_ih, g_hh : (4H,) the gains of LN(x_t W_ih^T) and LN(h_{t-1} W_hh^T)
+    g_c, b_c : (H,) the gain and the bias of LN(c_t)
+    batch_sizes : None for padded x, else packed steps as in :func:`rnn_forward`
+    training : as in :func:`rnn_forward`
+
+    Returns
+    -------
+    y : (T, B, H) (packed: (N, H)); h_n and c_n : (B, H), each sequence's states after its last
+    step (c_n as carried, not normalised); ctx : Context for :func:`lnlstm_backward` (None when
+    not training)
+    """
+    training = check_bool("training", training)
+    x, (h0, c0), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
+        "lnlstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh, batch_sizes=batch_sizes)
+    H, B, N = w_hh.shape[1], batch.B, batch.N
+    g_ih, g_hh, g_c, b_c = check_layer_norm(g_ih, g_hh, g_c, b_c, H, x.dtype)
+    ln_ih, ln_hh, ln_c = _normed_columns(H)
+    hs = np.empty((B + N, H), x.dtype)
+    cs = np.empty((B + N, H), x.dtype)
+    gates = np.empty((N, 4 * H), x.dtype)
+    normed = np.empty((N, 9 * H), x.dtype)
+    rstd = np.empty((N, 3), x.dtype)
+    hs[:B], cs[:B] = h0, c0
+    # The input side does not depend on the recurrence: every row at once, before the loop.
+    normed[:, ln_ih], rstd[:, 0] = _layer_norm(x @ w_ih.T)
+    ax = normed[:, ln_ih] * g_ih + _bias(b_ih, 4 * H, x.dtype) + _bias(b_hh, 4 * H, x.dtype)
+    for rows, prev, out in batch.steps():
+        normed[rows, ln_hh], rstd[rows, 1] = _layer_norm(hs[prev] @ w_hh.T)
+        a = ax[rows] + normed[rows, ln_hh] * g_hh
+        hs[out], cs[out], gates[rows], normed[rows, ln_c], rstd[rows, 2] = _lnlstm_cell(
+            a, cs[prev], g_c, b_c)
+    ctx = Context("lnlstm", batch, x, hs, w_ih, w_hh, b_ih is not None, cs=cs, gates=gates,
+                  normed=normed, rstd=rstd, g_ih=g_ih, g_hh=g_hh, g_c=g_c, b_c=b_c)
+    return _outputs(ctx, training, hs, cs)
+
+
+def lnlstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
+    """Backpropagation through time for :func:`lnlstm_forward`.
+
+    Parameters
+    ----------
+    ctx : the Context returned by lnlstm_forward
+    dy : y's shape, or None; dh_n, dc_n : (B, H) or None (None means zeros)
+    input_grad : False to skip dx, which is then None
+
+    Returns
+    -------
+    dict of the gradients, keyed by the forward's argument names: "x" (None when not
+    input_grad), "h0", "c0", "w_ih", "w_hh", "b_ih" and "b_hh" (only when the forward had
+    biases), "g_ih", "g_hh", "g_c", "b_c"
+    """
+    input_grad = check_bool("input_grad", input_grad)
+    dy, (dh, dc) = check_backward("lnlstm", ctx, dy, (dh_n, dc_n))
+    cs, gates, normed, rstd = ctx.cs, ctx.gates, ctx.normed, ctx.rstd
+    H = cs.shape[1]
+    ln_ih, ln_hh, ln_c = _normed_columns(H)
+    da = np.empty_like(gates)           # dL/da_t, a_t the sum of the normalised products
+    dv_hh = np.empty_like(gates)        # dL/d(h_{t-1} W_hh^T), before its normalisation
+    du = np.empty((len(gates), H), gates.dtype)   # dL/du_t, u_t = LN(c_t) * g_c + b_c
+    dh, dc = dh.copy(), dc.copy()       # per sequence, as in rnn_backward
+    for rows, prev, _ in reversed(list(ctx.batch.steps())):
+        n = rows.stop - rows.start
+        dh[:n] += dy[rows]
+        da[rows], dc[:n], du[rows] = _lnlstm_cell_backward(
+            dh[:n], dc[:n], gates[rows], normed[rows, ln_c], rstd[rows, 2], cs[prev], ctx.g_c,
+            ctx.b_c)
+        dv_hh[rows] = _layer_norm_backward(da[rows] * ctx.g_hh, normed[rows, ln_hh],
+                                           rstd[rows, 1])
+        dh[:n] = dv_hh[rows] @ ctx.w_hh
+    # The input side, every row at once, as in the forward.
+    dv_ih = _layer_norm_backward(da * ctx.g_ih, normed[:, ln_ih], rstd[:, 0])
+    grads = {"x": ctx.batch.outside(dv_ih @ ctx.w_ih) if input_grad else None, "h0": dh,
+             "c0": dc, "w_ih": dv_ih.T @ ctx.x, "w_hh": dv_hh.T @ ctx.hs[ctx.batch.prev_rows()]}
+    if ctx.has_bias:                    # added to a_t after the normalisations
+        grads["b_ih"], grads["b_hh"] = da.sum(axis=0), da.sum(axis=0)
+    # Every step used the same gains and bias: each gets, summed over all rows, the gradient of
+    # what it feeds times the normalised vector it scales (the bias: times one).
+    grads["g_ih"] = (da * normed[:, ln_ih]).sum(axis=0)
+    grads["g_hh"] = (da * normed[:, ln_hh]).sum(axis=0)
+    grads["g_c"] = (du * normed[:, ln_c]).sum(axis=0)
+    grads["b_c"] = du.sum(axis=0)
+    return grads
 
 
 def _gru_cell(ax, ah, h_prev):

@@ -398,6 +398,72 @@ def torch_run(module, kind, x, states, dy, dstates, lengths=None):
             [s.grad.numpy() for s in s_t], grads)
 
 
+# The layer-normalised LSTM ("lnlstm", equations in fastlstm.reference's docstring) has its own
+# signature: its weights go by name, in the order of lnlstm_forward's arguments.
+LNLSTM_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c")
+
+
+def random_lnlstm_weights(rng, I, H, dtype=np.float64, bias=True, scale=0.5):
+    """lnlstm weights by name (LNLSTM_WEIGHTS): w_ih (4H, I), w_hh (4H, H), b_ih, b_hh (4H,) or
+    both None, gains g_ih, g_hh (4H,) and g_c (H,) around 1, b_c (H,)."""
+    w = {"w_ih": scale * rng.standard_normal((4 * H, I)),
+         "w_hh": scale * rng.standard_normal((4 * H, H)),
+         "b_ih": scale * rng.standard_normal(4 * H) if bias else None,
+         "b_hh": scale * rng.standard_normal(4 * H) if bias else None,
+         "g_ih": 1 + scale * rng.standard_normal(4 * H),
+         "g_hh": 1 + scale * rng.standard_normal(4 * H),
+         "g_c": 1 + scale * rng.standard_normal(H),
+         "b_c": scale * rng.standard_normal(H)}
+    return {k: None if a is None else a.astype(dtype) for k, a in w.items()}
+
+
+def torch_lnlstm_loop(x, states, weights, dy, dstates, lengths=None, eps=1e-5):
+    """The layer-normalised LSTM written as a plain loop over steps in torch, with
+    torch.nn.functional.layer_norm, sigmoid and tanh, run under autograd: an oracle for the
+    backends' lnlstm_forward and lnlstm_backward that shares no code with them.
+
+    ``x`` (T, B, I) padded; ``states`` (h0, c0), each (B, H); ``weights`` by the names of
+    LNLSTM_WEIGHTS (b_ih and b_hh None or absent for none); the loss is sum(y * dy) +
+    sum(h_n * dh_n) + sum(c_n * dc_n), ``dstates = (dh_n, dc_n)``. ``lengths``: None (every
+    sequence runs T steps) or each sequence's length, at most T: past it, its y is zero and
+    its h and c stay as they were. Returns y (T, B, H), (h_n, c_n) and the loss's gradients as
+    a dict keyed as lnlstm_backward's: "x" (T, B, I), "h0", "c0" and the weights' names (zeros
+    for what the loss does not depend on), all NumPy arrays of x's dtype.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def leaf(a):
+        return torch.from_numpy(np.array(a)).requires_grad_()
+
+    x_t, h0, c0 = leaf(x), leaf(states[0]), leaf(states[1])
+    w = {name: leaf(a) for name, a in weights.items() if a is not None}
+    T, B, _ = x.shape
+    H = c0.shape[1]
+    steps = torch.as_tensor(np.full(B, T) if lengths is None else np.asarray(lengths))
+    h, c, ys = h0, c0, []
+    for t in range(T):
+        a = (F.layer_norm(x_t[t] @ w["w_ih"].T, (4 * H,), weight=w["g_ih"], bias=None, eps=eps)
+             + F.layer_norm(h @ w["w_hh"].T, (4 * H,), weight=w["g_hh"], bias=None, eps=eps))
+        if "b_ih" in w:
+            a = a + w["b_ih"] + w["b_hh"]
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+        c_new = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        h_new = torch.sigmoid(a_o) * torch.tanh(
+            F.layer_norm(c_new, (H,), weight=w["g_c"], bias=w["b_c"], eps=eps))
+        running = (t < steps)[:, None]
+        h, c = torch.where(running, h_new, h), torch.where(running, c_new, c)
+        ys.append(torch.where(running, h_new, torch.zeros_like(h_new)))
+    y = torch.stack(ys) if ys else x_t.new_zeros((0, B, H))
+    dy_t, dh_t, dc_t = (torch.from_numpy(np.array(a)) for a in (dy, *dstates))
+    loss = (y * dy_t).sum() + (h * dh_t).sum() + (c * dc_t).sum()
+    loss.backward()
+    leaves = {"x": x_t, "h0": h0, "c0": c0, **w}
+    grads = {name: (torch.zeros_like(a) if a.grad is None else a.grad).numpy()
+             for name, a in leaves.items()}
+    return y.detach().numpy(), (h.detach().numpy(), c.detach().numpy()), grads
+
+
 class Twins:
     """A layer under test and an identical twin that never sees the bad call.
 
