@@ -61,6 +61,24 @@ def feedback_pairs(feedback, num_layers, bidirectional):
     return pairs
 
 
+# The layer-normalised LSTM's gains and bias, which start at 1 and 0 rather than drawn.
+_LAYER_NORM = ("g_ih", "g_hh", "g_c", "b_c")
+
+
+def check_layer_norm_options(layer_norm, proj_size, peephole, feedback):
+    """An LSTM's ``layer_norm`` as a bool, refusing the options it does not combine with.
+    Shared by the layers and fastlstm.torch's LSTM."""
+    layer_norm = check_bool("layer_norm", layer_norm)
+    if layer_norm:
+        for name, value in (("proj_size", proj_size), ("peephole", peephole),
+                            ("feedback", feedback)):
+            if value:
+                raise ValueError(f"layer_norm=True does not combine with {name} (the "
+                                 f"layer-normalised LSTM has no projection, peepholes or "
+                                 f"feedback), got {name}={value!r}")
+    return layer_norm
+
+
 def _orthogonal(rng, rows, cols):
     """A random (rows, cols) matrix with orthonormal columns (rows >= cols) or rows, drawn from
     the uniform (Haar) distribution: QR of a Gaussian matrix, with R's diagonal made positive."""
@@ -251,16 +269,21 @@ class _Recurrent(Module):
 
     def _init_params(self, rng):
         """torch's default, every parameter uniform in [-1/sqrt(H), 1/sqrt(H)] (the peepholes
-        too, like the biases); then the options: orthogonal recurrent weights (each gate's
-        (H, P) block of weight_hh), and the LSTM's unit forget bias.
+        too, like the biases; the layer norms' gains 1 and bias 0, drawing nothing); then the
+        options: orthogonal recurrent weights (each gate's (H, P) block of weight_hh), and the
+        LSTM's unit forget bias.
 
         The feedback weights are drawn last, like weight_hh (uniform, or each gate's block
         orthogonal), so that the other parameters are those of the same layer without feedback
         and the same seed."""
         bound = 1 / np.sqrt(self.hidden_size)
-        params = {name: rng.uniform(-bound, bound, shape).astype(self.dtype)
-                  for entry in self._layout for kind, (name, shape) in entry.items()
-                  if kind != "w_fb"}
+        params = {}
+        for entry in self._layout:
+            for kind, (name, shape) in entry.items():
+                if kind in _LAYER_NORM:      # the layer norms start as the identity
+                    params[name] = np.full(shape, kind != "b_c", self.dtype)
+                elif kind != "w_fb":
+                    params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)
         H, P = self.hidden_size, self.output_size
         if self.recurrent_init == "orthogonal":
             for entry in self._layout:
@@ -614,17 +637,25 @@ class LSTM(_Recurrent):
       (initial weights and dropout masks).
     - ``feedback``: outputs of later layers fed back into earlier ones (see
       :class:`_Recurrent`); with proj_size, a fed-back output has proj_size entries.
+    - ``layer_norm``: the layer-normalised LSTM (Ba, Kiros & Hinton 2016, as haste's
+      LayerNormLSTM): ``a = LN(W_ih x) g_ih + LN(W_hh h) g_hh + b_ih + b_hh`` and
+      ``h = o tanh(LN(c) g_c + b_c)``, each LN over a row's 4H (or H) entries, eps 1e-5; the
+      cell carries c un-normalised. Parameters ``layernorm_ih_weight_l{k}`` and
+      ``layernorm_hh_weight_l{k}`` (4 * hidden_size, ones), ``layernorm_c_weight_l{k}``
+      (hidden_size, ones) and ``layernorm_c_bias_l{k}`` (hidden_size, zeros), with ``_reverse``.
+      It has no projection, peepholes or feedback (each refused).
 
     See ``fastlstm.reference`` for the equations.
     """
 
     cell = "lstm"
-    _extra_defaults = {"proj_size": 0, "peephole": False, "unit_forget_bias": False}
+    _extra_defaults = {"proj_size": 0, "peephole": False, "unit_forget_bias": False,
+                       "layer_norm": False}
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, *, peephole=False,
-                 unit_forget_bias=False, dtype=np.float32, backend="native", seed=None,
-                 recurrent_init="uniform", feedback=None):
+                 unit_forget_bias=False, layer_norm=False, dtype=np.float32, backend="native",
+                 seed=None, recurrent_init="uniform", feedback=None):
         self.proj_size = check_int("proj_size", proj_size, 0)
         hidden = check_int("hidden_size", hidden_size, 1)
         if self.proj_size >= hidden:
@@ -635,6 +666,9 @@ class LSTM(_Recurrent):
         if self.unit_forget_bias and not bias:
             raise ValueError("unit_forget_bias=True sets the forget gate's bias, so it needs "
                              "bias=True")
+        self.layer_norm = check_layer_norm_options(layer_norm, self.proj_size, self.peephole,
+                                                   feedback)
+        self.cell = "lnlstm" if self.layer_norm else "lstm"
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, dtype, backend, seed, recurrent_init, feedback)
 

@@ -133,7 +133,7 @@ def _check_exportable(layer):
     # layer that has them is refused rather than exported without them.
     for option in ("feedback", "layer_norm"):
         if getattr(layer, option, None):
-            raise ValueError(f"ONNX's {_ONNX_OPS[layer.cell]} has no {option}, so a layer with "
+            raise ValueError(f"ONNX's {type(layer).__name__} has no {option}, so a layer with "
                              f"{option}={getattr(layer, option)!r} cannot be exported")
 
 

@@ -45,7 +45,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import native
 from ._functional import Batch, Context
 from .cells import CELLS, TORCH_NAMES
-from .layers import feedback_pairs
+from .layers import check_layer_norm_options, feedback_pairs
 
 __all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
            "ArgumentTypeError"]
@@ -453,6 +453,40 @@ class LSTM(_Bridge, torch.nn.LSTM):
     __doc__ = "torch.nn.LSTM on fastlstm's kernels (see fastlstm.torch).\n\n" + \
         (torch.nn.LSTM.__doc__ or "")
     cell = "lstm"
+    layer_norm = False
+
+    def __init__(self, *args, layer_norm=False, feedback=None, **kwargs):
+        """torch.nn's constructor, ``feedback`` and ``layer_norm``: the layer-normalised LSTM
+        of :class:`fastlstm.LSTM`, with its parameters ``layernorm_ih_weight_l{k}``,
+        ``layernorm_hh_weight_l{k}``, ``layernorm_c_weight_l{k}`` and ``layernorm_c_bias_l{k}``
+        (and ``_reverse``), which start (and ``reset_parameters`` puts them back) at 1 and 0."""
+        super().__init__(*args, feedback=feedback, **kwargs)
+        self.layer_norm = check_layer_norm_options(layer_norm, self.proj_size, False, feedback)
+        if not self.layer_norm:
+            return
+        self.cell = "lnlstm"
+        like = self.weight_hh_l0
+        for k in range(self.num_layers):
+            for suffix in ("", "_reverse")[:2 if self.bidirectional else 1]:
+                shapes = CELLS["lnlstm"].weight_shapes(1, self.hidden_size, self.hidden_size)
+                for kind in CELLS["lnlstm"].weights[4:]:
+                    self.register_parameter(f"{TORCH_NAMES[kind]}_l{k}{suffix}", torch.nn.Parameter(
+                        torch.empty(shapes[kind], dtype=like.dtype, device=like.device)))
+        self._reset_layer_norm()
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self._reset_layer_norm()
+
+    def _reset_layer_norm(self):
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.startswith("layernorm_"):
+                    p.fill_(0 if name.startswith("layernorm_c_bias") else 1)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return f"{s}, layer_norm=True" if self.layer_norm else s
 
 
 class GRU(_Bridge, torch.nn.GRU):

@@ -417,33 +417,20 @@ def random_lnlstm_weights(rng, I, H, dtype=np.float64, bias=True, scale=0.5):
     return {k: None if a is None else a.astype(dtype) for k, a in w.items()}
 
 
-def torch_lnlstm_loop(x, states, weights, dy, dstates, lengths=None, eps=1e-5):
-    """The layer-normalised LSTM written as a plain loop over steps in torch, with
-    torch.nn.functional.layer_norm, sigmoid and tanh, run under autograd: an oracle for the
-    backends' lnlstm_forward and lnlstm_backward that shares no code with them.
-
-    ``x`` (T, B, I) padded; ``states`` (h0, c0), each (B, H); ``weights`` by the names of
-    LNLSTM_WEIGHTS (b_ih and b_hh None or absent for none); the loss is sum(y * dy) +
-    sum(h_n * dh_n) + sum(c_n * dc_n), ``dstates = (dh_n, dc_n)``. ``lengths``: None (every
-    sequence runs T steps) or each sequence's length, at most T: past it, its y is zero and
-    its h and c stay as they were. Returns y (T, B, H), (h_n, c_n) and the loss's gradients as
-    a dict keyed as lnlstm_backward's: "x" (T, B, I), "h0", "c0" and the weights' names (zeros
-    for what the loss does not depend on), all NumPy arrays of x's dtype.
-    """
+def torch_lnlstm_direction(x, h0, c0, w, steps, eps=1e-5):
+    """One layer-normalised LSTM layer in one direction as a plain torch loop over steps, with
+    torch.nn.functional.layer_norm, sigmoid and tanh: torch tensors in and out, under autograd.
+    ``x`` (T, B, I), ``h0``, ``c0`` (B, H), ``w`` the weights by the names of LNLSTM_WEIGHTS (no
+    b_ih and b_hh for none), ``steps`` (B,) each sequence's length: past it, its y is zero and
+    its h and c stay as they were. Returns y (T, B, H), h_n and c_n."""
     import torch
     import torch.nn.functional as F
 
-    def leaf(a):
-        return torch.from_numpy(np.array(a)).requires_grad_()
-
-    x_t, h0, c0 = leaf(x), leaf(states[0]), leaf(states[1])
-    w = {name: leaf(a) for name, a in weights.items() if a is not None}
     T, B, _ = x.shape
     H = c0.shape[1]
-    steps = torch.as_tensor(np.full(B, T) if lengths is None else np.asarray(lengths))
     h, c, ys = h0, c0, []
     for t in range(T):
-        a = (F.layer_norm(x_t[t] @ w["w_ih"].T, (4 * H,), weight=w["g_ih"], bias=None, eps=eps)
+        a = (F.layer_norm(x[t] @ w["w_ih"].T, (4 * H,), weight=w["g_ih"], bias=None, eps=eps)
              + F.layer_norm(h @ w["w_hh"].T, (4 * H,), weight=w["g_hh"], bias=None, eps=eps))
         if "b_ih" in w:
             a = a + w["b_ih"] + w["b_hh"]
@@ -454,7 +441,33 @@ def torch_lnlstm_loop(x, states, weights, dy, dstates, lengths=None, eps=1e-5):
         running = (t < steps)[:, None]
         h, c = torch.where(running, h_new, h), torch.where(running, c_new, c)
         ys.append(torch.where(running, h_new, torch.zeros_like(h_new)))
-    y = torch.stack(ys) if ys else x_t.new_zeros((0, B, H))
+    y = torch.stack(ys) if ys else x.new_zeros((0, B, H))
+    return y, h, c
+
+
+def torch_lnlstm_loop(x, states, weights, dy, dstates, lengths=None, eps=1e-5):
+    """The layer-normalised LSTM written as a plain loop over steps in torch
+    (:func:`torch_lnlstm_direction`), run under autograd: an oracle for the backends'
+    lnlstm_forward and lnlstm_backward that shares no code with them.
+
+    ``x`` (T, B, I) padded; ``states`` (h0, c0), each (B, H); ``weights`` by the names of
+    LNLSTM_WEIGHTS (b_ih and b_hh None or absent for none); the loss is sum(y * dy) +
+    sum(h_n * dh_n) + sum(c_n * dc_n), ``dstates = (dh_n, dc_n)``. ``lengths``: None (every
+    sequence runs T steps) or each sequence's length, at most T. Returns y (T, B, H), (h_n, c_n)
+    and the loss's gradients as a dict keyed as lnlstm_backward's: "x" (T, B, I), "h0", "c0" and
+    the weights' names (zeros for what the loss does not depend on), all NumPy arrays of x's
+    dtype.
+    """
+    import torch
+
+    def leaf(a):
+        return torch.from_numpy(np.array(a)).requires_grad_()
+
+    x_t, h0, c0 = leaf(x), leaf(states[0]), leaf(states[1])
+    w = {name: leaf(a) for name, a in weights.items() if a is not None}
+    T, B, _ = x.shape
+    steps = torch.as_tensor(np.full(B, T) if lengths is None else np.asarray(lengths))
+    y, h, c = torch_lnlstm_direction(x_t, h0, c0, w, steps, eps)
     dy_t, dh_t, dc_t = (torch.from_numpy(np.array(a)) for a in (dy, *dstates))
     loss = (y * dy_t).sum() + (h * dh_t).sum() + (c * dc_t).sum()
     loss.backward()
@@ -462,6 +475,51 @@ def torch_lnlstm_loop(x, states, weights, dy, dstates, lengths=None, eps=1e-5):
     grads = {name: (torch.zeros_like(a) if a.grad is None else a.grad).numpy()
              for name, a in leaves.items()}
     return y.detach().numpy(), (h.detach().numpy(), c.detach().numpy()), grads
+
+
+def torch_lnlstm_layers(layer, x, states, dy, dstates, lengths=None):
+    """The oracle of a whole ``fastlstm.LSTM(layer_norm=True)`` (stacked, bidirectional, with
+    ``lengths``; no dropout, not batch first): :func:`torch_lnlstm_direction` per layer and
+    direction, the reverse direction reading each sequence backwards from its own end, with the
+    layer's parameters by name. Returns y, (h_n, c_n), dx, (dh0, dc0) and the parameters'
+    gradients by name, as NumPy arrays."""
+    import torch
+
+    def leaf(a):
+        return torch.from_numpy(np.array(a)).requires_grad_()
+
+    T, B, _ = x.shape
+    D = 2 if layer.bidirectional else 1
+    steps = torch.as_tensor(np.full(B, T) if lengths is None else np.asarray(lengths))
+    # reverse[t, b]: the step that is t steps before sequence b's end (itself past it)
+    idx = torch.arange(T)[:, None]
+    reverse = torch.where(idx < steps, steps - 1 - idx, idx)
+    x_t, h0, c0 = leaf(x), leaf(states[0]), leaf(states[1])
+    params = {name: leaf(a) for name, a in layer.state_dict().items()}
+    names = ("w_ih", "w_hh", "b_ih", "b_hh", "g_ih", "g_hh", "g_c", "b_c")
+    torch_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "layernorm_ih_weight",
+                   "layernorm_hh_weight", "layernorm_c_weight", "layernorm_c_bias")
+    inp, h_n, c_n = x_t, [], []
+    for k in range(layer.num_layers):
+        outs = []
+        for d in range(D):
+            suffix = f"_l{k}" + ("_reverse" if d else "")
+            w = {n: params[t + suffix] for n, t in zip(names, torch_names)
+                 if t + suffix in params}
+            flip = (lambda a: a.gather(0, reverse[:, :, None].expand_as(a))) if d else \
+                (lambda a: a)
+            y, h, c = torch_lnlstm_direction(flip(inp), h0[k * D + d], c0[k * D + d], w, steps)
+            outs.append(flip(y))
+            h_n.append(h)
+            c_n.append(c)
+        inp = torch.cat(outs, dim=2)
+    h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+    dy_t, dh_t, dc_t = (torch.from_numpy(np.array(a)) for a in (dy, *dstates))
+    loss = (inp * dy_t).sum() + (h_n * dh_t).sum() + (c_n * dc_t).sum()
+    loss.backward()
+    grads = {name: p.grad.numpy() for name, p in params.items()}
+    return (inp.detach().numpy(), (h_n.detach().numpy(), c_n.detach().numpy()),
+            x_t.grad.numpy(), (h0.grad.numpy(), c0.grad.numpy()), grads)
 
 
 class Twins:
