@@ -103,6 +103,7 @@ def bench_case(text):
 
 
 def main(argv=None):
+    from .bench import SECTIONS
     parser = argparse.ArgumentParser(prog="python -m fastlstm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, OpenMP, threads, BLAS and SIMD")
@@ -114,9 +115,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p = commands.add_parser("bench", help="native against PyTorch (and the reference)")
     p.add_argument("--section", action="append", metavar="NAME",
-                   choices=["goals", "memory", "packed", "stream", "convert", "feedback"],
-                   help="goals, memory, packed, stream, convert or feedback (repeatable; "
-                   "default: all)")
+                   choices=list(SECTIONS),
+                   help=f"{', '.join(SECTIONS)} (repeatable; default: all)")
     p.add_argument("--case", action="append", type=bench_case, metavar="CELL,T,B,H[,infer]",
                    help="measure this case in the goals section instead of the goal cases, such "
                         "as gru,100,32,256; CELL is rnn, gru, lstm, lstmp (proj_size H/2) or "

@@ -99,7 +99,7 @@ ORT_CELLS = ("rnn", "gru", "lstm", "peephole")
 # Peak memory of a training step: (cell, T, B, I = H), float32.
 MEMORY_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256)]
 
-SECTIONS = ("goals", "memory", "packed", "stream", "convert", "feedback")
+SECTIONS = ("goals", "memory", "packed", "stream", "convert", "feedback", "layernorm")
 
 
 def median_times(fns, repeat, min_time=0.05):
@@ -151,6 +151,13 @@ CONVERT_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32,
 FEEDBACK_CASES = [("lstm", 100, 32, 256), ("gru", 100, 32, 256), ("rnn", 100, 32, 256),
                   ("lstm", 100, 1, 64)]
 FEEDBACK_GOALS = {"torch_loop": 5.0, "plain": 0.8, "stream": 1.3}
+
+# The layer-normalised LSTM (LSTM(layer_norm=True)): (T, B, I = H), a training step against the
+# plain LSTM's and against the same cell written in PyTorch as a loop over steps with
+# torch.nn.functional.layer_norm. The issue's targets: at most 1.3x the plain LSTM's time, and
+# at least 3x faster than the torch loop.
+LAYER_NORM_CASES = [(100, 32, 256)]
+LAYER_NORM_GOALS = {"plain": 1.3, "torch_loop": 3.0}
 
 
 def spread_lengths(T, B):
@@ -270,6 +277,57 @@ def make_torch_feedback_loop(cell, T, B, H, dtype, num_layers=2):
                     h[k] = module(inp, h[k])
                 inp = h[k]
             ys.append(inp)
+        torch.stack(ys).backward(dy)
+    return train_step
+
+
+def make_layer_norm_steps(T, B, H, dtype):
+    """Training steps (forward and backward over (T, B) inputs, I = H, seed 0) of fastlstm's
+    LSTM with and without layer_norm: ``(layer_norm_step, plain_step)``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    steps = []
+    for layer_norm in (True, False):
+        layer = LSTM(H, H, dtype=dtype, seed=0, layer_norm=layer_norm)
+
+        def train_step(layer=layer):
+            layer(x)
+            layer.backward(dy)
+        steps.append(train_step)
+    return tuple(steps)
+
+
+def make_torch_layer_norm_loop(T, B, H, dtype):
+    """A training step of the layer-normalised LSTM as PyTorch users write it: a loop over the
+    steps with torch.nn.functional.layer_norm (haste's LayerNormLSTM's equations), autograd for
+    the backward."""
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(get_num_threads())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    torch.manual_seed(0)
+    bound = 1 / H ** 0.5
+    w_ih, w_hh = (torch.empty(4 * H, H, dtype=tdtype).uniform_(-bound, bound).requires_grad_()
+                  for _ in range(2))
+    bias = torch.zeros(4 * H, dtype=tdtype, requires_grad=True)
+    g_ih, g_hh = (torch.ones(4 * H, dtype=tdtype, requires_grad=True) for _ in range(2))
+    g_c = torch.ones(H, dtype=tdtype, requires_grad=True)
+    b_c = torch.zeros(H, dtype=tdtype, requires_grad=True)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+    dy = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+
+    def train_step():
+        h = c = torch.zeros(B, H, dtype=tdtype)
+        # the input side does not depend on the recurrence: one product for every step
+        ax = F.layer_norm(x @ w_ih.T, (4 * H,), g_ih) + bias
+        ys = []
+        for t in range(T):
+            i, f, g, o = (ax[t] + F.layer_norm(h @ w_hh.T, (4 * H,), g_hh)).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), g_c, b_c))
+            ys.append(h)
         torch.stack(ys).backward(dy)
     return train_step
 
@@ -706,15 +764,45 @@ class _Bench:
         self.emit(line + (f"  (below: {', '.join(below)})" if below else ""))
         return row
 
+    # --- the layer-normalised LSTM
+    def start_layernorm(self):
+        head = (f"{'case':<24}{'layer_norm ms':>14}{'plain ms':>10}{'ln/plain':>10}"
+                + (f"{'torch loop ms':>15}{'loop/ln':>9}" if self.with_torch else ""))
+        self.emit(f"\nLSTM(layer_norm=True): training step against the plain LSTM's and a "
+                  f"torch loop with F.layer_norm; {self.dtype}, {self.threads}", head)
+
+    def layernorm_row(self, case):
+        T, B, H = case
+        dt = np.dtype(self.dtype).type
+        row = {"section": "layernorm", "cell": "lnlstm", "T": T, "B": B, "I": H, "H": H,
+               "dtype": self.dtype}
+        fns = dict(zip(("layer_norm", "plain"), make_layer_norm_steps(T, B, H, dt)))
+        if self.with_torch:
+            fns["torch_loop"] = make_torch_layer_norm_loop(T, B, H, dt)
+        row.update(median_times(fns, self.repeat))
+        row["plain_ratio"] = row["layer_norm"] / row["plain"]
+        line = (f"T={T:<4}B={B:<4}I=H={H:<10}{row['layer_norm'] * 1e3:>12.2f}"
+                f"{row['plain'] * 1e3:>10.2f}{row['plain_ratio']:>9.2f}x")
+        below = []
+        if row["plain_ratio"] > LAYER_NORM_GOALS["plain"]:
+            below.append(f"ln/plain goal at most {LAYER_NORM_GOALS['plain']:.1f}x")
+        if self.with_torch:
+            row["torch_speedup"] = row["torch_loop"] / row["layer_norm"]
+            line += f"{row['torch_loop'] * 1e3:>15.2f}{row['torch_speedup']:>8.2f}x"
+            if row["torch_speedup"] < LAYER_NORM_GOALS["torch_loop"]:
+                below.append(f"loop/ln goal {LAYER_NORM_GOALS['torch_loop']:.1f}x")
+        self.emit(line + (f"  (below: {', '.join(below)})" if below else ""))
+        return row
+
 
 def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_reference=False,
         with_torch=True, packed_cases=PACKED_CASES, stream_cases=STREAM_CASES,
         convert_cases=CONVERT_CASES, memory_cases=MEMORY_CASES,
-        feedback_cases=FEEDBACK_CASES, out=print, bar=True,
+        feedback_cases=FEEDBACK_CASES, layer_norm_cases=LAYER_NORM_CASES, out=print, bar=True,
         isas=None):
     """Measure the cases of each of ``sections`` and print their tables. ``cases``: the goal
     table's, Case tuples (or (cell, T, B, H), a training step in ``dtype``); ``dtype``: that of
-    the packed, streaming, convert and feedback sections. The memory and convert sections need
+    the packed, streaming, convert, feedback and layernorm sections. The memory and convert sections need
     torch.
     ``isas``: the builds of the kernels to time side by side (fastlstm.native.set_isa), the
     first as "native" (default: the build that is set alone).
@@ -737,7 +825,8 @@ def run(cases=GOALS, sections=SECTIONS, dtype=np.float32, repeat=5, with_referen
     memory = with_torch and sys.platform.startswith("linux")
     todo = {"goals": cases, "memory": memory_cases if memory else [],
             "packed": packed_cases, "stream": stream_cases,
-            "convert": convert_cases if with_torch else [], "feedback": feedback_cases}
+            "convert": convert_cases if with_torch else [], "feedback": feedback_cases,
+            "layernorm": layer_norm_cases}
     tasks = [(section, case) for section in SECTIONS if section in sections
              for case in todo[section]]
     write = out

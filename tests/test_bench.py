@@ -122,3 +122,18 @@ def test_the_feedback_section_times_the_stack_beside_the_plain_one(with_torch):
         assert r["stream_ratio"] == pytest.approx(r["stream_feedback"] / r["stream_plain"])
         assert ("torch_speedup" in r) == with_torch
     assert sum(line.startswith(("LSTM", "RNN")) for line in lines) == 2
+
+
+@pytest.mark.parametrize("with_torch", [False, True])
+def test_the_layernorm_section_times_the_cell_beside_the_plain_lstm(with_torch):
+    if with_torch:
+        pytest.importorskip("torch")
+    lines = []
+    rows = bench.run(sections=["layernorm"], repeat=1, bar=False, out=lines.append,
+                     with_torch=with_torch, layer_norm_cases=[(3, 2, 4)])["rows"]
+    assert [(r["cell"], r["T"], r["B"], r["H"]) for r in rows] == [("lnlstm", 3, 2, 4)]
+    r = rows[0]
+    assert r["layer_norm"] > 0 and r["plain"] > 0
+    assert r["plain_ratio"] == pytest.approx(r["layer_norm"] / r["plain"])
+    assert ("torch_speedup" in r) == with_torch
+    assert sum(line.startswith("T=3") for line in lines) == 1
