@@ -11,18 +11,17 @@ Every argument is checked before anything changes, so a call that raises leaves 
 was: parameters, gradients, the saved forward pass and the dropout generator.
 """
 
-import functools
-import math
 import numbers
 import warnings
 
 import numpy as np
 
 from . import native, reference
-from ._functional import NONLINEARITIES, Batch, StackContext, as_array, check_feedback, describe
+from ._functional import NONLINEARITIES, as_array, check_feedback, describe
 from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
                       check_seed)
-from .cells import CELLS, TORCH_NAMES
+from ._driver import Driver, Layout, Packing, check_states
+from .cells import CELLS
 
 BACKENDS = {"native": native, "reference": reference}
 RECURRENT_INITS = ("uniform", "orthogonal")
@@ -87,65 +86,6 @@ def _orthogonal(rng, rows, cols):
     return q if rows >= cols else q.T
 
 
-class _Packing:
-    """Where the rows of a right-padded (T, B, ...) batch go in the packed form the backends run
-    (see fastlstm._functional): sequences sorted by length, longest first, and of each one only
-    the steps it really has, so that no work is spent on padding.
-
-    ``lengths`` None (or all T) means every sequence has all T steps: the packed rows are then
-    the padded array's own rows, in the same order, and the backend functions get the batch
-    padded, (T, B, ...) without batch_sizes (see :meth:`to_call`): a layer called on one step
-    at a time, as a stream is, then spends nothing on packing.
-    """
-
-    def __init__(self, lengths, T, B):
-        self.T, self.B = T, B
-        self.full = lengths is None or bool((lengths == T).all())
-        if self.full:
-            self.order = slice(None)                      # packed position -> batch row
-            self.batch_sizes = None
-            return
-        self.order = np.argsort(-lengths, kind="stable")
-        sorted_lengths = lengths[self.order]
-        steps = int(sorted_lengths[0]) if B else 0
-        # sequences still running at step t: those longer than t
-        self.batch_sizes = B - np.searchsorted(sorted_lengths[::-1], np.arange(steps),
-                                               side="right")
-        off = np.concatenate([[0], np.cumsum(self.batch_sizes)])
-        t = np.repeat(np.arange(steps), self.batch_sizes)   # the step of each packed row
-        pos = np.arange(off[-1]) - off[t]                   # and its sequence's position
-        self.rows = (t, self.order[pos])                    # where it lives in the padded batch
-
-    @functools.cached_property
-    def reverse(self):
-        """The packed rows in the order the reverse direction reads them: each sequence
-        backwards from its own end."""
-        sizes = np.full(self.T, self.B, np.int64) if self.full else self.batch_sizes
-        return Batch(sizes, self.B, padded=False).reversed_rows()
-
-    def to_call(self, a):
-        """Packed rows (N, n) in the form the backend functions take with ``batch_sizes``:
-        (T, B, n) for a full batch, whose batch_sizes is None."""
-        return a.reshape(self.T, self.B, a.shape[-1]) if self.full else a
-
-    @staticmethod
-    def from_call(a):
-        """What a backend function returns in the form of ``to_call``, as packed rows (N, n)."""
-        return a.reshape(-1, a.shape[-1])
-
-    def pack(self, a):
-        """(T, B, n) padded -> (N, n) packed rows."""
-        return a.reshape(-1, a.shape[-1]) if self.full else a[self.rows]
-
-    def unpack(self, a):
-        """(N, n) packed rows -> (T, B, n) padded, zeros past each sequence's end."""
-        if self.full:
-            return a.reshape(self.T, self.B, a.shape[-1])
-        out = np.zeros((self.T, self.B, a.shape[-1]), a.dtype)
-        out[self.rows] = a
-        return out
-
-
 class _Recurrent(Module):
     """What every layer shares; a subclass names its cell and runs one layer-direction.
 
@@ -188,10 +128,12 @@ class _Recurrent(Module):
         # as given, for repr: "top" or the pairs as a list
         self.feedback = None if feedback is None else \
             "top" if isinstance(feedback, str) else [tuple(p) for p in self._feedback]
+        options = (self.cell, self.input_size, self.hidden_size, self.num_layers,
+                   self.bidirectional, self.bias, self.proj_size, self.peephole, self._feedback)
         check_allocatable(f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
                           f"{self.hidden_size}, num_layers={self.num_layers})'s parameters and "
-                          f"their gradients", 2 * self._parameter_count(), self.dtype)
-        self._layout = self._make_layout()
+                          f"their gradients", 2 * Layout.parameter_count(*options), self.dtype)
+        self._layout = Layout(*options)
         # Two independent streams from one seed: the initial weights do not depend on whether
         # dropout draws, and the dropout masks repeat from the same seed.
         init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
@@ -226,46 +168,7 @@ class _Recurrent(Module):
 
     def _state_sizes(self):
         """The last dimension of each state: h, then the LSTM's c."""
-        return (self.output_size, self.hidden_size)[:self.n_states]
-
-    def _shapes(self, layer_in):
-        """The parameters of one layer-direction that reads ``layer_in`` features, in torch's
-        order: ``{kind: shape}``, where the kind is the backend function's argument name."""
-        return self._cell.weight_shapes(layer_in, self.hidden_size, self.output_size, self.bias,
-                                        self.proj_size > 0, self.peephole)
-
-    def _parameter_count(self):
-        """How many numbers the parameters hold: the first layer reads input_size features, the
-        others the layer below's num_directions * output_size."""
-        first, other = (sum(math.prod(shape) for shape in self._shapes(n).values())
-                        for n in (self.input_size, self.num_directions * self.output_size))
-        return self.num_directions * (first + (self.num_layers - 1) * other) + sum(
-            math.prod(shape) for shape in self._feedback_shapes().values())
-
-    def _sources(self, target):
-        """The layers whose outputs feed back into layer ``target``, in increasing order."""
-        return [s for s, t in (self._feedback or ()) if t == target]
-
-    def _feedback_shapes(self):
-        """``{target: shape of weight_fb_l{target}}``: (gates * hidden_size, output_size times
-        the number of its sources)."""
-        GH, P = self.gates * self.hidden_size, self.output_size
-        targets = sorted({t for _, t in (self._feedback or ())})
-        return {k: (GH, P * len(self._sources(k))) for k in targets}
-
-    def _make_layout(self):
-        """Per layer-direction (index k * num_directions + d), the parameters in torch's order:
-        ``{kind: (name, shape)}``, where the kind is the backend function's argument name."""
-        layout = []
-        for k in range(self.num_layers):
-            shapes = self._shapes(self.input_size if k == 0
-                                  else self.num_directions * self.output_size)
-            for suffix in ("", "_reverse")[:self.num_directions]:
-                layout.append({kind: (f"{TORCH_NAMES[kind]}_l{k}{suffix}", shape)
-                               for kind, shape in shapes.items()})
-        for k, shape in self._feedback_shapes().items():   # unidirectional: entry k is layer k
-            layout[k]["w_fb"] = (f"weight_fb_l{k}", shape)
-        return layout
+        return self._layout.state_sizes
 
     def _init_params(self, rng):
         """torch's default, every parameter uniform in [-1/sqrt(H), 1/sqrt(H)] (the peepholes
@@ -330,29 +233,12 @@ class _Recurrent(Module):
 
     def _check_states(self, name, states, B):
         """``states`` (a tuple of n_states arrays or None) as arrays (L * D, B, n) or Nones."""
-        if states is None:
-            return (None,) * self.n_states
-        if self.n_states > 1:
-            if not isinstance(states, (tuple, list)) or len(states) != self.n_states:
-                pair = {"hx": "(h0, c0)", "dhx": "(dh_n, dc_n)"}.get(name, "(h, c)")
-                raise TypeError(f"{name} must be a tuple {pair} of two arrays or None, got "
-                                f"{describe(states)}")
-            names = [f"{name}[{i}]" for i in range(self.n_states)]
-        else:
-            states, names = (states,), [name]
-        checked = []
-        for n, s, size in zip(names, states, self._state_sizes()):
-            shape = (self.num_layers * self.num_directions, B, size)
-            if s is None:
-                raise TypeError(f"{n} must be an array of shape {shape}, got None")
+        def convert(n, s):
             s = as_array(n, s)
             self._check_dtype(n, s)
-            if s.shape != shape:
-                what = "proj_size" if size != self.hidden_size else "hidden_size"
-                raise ValueError(f"{n} must have shape {shape} (num_layers * num_directions, "
-                                 f"batch, {what}), got {s.shape}")
-            checked.append(np.ascontiguousarray(s))
-        return tuple(checked)
+            return np.ascontiguousarray(s)
+        pair = {"hx": "(h0, c0)", "dhx": "(dh_n, dc_n)"}.get(name, "(h, c)") + " of two arrays"
+        return check_states(name, states, self._layout, B, convert, pair)
 
     @staticmethod
     def _check_lengths(lengths, T, B):
@@ -385,70 +271,35 @@ class _Recurrent(Module):
 
     # ------------------------------------------------------------------ forward and backward
 
+    @property
+    def _driver(self):
+        return Driver(self._layout, BACKENDS[self.backend], getattr(self, "nonlinearity", "tanh"))
+
     def _forward(self, x, states, lengths):
         x = self._check_input(x)
         T, B, _ = x.shape
-        packing = _Packing(self._check_lengths(lengths, T, B), T, B)
+        packing = Packing(self._check_lengths(lengths, T, B), T, B)
         states = self._check_states("hx" if self.n_states > 1 else "h0", states, B)
         L, D, P = self.num_layers, self.num_directions, self.output_size
+        sizes = self._state_sizes()
+        init = [tuple(np.zeros((B, n), self.dtype) if s is None else s[idx][packing.order]
+                      for s, n in zip(states, sizes)) for idx in range(L * D)]
+        # The dropout masks of the inputs of layers 1 and up. With feedback, they act on the
+        # normal inputs only: feedback carries the state of its source as it is.
         use_dropout = self.training and self.dropout > 0 and L > 1
-        finals = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
-        if self._feedback is not None:
-            return self._forward_stack(x, states, packing, use_dropout, finals)
-        ctxs, masks = [], []
-        layer_in = packing.pack(x)
-        for k in range(L):
-            outs = []
-            for d in range(D):
-                idx = k * D + d
-                # the reverse direction reads each sequence backwards from its own end
-                inp = layer_in[packing.reverse] if d else layer_in
-                init = tuple(np.zeros((B, n), self.dtype) if s is None
-                             else s[idx][packing.order] for s, n in zip(states,
-                                                                      self._state_sizes()))
-                y, final, ctx = self._cell_forward(packing.to_call(inp), init,
-                                                   self._weights(idx), packing.batch_sizes,
-                                                   self.training)
-                y = packing.from_call(y)
-                outs.append(y[packing.reverse] if d else y)
-                for f, v in zip(finals, final):
-                    f[idx][packing.order] = v
-                ctxs.append(ctx)
-            layer_out = outs[0] if D == 1 else np.concatenate(outs, axis=1)
-            if use_dropout and k < L - 1:
-                masks.append(packing.pack(self._dropout_mask((T, B, D * P))))
-                layer_out = layer_out * masks[-1]
-            layer_in = layer_out
-        y = packing.unpack(layer_in)
+        masks = [None] + [packing.pack(self._dropout_mask((T, B, D * P))) if use_dropout
+                          else None for _ in range(1, L)]
+        y, layer_finals, self._saved = self._driver.forward(
+            packing, packing.pack(x), init, [self._weights(idx) for idx in range(L * D)], masks,
+            self.training)
+        finals = [np.empty((L * D, B, n), self.dtype) for n in sizes]
+        for idx, final in enumerate(layer_finals):
+            for f, v in zip(finals, final):
+                f[idx][packing.order] = v
+        y = packing.unpack(y)
         y = y.transpose(1, 0, 2) if self.batch_first else y
         # Copies, so that the caller's changes to y never reach what backward reads.
         y = np.array(y, order="C", copy=True) if self.training else np.ascontiguousarray(y)
-        self._saved = (ctxs, masks, packing) if self.training else None
-        return y, finals
-
-    def _forward_stack(self, x, states, packing, use_dropout, finals):
-        """The forward of a layer with feedback: the whole stack in one time loop, the
-        backend's stack_forward (see fastlstm.reference.stack_forward)."""
-        T, B, _ = x.shape
-        L, P = self.num_layers, self.output_size
-        init = [tuple(np.zeros((B, n), self.dtype) if s is None else s[k][packing.order]
-                      for s, n in zip(states, self._state_sizes())) for k in range(L)]
-        # The masks of the normal inputs of layers 1 and up, drawn in the order (and so equal
-        # to) those of the same layer without feedback. The fed-back outputs get none: feedback
-        # carries the state of its source as it is.
-        masks = [None] + [packing.pack(self._dropout_mask((T, B, P))) if use_dropout else None
-                          for _ in range(1, L)]
-        y, layer_finals, ctx = BACKENDS[self.backend].stack_forward(
-            self.cell, packing.to_call(packing.pack(x)), init, [self._weights(k) for k in range(L)],
-            self._feedback, nonlinearity=getattr(self, "nonlinearity", "tanh"),
-            batch_sizes=packing.batch_sizes, training=self.training, masks=masks)
-        for k, layer_final in enumerate(layer_finals):
-            for f, v in zip(finals, layer_final):
-                f[k][packing.order] = v
-        y = packing.unpack(packing.from_call(y))
-        y = y.transpose(1, 0, 2) if self.batch_first else y
-        y = np.array(y, order="C", copy=True) if self.training else np.ascontiguousarray(y)
-        self._saved = (ctx, masks, packing) if self.training else None
         return y, finals
 
     def _cell_forward(self, x, init, w, batch_sizes, training):
@@ -471,7 +322,7 @@ class _Recurrent(Module):
         if self._saved is None:
             raise RuntimeError("backward needs the last forward to have run in training mode "
                                "(layer.train()); there is no saved forward pass")
-        ctxs, masks, packing = self._saved
+        packing = self._saved[2]
         T, B = packing.T, packing.B
         L, D, P = self.num_layers, self.num_directions, self.output_size
         y_shape = (B, T, D * P) if self.batch_first else (T, B, D * P)
@@ -482,55 +333,18 @@ class _Recurrent(Module):
         dstates = self._check_states("dhx" if self.n_states > 1 else "dh_n", dstates, B)
         if self.batch_first:
             dy = dy.transpose(1, 0, 2)
+        dfinals = [tuple(None if s is None else s[idx][packing.order] for s in dstates)
+                   for idx in range(L * D)]
+        d_in, dinits, grads = self._driver.backward(self._saved, packing.pack(dy), dfinals)
         dinit = [np.empty((L * D, B, n), self.dtype) for n in self._state_sizes()]
-        run = self._backward_stack if isinstance(ctxs, StackContext) else self._backward_layers
-        d_out, new_grads = run(ctxs, masks, packing, packing.pack(dy), dstates, dinit)
-        for name, g_w in new_grads.items():
-            self.grads[name] += g_w
-        dx = packing.unpack(d_out)
+        for idx, (dinit_idx, grads_idx) in enumerate(zip(dinits, grads)):
+            for a, v in zip(dinit, dinit_idx):
+                a[idx][packing.order] = v
+            for kind, g_w in grads_idx.items():
+                self.grads[self._layout[idx][kind][0]] += g_w
+        dx = packing.unpack(d_in)
         dx = dx.transpose(1, 0, 2) if self.batch_first else dx
         return np.ascontiguousarray(dx), dinit
-
-    def _backward_layers(self, ctxs, masks, packing, d_out, dstates, dinit):
-        """Backward through the layers one after another (no feedback), top down; returns the
-        gradient of the packed input rows and the parameters' gradients by name. ``d_out`` holds
-        the packed rows of dy (the gradient at padded steps is not used); ``dinit`` receives
-        the initial states' gradients."""
-        L, D, P = self.num_layers, self.num_directions, self.output_size
-        new_grads = {}
-        for k in reversed(range(L)):
-            if masks and k < L - 1:
-                d_out = d_out * masks[k]
-            d_in = None
-            for d in range(D):
-                idx = k * D + d
-                g = d_out[:, d * P:(d + 1) * P]
-                g = g[packing.reverse] if d else g
-                dfinal = tuple(None if s is None else s[idx][packing.order] for s in dstates)
-                dx, dinit_kd, dweights = self._cell_backward(ctxs[idx], packing.to_call(g),
-                                                             dfinal)
-                dx = packing.from_call(dx)
-                dx = dx[packing.reverse] if d else dx
-                d_in = dx if d_in is None else d_in + dx
-                for a, v in zip(dinit, dinit_kd):
-                    a[idx][packing.order] = v
-                for kind, g_w in dweights.items():
-                    new_grads[self._layout[idx][kind][0]] = g_w
-            d_out = d_in
-        return d_out, new_grads
-
-    def _backward_stack(self, ctx, masks, packing, dy, dstates, dinit):
-        """Backward through a stack with feedback: the backend's stack_backward."""
-        dx, dinits, grads = BACKENDS[self.backend].stack_backward(
-            ctx, packing.to_call(dy), [tuple(None if s is None else s[k][packing.order]
-                                             for s in dstates) for k in range(self.num_layers)])
-        new_grads = {}
-        for k, (dinit_k, grads_k) in enumerate(zip(dinits, grads)):
-            for a, v in zip(dinit, dinit_k):
-                a[k][packing.order] = v
-            for kind, g_w in grads_k.items():
-                new_grads[self._layout[k][kind][0]] = g_w
-        return packing.from_call(dx), new_grads
 
     def stream(self, batch_size):
         """A :class:`fastlstm.stream.Stream` stepping this layer one time step per call, for

@@ -44,7 +44,9 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import native
 from ._functional import Batch, Context
-from .cells import CELLS, TORCH_NAMES
+from ._driver import Driver, Layout, Packing, check_states
+from ._module import check_bool
+from .cells import CELLS
 from .layers import check_layer_norm_options, feedback_pairs
 
 __all__ = ["RNN", "LSTM", "GRU", "convert", "ShapeError", "DtypeError", "DeviceError",
@@ -210,21 +212,52 @@ class _Bridge:
         """torch.nn's constructor, and ``feedback`` (see fastlstm.torch)."""
         super().__init__(*args, **kwargs)
         pairs = feedback_pairs(feedback, self.num_layers, self.bidirectional)
-        if pairs is None:
-            return
-        self.feedback = "top" if isinstance(feedback, str) else [tuple(p) for p in pairs]
-        self._feedback_pairs = pairs
-        G = CELLS[self.cell].gates
-        P = self.proj_size or self.hidden_size
-        bound = 1 / self.hidden_size ** 0.5          # torch's reset_parameters, like weight_hh
+        self._check_options(pairs)
+        if pairs is not None:
+            self.feedback = "top" if isinstance(feedback, str) else [tuple(p) for p in pairs]
+            self._feedback_pairs = pairs
+        # torch.nn registered its own parameters; the layout's others (feedback, layer norm)
+        # join them here, on the same device and dtype
         like = self.weight_hh_l0
-        for k in sorted({t for _, t in pairs}):
-            n_sources = sum(1 for _, t in pairs if t == k)
-            w = torch.empty(G * self.hidden_size, P * n_sources, dtype=like.dtype,
-                            device=like.device)
-            with torch.no_grad():
-                w.uniform_(-bound, bound)
-            self.register_parameter(f"weight_fb_l{k}", torch.nn.Parameter(w))
+        for entry in self._layout:
+            for name, shape in entry.values():
+                if name not in self._parameters:
+                    self.register_parameter(name, torch.nn.Parameter(
+                        torch.empty(shape, dtype=like.dtype, device=like.device)))
+        self._reset_own_parameters()
+
+    def _check_options(self, pairs):
+        """A subclass's refusal of options that do not combine (the LSTM's layer_norm)."""
+
+    @property
+    def _layout(self):
+        """The parameters' fastlstm._driver.Layout, made again when an attribute it reads has
+        changed (a module that convert() gave this class never ran its __init__)."""
+        key = (self.cell, self.input_size, self.hidden_size, self.num_layers, self.bidirectional,
+               self.bias, self.proj_size, self.__dict__.get("_feedback_pairs"))
+        cached = self.__dict__.get("_layout_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_layout_cache"] = (key, Layout(*key[:-1], feedback=key[-1]))
+        return cached[1]
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        self._reset_own_parameters()
+
+    def _reset_own_parameters(self):
+        """The parameters torch.nn does not have: the feedback weights uniform in
+        +-1/sqrt(hidden_size), like weight_hh; the layer norms' gains 1 and bias 0. (torch.nn's
+        constructor calls reset_parameters before they are registered.)"""
+        bound = 1 / self.hidden_size ** 0.5
+        with torch.no_grad():
+            for entry in self._layout:
+                for kind, (name, _) in entry.items():
+                    if name not in self._parameters:
+                        continue
+                    if kind == "w_fb":
+                        self._parameters[name].uniform_(-bound, bound)
+                    elif kind in ("g_ih", "g_hh", "g_c", "b_c"):
+                        self._parameters[name].fill_(kind != "b_c")
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -269,106 +302,82 @@ class _Bridge:
 
     def _state_sizes(self):
         """The last dimension of each state: h (proj_size or hidden_size), then the LSTM's c."""
-        sizes = (self.proj_size or self.hidden_size, self.hidden_size)
-        return sizes[:CELLS[self.cell].n_states]
+        return self._layout.state_sizes
 
     def _initial_states(self, hx, B, unbatched, dtype, sorted_indices):
         """hx as a list of (L * D, B, n) tensors, zeros where it is None; a packed batch's
         sorted_indices put the caller's order of sequences in the kernels' (longest first)."""
-        LD = self.num_layers * (2 if self.bidirectional else 1)
-        sizes = self._state_sizes()
         if hx is None:
-            return [torch.zeros(LD, B, n, dtype=dtype) for n in sizes]
-        if len(sizes) == 2:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                got = f"a {type(hx).__name__} of {len(hx)} items" if isinstance(
-                    hx, (tuple, list)) else type(hx).__name__
-                raise ArgumentTypeError(f"hx must be a tuple (h_0, c_0) of two tensors or None, "
-                                        f"got {got}")
-            names = ("hx[0]", "hx[1]")
-        else:
-            hx, names = (hx,), ("hx",)
-        states = []
-        for name, s, n in zip(names, hx, sizes):
+            LD = self.num_layers * (2 if self.bidirectional else 1)
+            return [torch.zeros(LD, B, n, dtype=dtype) for n in self._state_sizes()]
+
+        def convert(name, s):
             _check_tensor(name, s, dtype)
-            shape = (LD, n) if unbatched else (LD, B, n)
-            if tuple(s.shape) != shape:
-                form = "(num_layers * num_directions, " + ("" if unbatched else "batch, ") + \
-                    ("proj_size)" if n != self.hidden_size else "hidden_size)")
-                raise ShapeError(f"{name} must have shape {shape} {form}, got "
-                                 f"{tuple(s.shape)}")
-            states.append(s.unsqueeze(1) if unbatched else s)
+            return s
+        states = check_states("hx", hx, self._layout, B, convert, "(h_0, c_0) of two tensors",
+                              (ArgumentTypeError, ShapeError), batched=not unbatched)
+        states = [s.unsqueeze(1) if unbatched else s for s in states]
         if sorted_indices is not None:
             states = [s.index_select(1, sorted_indices) for s in states]
         return states
 
-    def _weights(self, k, d=0):
-        """The kinds (the backend's argument names) and tensors of layer k's weights in
-        direction d, those the module has."""
-        suffix = f"_l{k}" + ("_reverse" if d else "")
-        spec = CELLS[self.cell]
-        present = [(kind, getattr(self, TORCH_NAMES[kind] + suffix, None))
-                   for kind in spec.weights + spec.options + ("w_fb",)]
-        present = [(kind, w) for kind, w in present if w is not None]
-        return tuple(kind for kind, _ in present), [w for _, w in present]
+    def _weights(self, idx):
+        """The kinds (the backend's argument names) and tensors of the weights of
+        layer-direction ``idx`` (k * num_directions + d)."""
+        entry = self._layout[idx]
+        return tuple(entry), [self._parameters[name] for name, _ in entry.values()]
 
-    def _run_stack(self, x, batch, states):
-        """The stack with feedback over the packed rows x, as one autograd Function; returns y
-        and the final states as (L, B, n) tensors."""
-        L, P = self.num_layers, self.proj_size or self.hidden_size
-        training = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, *states, *self.parameters()))
-        masks = None
-        if self.dropout and self.training and L > 1:
-            keep = 1 - self.dropout
-            masks = [None] + [
-                (torch.empty(batch.N, P, dtype=x.dtype).bernoulli_(keep) / keep).numpy()
-                if keep > 0 else np.zeros((batch.N, P), _numpy(x).dtype) for _ in range(1, L)]
-        kinds, weights = [], []
-        for k in range(L):
-            layer_kinds, layer_weights = self._weights(k)
-            kinds.append(layer_kinds)
-            weights += layer_weights
-        c0 = states[1] if len(states) > 1 else None
-        y, *finals = _Stack.apply(self.cell, getattr(self, "nonlinearity", None), batch,
-                                  training, self._feedback_pairs, masks, tuple(kinds), x,
-                                  states[0], c0, *weights)
-        return y, finals
+    def _dropout_masks(self, N, dtype):
+        """Per layer, None or the mask its input is multiplied by: torch.nn.functional.dropout
+        of ones, which draws from torch's generator what, and in the order, torch.nn's layers
+        draw for the same dropout."""
+        L, D = self.num_layers, 2 if self.bidirectional else 1
+        P = self.proj_size or self.hidden_size
+        if not (self.dropout and self.training and L > 1):
+            return [None] * L
+        return [None] + [torch.nn.functional.dropout(torch.ones(N, D * P, dtype=dtype),
+                                                     self.dropout, training=True)
+                         for _ in range(1, L)]
 
     def _run(self, x, batch, states):
-        """Every layer and direction over the packed rows x; returns y and the final states as
-        (L * D, B, n) tensors."""
-        if self.feedback is not None:
-            return self._run_stack(x, batch, states)
-        D = 2 if self.bidirectional else 1
-        reverse = torch.from_numpy(batch.reversed_rows()) if D == 2 else None
-        nonlinearity = getattr(self, "nonlinearity", None)
+        """Every layer and direction over the packed rows x, through the driver the NumPy
+        layers use (fastlstm._driver); returns y and the final states as (L * D, B, n)
+        tensors."""
         # Without a gradient to compute (torch.no_grad, inference_mode, or nothing that
         # requires one), the kernels' inference forward: it keeps nothing for backward.
         training = torch.is_grad_enabled() and any(
             t.requires_grad for t in (x, *states, *self.parameters()))
-        finals = [[] for _ in states]
-        layer_in = x
-        for k in range(self.num_layers):
-            outs = []
-            for d in range(D):
-                idx = k * D + d
-                inp = layer_in.index_select(0, reverse) if d else layer_in
-                kinds, weights = self._weights(k, d)
-                y, *final = _LayerDirection.apply(self.cell, nonlinearity, batch, training, kinds,
-                                                  inp, *(s[idx] for s in states), *weights)
-                outs.append(y.index_select(0, reverse) if d else y)
-                for f, v in zip(finals, final):
-                    f.append(v)
-            # torch.cat copies; a single direction's y from a training forward is a view of the
-            # kernel's saved states, which the caller may change in place only after it is
-            # copied
-            last = k == self.num_layers - 1
-            layer_in = torch.cat(outs, 1) if D == 2 else \
-                outs[0].clone() if last and training else outs[0]
-            if self.dropout and self.training and not last:
-                layer_in = torch.nn.functional.dropout(layer_in, self.dropout, training=True)
-        return layer_in, [torch.stack(f) for f in finals]
+        nonlinearity = getattr(self, "nonlinearity", None)
+        masks = self._dropout_masks(batch.N, x.dtype)
+        weights = [self._weights(idx) for idx in range(len(self._layout))]
+        if self.feedback is not None:
+            return self._run_stack(x, batch, states, training, masks, weights)
+        packing = Packing.of_batch_sizes(batch.batch_sizes, batch.B)
+        init = [[s[idx] for s in states] for idx in range(len(self._layout))]
+
+        def direction(idx, inp):
+            kinds, w = weights[idx]
+            y, *finals = _LayerDirection.apply(self.cell, nonlinearity, batch, training, kinds,
+                                               inp, *init[idx], *w)
+            return y, finals, None
+
+        y, finals, _ = Driver(self._layout, native, nonlinearity).forward(
+            packing, x, init, None, masks, training, direction=direction, concat=torch.cat)
+        # one direction's y from a training forward is a view of the kernel's saved states,
+        # which the caller may change in place only after it is copied (torch.cat copies)
+        y = y.clone() if training and not self.bidirectional else y
+        return y, [torch.stack(f) for f in zip(*finals)]
+
+    def _run_stack(self, x, batch, states, training, masks, weights):
+        """The stack with feedback over the packed rows x, as one autograd Function; returns y
+        and the final states as (L, B, n) tensors."""
+        masks = [None if m is None else m.numpy() for m in masks]
+        kinds = tuple(k for k, _ in weights)
+        c0 = states[1] if len(states) > 1 else None
+        y, *finals = _Stack.apply(self.cell, getattr(self, "nonlinearity", None), batch,
+                                  training, self._layout.feedback, masks, kinds, x,
+                                  states[0], c0, *(w for _, ws in weights for w in ws))
+        return y, finals
 
 
 def _parameter_dtype(module):
@@ -460,29 +469,12 @@ class LSTM(_Bridge, torch.nn.LSTM):
         of :class:`fastlstm.LSTM`, with its parameters ``layernorm_ih_weight_l{k}``,
         ``layernorm_hh_weight_l{k}``, ``layernorm_c_weight_l{k}`` and ``layernorm_c_bias_l{k}``
         (and ``_reverse``), which start (and ``reset_parameters`` puts them back) at 1 and 0."""
+        self.layer_norm = check_bool("layer_norm", layer_norm)
+        self.cell = "lnlstm" if self.layer_norm else "lstm"
         super().__init__(*args, feedback=feedback, **kwargs)
-        self.layer_norm = check_layer_norm_options(layer_norm, self.proj_size, False, feedback)
-        if not self.layer_norm:
-            return
-        self.cell = "lnlstm"
-        like = self.weight_hh_l0
-        for k in range(self.num_layers):
-            for suffix in ("", "_reverse")[:2 if self.bidirectional else 1]:
-                shapes = CELLS["lnlstm"].weight_shapes(1, self.hidden_size, self.hidden_size)
-                for kind in CELLS["lnlstm"].weights[4:]:
-                    self.register_parameter(f"{TORCH_NAMES[kind]}_l{k}{suffix}", torch.nn.Parameter(
-                        torch.empty(shapes[kind], dtype=like.dtype, device=like.device)))
-        self._reset_layer_norm()
 
-    def reset_parameters(self):
-        super().reset_parameters()
-        self._reset_layer_norm()
-
-    def _reset_layer_norm(self):
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith("layernorm_"):
-                    p.fill_(0 if name.startswith("layernorm_c_bias") else 1)
+    def _check_options(self, pairs):
+        check_layer_norm_options(self.layer_norm, self.proj_size, False, pairs)
 
     def extra_repr(self):
         s = super().extra_repr()

@@ -420,7 +420,7 @@ def test_backward_takes_each_missing_gradient_as_zeros_in_its_own_place(kind):
     x = torch.randn(T * B, I, dtype=torch.float64)
     states = [torch.zeros(B, n, dtype=torch.float64) for n in rnn._state_sizes()]
     batch = ft.Batch(np.full(T, B, np.int64), B, padded=False)
-    kinds, weights = rnn._weights(0, 0)
+    kinds, weights = rnn._weights(0)
     y, *finals = ft._LayerDirection.apply(rnn.cell, getattr(rnn, "nonlinearity", None), batch,
                                           True, kinds, x, *states, *weights)
     node = y.grad_fn
