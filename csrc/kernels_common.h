@@ -58,9 +58,51 @@ static inline int64_t part_count(int64_t n, int64_t parts, int64_t k)
     return n > k ? (n - k - 1) / parts + 1 : 0;
 }
 
+/* What the shared code needs to know of a cell, one row per enum fl_cell. A cell is this row and
+ * its step functions behind cell_forward and cell_backward (kernels_impl.h); the time loops,
+ * products and scratch layouts read the rest from here. Widths in units of H. */
+typedef struct {
+    int64_t gates;       /* G: blocks of H in a row of pre-activations */
+    int cell_state;      /* carries c: FL_CS, and backward FL_DC */
+    int keeps_gates;     /* its activations go to FL_GATES (inference: to scratch); the Elman
+                          * cell's pre-activation becomes h in place, in hs */
+    int apart;           /* the recurrent product h_{t-1} w_hh^T goes to scratch (G H a row),
+                          * apart from the input side rather than summed onto it: the GRU's r
+                          * scales it */
+    int b_hh_inside;     /* b_hh is not part of the input side (the GRU's is inside r) */
+    int dh_direct;       /* h_t depends on h_{t-1} also outside w_hh (the GRU's z h_{t-1}): its
+                          * backward leaves that part of dL/dh_{t-1} in dh, for the products of
+                          * w_hh to add to */
+    int64_t hn;          /* width of its rows of FL_HN (the GRU's W_hn h_{t-1} + b_hn) */
+    int64_t d_rec;       /* backward: the last d_rec H rows of w_hh have their own gradient
+                          * columns, d_rec (N, d_rec H) in scratch (the GRU's da_hn); the first
+                          * G - d_rec take da's */
+    struct {
+        int slot;
+        int64_t at, width;
+    } sums[4];           /* backward: the sums each part keeps past db_ih's G H, in order, and
+                          * their totals' place: `width` H entries from entry `at` H of slot's
+                          * array (a slot the call left NULL, without biases, is skipped); the
+                          * first of width 0 ends them */
+} cell_facts;
+
+static const cell_facts fl_cells[] = {
+    [FL_RNN_TANH] = {.gates = 1},
+    [FL_RNN_RELU] = {.gates = 1},
+    [FL_LSTM] = {.gates = 4, .cell_state = 1, .keeps_gates = 1},
+    /* db_hn: db_hh's n part; its r and z parts are db_ih's */
+    [FL_GRU] = {.gates = 3, .keeps_gates = 1, .apart = 1, .b_hh_inside = 1, .dh_direct = 1,
+                .hn = 1, .d_rec = 1, .sums = {{FL_DB_HH, 2, 1}}},
+};
+
+static inline const cell_facts *facts_of(int cell)
+{
+    return &fl_cells[cell];
+}
+
 static inline int64_t gates_of(int cell)
 {
-    return cell == FL_LSTM ? 4 : cell == FL_GRU ? 3 : 1;
+    return fl_cells[cell].gates;
 }
 
 static inline int64_t batch_size(const fl_layer *l, int64_t t)
@@ -76,10 +118,11 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
  * than OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer
  * with fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when
  * the call runs its products through the BLAS: in a build that does not pack, or for a single
- * step, which would not pay back reading the weights once more to pack them. hn, the n rows of a
- * GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0 unless the layer projects. */
+ * step, which would not pay back reading the weights once more to pack them. A backward packs
+ * the rows of w_hh whose gradient the cell keeps apart (cell_facts.d_rec: the GRU's n rows) apart
+ * from the others, in rec, 0 for the other cells; hr is 0 unless the layer projects. */
 typedef struct {
-    int64_t ih, bias, hh, hn, hr, fb;
+    int64_t ih, bias, hh, rec, hr, fb;
 } packed_layout;
 
 static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, int backward,
@@ -88,12 +131,13 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
     packed_layout size = {0, 0, 0, 0, 0, 0};
     if (!b->vector_bytes || l->T < 2)
         return size;
-    const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t GH = cf->gates * l->H, H = l->H, P = l->P;
     if (backward) {
         const int dx = l->stacked || (l->input_grad && N >= GH);
         size.ih = dx ? GH * PADDED(l->I) : 0;
-        size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
-        size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
+        size.hh = (cf->gates - cf->d_rec) * H * PADDED(P);
+        size.rec = cf->d_rec * H * PADDED(P);
         size.hr = l->projection ? P * PADDED(H) : 0;
         size.fb = l->F / P * GH * PADDED(P);
     } else {
@@ -126,12 +170,15 @@ static inline int splits_units(const fl_build *b, const fl_layer *l)
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias
- * gradient's (G H), the n part of the GRU's second bias gradient's (H) and the peephole
- * gradients' (3 H). */
+ * gradient's (G H), the cell's own (cell_facts.sums: the n part of the GRU's second bias
+ * gradient) and the peephole gradients' (3 H), in that order. */
 static inline int64_t sums_width(const fl_layer *l)
 {
-    const int64_t GH = gates_of(l->cell) * l->H;
-    return GH + (l->cell == FL_GRU ? l->H : 0) + (l->peephole ? 3 * l->H : 0);
+    const cell_facts *cf = facts_of(l->cell);
+    int64_t width = cf->gates + (l->peephole ? 3 : 0);
+    for (int i = 0; i < 4 && cf->sums[i].width; i++)
+        width += cf->sums[i].width;
+    return width * l->H;
 }
 
 /* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), in a build that

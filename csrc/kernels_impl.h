@@ -306,11 +306,11 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
 
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
  * does not pack them or the layer does not project. A forward that fuses the input term packs
- * w_ih^T and keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward
- * packs the n rows of w_hh apart (hn), after its r and z rows (hh). fb holds w_fb's blocks of
- * P columns, one per source, packed as w_ih is: source j's at fb_block(). */
+ * w_ih^T and keeps the bias its steps add (input_bias). A backward packs the last d_rec H rows
+ * of w_hh (cell_facts.d_rec: the GRU's n rows) apart (rec), after the others (hh). fb holds
+ * w_fb's blocks of P columns, one per source, packed as w_ih is: source j's at fb_block(). */
 typedef struct {
-    REAL *ih, *bias, *hh, *hn, *hr, *fb;
+    REAL *ih, *bias, *hh, *rec, *hr, *fb;
 } SFX(packed);
 
 static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int backward,
@@ -329,10 +329,10 @@ static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL 
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
-    pw->hn = n.hn ? work + n.ih + n.bias + n.hh : NULL;
-    pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.hn : NULL;
-    pw->fb = n.fb ? work + n.ih + n.bias + n.hh + n.hn + n.hr : NULL;
-    return work + n.ih + n.bias + n.hh + n.hn + n.hr + n.fb;
+    pw->rec = n.rec ? work + n.ih + n.bias + n.hh : NULL;
+    pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.rec : NULL;
+    pw->fb = n.fb ? work + n.ih + n.bias + n.hh + n.rec + n.hr : NULL;
+    return work + n.ih + n.bias + n.hh + n.rec + n.hr + n.fb;
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
@@ -360,22 +360,35 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
     SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, beta, C, ldc);
 }
 
+/* The biases the input side of the pre-activations carries, b_ih + b_hh or b_ih alone (b_hh NULL:
+ * the GRU's b_hh is inside r). */
+static inline void SFX(input_bias)(const fl_layer *l, REAL *const s[], const REAL **b_ih,
+                                   const REAL **b_hh)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    *b_ih = s[FL_B_IH];
+    *b_hh = cf->b_hh_inside ? NULL : s[FL_B_HH];
+}
+
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
- * w_fb^T and the bias sum, backward w_ih (when packed_sizes counts it), w_hh (the GRU's n rows
- * apart, in hn), w_hr and w_fb. Nothing without packing. */
+ * w_fb^T and the input side's bias, backward w_ih (when packed_sizes counts it), w_hh (its last
+ * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
 #if ISA_VECTOR_BYTES
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
-    if (!pw->hh)
+    if (!pw->hh && !pw->rec)
         return;
     if (backward) {
+        const int64_t rec_rows = facts_of(l->cell)->d_rec * H;
         if (pw->ih)
             SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->ih, k, parts);
-        SFX(pack_part)(0, pw->hn ? 2 * H : GH, P, s[FL_W_HH], P, pw->hh, k, parts);
-        if (pw->hn)
-            SFX(pack_part)(0, H, P, s[FL_W_HH] + 2 * H * P, P, pw->hn, k, parts);
+        if (pw->hh)
+            SFX(pack_part)(0, GH - rec_rows, P, s[FL_W_HH], P, pw->hh, k, parts);
+        if (pw->rec)
+            SFX(pack_part)(0, rec_rows, P, s[FL_W_HH] + (GH - rec_rows) * P, P, pw->rec, k,
+                           parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
         for (int64_t j = 0; pw->fb && j < l->F / P; j++)
@@ -391,10 +404,12 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (!pw->ih)
         return;
     SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
+    const REAL *b_ih, *b_hh;
+    SFX(input_bias)(l, s, &b_ih, &b_hh);
     int64_t j0, j1;
     part_range(GH, parts, k, &j0, &j1);
-    for (int64_t j = j0; j < j1; j++)
-        pw->bias[j] = l->cell == FL_GRU ? s[FL_B_IH][j] : s[FL_B_IH][j] + s[FL_B_HH][j];
+    for (int64_t j = j0; pw->bias && j < j1; j++)
+        pw->bias[j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
 #else
     (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
 #endif
@@ -417,27 +432,28 @@ static REAL *SFX(fed_slot)(const SFX(fed) *fb, int64_t j, int slot)
 /* The terms a packed product adds in one pass: the input, recurrent and fed-back ones. */
 #define STEP_TERMS 8
 
-/* The pre-activations of step t for n rows of a part (x_t, pre_t at their first row, h_{t-1} and
- * the fed-back outputs at row prev_row of their hs, rows every `parts`-th): when the call packed
- * w_ih^T, passes of register tiles over the packed matrices write x_t w_ih^T + h_{t-1} w_hh^T +
- * the fed-back inputs times w_fb^T, and the bias (one pass for up to STEP_TERMS terms);
- * otherwise the projection before the loop has left b_ih + b_hh + x_t w_ih^T in pre_t (a
- * stacked layer forms it here, through the BLAS), and this adds h_{t-1} w_hh^T and the fed-back
- * products (on the packed weights when there are some, else through the BLAS). The GRU gets
- * the input side alone (b_ih + x_t w_ih^T and the fed-back products, which are input too):
- * r scales its recurrent side. */
-static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const REAL *x_t,
+/* The pre-activations of step t for n rows of a part (x_t and pre_t at their first row, r of x
+ * and of the step's pre-activations; h_{t-1} and the fed-back outputs at row prev_row of their
+ * hs; rows every `parts`-th): when the call packed w_ih^T, passes of register tiles over the
+ * packed matrices write x_t w_ih^T + h_{t-1} w_hh^T + the fed-back inputs times w_fb^T, and the
+ * bias (one pass for up to STEP_TERMS terms); otherwise the projection before the loop has left
+ * the input side, bias + x_t w_ih^T, in pre_t (a stacked layer forms it here, through the BLAS),
+ * and this adds h_{t-1} w_hh^T and the fed-back products (on the packed weights when there are
+ * some, else through the BLAS). A cell that keeps the recurrent product apart (cell_facts.apart)
+ * gets the input side alone (input_bias + x_t w_ih^T, and the fed-back products, which are input
+ * too). */
+static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t r,
                           int64_t prev_row, const SFX(packed) *pw, const SFX(fed) *fb,
                           REAL *pre_t, int64_t parts)
 {
-    const int64_t P = l->P, I = l->I, GH = gates_of(l->cell) * l->H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t P = l->P, I = l->I, GH = cf->gates * l->H;
     const int64_t ldp = parts * P, ldg = parts * GH;
-    const int gru = l->cell == FL_GRU;
-    const REAL *h_prev = s[FL_HS] + prev_row * P;
+    const REAL *x_t = s[FL_X] + r * I, *h_prev = s[FL_HS] + prev_row * P;
 #if ISA_VECTOR_BYTES
     if (pw->ih) {
         SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih}, {h_prev, ldp, P, pw->hh}};
-        int n_terms = gru ? 1 : 2, beta = 0;
+        int n_terms = cf->apart ? 1 : 2, beta = 0;
         for (int64_t j = 0; j < fb->n; j++) {
             if (n_terms == STEP_TERMS) {
                 SFX(packed_gemm)(n, GH, terms, n_terms, beta ? NULL : pw->bias, beta, pre_t, ldg);
@@ -452,13 +468,14 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const R
     }
 #endif
     if (l->stacked) {
-        const REAL *b_ih = s[FL_B_IH], *b_hh = gru ? NULL : s[FL_B_HH];
+        const REAL *b_ih, *b_hh;
+        SFX(input_bias)(l, s, &b_ih, &b_hh);
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < GH; j++)
                 pre_t[i * ldg + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
         SFX(gemm)(0, 1, n, GH, I, 1, x_t, parts * I, s[FL_W_IH], I, 1, pre_t, ldg);
     }
-    if (!gru)
+    if (!cf->apart)
         SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, 1, pre_t, ldg);
     for (int64_t j = 0; j < fb->n; j++)
         SFX(step_product_ldw)(n, GH, P, SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp,
@@ -686,6 +703,94 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
     }
 }
 
+/* ---------------------------------------------------------------- a step of any cell
+ * The time loops' one call into the cells, forward and backward: a switch on the layer's cell
+ * picks its functions above, for n rows of a part, every ld-th row of the arrays, each array at
+ * the step's first row (a part's, in the usual loops). */
+
+/* A forward step's arrays (NULL where the cell has none). */
+typedef struct {
+    REAL *pre;          /* IN the pre-activations (the input side alone when the cell keeps the
+                         * recurrent product apart), OUT the activations; the Elman cell's are
+                         * in hs, and become h there */
+    REAL *rec;          /* cell_facts.apart: IN h_{t-1} w_hh^T */
+    const REAL *h_prev; /* IN h_{t-1} */
+    REAL *h;            /* OUT h_t; m when the layer projects */
+    const REAL *c_prev; /* cell_facts.cell_state: IN c_{t-1} */
+    REAL *c;            /* OUT c_t (it may be c_prev: inference) */
+    REAL *hn;           /* OUT the GRU's hn */
+} SFX(cell_rows);
+
+FL_INLINE void SFX(cell_forward)(const fl_layer *l, REAL *const s[], const SFX(cell_rows) *a,
+                                 int64_t n, int64_t ld, int64_t j0, int64_t j1, const int fused)
+{
+    const int64_t H = l->H;
+    switch (l->cell) {
+    case FL_RNN_TANH:
+    case FL_RNN_RELU:
+        SFX(rnn_cell_forward)(l->cell == FL_RNN_RELU, n, ld, H, a->pre, fused, j0, j1);
+        break;
+    case FL_LSTM:
+        SFX(lstm_cell_forward)(n, ld, H, a->pre, a->c_prev, a->c, a->h,
+                               l->peephole ? s[FL_W_PEEPHOLE] : NULL, fused, j0, j1);
+        break;
+    case FL_GRU:
+        SFX(gru_cell_forward)(n, ld, H, a->pre, a->rec, s[FL_B_HH], a->h_prev, a->hn, a->h,
+                              fused, j0, j1);
+        break;
+    }
+}
+
+/* A backward step's arrays (NULL where the cell has none). */
+typedef struct {
+    const REAL *act;    /* IN the activations (the Elman cell's: h_t, in hs) */
+    const REAL *h_prev; /* IN h_{t-1} */
+    const REAL *hn;     /* IN the GRU's hn */
+    const REAL *c_prev, *c; /* IN c_{t-1}, c_t */
+    const REAL *dm;     /* IN dL/dh_t, or dL/dm_t when the layer projects */
+    REAL *dh;           /* IN dL/dh_t; OUT the part of dL/dh_{t-1} outside w_hh
+                         * (cell_facts.dh_direct) */
+    REAL *dc;           /* IN dL/dc_t, OUT dL/dc_{t-1} */
+    REAL *da;           /* OUT dL/d(input side): the gradient of x_t w_ih^T, and of h_{t-1} w_hh^T
+                         * in its first G - d_rec blocks */
+    REAL *d_rec;        /* OUT the gradient of h_{t-1} w_hh^T in its last d_rec blocks */
+    REAL *m;            /* OUT m_t when the layer projects */
+} SFX(cell_grads);
+
+/* Also adds the step's rows to the part's sums (sums_width()): db_ih's when the layer has biases,
+ * the cell's own (cell_facts.sums) and the peepholes'. */
+FL_INLINE void SFX(cell_backward)(const fl_layer *l, REAL *const s[], const SFX(cell_grads) *g,
+                                  int64_t n, int64_t ld, REAL *sums, const int fused)
+{
+    const int64_t H = l->H, GH = gates_of(l->cell) * H;
+    const int biases = s[FL_DB_IH] != NULL;
+    switch (l->cell) {
+    case FL_RNN_TANH:
+    case FL_RNN_RELU:
+        SFX(rnn_cell_backward)(l->cell == FL_RNN_RELU, n, ld, H, g->act, g->dh, g->da);
+        break;
+    case FL_LSTM: {
+        const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
+        SFX(lstm_cell_backward)(n, ld, H, g->act, g->c_prev, g->c, g->dm, g->dc, g->da, g->m,
+                                peep, fused);
+        if (peep) { /* i and f see c_{t-1}, o sees c_t */
+            REAL *dp = sums + sums_width(l) - 3 * H;
+            SFX(add_row_sums)(n, H, g->da, ld * GH, g->c_prev, ld * H, dp);
+            SFX(add_row_sums)(n, H, g->da + H, ld * GH, g->c_prev, ld * H, dp + H);
+            SFX(add_row_sums)(n, H, g->da + 3 * H, ld * GH, g->c, ld * H, dp + 2 * H);
+        }
+        break;
+    }
+    case FL_GRU:
+        SFX(gru_cell_backward)(n, ld, H, g->act, g->hn, g->h_prev, g->dh, g->da, g->d_rec);
+        if (biases) /* db_hn */
+            SFX(add_row_sums)(n, H, g->d_rec, ld * H, NULL, 0, sums + GH);
+        break;
+    }
+    if (biases)
+        SFX(add_row_sums)(n, GH, g->da, ld * GH, NULL, 0, sums);
+}
+
 /* ---------------------------------------------------------------- the time loops
  * Part k owns the sequences k, k + parts, ...: at step t, of the n_t running ones, the
  * part_count(n_t) rows starting at row k of the step's block, every parts-th row. A product
@@ -696,51 +801,60 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
 
 /* Where a forward's steps put their pre-activations (which become the activations) and the
  * GRU's hn: the gates and hn arrays (the Elman cell: hs), or for inference scratch in FL_WORK.
- * reuse: that scratch holds one step, whose rows every step reuses. */
+ * reuse: that scratch holds one step, whose rows every step reuses. rec and m: scratch of one
+ * step, B rows, for the recurrent product a cell keeps apart and the projection's m. */
 typedef struct {
-    REAL *pre, *hn;
+    REAL *pre, *hn, *rec, *m;
     int reuse;
 } SFX(step_arrays);
+
+/* A forward step's arrays from row r of x (and of hs past h0), h_{t-1} at row prev of hs; k the
+ * sequence of row r, whose row of the step's scratch (rec; pre and hn when they hold one step)
+ * and of an inference's cs (a row per sequence, from c0 to its last state) it starts at. */
+FL_INLINE SFX(cell_rows) SFX(forward_rows)(const fl_layer *l, REAL *const s[],
+                                           const SFX(step_arrays) *out, int64_t r, int64_t prev,
+                                           int64_t k)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, P = l->P, GH = cf->gates * H;
+    const int64_t row = out->reuse ? k : r;
+    SFX(cell_rows) a = {out->pre + row * GH, cf->apart ? out->rec + k * GH : NULL,
+                        s[FL_HS] + prev * P, s[FL_HS] + (B + r) * P, NULL, NULL,
+                        cf->hn ? out->hn + row * cf->hn * H : NULL};
+    if (cf->cell_state) {
+        a.c_prev = s[FL_CS] + (l->inference ? k : prev) * H;
+        a.c = s[FL_CS] + (l->inference ? k : B + r) * H;
+    }
+    return a;
+}
 
 /* Step t of part k (the sequences k, k + parts, ...), n of its rows: the block of step t
  * starts at row `off`, h_{t-1}'s at row `prev` of hs; fb the layer's fed-back inputs; `fused`
  * as in madd. */
 FL_INLINE void
-SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                   const SFX(step_arrays) *out, const SFX(fed) *fb, int64_t off, int64_t prev,
                   int64_t n, int64_t k, int64_t parts, const int fused)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *hs = s[FL_HS], *cs = s[FL_CS];
-    const int64_t r = off + k;                      /* this part's first row */
-    const REAL *h_prev = hs + (prev + k) * P;
-    const int64_t row = out->reuse ? k : r;         /* its first row in pre and hn */
-    REAL *h = hs + (B + r) * P, *pre_t = out->pre + row * GH;
-    SFX(step_pre)(l, n, s, s[FL_X] + r * l->I, prev + k, pw, fb, pre_t, parts);
-    if (cell == FL_GRU) {
-        REAL *hh = work + k * GH;
-        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-        SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, out->hn + row * H, h, fused,
-                              0, H);
-    } else if (cell != FL_LSTM) {
-        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused, 0, H);
-    } else {
-        REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-        if (l->inference) /* a row per sequence, from c0 to its last state */
-            c_prev = c = cs + k * H;
-        REAL *m = l->projection ? work + k * H : h;
-        SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused, 0, H);
-        if (l->projection)
-            SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
-    }
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, P = l->P, GH = cf->gates * H;
+    const int64_t r = off + k; /* this part's first row */
+    SFX(cell_rows) a = SFX(forward_rows)(l, s, out, r, prev + k, k);
+    SFX(step_pre)(l, n, s, r, prev + k, pw, fb, a.pre, parts);
+    if (cf->apart)
+        SFX(step_product)(n, GH, P, a.h_prev, parts * P, s[FL_W_HH], 1, pw->hh, 0, a.rec,
+                          parts * GH);
+    REAL *h = a.h;
+    if (l->projection)
+        a.h = out->m + k * H;
+    SFX(cell_forward)(l, s, &a, n, parts, 0, H, fused);
+    if (l->projection)
+        SFX(step_product)(n, P, H, a.h, parts * H, s[FL_W_HR], 1, pw->hr, 0, h, parts * P);
 }
 
 /* The time loop of part k of one layer. */
 FL_INLINE void
-SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                        const SFX(step_arrays) *out, int64_t k, int64_t parts, const int fused)
 {
     const SFX(fed) none = {0, 0, NULL, NULL};
@@ -749,16 +863,16 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
         if (n == 0)
             break; /* the batch only shrinks */
-        SFX(forward_step)(l, s, pw, work, out, &none, off, prev, n, k, parts, fused);
+        SFX(forward_step)(l, s, pw, out, &none, off, prev, n, k, parts, fused);
         prev = l->B + off;
         off += n_t;
     }
 }
 
-/* The scratch of a backward call (see fl_work_size): da, the GRU's da_hn, with projection dhs,
+/* The scratch of a backward call (see fl_work_size): da, the cell's d_rec, with projection dhs,
  * ms, dm, and sums: each part's row of sums_width() sums. */
 typedef struct {
-    REAL *da, *da_hn, *dhs, *ms, *dm, *sums;
+    REAL *da, *d_rec, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
 /* Step t of the backward loop of part k, n of its rows, its block at row `off`; fb the layer's
@@ -770,72 +884,53 @@ SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                    const SFX(backward_scratch) *sc, const SFX(fed) *fb, REAL *dy_below,
                    int64_t t, int64_t off, int64_t n, int64_t k, int64_t parts, const int fused)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *cs = s[FL_CS], *hs = s[FL_HS];
-    const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *dh = s[FL_DH], *dc = s[FL_DC];
-    REAL *da = sc->da, *da_hn = sc->da_hn, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
-    const int biases = s[FL_DB_IH] != NULL, gru = cell == FL_GRU;
-    const int64_t n_sums = sums_width(l);
-    REAL *sums = sc->sums + k * n_sums, *dp = sums + n_sums - (peep ? 3 * H : 0);
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, P = l->P, GH = cf->gates * H;
+    /* w_hh's rows whose gradient is in da's first columns, and those with the cell's own */
+    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
+    const REAL *w_hh = s[FL_W_HH], *cs = s[FL_CS], *hs = s[FL_HS];
     const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
     const int64_t ldp = parts * P, ldg = parts * GH;
     /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
      * sequence's last step, then dL/dh_t as t goes back. */
-    REAL *dh_k = dh + k * P;
-    const REAL *dy_t = dy + r * P;
+    REAL *dh_k = s[FL_DH] + k * P;
+    const REAL *dy_t = s[FL_DY] + r * P;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < P; j++)
             dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
-    REAL *da_t = da + r * GH, *da_hn_t = gru ? da_hn + r * H : NULL;
-    if (cell == FL_LSTM) {
-        const REAL *dm_k = dh_k;
-        if (l->projection) {
-            for (int64_t i = 0; i < n; i++)
-                memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
-            SFX(step_product)(n, H, P, dh_k, ldp, w_hr, 0, pw->hr, 0, dm + k * H, parts * H);
-            dm_k = dm + k * H;
-        }
-        SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
-                                cs + (B + r) * H, dm_k, dc + k * H, da_t,
-                                l->projection ? ms + r * H : NULL, peep, fused);
-    } else if (gru) {
-        SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H, hs + (prev + k) * P,
-                               dh_k, da_t, da_hn_t);
-    } else {
-        SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k, da_t);
+    SFX(cell_grads) g = {cf->keeps_gates ? s[FL_GATES] + r * GH : hs + (B + r) * P,
+                         hs + (prev + k) * P, cf->hn ? s[FL_HN] + r * cf->hn * H : NULL,
+                         NULL, NULL, dh_k, dh_k, NULL, sc->da + r * GH,
+                         rec_rows ? sc->d_rec + r * rec_rows : NULL, NULL};
+    if (cf->cell_state)
+        g.c_prev = cs + (prev + k) * H, g.c = cs + (B + r) * H, g.dc = s[FL_DC] + k * H;
+    if (l->projection) {
+        for (int64_t i = 0; i < n; i++)
+            memcpy(sc->dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
+        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, 0, sc->dm + k * H,
+                          parts * H);
+        g.dm = sc->dm + k * H, g.m = sc->ms + r * H;
     }
-    if (biases) {
-        SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
-        if (gru) /* db_hn; db_hh's r and z parts are db_ih's */
-            SFX(add_row_sums)(n, H, da_hn_t, parts * H, NULL, 0, sums + GH);
-    }
-    if (peep) { /* i and f see c_{t-1}, o sees c_t */
-        const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-        const int64_t ldc = parts * H;
-        SFX(add_row_sums)(n, H, da_t, ldg, c_prev, ldc, dp);
-        SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
-        SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
-    }
-    /* dL/dh_{t-1} = da_t @ w_hh, added to the GRU's direct path z * dL/dh_t (the other
-     * cells have consumed dh and overwrite it); the GRU's n rows of w_hh take da_hn. */
-    SFX(step_product)(n, P, gru ? 2 * H : GH, da_t, ldg, w_hh, 0, pw->hh, gru, dh_k, ldp);
-    if (gru)
-        SFX(step_product)(n, P, H, da_hn_t, parts * H, w_hh + 2 * H * P, 0, pw->hn, 1, dh_k,
-                          ldp);
+    SFX(cell_backward)(l, s, &g, n, parts, sc->sums + k * sums_width(l), fused);
+    /* dL/dh_{t-1}: da's columns times w_hh's first rows and the cell's own columns times its
+     * last, added to what the cell left in dh when h_t sees h_{t-1} outside w_hh too (the GRU's
+     * z dL/dh_t); the other cells have consumed dh and overwrite it. */
+    if (da_rows)
+        SFX(step_product)(n, P, da_rows, g.da, ldg, w_hh, 0, pw->hh, cf->dh_direct, dh_k, ldp);
+    if (rec_rows)
+        SFX(step_product)(n, P, rec_rows, g.d_rec, parts * rec_rows, w_hh + da_rows * P, 0,
+                          pw->rec, cf->dh_direct || da_rows, dh_k, ldp);
     if (l->stacked) {
         const int64_t I = l->I;
         const REAL *mask = s[FL_MASK];
         REAL *dx_t = dy_below + r * I;
-        SFX(step_product)(n, I, GH, da_t, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
+        SFX(step_product)(n, I, GH, g.da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
         for (int64_t i = 0; mask && i < n; i++)
             for (int64_t j = 0; j < I; j++)
                 dx_t[i * parts * I + j] *= mask[(r + i * parts) * I + j];
     }
     for (int64_t j = 0; j < fb->n; j++) /* the fed-back inputs were the sources' h_{t-1} */
-        SFX(step_product_ldw)(n, P, GH, da_t, ldg, s[FL_W_FB] + j * P, l->F, 0,
+        SFX(step_product_ldw)(n, P, GH, g.da, ldg, s[FL_W_FB] + j * P, l->F, 0,
                               pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, 1,
                               SFX(fed_slot)(fb, j, FL_DH) + k * P, ldp);
 }
@@ -860,29 +955,27 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
 }
 
 /* Where a forward's steps keep their pre-activations: into gates, or for the Elman cell straight
- * into hs; for inference, into the scratch after the packed weights and hh or m (see
- * fl_work_size). Sets pw and out for a call on N rows; returns the scratch after the packed
- * weights. */
-static REAL *SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, SFX(packed) *pw,
-                                  SFX(step_arrays) *out)
+ * into hs; for inference, into the scratch after the packed weights, rec and m (see
+ * fl_work_size). Sets pw and out for a call on N rows. */
+static void SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, SFX(packed) *pw,
+                                 SFX(step_arrays) *out)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, GH = gates_of(cell) * H;
-    REAL *work = SFX(carve_packed)(l, 0, N, s[FL_WORK], pw);
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, GH = cf->gates * H;
+    out->rec = SFX(carve_packed)(l, 0, N, s[FL_WORK], pw);
+    out->m = out->rec + (cf->apart ? B * GH : 0);
     out->pre = s[FL_GATES], out->hn = s[FL_HN], out->reuse = 0;
-    if (cell != FL_LSTM && cell != FL_GRU) {
+    if (!cf->keeps_gates) {
         out->pre = s[FL_HS] + B * l->P;
     } else if (l->inference) {
-        out->pre = work + (cell == FL_GRU ? B * GH : l->projection ? B * H : 0);
+        out->pre = out->m + (l->projection ? B * H : 0);
         out->reuse = pw->ih != NULL;
         out->hn = out->pre + (out->reuse ? B : N) * GH;
     }
-    return work;
 }
 
 /* Part k of what a forward does before its time loop: pack the weights and, unless its steps
- * add the input term themselves, project every step's input (the GRU keeps b_hh out of it: it
- * belongs inside r * (W_hn h + b_hn)). */
+ * add the input term themselves, project every step's input (with the biases of input_bias). */
 static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
                                        int64_t parts)
 {
@@ -891,18 +984,20 @@ static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, N, &pw, &out);
     SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-    if (!pw.ih && !l->stacked)
-        SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X],
-                          s[FL_W_IH], s[FL_B_IH], l->cell == FL_GRU ? NULL : s[FL_B_HH], out.pre,
-                          k, parts);
+    if (!pw.ih && !l->stacked) {
+        const REAL *b_ih, *b_hh;
+        SFX(input_bias)(l, s, &b_ih, &b_hh);
+        SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X], s[FL_W_IH], b_ih, b_hh,
+                          out.pre, k, parts);
+    }
 }
 
 static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int64_t parts)
 {
     SFX(packed) pw;
     SFX(step_arrays) out;
-    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
-    SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
+    SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    SFX(forward_part_body)(l, s, &pw, &out, k, parts, ISA_FUSED);
 }
 
 /* Step t of a forward split by units (splits_units), part k's share: its units are panels
@@ -911,41 +1006,29 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
  * which reads no other part's columns. The input side is in pre already: the projection
  * before the loop (a batch this small never fuses it). */
 FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
-                                       const SFX(packed) *pw, REAL *work,
-                                       const SFX(step_arrays) *out, int64_t off, int64_t prev,
-                                       int64_t n, int64_t k, int64_t parts, const int fused)
+                                       const SFX(packed) *pw, const SFX(step_arrays) *out,
+                                       int64_t off, int64_t prev, int64_t n, int64_t k,
+                                       int64_t parts, const int fused)
 {
 #if ISA_VECTOR_BYTES
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, G = gates_of(cell), GH = G * H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, P = l->P, GH = cf->gates * H;
     const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
     int64_t q0, q1;
     part_range(H / vlen, parts, k, &q0, &q1);
     const int64_t j0 = q0 * vlen, j1 = q1 * vlen;
-    REAL *hs = s[FL_HS], *pre_t = out->pre + off * GH, *h = hs + (B + off) * P;
-    const REAL *h_prev = hs + prev * P;
-    /* the GRU's recurrent side apart (r scales it), the others' on top of the input side */
-    REAL *sum = cell == FL_GRU ? work : pre_t;
-    for (int64_t g = 0; g < G && j1 > j0; g++) {
+    const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
+    /* the recurrent product apart (cell_facts.apart), or on top of the input side */
+    REAL *sum = cf->apart ? a.rec : a.pre;
+    for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
-        const SFX(term) term = {h_prev, P, P, pw->hh + c0 * P};
-        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, cell != FL_GRU, sum + c0, GH);
+        const SFX(term) term = {a.h_prev, P, P, pw->hh + c0 * P};
+        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, !cf->apart, sum + c0, GH);
     }
-    if (cell == FL_GRU) {
-        SFX(gru_cell_forward)(n, 1, H, pre_t, work, s[FL_B_HH], h_prev, out->hn + off * H, h,
-                              fused, j0, j1);
-    } else if (cell != FL_LSTM) {
-        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, 1, H, pre_t, fused, j0, j1);
-    } else {
-        REAL *c_prev = s[FL_CS] + prev * H, *c = s[FL_CS] + (B + off) * H;
-        if (l->inference)
-            c_prev = c = s[FL_CS];
-        SFX(lstm_cell_forward)(n, 1, H, pre_t, c_prev, c, h,
-                               l->peephole ? s[FL_W_PEEPHOLE] : NULL, fused, j0, j1);
-    }
+    SFX(cell_forward)(l, s, &a, n, 1, j0, j1, fused);
 #else
-    (void)l, (void)s, (void)pw, (void)work, (void)out, (void)off, (void)prev, (void)n, (void)k,
-        (void)parts, (void)fused;
+    (void)l, (void)s, (void)pw, (void)out, (void)off, (void)prev, (void)n, (void)k, (void)parts,
+        (void)fused;
 #endif
 }
 
@@ -956,14 +1039,14 @@ static void SFX(forward_split_loop)(const fl_layer *l, REAL *const s[], int thre
     const int64_t parts = fl_num_parts();
     SFX(packed) pw;
     SFX(step_arrays) out;
-    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
     int64_t off = 0, prev = 0;
     for (int64_t t = 0; t < l->T; t++) {
         const int64_t n_t = batch_size(l, t);
         if (n_t == 0)
             break;
         for (int64_t k = thread; k < parts; k += threads)
-            SFX(forward_split_step)(l, s, &pw, work, &out, off, prev, n_t, k, parts, ISA_FUSED);
+            SFX(forward_split_step)(l, s, &pw, &out, off, prev, n_t, k, parts, ISA_FUSED);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -1043,9 +1126,9 @@ static void SFX(stack_forward_part)(const fl_stack *st, REAL *const slots[], int
             }
             SFX(packed) pw;
             SFX(step_arrays) out;
-            REAL *work = SFX(forward_scratch)(l, s, N, &pw, &out);
+            SFX(forward_scratch)(l, s, N, &pw, &out);
             const SFX(fed) fb = SFX(fed_of)(st, slots, i);
-            SFX(forward_step)(l, s, &pw, work, &out, &fb, off, prev, n, k, parts, ISA_FUSED);
+            SFX(forward_step)(l, s, &pw, &out, &fb, off, prev, n, k, parts, ISA_FUSED);
         }
         prev = first->B + off;
         off += n_t;
@@ -1108,12 +1191,11 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
 static REAL *SFX(backward_scratch_of)(const fl_layer *l, REAL *const s[], int64_t N,
                                       SFX(packed) *pw, SFX(backward_scratch) *sc)
 {
+    const cell_facts *cf = facts_of(l->cell);
     const int64_t B = l->B, H = l->H, P = l->P;
     REAL *rest = SFX(carve_packed)(l, 1, N, s[FL_WORK], pw);
-    sc->da = rest, rest += N * gates_of(l->cell) * H;
-    sc->da_hn = NULL;
-    if (l->cell == FL_GRU)
-        sc->da_hn = rest, rest += N * H;
+    sc->da = rest, rest += N * cf->gates * H;
+    sc->d_rec = cf->d_rec ? rest : NULL, rest += N * cf->d_rec * H;
     sc->dhs = sc->ms = sc->dm = NULL;
     if (l->projection) {
         sc->dhs = rest, sc->ms = rest + N * P, sc->dm = rest + N * P + N * H;
@@ -1142,17 +1224,32 @@ static void SFX(gather_fed)(const fl_layer *l, const SFX(fed) *fb, REAL *dst)
     }
 }
 
+/* out[j] = the sum over the parts of their sums at..at + width - 1 (sums_width() a part), in
+ * part order. */
+static void SFX(add_parts)(const REAL *sums, int64_t n_sums, int64_t at, int64_t width,
+                           REAL *out)
+{
+    const int64_t parts = fl_num_parts();
+    for (int64_t j = 0; j < width; j++) {
+        REAL sum = 0;
+        for (int64_t k = 0; k < parts; k++)
+            sum += sums[k * n_sums + at + j];
+        out[j] = sum;
+    }
+}
+
 /* What a backward call does after its time loop. dx (when the call asks for it) and the weight
  * gradients: each one product over all N rows, not T per-step products: dx = da @ w_ih (on the
- * packed w_ih when there is one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (the GRU's n rows
- * da_hn.T @ h_prev), dw_hr = dhs.T @ ms, dw_fb = da.T @ the fed-back inputs; one parallel
- * region, each thread its block of rows of each. Then the bias and peephole gradients: the
- * parts' sums added in part order. */
+ * packed w_ih when there is one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (its last d_rec H rows
+ * d_rec.T @ h_prev), dw_hr = dhs.T @ ms, dw_fb = da.T @ the fed-back inputs; one parallel
+ * region, each thread its block of rows of each. Then the bias, the cell's and the peephole
+ * gradients: the parts' sums added in part order. */
 static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX(fed) *fb,
                                    int n_threads)
 {
-    const int cell = l->cell;
-    const int64_t H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, I = l->I, P = l->P, GH = cf->gates * H;
+    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
     const int64_t N = fl_packed_rows(l), parts = fl_num_parts(), n_sums = sums_width(l);
     SFX(packed) pw;
     SFX(backward_scratch) sc;
@@ -1179,31 +1276,31 @@ static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX
                               s[FL_DX] + m0 * I, I);
         REAL *part_copies = copies ? copies + k * n_copies : NULL;
         SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
-        SFX(gradient_part)(cell == FL_GRU ? 2 * H : GH, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k,
-                           parts, part_copies);
-        if (cell == FL_GRU)
-            SFX(gradient_part)(H, P, N, sc.da_hn, H, h_prev, s[FL_DW_HH] + 2 * H * P, k, parts,
+        if (da_rows)
+            SFX(gradient_part)(da_rows, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k, parts,
                                part_copies);
+        if (rec_rows)
+            SFX(gradient_part)(rec_rows, P, N, sc.d_rec, rec_rows, h_prev,
+                               s[FL_DW_HH] + da_rows * P, k, parts, part_copies);
         if (l->projection)
             SFX(gradient_part)(P, H, N, sc.dhs, P, sc.ms, s[FL_DW_HR], k, parts, part_copies);
         if (fb->n)
             SFX(gradient_part)(GH, l->F, N, sc.da, GH, rest, s[FL_DW_FB], k, parts,
                                part_copies);
     }
-    /* The LSTM's and the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts,
-     * and has its own sums in its n part. */
-    const int with_hn = cell == FL_GRU && s[FL_DB_IH];
-    REAL *totals[3] = {s[FL_DB_IH], with_hn ? s[FL_DB_HH] + 2 * H : NULL, s[FL_DW_PEEPHOLE]};
-    const int64_t widths[3] = {GH, cell == FL_GRU ? H : 0, l->peephole ? 3 * H : 0};
-    for (int64_t i = 0, at = 0; i < 3; at += widths[i], i++)
-        for (int64_t j = 0; j < widths[i] && totals[i]; j++) {
-            REAL sum = 0;
-            for (int64_t k = 0; k < parts; k++)
-                sum += sc.sums[k * n_sums + at + j];
-            totals[i][j] = sum;
-        }
-    if (s[FL_DB_IH])
-        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)(cell == FL_GRU ? 2 * H : GH) * sizeof(REAL));
+    /* The sums, in their order (sums_width): db_ih, which db_hh is too but where the cell keeps
+     * sums of its own for it (the GRU's n part), the cell's, the peepholes'. */
+    int64_t at = GH;
+    if (s[FL_DB_IH]) {
+        SFX(add_parts)(sc.sums, n_sums, 0, GH, s[FL_DB_IH]);
+        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
+    }
+    for (int i = 0; i < 4 && cf->sums[i].width; at += cf->sums[i].width * H, i++)
+        if (s[cf->sums[i].slot])
+            SFX(add_parts)(sc.sums, n_sums, at, cf->sums[i].width * H,
+                           s[cf->sums[i].slot] + cf->sums[i].at * H);
+    if (l->peephole)
+        SFX(add_parts)(sc.sums, n_sums, at, 3 * H, s[FL_DW_PEEPHOLE]);
 }
 
 static void SFX(backward_pack_part)(const fl_layer *l, REAL *const s[], int64_t k,
