@@ -134,12 +134,14 @@ int fl_stack_call_threads(const fl_stack *st, int n_threads)
 
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
  * packed weights (packed_sizes), then
- *   forward:  a cell that keeps its recurrent product apart (cell_facts.apart, the GRU) rec
+ *   forward:  a cell that keeps its recurrent product apart (cell_facts.apart, the GRU, the LN
+ *             LSTM) rec
  *             (B, G H), h_{t-1} W_hh^T;  projection m (B, H), o * tanh(c);
  *             inference: the activations of a cell that keeps them (R, G H), and its hn
  *             (R, hn H), R = inference_rows
  *   backward: da (N, G H), dL/d(input-side pre-activation);  the cell's own gradient columns of
- *             w_hh's last rows, d_rec (N, d_rec H) (the GRU's dL/d(W_hn h_{t-1} + b_hn));
+ *             w_hh's last rows, d_rec (N, d_rec H) (the GRU's dL/d(W_hn h_{t-1} + b_hn), the
+ *             LN LSTM's dL/d(h_{t-1} w_hh^T));  the cell's step scratch (B, d_step H);
  *             projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
  *             the parts' sums (parts, sums_width);  float64 in a build with gemm_tn: the
  *             parts' gemm_tn copies (parts, gemm_tn_size);  packed batches: h_prev (N, P), each
@@ -159,7 +161,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
             n += inference_rows(b, l) * (GH + cf->hn * H);
         return n;
     }
-    int64_t n = packed + N * GH + N * cf->d_rec * H;
+    int64_t n = packed + N * GH + N * cf->d_rec * H + l->B * cf->d_step * H;
     if (l->projection)
         n += N * l->P + N * H + l->B * H;
     n += num_parts * (sums_width(l) + gemm_tn_size(b, l, f64));

@@ -1,9 +1,9 @@
 /* The kernels for one floating type and one instruction set, written once: kernels_isa.h
  * includes this file with REAL = float and with REAL = double (SFX names the twins _f32 and
- * _f64; GEMM and GEMV pick the matching BLAS functions, FMA the C99 fused multiply-add, EXP_*
- * the constants of exp below, VEC_* the build's intrinsics of the packed product, IS_F64 which
- * of the two types it is), and undefines them all at its end, ready for the next type. The
- * build's own parameters are kernels_isa.h's ISA_*.
+ * _f64; GEMM and GEMV pick the matching BLAS functions, FMA and SQRT the C99 fused
+ * multiply-add and square root, EXP_* the constants of exp below, VEC_* the build's intrinsics
+ * of the packed product, IS_F64 which of the two types it is), and undefines them all at its
+ * end, ready for the next type. The build's own parameters are kernels_isa.h's ISA_*.
  * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
@@ -37,17 +37,18 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 }
 
 /* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
- * alone): the part of every step's pre-activation that does not wait for the previous step. */
+ * alone; b_ih NULL too: no bias): the part of every step's pre-activation that does not wait for
+ * the previous step. */
 static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x,
                               const REAL *w_ih, const REAL *b_ih, const REAL *b_hh, REAL *pre,
                               int64_t k, int64_t parts)
 {
     int64_t r0, r1;
     part_range(rows, parts, k, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++)
+    for (int64_t r = r0; b_ih && r < r1; r++)
         for (int64_t j = 0; j < GH; j++)
             pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
-    SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
+    SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, b_ih != NULL, pre + r0 * GH, GH);
 }
 
 /* a * b + c, rounded once by an FMA instruction when `fused`, else twice. The gate math takes
@@ -101,6 +102,99 @@ FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
 FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
 {
     return 1 - 2 / (1 + SFX(exp)(2 * a, fused));
+}
+
+/* ---------------------------------------------------------------- layer normalisation
+ * The LN LSTM's (FL_LSTM_LN): LN(v) = (v - mean v) / sqrt(var v + LN_EPS) over the n entries of
+ * a row, var biased, and its gradient. A sum over a row runs in LN_LANES lanes, lane q summing
+ * the entries j = q mod LN_LANES in order, then the lanes in order: one order, fixed by n, in
+ * every build and for every alignment of the row (which an "omp simd" reduction would not
+ * promise), and the compiler keeps the lanes in a vector register or a few. The other passes
+ * are loops over independent entries ("omp simd"). */
+#define LN_EPS 1e-5
+#define LN_LANES 16
+
+/* Entry j of a sum over a row: (a[j] - shift)^2 for `factors` 0, else the product of the first
+ * `factors` of a[j], b[j], c[j]. */
+FL_INLINE REAL SFX(row_term)(const int factors, const REAL *a, const REAL *b, const REAL *c,
+                             REAL shift, int64_t j)
+{
+    const REAL d = a[j] - shift;
+    return factors == 0 ? d * d
+         : factors == 1 ? a[j]
+         : factors == 2 ? a[j] * b[j]
+                        : a[j] * b[j] * c[j];
+}
+
+/* The sum of row_term over j < n, in the order above (`factors` a constant at every call). */
+FL_INLINE REAL SFX(row_sum)(int64_t n, const int factors, const REAL *a, const REAL *b,
+                            const REAL *c, REAL shift)
+{
+    REAL lane[LN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + LN_LANES <= n; j += LN_LANES)
+        #pragma omp simd
+        for (int q = 0; q < LN_LANES; q++)
+            lane[q] += SFX(row_term)(factors, a, b, c, shift, j + q);
+    for (int q = 0; j + q < n; q++)
+        lane[q] += SFX(row_term)(factors, a, b, c, shift, j + q);
+    REAL sum = 0;
+    for (int q = 0; q < LN_LANES; q++)
+        sum += lane[q];
+    return sum;
+}
+
+/* The mean of v[0 .. n) and 1 / sqrt(var + eps), the variance as the mean of the squared
+ * deviations from the mean (a second pass: no cancellation for rows far from zero mean). */
+FL_INLINE void SFX(ln_stats)(int64_t n, const REAL *v, REAL *mean, REAL *rstd)
+{
+    const REAL mu = SFX(row_sum)(n, 1, v, NULL, NULL, 0) / (REAL)n;
+    const REAL var = SFX(row_sum)(n, 0, v, NULL, NULL, mu) / (REAL)n;
+    *mean = mu;
+    *rstd = 1 / SQRT(var + (REAL)LN_EPS);
+}
+
+/* dv = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = dy g: the gradient of v
+ * from that of LN(v) g (+ b), over a row of n, xhat = LN(v) and rstd saved by the forward. dv
+ * may be dy. */
+FL_INLINE void SFX(ln_backward)(int64_t n, const REAL *dy, const REAL *g, const REAL *xhat,
+                                REAL rstd, REAL *dv)
+{
+    const REAL m1 = SFX(row_sum)(n, 2, dy, g, NULL, 0) / (REAL)n;
+    const REAL m2 = SFX(row_sum)(n, 3, dy, g, xhat, 0) / (REAL)n;
+    #pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        dv[j] = rstd * (dy[j] * g[j] - m1 - xhat[j] * m2);
+}
+
+/* The LN LSTM's input side, n rows every ld-th (row i of an array whose rows have w entries at
+ * i ld w), from row r of x: pre IN x w_ih^T, OUT LN(x w_ih^T) g_ih + b_ih + b_hh; when training
+ * (FL_NORMED, FL_RSTD) xhat_ih to the first G H entries of normed's rows, its rstd to column 0. */
+static void SFX(ln_input)(const fl_layer *l, REAL *const s[], int64_t n, int64_t ld, int64_t r0,
+                          REAL *pre_all)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t GH = cf->gates * l->H, wn = cf->normed * l->H;
+    const REAL *g = s[FL_G_IH], *b_ih = s[FL_B_IH], *b_hh = s[FL_B_HH];
+    REAL *normed_all = s[FL_NORMED] ? s[FL_NORMED] + r0 * wn : NULL;
+    REAL *rstd_all = s[FL_RSTD] ? s[FL_RSTD] + r0 * cf->rstd : NULL;
+    for (int64_t r = 0; r < n; r++) {
+        REAL *pre = pre_all + r * ld * GH, mu, rs;
+        SFX(ln_stats)(GH, pre, &mu, &rs);
+        if (normed_all) {
+            REAL *xh = normed_all + r * ld * wn;
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++) {
+                xh[j] = (pre[j] - mu) * rs;
+                pre[j] = xh[j] * g[j] + (b_ih[j] + b_hh[j]);
+            }
+            rstd_all[r * ld * cf->rstd] = rs;
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++)
+                pre[j] = (pre[j] - mu) * rs * g[j] + (b_ih[j] + b_hh[j]);
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- the packed recurrent product
@@ -360,14 +454,14 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
     SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, beta, C, ldc);
 }
 
-/* The biases the input side of the pre-activations carries, b_ih + b_hh or b_ih alone (b_hh NULL:
- * the GRU's b_hh is inside r). */
+/* The biases the product of the input carries, b_ih + b_hh or b_ih alone (b_hh NULL: the GRU's
+ * b_hh is inside r) or none (both NULL: a cell that normalises the product adds them after). */
 static inline void SFX(input_bias)(const fl_layer *l, REAL *const s[], const REAL **b_ih,
                                    const REAL **b_hh)
 {
     const cell_facts *cf = facts_of(l->cell);
-    *b_ih = s[FL_B_IH];
-    *b_hh = cf->b_hh_inside ? NULL : s[FL_B_HH];
+    *b_ih = cf->layer_norm ? NULL : s[FL_B_IH];
+    *b_hh = cf->b_hh_inside || cf->layer_norm ? NULL : s[FL_B_HH];
 }
 
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
@@ -441,7 +535,8 @@ static REAL *SFX(fed_slot)(const SFX(fed) *fb, int64_t j, int slot)
  * and this adds h_{t-1} w_hh^T and the fed-back products (on the packed weights when there are
  * some, else through the BLAS). A cell that keeps the recurrent product apart (cell_facts.apart)
  * gets the input side alone (input_bias + x_t w_ih^T, and the fed-back products, which are input
- * too). */
+ * too); one that normalises rows, when its steps form x_t w_ih^T, gets that product alone,
+ * which it normalises here (ln_input: the biases come after LN). */
 static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t r,
                           int64_t prev_row, const SFX(packed) *pw, const SFX(fed) *fb,
                           REAL *pre_t, int64_t parts)
@@ -450,6 +545,11 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
     const int64_t P = l->P, I = l->I, GH = cf->gates * l->H;
     const int64_t ldp = parts * P, ldg = parts * GH;
     const REAL *x_t = s[FL_X] + r * I, *h_prev = s[FL_HS] + prev_row * P;
+    if (cf->layer_norm && (l->stacked || pw->ih)) { /* the input side of a step, normalised */
+        SFX(step_product)(n, GH, I, x_t, parts * I, s[FL_W_IH], 1, pw->ih, 0, pre_t, ldg);
+        SFX(ln_input)(l, s, n, parts, r, pre_t);
+        return; /* the recurrent product apart, and no fed-back inputs (fl_stack) */
+    }
 #if ISA_VECTOR_BYTES
     if (pw->ih) {
         SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih}, {h_prev, ldp, P, pw->hh}};
@@ -703,6 +803,132 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
     }
 }
 
+/* The LN LSTM's gates, unit j of one row: a IN the pre-activations, OUT i, f, g, o; cp IN
+ * c_{t-1}; c OUT c_t (it may be cp). */
+FL_INLINE void SFX(lnlstm_unit_gates)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
+                                      const int fused)
+{
+    REAL i = SFX(sigmoid)(a[j], fused), f = SFX(sigmoid)(a[H + j], fused);
+    REAL g = SFX(tanh)(a[2 * H + j], fused), o = SFX(sigmoid)(a[3 * H + j], fused);
+    c[j] = f * cp[j] + i * g;
+    a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+}
+
+/* h_t, unit j of one row: o tanh(xhat_c g_c + b_c), xhat_c = (c - mean) rstd, kept in xc when
+ * `keep`. */
+FL_INLINE void SFX(lnlstm_unit_h)(int64_t j, const REAL *o, const REAL *c, REAL mean, REAL rstd,
+                                  const REAL *g_c, const REAL *b_c, REAL *xc, int keep, REAL *h,
+                                  const int fused)
+{
+    const REAL x = (c[j] - mean) * rstd;
+    if (keep)
+        xc[j] = x;
+    h[j] = o[j] * SFX(tanh)(x * g_c[j] + b_c[j], fused);
+}
+
+/* The LN LSTM's step of n rows: a IN the input side (ln_input), OUT the activations i, f, g, o;
+ * rec IN h_{t-1} w_hh^T (scratch, which inference leaves xhat_hh in); cp, c, h as the LSTM's
+ * (lstm_unit_forward); normed, rstd (training; NULL for inference) OUT xhat_hh and xhat_c in
+ * the blocks 4H .. 8H and 8H .. 9H of normed's rows, their rstd in columns 1 and 2. */
+FL_INLINE void SFX(lnlstm_cell_forward)(const fl_layer *l, REAL *const s[], int64_t n,
+                                        int64_t ld, REAL *a_all, REAL *rec_all,
+                                        const REAL *c_prev, REAL *c_all, REAL *h_all,
+                                        REAL *normed_all, REAL *rstd_all, const int fused)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, GH = cf->gates * H, wn = cf->normed * H;
+    const REAL *g_hh = s[FL_G_HH], *g_c = s[FL_G_C], *b_c = s[FL_B_C];
+    for (int64_t r = 0; r < n; r++) {
+        REAL *a = a_all + r * ld * GH, *rec = rec_all + r * ld * GH;
+        REAL *c = c_all + r * ld * H, *h = h_all + r * ld * H;
+        const REAL *cp = c_prev + r * ld * H;
+        REAL *xh = normed_all ? normed_all + r * ld * wn + GH : rec;
+        REAL *xc = normed_all ? normed_all + r * ld * wn + 2 * GH : NULL;
+        REAL mu, rs, mu_c, rs_c;
+        SFX(ln_stats)(GH, rec, &mu, &rs);
+        #pragma omp simd
+        for (int64_t j = 0; j < GH; j++) {
+            xh[j] = (rec[j] - mu) * rs;
+            a[j] += xh[j] * g_hh[j];
+        }
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++)
+            SFX(lnlstm_unit_gates)(j, H, a, cp, c, fused);
+        SFX(ln_stats)(H, c, &mu_c, &rs_c);
+        if (xc) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lnlstm_unit_h)(j, a + 3 * H, c, mu_c, rs_c, g_c, b_c, xc, 1, h, fused);
+            rstd_all[r * ld * cf->rstd + 1] = rs;
+            rstd_all[r * ld * cf->rstd + 2] = rs_c;
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lnlstm_unit_h)(j, a + 3 * H, c, mu_c, rs_c, g_c, b_c, NULL, 0, h, fused);
+        }
+    }
+}
+
+/* The LN LSTM's backward step of n rows, through h = o tanh(y_c), y_c = xhat_c g_c + b_c: act,
+ * cp, dh, dc as the LSTM's (lstm_unit_backward); normed, rstd IN the forward's; dyc OUT
+ * dL/dy_c (scratch); da OUT the gradient of the pre-activations, which it then turns into that
+ * of x_t w_ih^T (through LN); drec OUT that of h_{t-1} w_hh^T. Adds each row to the part's sums
+ * (cell_facts.sums, after db_ih's G H, which it adds when `biases`): dg_ih += da xhat_ih,
+ * dg_hh += da xhat_hh, dg_c += dyc xhat_c, db_c += dyc. */
+FL_INLINE void SFX(lnlstm_cell_backward)(const fl_layer *l, REAL *const s[], int64_t n,
+                                         int64_t ld, const REAL *act_all, const REAL *c_prev,
+                                         const REAL *normed_all, const REAL *rstd_all,
+                                         const REAL *dh_all, REAL *dc_all, REAL *dyc_all,
+                                         REAL *da_all, REAL *drec_all, REAL *sums, int biases,
+                                         const int fused)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, GH = cf->gates * H, wn = cf->normed * H;
+    const REAL *g_ih = s[FL_G_IH], *g_hh = s[FL_G_HH], *g_c = s[FL_G_C], *b_c = s[FL_B_C];
+    REAL *db = sums, *dg_ih = sums + GH, *dg_hh = sums + 2 * GH, *dg_c = sums + 3 * GH;
+    REAL *db_c = dg_c + H;
+    for (int64_t r = 0; r < n; r++) {
+        const REAL *a = act_all + r * ld * GH, *cp = c_prev + r * ld * H;
+        const REAL *dh = dh_all + r * ld * H, *rs = rstd_all + r * ld * cf->rstd;
+        const REAL *x_ih = normed_all + r * ld * wn, *x_hh = x_ih + GH, *x_c = x_ih + 2 * GH;
+        REAL *dc = dc_all + r * ld * H, *dyc = dyc_all + r * ld * H;
+        REAL *da = da_all + r * ld * GH, *drec = drec_all + r * ld * GH;
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            const REAL o = a[3 * H + j], tc = SFX(tanh)(x_c[j] * g_c[j] + b_c[j], fused);
+            da[3 * H + j] = dh[j] * tc * o * (1 - o);
+            dyc[j] = dh[j] * o * (1 - tc * tc);
+        }
+        const REAL m1 = SFX(row_sum)(H, 2, dyc, g_c, NULL, 0) / (REAL)H;
+        const REAL m2 = SFX(row_sum)(H, 3, dyc, g_c, x_c, 0) / (REAL)H;
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            const REAL i = a[j], f = a[H + j], g = a[2 * H + j];
+            const REAL dcj = dc[j] + rs[2] * (dyc[j] * g_c[j] - m1 - x_c[j] * m2);
+            da[j] = dcj * g * i * (1 - i);
+            da[H + j] = dcj * cp[j] * f * (1 - f);
+            da[2 * H + j] = dcj * i * (1 - g * g);
+            dc[j] = dcj * f; /* the carousel, back to c_{t-1} */
+        }
+        SFX(ln_backward)(GH, da, g_hh, x_hh, rs[1], drec);
+        if (biases)
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++)
+                db[j] += da[j];
+        #pragma omp simd
+        for (int64_t j = 0; j < GH; j++) {
+            dg_ih[j] += da[j] * x_ih[j];
+            dg_hh[j] += da[j] * x_hh[j];
+        }
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            dg_c[j] += dyc[j] * x_c[j];
+            db_c[j] += dyc[j];
+        }
+        SFX(ln_backward)(GH, da, g_ih, x_ih, rs[0], da);
+    }
+}
+
 /* ---------------------------------------------------------------- a step of any cell
  * The time loops' one call into the cells, forward and backward: a switch on the layer's cell
  * picks its functions above, for n rows of a part, every ld-th row of the arrays, each array at
@@ -719,6 +945,7 @@ typedef struct {
     const REAL *c_prev; /* cell_facts.cell_state: IN c_{t-1} */
     REAL *c;            /* OUT c_t (it may be c_prev: inference) */
     REAL *hn;           /* OUT the GRU's hn */
+    REAL *normed, *rstd; /* OUT the LN LSTM's, training; NULL for inference */
 } SFX(cell_rows);
 
 FL_INLINE void SFX(cell_forward)(const fl_layer *l, REAL *const s[], const SFX(cell_rows) *a,
@@ -738,6 +965,10 @@ FL_INLINE void SFX(cell_forward)(const fl_layer *l, REAL *const s[], const SFX(c
         SFX(gru_cell_forward)(n, ld, H, a->pre, a->rec, s[FL_B_HH], a->h_prev, a->hn, a->h,
                               fused, j0, j1);
         break;
+    case FL_LSTM_LN: /* all of each row: it never splits by units */
+        SFX(lnlstm_cell_forward)(l, s, n, ld, a->pre, a->rec, a->c_prev, a->c, a->h, a->normed,
+                                 a->rstd, fused);
+        break;
     }
 }
 
@@ -755,6 +986,8 @@ typedef struct {
                          * in its first G - d_rec blocks */
     REAL *d_rec;        /* OUT the gradient of h_{t-1} w_hh^T in its last d_rec blocks */
     REAL *m;            /* OUT m_t when the layer projects */
+    const REAL *normed, *rstd; /* IN the LN LSTM's */
+    REAL *d_step;       /* the cell's step scratch (cell_facts.d_step) */
 } SFX(cell_grads);
 
 /* Also adds the step's rows to the part's sums (sums_width()): db_ih's when the layer has biases,
@@ -786,6 +1019,10 @@ FL_INLINE void SFX(cell_backward)(const fl_layer *l, REAL *const s[], const SFX(
         if (biases) /* db_hn */
             SFX(add_row_sums)(n, H, g->d_rec, ld * H, NULL, 0, sums + GH);
         break;
+    case FL_LSTM_LN: /* adds db_ih's sums itself, before da becomes x_t w_ih^T's gradient */
+        SFX(lnlstm_cell_backward)(l, s, n, ld, g->act, g->c_prev, g->normed, g->rstd, g->dm,
+                                  g->dc, g->d_step, g->da, g->d_rec, sums, biases, fused);
+        return;
     }
     if (biases)
         SFX(add_row_sums)(n, GH, g->da, ld * GH, NULL, 0, sums);
@@ -825,6 +1062,8 @@ FL_INLINE SFX(cell_rows) SFX(forward_rows)(const fl_layer *l, REAL *const s[],
         a.c_prev = s[FL_CS] + (l->inference ? k : prev) * H;
         a.c = s[FL_CS] + (l->inference ? k : B + r) * H;
     }
+    if (cf->normed && s[FL_NORMED])
+        a.normed = s[FL_NORMED] + r * cf->normed * H, a.rstd = s[FL_RSTD] + r * cf->rstd;
     return a;
 }
 
@@ -869,10 +1108,10 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
     }
 }
 
-/* The scratch of a backward call (see fl_work_size): da, the cell's d_rec, with projection dhs,
- * ms, dm, and sums: each part's row of sums_width() sums. */
+/* The scratch of a backward call (see fl_work_size): da, the cell's d_rec and d_step, with
+ * projection dhs, ms, dm, and sums: each part's row of sums_width() sums. */
 typedef struct {
-    REAL *da, *d_rec, *dhs, *ms, *dm, *sums;
+    REAL *da, *d_rec, *d_step, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
 /* Step t of the backward loop of part k, n of its rows, its block at row `off`; fb the layer's
@@ -904,6 +1143,10 @@ SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                          rec_rows ? sc->d_rec + r * rec_rows : NULL, NULL};
     if (cf->cell_state)
         g.c_prev = cs + (prev + k) * H, g.c = cs + (B + r) * H, g.dc = s[FL_DC] + k * H;
+    if (cf->normed)
+        g.normed = s[FL_NORMED] + r * cf->normed * H, g.rstd = s[FL_RSTD] + r * cf->rstd;
+    if (cf->d_step)
+        g.d_step = sc->d_step + k * cf->d_step * H;
     if (l->projection) {
         for (int64_t i = 0; i < n; i++)
             memcpy(sc->dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
@@ -975,7 +1218,8 @@ static void SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, 
 }
 
 /* Part k of what a forward does before its time loop: pack the weights and, unless its steps
- * add the input term themselves, project every step's input (with the biases of input_bias). */
+ * add the input term themselves, project every step's input (with the biases of input_bias;
+ * normalised, for a cell that normalises rows). */
 static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
                                        int64_t parts)
 {
@@ -989,6 +1233,11 @@ static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64
         SFX(input_bias)(l, s, &b_ih, &b_hh);
         SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X], s[FL_W_IH], b_ih, b_hh,
                           out.pre, k, parts);
+        if (facts_of(l->cell)->layer_norm) {
+            int64_t r0, r1;
+            part_range(N, parts, k, &r0, &r1);
+            SFX(ln_input)(l, s, r1 - r0, 1, r0, out.pre + r0 * gates_of(l->cell) * l->H);
+        }
     }
 }
 
@@ -1196,6 +1445,7 @@ static REAL *SFX(backward_scratch_of)(const fl_layer *l, REAL *const s[], int64_
     REAL *rest = SFX(carve_packed)(l, 1, N, s[FL_WORK], pw);
     sc->da = rest, rest += N * cf->gates * H;
     sc->d_rec = cf->d_rec ? rest : NULL, rest += N * cf->d_rec * H;
+    sc->d_step = cf->d_step ? rest : NULL, rest += B * cf->d_step * H;
     sc->dhs = sc->ms = sc->dm = NULL;
     if (l->projection) {
         sc->dhs = rest, sc->ms = rest + N * P, sc->dm = rest + N * P + N * H;
@@ -1405,6 +1655,7 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
 #undef GEMM
 #undef GEMV
 #undef FMA
+#undef SQRT
 #undef EXP_UINT
 #undef EXP_MANT
 #undef EXP_BIAS
