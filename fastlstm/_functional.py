@@ -34,7 +34,7 @@ from dataclasses import KW_ONLY, dataclass, field
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "lnlstm": 4}
 NONLINEARITIES = ("tanh", "relu")
 
 
@@ -118,7 +118,7 @@ class Context:
     above; None where the cell or its options have no such array.
     """
 
-    cell: str                  # "rnn", "lstm" or "gru"
+    cell: str                  # "rnn", "lstm", "gru" or "lnlstm"
     batch: Batch
     x: np.ndarray
     hs: np.ndarray
@@ -132,6 +132,12 @@ class Context:
     hn: np.ndarray = None
     w_hr: np.ndarray = None
     w_peephole: np.ndarray = None
+    g_ih: np.ndarray = None
+    g_hh: np.ndarray = None
+    g_c: np.ndarray = None
+    b_c: np.ndarray = None
+    normed: np.ndarray = None
+    rstd: np.ndarray = None
 
     @property
     def hidden_size(self):
@@ -285,6 +291,23 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
     return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole), batch
 
 
+LN_WEIGHTS = ("g_ih", "g_hh", "g_c", "b_c")
+
+
+def check_layer_norm(dtype, H, g_ih, g_hh, g_c, b_c, name="{}"):
+    """The layer-normalised LSTM's gains and c's bias, (4H,), (4H,), (H,), (H,), as contiguous
+    arrays of ``dtype``; ``name`` formats each one's name for the messages."""
+    out = []
+    for kind, a, n in zip(LN_WEIGHTS, (g_ih, g_hh, g_c, b_c), (4 * H, 4 * H, H, H)):
+        what = name.format(kind)
+        if a is None:
+            raise TypeError(f"{what} must be an array of shape ({n},), got None")
+        a = as_float_array(what, a, dtype, ndim=1)
+        expect_shape(what, a, (n,), "(4 * hidden_size,)" if n == 4 * H else "(hidden_size,)")
+        out.append(a)
+    return tuple(out)
+
+
 def _packed_batch(batch_sizes, x, h0):
     """The Batch of a packed call; B is the initial states' rows (sequences of length 0 come
     after the batch_sizes[0] running ones), or batch_sizes[0] without them."""
@@ -337,7 +360,8 @@ def check_backward(cell, ctx, dy, state_grads):
 
 # The arrays a backward reads from the context of each cell (w_hr and w_peephole: when given).
 CONTEXT_ARRAYS = {"rnn": ("x", "hs", "w_hh"), "lstm": ("x", "hs", "w_hh", "cs", "gates"),
-                  "gru": ("x", "hs", "w_hh", "gates", "hn")}
+                  "gru": ("x", "hs", "w_hh", "gates", "hn"),
+                  "lnlstm": ("x", "hs", "w_hh", "cs", "gates", "normed", "rstd") + LN_WEIGHTS}
 
 
 def _output_grad(dy, batch, P, dtype):
@@ -367,7 +391,8 @@ def _check_context(ctx):
     H, N, B = GH // GATES[cell], batch.N, batch.B
     shapes = {"x": (N, I), "hs": (B + N, H if w_hr is None else P), "w_hh": (GH, P),
               "cs": (B + N, H), "gates": (N, GH), "hn": (N, H), "w_hr": (P, H),
-              "w_peephole": (3 * H,)}
+              "w_peephole": (3 * H,), "normed": (N, 9 * H), "rstd": (N, 3), "g_ih": (GH,),
+              "g_hh": (GH,), "g_c": (H,), "b_c": (H,)}
     names = CONTEXT_ARRAYS[cell]
     for name in ("w_hr", "w_peephole"):
         if getattr(ctx, name) is not None:
@@ -484,11 +509,12 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
 
     Returns ``(x, states, weights, feedback, batch, masks)``: x as its (N, I) rows; states a
     list of L tuples ``(h0,)`` or ``(h0, c0)`` of arrays, zeros where not given; weights a list
-    of L dicts with every key of STACK_WEIGHTS (None where absent); feedback the sorted pairs;
-    the :class:`Batch`; masks a list of L entries, None or an (N, I_k) array.
+    of L dicts with every key of STACK_WEIGHTS (None where absent), and for "lnlstm" those of
+    LN_WEIGHTS; feedback the sorted pairs; the :class:`Batch`; masks a list of L entries, None
+    or an (N, I_k) array.
     """
     if cell not in GATES:
-        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}")
+        raise ValueError(f"cell must be 'rnn', 'lstm', 'gru' or 'lnlstm', got {cell!r}")
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     if isinstance(weights, dict) or not isinstance(weights, (list, tuple)) or not weights:
@@ -499,11 +525,15 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
         if not hasattr(w, "keys"):
             raise TypeError(f"weights[{k}] must be a dict of layer {k}'s weights, got "
                             f"{describe(w)}")
-        unknown = sorted(set(w.keys()) - set(STACK_WEIGHTS))
+        known = STACK_WEIGHTS + (LN_WEIGHTS if cell == "lnlstm" else ())
+        unknown = sorted(set(w.keys()) - set(known))
         if unknown:
             raise ValueError(f"weights[{k}] has unknown keys {unknown}; expected some of "
-                             f"{list(STACK_WEIGHTS)}")
+                             f"{list(known)}")
     feedback = check_feedback(feedback, L)
+    if cell == "lnlstm" and feedback:
+        raise ValueError(f"feedback must be empty for the layer-normalised LSTM ('lnlstm'), "
+                         f"which runs in no stack with feedback, got {list(feedback)}")
     x = _input(x, batch_sizes)
     dtype, G = x.dtype, GATES[cell]
 
@@ -577,6 +607,10 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
             a = as_float_array(f"{name}['{kind}']", a, dtype, ndim=len(shape))
             expect_shape(f"{name}['{kind}']", a, shape, meaning)
             out[kind] = a
+        if cell == "lnlstm":
+            out.update(zip(LN_WEIGHTS, check_layer_norm(dtype, H, *(w.get(kind) for kind in
+                                                                    LN_WEIGHTS),
+                                                        name=f"{name}['{{}}']")))
         checked.append(out)
 
     if batch_sizes is None:
@@ -621,7 +655,7 @@ def _stack_states(name, entries, names, what, cell, L, dtype, B, P, H, size):
     """``entries`` (None, or one tuple of a layer's states or None per layer) as a list of L
     tuples of (B, P) and, for the LSTM, (B, H) arrays, zeros where not given; ``names``: those
     of h's and c's entries, ``what`` they are, for the messages."""
-    n_states = 2 if cell == "lstm" else 1
+    n_states = 2 if cell in ("lstm", "lnlstm") else 1
     pair = f"({', '.join(names[:n_states])}{',' * (n_states == 1)})"
     out = []
     for k, entry in enumerate(_per_layer(name, entries, L, f"{pair} or None")):

@@ -19,6 +19,7 @@ import numpy as np
 from ._functional import (GATES, Batch, Context, StackContext, as_float_array, check_backward,
                           check_bool, check_feedback, check_stack_backward, check_stack_forward,
                           check_forward, describe, expect_shape, extra_grads)
+from ._functional import LN_WEIGHTS, check_layer_norm
 from ._module import check_choice, check_dtype, check_int
 
 fl_init()
@@ -288,7 +289,10 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     return 0
 
 
-_CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU}
+_CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU, "lnlstm": FL_LSTM_LN}
+# The layer-normalised LSTM's weights (LN_WEIGHTS), what its forward saves and its gradients.
+_LN_SLOTS = (FL_G_IH, FL_G_HH, FL_G_C, FL_B_C)
+_LN_GRADS = (FL_DG_IH, FL_DG_HH, FL_DG_C, FL_DB_C)
 
 
 def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
@@ -303,9 +307,10 @@ def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
 
 
 def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, batch,
-                    description, training):
+                    description, training, norms=None):
     """The slots of one layer's forward: its input and weights (zero biases for a layer
-    without), and the saved state, allocated, with the initial states in place."""
+    without; ``norms``, the layer-normalised LSTM's g_ih, g_hh, g_c, b_c), and the saved state,
+    allocated, with the initial states in place."""
     B, N, H, P, dtype = batch.B, batch.N, description["H"], description["P"], x.dtype
     GH = w_hh.shape[0]
     if b_ih is None:
@@ -314,7 +319,7 @@ def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, b
     hs[:B] = states[0]
     arrays = {FL_X: x, FL_W_IH: w_ih, FL_W_HH: w_hh, FL_B_IH: b_ih, FL_B_HH: b_hh,
               FL_W_HR: w_hr, FL_W_PEEPHOLE: w_peephole, FL_HS: hs}
-    if cell == "lstm":
+    if cell in ("lstm", "lnlstm"):
         # An inference forward keeps each sequence's latest cell state alone, in place.
         arrays[FL_CS] = np.empty((B + N if training else B, H), dtype)
         arrays[FL_CS][:B] = states[1]
@@ -322,6 +327,11 @@ def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, b
         arrays[FL_GATES] = np.empty((N, GH), dtype)
     if cell == "gru" and training:
         arrays[FL_HN] = np.empty((N, H), dtype)
+    if cell == "lnlstm":
+        arrays.update(zip(_LN_SLOTS, norms))
+        if training:
+            arrays[FL_NORMED] = np.empty((N, 9 * H), dtype)
+            arrays[FL_RSTD] = np.empty((N, 3), dtype)
     return arrays
 
 
@@ -333,18 +343,20 @@ def _saved(cell, nonlinearity, batch, arrays, has_bias, training):
     ctx = Context(cell, batch, arrays[FL_X], hs, arrays[FL_W_IH], arrays[FL_W_HH], has_bias,
                   nonlinearity=nonlinearity, cs=cs, gates=arrays.get(FL_GATES),
                   hn=arrays.get(FL_HN), w_hr=arrays.get(FL_W_HR),
-                  w_peephole=arrays.get(FL_W_PEEPHOLE)) if training else None
+                  w_peephole=arrays.get(FL_W_PEEPHOLE),
+                  **{k: arrays.get(slot) for k, slot in zip(LN_WEIGHTS, _LN_SLOTS)},
+                  normed=arrays.get(FL_NORMED), rstd=arrays.get(FL_RSTD)) if training else None
     return states, ctx
 
 
-def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
+def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True, norms=None):
     """Allocate the saved state of a forward call, run it; return what the forward function
     returns: y, the last states and the Context (None unless training: the kernel then keeps
     the gates in its scratch)."""
     w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
     layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
     layer["inference"] = not training
-    arrays = _forward_arrays(cell, x, states, *weights, batch, layer, training)
+    arrays = _forward_arrays(cell, x, states, *weights, batch, layer, training, norms)
     _run(False, layer, batch, arrays)
     states, ctx = _saved(cell, nonlinearity, batch, arrays, b_ih is not None, training)
     return (batch.outside(arrays[FL_HS][batch.B:]),) + states + (ctx,)
@@ -364,8 +376,13 @@ def _backward_arrays(ctx, dy, dstates, description):
               FL_DW_HH: np.empty((GH, P), dtype)}
     if ctx.has_bias:
         arrays[FL_DB_IH], arrays[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
-    if ctx.cell == "lstm":
+    if ctx.cell in ("lstm", "lnlstm"):
         arrays[FL_DC] = dstates[1].copy()
+    if ctx.cell == "lnlstm":
+        arrays.update({FL_NORMED: ctx.normed, FL_RSTD: ctx.rstd})
+        for kind, slot, grad in zip(LN_WEIGHTS, _LN_SLOTS, _LN_GRADS):
+            arrays[slot] = getattr(ctx, kind)
+            arrays[grad] = np.empty_like(arrays[slot])
     if ctx.w_hr is not None:
         arrays[FL_DW_HR] = np.empty((P, H), dtype)
     if ctx.w_peephole is not None:
@@ -442,6 +459,31 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
     a = _backward(ctx, dy, dstates, input_grad)
     return (a[FL_DX], a[FL_DH]) + _param_grads(a)
+
+
+def lnlstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, batch_sizes=None,
+                   training=True):
+    """Run a layer-normalised LSTM layer over a sequence: as
+    ``fastlstm.reference.lnlstm_forward``."""
+    training = check_bool("training", training)
+    x, states, weights, batch = check_forward("lnlstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                              batch_sizes=batch_sizes)
+    norms = check_layer_norm(x.dtype, weights[1].shape[1], g_ih, g_hh, g_c, b_c)
+    return _forward("lnlstm", x, states, weights, batch, training=training, norms=norms)
+
+
+def lnlstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
+    """Backpropagation through time for :func:`lnlstm_forward`: as
+    ``reference.lnlstm_backward``, a dict of the gradients by the forward's argument names."""
+    input_grad = check_bool("input_grad", input_grad)
+    dy, dstates = check_backward("lnlstm", ctx, dy, (dh_n, dc_n))
+    a = _backward(ctx, dy, dstates, input_grad)
+    grads = {"x": a[FL_DX], "h0": a[FL_DH], "c0": a[FL_DC], "w_ih": a[FL_DW_IH],
+             "w_hh": a[FL_DW_HH]}
+    if ctx.has_bias:
+        grads.update(b_ih=a[FL_DB_IH], b_hh=a[FL_DB_HH])
+    grads.update((kind, a[slot]) for kind, slot in zip(LN_WEIGHTS, _LN_GRADS))
+    return grads
 
 
 # ---------------------------------------------------------------- stacks with feedback
@@ -521,7 +563,8 @@ def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", ba
         else:                    # filled by the loop, step by step
             x_k = np.empty((N, description["I"]), dtype)
         a = _forward_arrays(cell, x_k, states[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                            w["w_hr"], w["w_peephole"], batch, description, training)
+                            w["w_hr"], w["w_peephole"], batch, description, training,
+                            [w.get(kind) for kind in LN_WEIGHTS])
         a[FL_W_FB], a[FL_MASK] = w["w_fb"], masks[k]
         descriptions.append(description)
         arrays.append(a)
@@ -561,9 +604,11 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
         arrays.append(a)
     _run_stack(True, descriptions, batch, arrays, ctx.feedback, dtype)
     dx = batch.outside(arrays[0][FL_DX]) if input_grad else None
-    dinits = [(a[FL_DH],) + ((a[FL_DC],) if ctx.cell == "lstm" else ()) for a in arrays]
+    dinits = [(a[FL_DH],) + ((a[FL_DC],) if ctx.cell in ("lstm", "lnlstm") else ())
+              for a in arrays]
     kinds = {"w_ih": FL_DW_IH, "w_hh": FL_DW_HH, "b_ih": FL_DB_IH, "b_hh": FL_DB_HH,
-             "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB}
+             "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB,
+             **dict(zip(LN_WEIGHTS, _LN_GRADS))}
     grads = [{kind: a[slot] for kind, slot in kinds.items() if a.get(slot) is not None}
              for a in arrays]
     return dx, dinits, grads
@@ -662,7 +707,7 @@ cdef class Stepper:
         self.started = True    # before anything can fail: a failed __init__ counts too
         # The arguments pick the kernel and the sizes it reads every array with: check them
         # all before anything is allocated.
-        check_choice("cell", cell, tuple(GATES))
+        check_choice("cell", cell, ("rnn", "lstm", "gru"))   # no stepper runs "lnlstm" yet
         if cell == "rnn":
             check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         elif nonlinearity is not None:
