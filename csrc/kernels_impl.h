@@ -71,7 +71,8 @@ static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
 
-FL_INLINE REAL SFX(exp)(REAL a, const int fused)
+/* The reduction of exp and expm1: a, clamped, = n ln2 + r; returns r, and 2^n in *scale. */
+FL_INLINE REAL SFX(exp_reduce)(REAL a, REAL *scale, const int fused)
 {
     a = a < EXP_MIN ? EXP_MIN : a;
     a = a > EXP_MAX ? EXP_MAX : a;
@@ -79,16 +80,34 @@ FL_INLINE REAL SFX(exp)(REAL a, const int fused)
     REAL t = SFX(madd)(a, (REAL)1.4426950408889634, EXP_ROUND, fused);
     REAL n = t - EXP_ROUND;
     REAL r = SFX(madd)(-n, EXP_LN2_LO, SFX(madd)(-n, EXP_LN2_HI, a, fused), fused);
+    EXP_UINT bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
+    memcpy(scale, &bits, sizeof *scale);
+    return r;
+}
+
+FL_INLINE REAL SFX(exp)(REAL a, const int fused)
+{
+    REAL scale, r = SFX(exp_reduce)(a, &scale, fused);
     REAL p = SFX(exp_taylor)[EXP_DEGREE];
 #pragma GCC unroll 16 /* counted as calls, the FMAs would keep GCC from unrolling it */
     for (int k = EXP_DEGREE - 1; k >= 0; k--)
         p = SFX(madd)(p, r, SFX(exp_taylor)[k], fused);
-    EXP_UINT bits;
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
-    REAL scale;
-    memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+/* exp(a) - 1 to a few units of roundoff of itself, also for a near 0: 2^n (e^r - 1) + 2^n - 1,
+ * e^r - 1 by the polynomial of exp without its constant term (for |a| <= ln2 / 2, n = 0 and
+ * that is all). */
+FL_INLINE REAL SFX(expm1)(REAL a, const int fused)
+{
+    REAL scale, r = SFX(exp_reduce)(a, &scale, fused);
+    REAL p = SFX(exp_taylor)[EXP_DEGREE];
+#pragma GCC unroll 16
+    for (int k = EXP_DEGREE - 1; k >= 1; k--)
+        p = SFX(madd)(p, r, SFX(exp_taylor)[k], fused);
+    return SFX(madd)(scale, p * r, scale - 1, fused);
 }
 
 FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
@@ -102,6 +121,16 @@ FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
 FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
 {
     return 1 - 2 / (1 + SFX(exp)(2 * a, fused));
+}
+
+/* tanh(a) = e / (e + 2), e = expm1(2a): as cheap as tanh above, and exact to a few units of
+ * roundoff of itself, also for |a| near 0. The LN LSTM's: LN(h w_hh^T) does not see the scale
+ * of h, so a row of small h (small o or tanh) would bring the absolute error of tanh above up
+ * to the size of the next step's pre-activations. +-1 for large |a|, NaN for NaN. */
+FL_INLINE REAL SFX(tanh_rel)(REAL a, const int fused)
+{
+    const REAL e = SFX(expm1)(2 * a, fused);
+    return e / (e + 2);
 }
 
 /* ---------------------------------------------------------------- layer normalisation
@@ -809,7 +838,7 @@ FL_INLINE void SFX(lnlstm_unit_gates)(int64_t j, int64_t H, REAL *a, const REAL 
                                       const int fused)
 {
     REAL i = SFX(sigmoid)(a[j], fused), f = SFX(sigmoid)(a[H + j], fused);
-    REAL g = SFX(tanh)(a[2 * H + j], fused), o = SFX(sigmoid)(a[3 * H + j], fused);
+    REAL g = SFX(tanh_rel)(a[2 * H + j], fused), o = SFX(sigmoid)(a[3 * H + j], fused);
     c[j] = f * cp[j] + i * g;
     a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
 }
@@ -823,7 +852,7 @@ FL_INLINE void SFX(lnlstm_unit_h)(int64_t j, const REAL *o, const REAL *c, REAL 
     const REAL x = (c[j] - mean) * rstd;
     if (keep)
         xc[j] = x;
-    h[j] = o[j] * SFX(tanh)(x * g_c[j] + b_c[j], fused);
+    h[j] = o[j] * SFX(tanh_rel)(x * g_c[j] + b_c[j], fused);
 }
 
 /* The LN LSTM's step of n rows: a IN the input side (ln_input), OUT the activations i, f, g, o;
@@ -895,7 +924,7 @@ FL_INLINE void SFX(lnlstm_cell_backward)(const fl_layer *l, REAL *const s[], int
         REAL *da = da_all + r * ld * GH, *drec = drec_all + r * ld * GH;
         #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
-            const REAL o = a[3 * H + j], tc = SFX(tanh)(x_c[j] * g_c[j] + b_c[j], fused);
+            const REAL o = a[3 * H + j], tc = SFX(tanh_rel)(x_c[j] * g_c[j] + b_c[j], fused);
             da[3 * H + j] = dh[j] * tc * o * (1 - o);
             dyc[j] = dh[j] * o * (1 - tc * tc);
         }
