@@ -614,11 +614,13 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
 
 /* ---------------------------------------------------------------- the cells
  * What one step does to n rows of one part once the recurrent product is in: the only code that
- * differs between the cells. A part's rows are every `ld`-th row of the arrays (see the time
- * loops): row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da
- * have G*H entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a
- * different block of memory (but for an inference LSTM's c, which is c_prev: each unit is read
- * before it is written), so the loops over the units are vectorized ("omp simd"). */
+ * differs between the cells, with their rows of cell_facts (kernels_common.h) and the LN LSTM's
+ * normalisation above. A part's rows are every `ld`-th row of the arrays (see the time loops):
+ * row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da have G*H
+ * entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a different
+ * block of memory (but for an inference LSTM's c, which is c_prev, and an inference LN LSTM's
+ * xhat_hh, which is rec: each unit is read before it is written), so the loops over the units
+ * are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. `fused`, here and
  * below, as in madd; the forward steps run the units j0 .. j1 - 1 of each row. */

@@ -315,6 +315,20 @@ def test_a_stack_is_its_layers_one_after_another(dtype, shape, form, masks, isa,
     assert_matches({k: nat[k] for k in ref}, ref, truth)
 
 
+@pytest.mark.parametrize("form", ["padded", "packed"])
+def test_a_stack_infers_what_it_trains(form, isa, rng):
+    """training=False: each stacked step normalises its input product in scratch rows it
+    reuses, and keeps no normed or rstd."""
+    stack, _, _ = stack_problem(rng, 3, 7, 9, 4, 12, np.float64, form == "packed", False)
+    y, finals, ctx = native.stack_forward("lnlstm", **stack)
+    y_inf, finals_inf, ctx_inf = native.stack_forward("lnlstm", **stack, training=False)
+    assert ctx_inf is None
+    assert_close(y_inf, y, 1e-13, "y")
+    for (h, c), (h_inf, c_inf) in zip(finals, finals_inf):
+        assert_close(h_inf, h, 1e-13, "h_n")
+        assert_close(c_inf, c, 1e-13, "c_n")
+
+
 def test_a_stack_with_feedback_is_refused(rng):
     stack, _, _ = stack_problem(rng, 2, 3, 2, 2, 4, np.float64, False, False)
     stack["weights"][0]["w_fb"] = np.zeros((16, 4))
