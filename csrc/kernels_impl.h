@@ -143,42 +143,59 @@ FL_INLINE REAL SFX(tanh_rel)(REAL a, const int fused)
 #define LN_EPS 1e-5
 #define LN_LANES 16
 
-/* Entry j of a sum over a row: (a[j] - shift)^2 for `factors` 0, else the product of the first
- * `factors` of a[j], b[j], c[j]. */
-FL_INLINE REAL SFX(row_term)(const int factors, const REAL *a, const REAL *b, const REAL *c,
-                             REAL shift, int64_t j)
-{
-    const REAL d = a[j] - shift;
-    return factors == 0 ? d * d
-         : factors == 1 ? a[j]
-         : factors == 2 ? a[j] * b[j]
-                        : a[j] * b[j] * c[j];
-}
-
-/* The sum of row_term over j < n, in the order above (`factors` a constant at every call). */
-FL_INLINE REAL SFX(row_sum)(int64_t n, const int factors, const REAL *a, const REAL *b,
-                            const REAL *c, REAL shift)
+/* The sum over j < n of v[j], or with `square` (a constant at every call) of (v[j] - shift)^2,
+ * in the order above. */
+FL_INLINE REAL SFX(row_sum)(int64_t n, const REAL *v, REAL shift, const int square)
 {
     REAL lane[LN_LANES] = {0};
     int64_t j = 0;
     for (; j + LN_LANES <= n; j += LN_LANES)
         #pragma omp simd
-        for (int q = 0; q < LN_LANES; q++)
-            lane[q] += SFX(row_term)(factors, a, b, c, shift, j + q);
-    for (int q = 0; j + q < n; q++)
-        lane[q] += SFX(row_term)(factors, a, b, c, shift, j + q);
+        for (int q = 0; q < LN_LANES; q++) {
+            const REAL d = v[j + q] - shift;
+            lane[q] += square ? d * d : v[j + q];
+        }
+    for (int q = 0; j + q < n; q++) {
+        const REAL d = v[j + q] - shift;
+        lane[q] += square ? d * d : v[j + q];
+    }
     REAL sum = 0;
     for (int q = 0; q < LN_LANES; q++)
         sum += lane[q];
     return sum;
 }
 
+/* *ab = the sum of a[j] b[j] and *abc = that of a[j] b[j] c[j] over j < n, each in the order of
+ * row_sum, in one pass: two independent sets of lanes. */
+FL_INLINE void SFX(row_dots)(int64_t n, const REAL *a, const REAL *b, const REAL *c, REAL *ab,
+                             REAL *abc)
+{
+    REAL lane2[LN_LANES] = {0}, lane3[LN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + LN_LANES <= n; j += LN_LANES)
+        #pragma omp simd
+        for (int q = 0; q < LN_LANES; q++) {
+            const REAL t = a[j + q] * b[j + q];
+            lane2[q] += t;
+            lane3[q] += t * c[j + q];
+        }
+    for (int q = 0; j + q < n; q++) {
+        const REAL t = a[j + q] * b[j + q];
+        lane2[q] += t;
+        lane3[q] += t * c[j + q];
+    }
+    REAL sum2 = 0, sum3 = 0;
+    for (int q = 0; q < LN_LANES; q++)
+        sum2 += lane2[q], sum3 += lane3[q];
+    *ab = sum2, *abc = sum3;
+}
+
 /* The mean of v[0 .. n) and 1 / sqrt(var + eps), the variance as the mean of the squared
  * deviations from the mean (a second pass: no cancellation for rows far from zero mean). */
 FL_INLINE void SFX(ln_stats)(int64_t n, const REAL *v, REAL *mean, REAL *rstd)
 {
-    const REAL mu = SFX(row_sum)(n, 1, v, NULL, NULL, 0) / (REAL)n;
-    const REAL var = SFX(row_sum)(n, 0, v, NULL, NULL, mu) / (REAL)n;
+    const REAL mu = SFX(row_sum)(n, v, 0, 0) / (REAL)n;
+    const REAL var = SFX(row_sum)(n, v, mu, 1) / (REAL)n;
     *mean = mu;
     *rstd = 1 / SQRT(var + (REAL)LN_EPS);
 }
@@ -189,8 +206,9 @@ FL_INLINE void SFX(ln_stats)(int64_t n, const REAL *v, REAL *mean, REAL *rstd)
 FL_INLINE void SFX(ln_backward)(int64_t n, const REAL *dy, const REAL *g, const REAL *xhat,
                                 REAL rstd, REAL *dv)
 {
-    const REAL m1 = SFX(row_sum)(n, 2, dy, g, NULL, 0) / (REAL)n;
-    const REAL m2 = SFX(row_sum)(n, 3, dy, g, xhat, 0) / (REAL)n;
+    REAL m1, m2;
+    SFX(row_dots)(n, dy, g, xhat, &m1, &m2);
+    m1 /= (REAL)n, m2 /= (REAL)n;
     #pragma omp simd
     for (int64_t j = 0; j < n; j++)
         dv[j] = rstd * (dy[j] * g[j] - m1 - xhat[j] * m2);
@@ -930,8 +948,9 @@ FL_INLINE void SFX(lnlstm_cell_backward)(const fl_layer *l, REAL *const s[], int
             da[3 * H + j] = dh[j] * tc * o * (1 - o);
             dyc[j] = dh[j] * o * (1 - tc * tc);
         }
-        const REAL m1 = SFX(row_sum)(H, 2, dyc, g_c, NULL, 0) / (REAL)H;
-        const REAL m2 = SFX(row_sum)(H, 3, dyc, g_c, x_c, 0) / (REAL)H;
+        REAL m1, m2;
+        SFX(row_dots)(H, dyc, g_c, x_c, &m1, &m2);
+        m1 /= (REAL)H, m2 /= (REAL)H;
         #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
             const REAL i = a[j], f = a[H + j], g = a[2 * H + j];
@@ -942,14 +961,19 @@ FL_INLINE void SFX(lnlstm_cell_backward)(const fl_layer *l, REAL *const s[], int
             dc[j] = dcj * f; /* the carousel, back to c_{t-1} */
         }
         SFX(ln_backward)(GH, da, g_hh, x_hh, rs[1], drec);
-        if (biases)
+        if (biases) {
             #pragma omp simd
-            for (int64_t j = 0; j < GH; j++)
+            for (int64_t j = 0; j < GH; j++) {
                 db[j] += da[j];
-        #pragma omp simd
-        for (int64_t j = 0; j < GH; j++) {
-            dg_ih[j] += da[j] * x_ih[j];
-            dg_hh[j] += da[j] * x_hh[j];
+                dg_ih[j] += da[j] * x_ih[j];
+                dg_hh[j] += da[j] * x_hh[j];
+            }
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++) {
+                dg_ih[j] += da[j] * x_ih[j];
+                dg_hh[j] += da[j] * x_hh[j];
+            }
         }
         #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
