@@ -1,10 +1,10 @@
-/* fastlstm C kernels: Elman RNN, LSTM (with projection and peepholes) and GRU, forward and
- * backpropagation through time.
+/* fastlstm C kernels: Elman RNN, LSTM (with projection and peepholes), GRU and layer-normalised
+ * LSTM, forward and backpropagation through time.
  *
  * Notation (the same as fastlstm/_functional.py):
  *   T timesteps, B sequences (batch rows), I input features, H hidden units (the size of c and
  *   of each gate), P the size of h: the LSTM's proj_size when it projects, else H,
- *   G gates: RNN 1, LSTM 4 (i f g o), GRU 3 (r z n)
+ *   G gates: RNN 1, LSTM 4 (i f g o), GRU 3 (r z n), LN LSTM 4
  *
  * Packed batches. Step t runs the first n_t = batch_sizes[t] sequences (n_t never grows with t:
  * the caller sorts the sequences by length, longest first); without batch_sizes every step runs
@@ -16,10 +16,17 @@
  *   cs    (B + N, H)       LSTM cell states, cs[:B] = c0 (inference: (B, H), see FL_CS)
  *   gates (N, G * H)       LSTM and GRU gate activations, after their nonlinearities
  *   hn    (N, H)           GRU: W_hn h_{t-1} + b_hn, the recurrent part of n that r scales
+ *   normed (N, 9H)         LN LSTM: per row xhat_ih (4H) | xhat_hh (4H) | xhat_c (H), the
+ *                          normalised x_t w_ih^T, h_{t-1} w_hh^T and c_t
+ *   rstd  (N, 3)           LN LSTM: per row 1 / sqrt(var + 1e-5) of those three, in that order
  *   w_ih (G * H, I), w_hh (G * H, P), b_ih and b_hh (G * H), w_hr (P, H): torch.nn's layout;
  *   w_peephole (3 * H): the LSTM peephole weights of gates i, f, o
  *   w_fb (G * H, F): a stack's feedback weights (fl_stack), F the width of a layer's fed-back
  *   inputs
+ *   g_ih, g_hh (4 * H), g_c, b_c (H): the LN LSTM's gains and c's bias
+ * The LN LSTM (FL_LSTM_LN; /work/notes/lnlstm-spec.md): LN(v) = (v - mean v) / sqrt(var v +
+ * 1e-5) over a row, a = LN(x w_ih^T) g_ih + LN(h_{t-1} w_hh^T) g_hh + b_ih + b_hh, the LSTM's
+ * gates and c_t, h_t = o tanh(LN(c_t) g_c + b_c). No projection, no peepholes, no feedback.
  * Every array is C-contiguous. Python checks shapes and allocates; the kernels only write into
  * the buffers they are given and keep no state between calls.
  *
@@ -37,7 +44,7 @@
 
 #include <stdint.h>
 
-enum fl_cell { FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU };
+enum fl_cell { FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU, FL_LSTM_LN };
 
 /* The builds of the time loops: one kernel source (kernels_isa.h) compiled once per instruction
  * set, each in its own translation unit (kernels_<isa>.c) with its own target flags. The generic
@@ -72,21 +79,25 @@ enum fl_slot {
     FL_W_HR,                /* projection */
     FL_W_PEEPHOLE,          /* peephole */
     FL_W_FB,                /* feedback: the weights of the fed-back inputs (G * H, F) */
+    FL_G_IH, FL_G_HH,       /* LN LSTM: the gains of LN(x w_ih^T) and LN(h w_hh^T) (4 * H) */
+    FL_G_C, FL_B_C,         /* LN LSTM: the gain and bias of LN(c) (H) */
     FL_MASK,                /* a stacked layer's dropout: NULL, or (N, I) to multiply its
                              * input by */
     /* forward: x IN; the rest IN to backward */
     FL_X,
     FL_HS,                  /* forward: hs[0] IN, hs[1:] OUT */
-    FL_CS,                  /* LSTM; forward: cs[0] IN, cs[1:] OUT; inference: (B, H), c0 IN,
+    FL_CS,                  /* LSTMs; forward: cs[0] IN, cs[1:] OUT; inference: (B, H), c0 IN,
                              * each sequence's row updated in place, c_n OUT */
-    FL_GATES,               /* LSTM and GRU; forward OUT (NULL for inference) */
+    FL_GATES,               /* LSTMs and GRU; forward OUT (NULL for inference) */
     FL_HN,                  /* GRU; forward OUT (NULL for inference) */
+    FL_NORMED, FL_RSTD,     /* LN LSTM; forward OUT (NULL for inference) */
     /* backward only */
     FL_DY,                  /* IN (N, P) */
     FL_DH,                  /* IN dL/dh_n (each sequence's last h), OUT dL/dh0 (B, P) */
-    FL_DC,                  /* LSTM: IN dL/dc_n, OUT dL/dc0 (B, H) */
+    FL_DC,                  /* LSTMs: IN dL/dc_n, OUT dL/dc0 (B, H) */
     FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE, FL_DW_FB, /* OUT */
     FL_DB_IH, FL_DB_HH,     /* OUT; NULL for a layer without biases */
+    FL_DG_IH, FL_DG_HH, FL_DG_C, FL_DB_C, /* LN LSTM: OUT */
     /* scratch of fl_work_size() elements, forward and backward */
     FL_WORK,
     FL_N_SLOTS
@@ -117,8 +128,9 @@ int fl_call_threads(const fl_layer *layer, int n_threads);
  * adds them to its input side, outside r's product.
  *
  * The layers share cell, T, B, batch_sizes, inference and isa; every layer but the first is
- * stacked, with I the P of the layer below. Slots: L arrays of FL_N_SLOTS, layer k's at
- * slots[k * FL_N_SLOTS], each as for one layer, and
+ * stacked, with I the P of the layer below. The LN LSTM runs in a stack without feedback only
+ * (n_feedback = 0): a precondition, which the callers check. Slots: L arrays of FL_N_SLOTS,
+ * layer k's at slots[k * FL_N_SLOTS], each as for one layer, and
  *   FL_W_FB (G * H, F)   IN, a target layer's; FL_DW_FB OUT
  *   FL_X                 a stacked layer's input: the hs rows of the layer below past its first
  *                        B (IN, forward writes them), or with FL_MASK its own (N, I) array,

@@ -134,10 +134,15 @@ int fl_stack_call_threads(const fl_stack *st, int n_threads)
 
 /* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
  * packed weights (packed_sizes), then
- *   forward:  GRU hh (B, 3H), W_hh h_{t-1} before b_hh;  projection m (B, H), o * tanh(c);
- *             inference: LSTM and GRU gates (R, G H), GRU hn (R, H), R = inference_rows
- *   backward: da (N, G H), dL/d(input-side pre-activation);  GRU da_hn (N, H), dL/d(W_hn
- *             h_{t-1} + b_hn);  projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
+ *   forward:  a cell that keeps its recurrent product apart (cell_facts.apart, the GRU, the LN
+ *             LSTM) rec
+ *             (B, G H), h_{t-1} W_hh^T;  projection m (B, H), o * tanh(c);
+ *             inference: the activations of a cell that keeps them (R, G H), and its hn
+ *             (R, hn H), R = inference_rows
+ *   backward: da (N, G H), dL/d(input-side pre-activation);  the cell's own gradient columns of
+ *             w_hh's last rows, d_rec (N, d_rec H) (the GRU's dL/d(W_hn h_{t-1} + b_hn), the
+ *             LN LSTM's dL/d(h_{t-1} w_hh^T));  the cell's step scratch (B, d_step H);
+ *             projection dhs (N, P) dL/dh_t, ms (N, H) m_t, dm (B, H);
  *             the parts' sums (parts, sums_width);  float64 in a build with gemm_tn: the
  *             parts' gemm_tn copies (parts, gemm_tn_size);  packed batches: h_prev (N, P), each
  *             row's h_{t-1}, gathered for dw_hh (without batch_sizes hs holds them in that
@@ -146,20 +151,19 @@ int fl_stack_call_threads(const fl_stack *st, int n_threads)
 int64_t fl_work_size(const fl_layer *l, int backward, int f64)
 {
     const fl_build *b = fl_builds[l->isa];
-    const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, GH = cf->gates * H, N = fl_packed_rows(l);
     const packed_layout p = packed_sizes(b, l, backward, N);
-    const int64_t packed = p.ih + p.bias + p.hh + p.hn + p.hr + p.fb;
+    const int64_t packed = p.ih + p.bias + p.hh + p.rec + p.hr + p.fb;
     if (!backward) {
-        int64_t n = packed + (l->cell == FL_GRU ? l->B * GH : l->projection ? l->B * l->H : 0);
-        if (l->inference && (l->cell == FL_LSTM || l->cell == FL_GRU))
-            n += inference_rows(b, l) * (GH + (l->cell == FL_GRU ? l->H : 0));
+        int64_t n = packed + (cf->apart ? l->B * GH : 0) + (l->projection ? l->B * H : 0);
+        if (l->inference && cf->keeps_gates)
+            n += inference_rows(b, l) * (GH + cf->hn * H);
         return n;
     }
-    int64_t n = packed + N * GH;
-    if (l->cell == FL_GRU)
-        n += N * l->H;
+    int64_t n = packed + N * GH + N * cf->d_rec * H + l->B * cf->d_step * H;
     if (l->projection)
-        n += N * l->P + N * l->H + l->B * l->H;
+        n += N * l->P + N * H + l->B * H;
     n += num_parts * (sums_width(l) + gemm_tn_size(b, l, f64));
     if (l->batch_sizes)
         n += N * l->P;

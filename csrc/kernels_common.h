@@ -58,9 +58,63 @@ static inline int64_t part_count(int64_t n, int64_t parts, int64_t k)
     return n > k ? (n - k - 1) / parts + 1 : 0;
 }
 
+/* What the shared code needs to know of a cell, one row per enum fl_cell. A cell is this row and
+ * its step functions behind cell_forward and cell_backward (kernels_impl.h); the time loops,
+ * products and scratch layouts read the rest from here. Widths in units of H. */
+typedef struct {
+    int64_t gates;       /* G: blocks of H in a row of pre-activations */
+    int cell_state;      /* carries c: FL_CS, and backward FL_DC */
+    int keeps_gates;     /* its activations go to FL_GATES (inference: to scratch); the Elman
+                          * cell's pre-activation becomes h in place, in hs */
+    int apart;           /* the recurrent product h_{t-1} w_hh^T goes to scratch (G H a row),
+                          * apart from the input side rather than summed onto it: the GRU's r
+                          * scales it */
+    int b_hh_inside;     /* b_hh is not part of the input side (the GRU's is inside r) */
+    int layer_norm;      /* normalises rows (the LN LSTM): the product of the input before the
+                          * biases are added to it, in passes of its own (not in the recurrent
+                          * product's tiles); and a forward never splits a step by units, as
+                          * the statistics of a row need all of its units */
+    int dh_direct;       /* h_t depends on h_{t-1} also outside w_hh (the GRU's z h_{t-1}): its
+                          * backward leaves that part of dL/dh_{t-1} in dh, for the products of
+                          * w_hh to add to */
+    int64_t hn;          /* width of its rows of FL_HN (the GRU's W_hn h_{t-1} + b_hn) */
+    int64_t normed, rstd; /* training: width of its rows of FL_NORMED, entries of FL_RSTD's (the
+                          * LN LSTM's xhat_ih, xhat_hh, xhat_c and their 1 / sqrt(var + eps)) */
+    int64_t d_rec;       /* backward: the last d_rec H rows of w_hh have their own gradient
+                          * columns, d_rec (N, d_rec H) in scratch (the GRU's da_hn); the first
+                          * G - d_rec take da's */
+    int64_t d_step;      /* backward: scratch of one step, (B, d_step H) (the LN LSTM's dy_c) */
+    struct {
+        int slot;
+        int64_t at, width;
+    } sums[4];           /* backward: the sums each part keeps past db_ih's G H, in order, and
+                          * their totals' place: `width` H entries from entry `at` H of slot's
+                          * array (a slot the call left NULL, without biases, is skipped); the
+                          * first of width 0 ends them */
+} cell_facts;
+
+static const cell_facts fl_cells[] = {
+    [FL_RNN_TANH] = {.gates = 1},
+    [FL_RNN_RELU] = {.gates = 1},
+    [FL_LSTM] = {.gates = 4, .cell_state = 1, .keeps_gates = 1},
+    /* db_hn: db_hh's n part; its r and z parts are db_ih's */
+    [FL_GRU] = {.gates = 3, .keeps_gates = 1, .apart = 1, .b_hh_inside = 1, .dh_direct = 1,
+                .hn = 1, .d_rec = 1, .sums = {{FL_DB_HH, 2, 1}}},
+    /* d_rec: dL/d(h_{t-1} w_hh^T) through LN is none of da's columns */
+    [FL_LSTM_LN] = {.gates = 4, .cell_state = 1, .keeps_gates = 1, .apart = 1, .layer_norm = 1,
+                    .normed = 9, .rstd = 3, .d_rec = 4, .d_step = 1,
+                    .sums = {{FL_DG_IH, 0, 4}, {FL_DG_HH, 0, 4}, {FL_DG_C, 0, 1},
+                             {FL_DB_C, 0, 1}}},
+};
+
+static inline const cell_facts *facts_of(int cell)
+{
+    return &fl_cells[cell];
+}
+
 static inline int64_t gates_of(int cell)
 {
-    return cell == FL_LSTM ? 4 : cell == FL_GRU ? 3 : 1;
+    return fl_cells[cell].gates;
 }
 
 static inline int64_t batch_size(const fl_layer *l, int64_t t)
@@ -69,17 +123,19 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
 }
 
 /* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent
- * product"): a forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases when its
- * steps add the input term too (FUSE_ROWS, and always in a stacked layer, whose input is made step
- * by step), a backward packs w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the
- * batch has at least G H rows (with fewer, at B = 1, H = 64 for one, the packed dx was no faster
- * than OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer
- * with fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when
- * the call runs its products through the BLAS: in a build that does not pack, or for a single
- * step, which would not pay back reading the weights once more to pack them. hn, the n rows of a
- * GRU's w_hh packed apart for its backward, is 0 otherwise; hr is 0 unless the layer projects. */
+ * product"): a forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases (but for a
+ * cell that normalises rows, which adds them after) when its steps add the input term too
+ * (FUSE_ROWS, and always in a stacked layer, whose input is made step by step), a backward packs
+ * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
+ * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
+ * small-matrix kernels copy nothing) or its steps do (stacked). A layer with fed-back inputs packs
+ * w_fb too, one block of P columns per source, as w_ih (fb). All 0 when the call runs its products
+ * through the BLAS: in a build that does not pack, or for a single step, which would not pay back
+ * reading the weights once more to pack them. A backward packs the rows of w_hh whose gradient the
+ * cell keeps apart (cell_facts.d_rec: the GRU's n rows) apart from the others, in rec, 0 for the
+ * other cells; hr is 0 unless the layer projects. */
 typedef struct {
-    int64_t ih, bias, hh, hn, hr, fb;
+    int64_t ih, bias, hh, rec, hr, fb;
 } packed_layout;
 
 static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, int backward,
@@ -88,18 +144,19 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
     packed_layout size = {0, 0, 0, 0, 0, 0};
     if (!b->vector_bytes || l->T < 2)
         return size;
-    const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t GH = cf->gates * l->H, H = l->H, P = l->P;
     if (backward) {
         const int dx = l->stacked || (l->input_grad && N >= GH);
         size.ih = dx ? GH * PADDED(l->I) : 0;
-        size.hh = (l->cell == FL_GRU ? 2 * H : GH) * PADDED(P);
-        size.hn = l->cell == FL_GRU ? H * PADDED(P) : 0;
+        size.hh = (cf->gates - cf->d_rec) * H * PADDED(P);
+        size.rec = cf->d_rec * H * PADDED(P);
         size.hr = l->projection ? P * PADDED(H) : 0;
         size.fb = l->F / P * GH * PADDED(P);
     } else {
         const int fuse = l->stacked || l->B >= FUSE_ROWS * fl_num_parts();
         size.ih = fuse ? l->I * PADDED(GH) : 0;
-        size.bias = fuse ? PADDED(GH) : 0;
+        size.bias = fuse && !cf->layer_norm ? PADDED(GH) : 0;
         size.hh = P * PADDED(GH);
         size.hr = l->projection ? H * PADDED(P) : 0;
         size.fb = l->F * PADDED(GH);
@@ -108,30 +165,35 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
 }
 
 /* Whether a forward splits its steps by units rather than by sequences (kernels_impl.h,
- * forward_split_loop): a batch of fewer sequences than parts, which would leave parts without
- * rows, on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step
- * than the threads' meeting) whose gate blocks start at panels of float vectors (the same test
- * for float64, whose panels are narrower); not for a projection, whose product needs every
- * unit, nor for a layer with fed-back inputs or above the first of a stack (the stack's loop
- * never splits, not even its first layer). Each part then takes whole panels of every gate block, its units, for
- * every row: the weights of a step are read once, a share by each thread, from its own
- * cache. A property of the call, never of the threads it runs on. */
+ * forward_split_loop): a batch of fewer sequences than parts, which would leave parts without rows,
+ * on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step than the
+ * threads' meeting) whose gate blocks start at panels of float vectors (the same test for float64,
+ * whose panels are narrower); not for a projection, whose product needs every unit, nor for a cell
+ * that normalises rows (the same), nor for a layer with fed-back inputs or above the first of a
+ * stack (the stack's loop never splits, not even its first layer). Each part then takes whole
+ * panels of every gate block, its units, for every row: the weights of a step are read once, a
+ * share by each thread, from its own cache. A property of the call, never of the threads it runs
+ * on. */
 #define SPLIT_WEIGHTS 16384
 
 static inline int splits_units(const fl_build *b, const fl_layer *l)
 {
     const int64_t vlen = b->vector_bytes / (int64_t)sizeof(float);
     return vlen && l->T >= 2 && l->B < fl_num_parts() && !l->projection && !l->stacked &&
-           l->F == 0 && l->H % vlen == 0 && gates_of(l->cell) * l->H * l->P >= SPLIT_WEIGHTS;
+           l->F == 0 && !facts_of(l->cell)->layer_norm && l->H % vlen == 0 &&
+           gates_of(l->cell) * l->H * l->P >= SPLIT_WEIGHTS;
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias
- * gradient's (G H), the n part of the GRU's second bias gradient's (H) and the peephole
- * gradients' (3 H). */
+ * gradient's (G H), the cell's own (cell_facts.sums: the n part of the GRU's second bias
+ * gradient) and the peephole gradients' (3 H), in that order. */
 static inline int64_t sums_width(const fl_layer *l)
 {
-    const int64_t GH = gates_of(l->cell) * l->H;
-    return GH + (l->cell == FL_GRU ? l->H : 0) + (l->peephole ? 3 * l->H : 0);
+    const cell_facts *cf = facts_of(l->cell);
+    int64_t width = cf->gates + (l->peephole ? 3 : 0);
+    for (int i = 0; i < 4 && cf->sums[i].width; i++)
+        width += cf->sums[i].width;
+    return width * l->H;
 }
 
 /* The copies each part of a backward call makes for gemm_tn (kernels_impl.h), in a build that

@@ -1,9 +1,9 @@
 /* The kernels for one floating type and one instruction set, written once: kernels_isa.h
  * includes this file with REAL = float and with REAL = double (SFX names the twins _f32 and
- * _f64; GEMM and GEMV pick the matching BLAS functions, FMA the C99 fused multiply-add, EXP_*
- * the constants of exp below, VEC_* the build's intrinsics of the packed product, IS_F64 which
- * of the two types it is), and undefines them all at its end, ready for the next type. The
- * build's own parameters are kernels_isa.h's ISA_*.
+ * _f64; GEMM and GEMV pick the matching BLAS functions, FMA and SQRT the C99 fused
+ * multiply-add and square root, EXP_* the constants of exp below, VEC_* the build's intrinsics
+ * of the packed product, IS_F64 which of the two types it is), and undefines them all at its
+ * end, ready for the next type. The build's own parameters are kernels_isa.h's ISA_*.
  * Notation: csrc/fastlstm.h. */
 
 /* C = alpha op(A) op(B) + beta C, row-major, with op(A) of shape (M, K) and op(B) (K, N).
@@ -37,17 +37,18 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 }
 
 /* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
- * alone): the part of every step's pre-activation that does not wait for the previous step. */
+ * alone; b_ih NULL too: no bias): the part of every step's pre-activation that does not wait for
+ * the previous step. */
 static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x,
                               const REAL *w_ih, const REAL *b_ih, const REAL *b_hh, REAL *pre,
                               int64_t k, int64_t parts)
 {
     int64_t r0, r1;
     part_range(rows, parts, k, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++)
+    for (int64_t r = r0; b_ih && r < r1; r++)
         for (int64_t j = 0; j < GH; j++)
             pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
-    SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, 1, pre + r0 * GH, GH);
+    SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, b_ih != NULL, pre + r0 * GH, GH);
 }
 
 /* a * b + c, rounded once by an FMA instruction when `fused`, else twice. The gate math takes
@@ -70,7 +71,8 @@ static const REAL SFX(exp_taylor)[] = { /* 1 / k! */
     1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
 
-FL_INLINE REAL SFX(exp)(REAL a, const int fused)
+/* The reduction of exp and expm1: a, clamped, = n ln2 + r; returns r, and 2^n in *scale. */
+FL_INLINE REAL SFX(exp_reduce)(REAL a, REAL *scale, const int fused)
 {
     a = a < EXP_MIN ? EXP_MIN : a;
     a = a > EXP_MAX ? EXP_MAX : a;
@@ -78,16 +80,34 @@ FL_INLINE REAL SFX(exp)(REAL a, const int fused)
     REAL t = SFX(madd)(a, (REAL)1.4426950408889634, EXP_ROUND, fused);
     REAL n = t - EXP_ROUND;
     REAL r = SFX(madd)(-n, EXP_LN2_LO, SFX(madd)(-n, EXP_LN2_HI, a, fused), fused);
+    EXP_UINT bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
+    memcpy(scale, &bits, sizeof *scale);
+    return r;
+}
+
+FL_INLINE REAL SFX(exp)(REAL a, const int fused)
+{
+    REAL scale, r = SFX(exp_reduce)(a, &scale, fused);
     REAL p = SFX(exp_taylor)[EXP_DEGREE];
 #pragma GCC unroll 16 /* counted as calls, the FMAs would keep GCC from unrolling it */
     for (int k = EXP_DEGREE - 1; k >= 0; k--)
         p = SFX(madd)(p, r, SFX(exp_taylor)[k], fused);
-    EXP_UINT bits;
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits - EXP_ROUND_BITS + EXP_BIAS) << EXP_MANT; /* 2^n: n + bias in the exponent */
-    REAL scale;
-    memcpy(&scale, &bits, sizeof scale);
     return p * scale;
+}
+
+/* exp(a) - 1 to a few units of roundoff of itself, also for a near 0: 2^n (e^r - 1) + 2^n - 1,
+ * e^r - 1 by the polynomial of exp without its constant term (for |a| <= ln2 / 2, n = 0 and
+ * that is all). */
+FL_INLINE REAL SFX(expm1)(REAL a, const int fused)
+{
+    REAL scale, r = SFX(exp_reduce)(a, &scale, fused);
+    REAL p = SFX(exp_taylor)[EXP_DEGREE];
+#pragma GCC unroll 16
+    for (int k = EXP_DEGREE - 1; k >= 1; k--)
+        p = SFX(madd)(p, r, SFX(exp_taylor)[k], fused);
+    return SFX(madd)(scale, p * r, scale - 1, fused);
 }
 
 FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
@@ -101,6 +121,127 @@ FL_INLINE REAL SFX(sigmoid)(REAL a, const int fused)
 FL_INLINE REAL SFX(tanh)(REAL a, const int fused)
 {
     return 1 - 2 / (1 + SFX(exp)(2 * a, fused));
+}
+
+/* tanh(a) = e / (e + 2), e = expm1(2a): as cheap as tanh above, and exact to a few units of
+ * roundoff of itself, also for |a| near 0. The LN LSTM's: LN(h w_hh^T) does not see the scale
+ * of h, so a row of small h (small o or tanh) would bring the absolute error of tanh above up
+ * to the size of the next step's pre-activations. +-1 for large |a|, NaN for NaN. */
+FL_INLINE REAL SFX(tanh_rel)(REAL a, const int fused)
+{
+    const REAL e = SFX(expm1)(2 * a, fused);
+    return e / (e + 2);
+}
+
+/* ---------------------------------------------------------------- layer normalisation
+ * The LN LSTM's (FL_LSTM_LN): LN(v) = (v - mean v) / sqrt(var v + LN_EPS) over the n entries of
+ * a row, var biased, and its gradient. A sum over a row runs in LN_LANES lanes, lane q summing
+ * the entries j = q mod LN_LANES in order, then the lanes in order: one order, fixed by n, in
+ * every build and for every alignment of the row (which an "omp simd" reduction would not
+ * promise), and the compiler keeps the lanes in a vector register or a few. The other passes
+ * are loops over independent entries ("omp simd"). */
+#define LN_EPS 1e-5
+#define LN_LANES 16
+
+/* The sum over j < n of v[j], or with `square` (a constant at every call) of (v[j] - shift)^2,
+ * in the order above. */
+FL_INLINE REAL SFX(row_sum)(int64_t n, const REAL *v, REAL shift, const int square)
+{
+    REAL lane[LN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + LN_LANES <= n; j += LN_LANES)
+        #pragma omp simd
+        for (int q = 0; q < LN_LANES; q++) {
+            const REAL d = v[j + q] - shift;
+            lane[q] += square ? d * d : v[j + q];
+        }
+    for (int q = 0; j + q < n; q++) {
+        const REAL d = v[j + q] - shift;
+        lane[q] += square ? d * d : v[j + q];
+    }
+    REAL sum = 0;
+    for (int q = 0; q < LN_LANES; q++)
+        sum += lane[q];
+    return sum;
+}
+
+/* *ab = the sum of a[j] b[j] and *abc = that of a[j] b[j] c[j] over j < n, each in the order of
+ * row_sum, in one pass: two independent sets of lanes. */
+FL_INLINE void SFX(row_dots)(int64_t n, const REAL *a, const REAL *b, const REAL *c, REAL *ab,
+                             REAL *abc)
+{
+    REAL lane2[LN_LANES] = {0}, lane3[LN_LANES] = {0};
+    int64_t j = 0;
+    for (; j + LN_LANES <= n; j += LN_LANES)
+        #pragma omp simd
+        for (int q = 0; q < LN_LANES; q++) {
+            const REAL t = a[j + q] * b[j + q];
+            lane2[q] += t;
+            lane3[q] += t * c[j + q];
+        }
+    for (int q = 0; j + q < n; q++) {
+        const REAL t = a[j + q] * b[j + q];
+        lane2[q] += t;
+        lane3[q] += t * c[j + q];
+    }
+    REAL sum2 = 0, sum3 = 0;
+    for (int q = 0; q < LN_LANES; q++)
+        sum2 += lane2[q], sum3 += lane3[q];
+    *ab = sum2, *abc = sum3;
+}
+
+/* The mean of v[0 .. n) and 1 / sqrt(var + eps), the variance as the mean of the squared
+ * deviations from the mean (a second pass: no cancellation for rows far from zero mean). */
+FL_INLINE void SFX(ln_stats)(int64_t n, const REAL *v, REAL *mean, REAL *rstd)
+{
+    const REAL mu = SFX(row_sum)(n, v, 0, 0) / (REAL)n;
+    const REAL var = SFX(row_sum)(n, v, mu, 1) / (REAL)n;
+    *mean = mu;
+    *rstd = 1 / SQRT(var + (REAL)LN_EPS);
+}
+
+/* dv = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = dy g: the gradient of v
+ * from that of LN(v) g (+ b), over a row of n, xhat = LN(v) and rstd saved by the forward. dv
+ * may be dy. */
+FL_INLINE void SFX(ln_backward)(int64_t n, const REAL *dy, const REAL *g, const REAL *xhat,
+                                REAL rstd, REAL *dv)
+{
+    REAL m1, m2;
+    SFX(row_dots)(n, dy, g, xhat, &m1, &m2);
+    m1 /= (REAL)n, m2 /= (REAL)n;
+    #pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        dv[j] = rstd * (dy[j] * g[j] - m1 - xhat[j] * m2);
+}
+
+/* The LN LSTM's input side, n rows every ld-th (row i of an array whose rows have w entries at
+ * i ld w), from row r of x: pre IN x w_ih^T, OUT LN(x w_ih^T) g_ih + b_ih + b_hh; when training
+ * (FL_NORMED, FL_RSTD) xhat_ih to the first G H entries of normed's rows, its rstd to column 0. */
+static void SFX(ln_input)(const fl_layer *l, REAL *const s[], int64_t n, int64_t ld, int64_t r0,
+                          REAL *pre_all)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t GH = cf->gates * l->H, wn = cf->normed * l->H;
+    const REAL *g = s[FL_G_IH], *b_ih = s[FL_B_IH], *b_hh = s[FL_B_HH];
+    REAL *normed_all = s[FL_NORMED] ? s[FL_NORMED] + r0 * wn : NULL;
+    REAL *rstd_all = s[FL_RSTD] ? s[FL_RSTD] + r0 * cf->rstd : NULL;
+    for (int64_t r = 0; r < n; r++) {
+        REAL *pre = pre_all + r * ld * GH, mu, rs;
+        SFX(ln_stats)(GH, pre, &mu, &rs);
+        if (normed_all) {
+            REAL *xh = normed_all + r * ld * wn;
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++) {
+                xh[j] = (pre[j] - mu) * rs;
+                pre[j] = xh[j] * g[j] + (b_ih[j] + b_hh[j]);
+            }
+            rstd_all[r * ld * cf->rstd] = rs;
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++)
+                pre[j] = (pre[j] - mu) * rs * g[j] + (b_ih[j] + b_hh[j]);
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- the packed recurrent product
@@ -306,11 +447,11 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
 
 /* The packed weights of a call, at the front of FL_WORK (see fl_work_size); NULL when the call
  * does not pack them or the layer does not project. A forward that fuses the input term packs
- * w_ih^T and keeps the bias its steps add, b_ih + b_hh (the GRU's b_ih alone). A GRU's backward
- * packs the n rows of w_hh apart (hn), after its r and z rows (hh). fb holds w_fb's blocks of
- * P columns, one per source, packed as w_ih is: source j's at fb_block(). */
+ * w_ih^T and keeps the bias its steps add (input_bias). A backward packs the last d_rec H rows
+ * of w_hh (cell_facts.d_rec: the GRU's n rows) apart (rec), after the others (hh). fb holds
+ * w_fb's blocks of P columns, one per source, packed as w_ih is: source j's at fb_block(). */
 typedef struct {
-    REAL *ih, *bias, *hh, *hn, *hr, *fb;
+    REAL *ih, *bias, *hh, *rec, *hr, *fb;
 } SFX(packed);
 
 static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int backward,
@@ -329,10 +470,10 @@ static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL 
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
-    pw->hn = n.hn ? work + n.ih + n.bias + n.hh : NULL;
-    pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.hn : NULL;
-    pw->fb = n.fb ? work + n.ih + n.bias + n.hh + n.hn + n.hr : NULL;
-    return work + n.ih + n.bias + n.hh + n.hn + n.hr + n.fb;
+    pw->rec = n.rec ? work + n.ih + n.bias + n.hh : NULL;
+    pw->hr = n.hr ? work + n.ih + n.bias + n.hh + n.rec : NULL;
+    pw->fb = n.fb ? work + n.ih + n.bias + n.hh + n.rec + n.hr : NULL;
+    return work + n.ih + n.bias + n.hh + n.rec + n.hr + n.fb;
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
@@ -360,22 +501,35 @@ static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, in
     SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, beta, C, ldc);
 }
 
+/* The biases the product of the input carries, b_ih + b_hh or b_ih alone (b_hh NULL: the GRU's
+ * b_hh is inside r) or none (both NULL: a cell that normalises the product adds them after). */
+static inline void SFX(input_bias)(const fl_layer *l, REAL *const s[], const REAL **b_ih,
+                                   const REAL **b_hh)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    *b_ih = cf->layer_norm ? NULL : s[FL_B_IH];
+    *b_hh = cf->b_hh_inside || cf->layer_norm ? NULL : s[FL_B_HH];
+}
+
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
- * w_fb^T and the bias sum, backward w_ih (when packed_sizes counts it), w_hh (the GRU's n rows
- * apart, in hn), w_hr and w_fb. Nothing without packing. */
+ * w_fb^T and the input side's bias, backward w_ih (when packed_sizes counts it), w_hh (its last
+ * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
 #if ISA_VECTOR_BYTES
     const int64_t GH = gates_of(l->cell) * l->H, H = l->H, P = l->P;
-    if (!pw->hh)
+    if (!pw->hh && !pw->rec)
         return;
     if (backward) {
+        const int64_t rec_rows = facts_of(l->cell)->d_rec * H;
         if (pw->ih)
             SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->ih, k, parts);
-        SFX(pack_part)(0, pw->hn ? 2 * H : GH, P, s[FL_W_HH], P, pw->hh, k, parts);
-        if (pw->hn)
-            SFX(pack_part)(0, H, P, s[FL_W_HH] + 2 * H * P, P, pw->hn, k, parts);
+        if (pw->hh)
+            SFX(pack_part)(0, GH - rec_rows, P, s[FL_W_HH], P, pw->hh, k, parts);
+        if (pw->rec)
+            SFX(pack_part)(0, rec_rows, P, s[FL_W_HH] + (GH - rec_rows) * P, P, pw->rec, k,
+                           parts);
         if (pw->hr)
             SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
         for (int64_t j = 0; pw->fb && j < l->F / P; j++)
@@ -391,10 +545,12 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (!pw->ih)
         return;
     SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
+    const REAL *b_ih, *b_hh;
+    SFX(input_bias)(l, s, &b_ih, &b_hh);
     int64_t j0, j1;
     part_range(GH, parts, k, &j0, &j1);
-    for (int64_t j = j0; j < j1; j++)
-        pw->bias[j] = l->cell == FL_GRU ? s[FL_B_IH][j] : s[FL_B_IH][j] + s[FL_B_HH][j];
+    for (int64_t j = j0; pw->bias && j < j1; j++)
+        pw->bias[j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
 #else
     (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
 #endif
@@ -417,27 +573,34 @@ static REAL *SFX(fed_slot)(const SFX(fed) *fb, int64_t j, int slot)
 /* The terms a packed product adds in one pass: the input, recurrent and fed-back ones. */
 #define STEP_TERMS 8
 
-/* The pre-activations of step t for n rows of a part (x_t, pre_t at their first row, h_{t-1} and
- * the fed-back outputs at row prev_row of their hs, rows every `parts`-th): when the call packed
- * w_ih^T, passes of register tiles over the packed matrices write x_t w_ih^T + h_{t-1} w_hh^T +
- * the fed-back inputs times w_fb^T, and the bias (one pass for up to STEP_TERMS terms);
- * otherwise the projection before the loop has left b_ih + b_hh + x_t w_ih^T in pre_t (a
- * stacked layer forms it here, through the BLAS), and this adds h_{t-1} w_hh^T and the fed-back
- * products (on the packed weights when there are some, else through the BLAS). The GRU gets
- * the input side alone (b_ih + x_t w_ih^T and the fed-back products, which are input too):
- * r scales its recurrent side. */
-static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const REAL *x_t,
+/* The pre-activations of step t for n rows of a part (x_t and pre_t at their first row, r of x
+ * and of the step's pre-activations; h_{t-1} and the fed-back outputs at row prev_row of their
+ * hs; rows every `parts`-th): when the call packed w_ih^T, passes of register tiles over the
+ * packed matrices write x_t w_ih^T + h_{t-1} w_hh^T + the fed-back inputs times w_fb^T, and the
+ * bias (one pass for up to STEP_TERMS terms); otherwise the projection before the loop has left
+ * the input side, bias + x_t w_ih^T, in pre_t (a stacked layer forms it here, through the BLAS),
+ * and this adds h_{t-1} w_hh^T and the fed-back products (on the packed weights when there are
+ * some, else through the BLAS). A cell that keeps the recurrent product apart (cell_facts.apart)
+ * gets the input side alone (input_bias + x_t w_ih^T, and the fed-back products, which are input
+ * too); one that normalises rows, when its steps form x_t w_ih^T, gets that product alone,
+ * which it normalises here (ln_input: the biases come after LN). */
+static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t r,
                           int64_t prev_row, const SFX(packed) *pw, const SFX(fed) *fb,
                           REAL *pre_t, int64_t parts)
 {
-    const int64_t P = l->P, I = l->I, GH = gates_of(l->cell) * l->H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t P = l->P, I = l->I, GH = cf->gates * l->H;
     const int64_t ldp = parts * P, ldg = parts * GH;
-    const int gru = l->cell == FL_GRU;
-    const REAL *h_prev = s[FL_HS] + prev_row * P;
+    const REAL *x_t = s[FL_X] + r * I, *h_prev = s[FL_HS] + prev_row * P;
+    if (cf->layer_norm && (l->stacked || pw->ih)) { /* the input side of a step, normalised */
+        SFX(step_product)(n, GH, I, x_t, parts * I, s[FL_W_IH], 1, pw->ih, 0, pre_t, ldg);
+        SFX(ln_input)(l, s, n, parts, r, pre_t);
+        return; /* the recurrent product apart, and no fed-back inputs (fl_stack) */
+    }
 #if ISA_VECTOR_BYTES
     if (pw->ih) {
         SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih}, {h_prev, ldp, P, pw->hh}};
-        int n_terms = gru ? 1 : 2, beta = 0;
+        int n_terms = cf->apart ? 1 : 2, beta = 0;
         for (int64_t j = 0; j < fb->n; j++) {
             if (n_terms == STEP_TERMS) {
                 SFX(packed_gemm)(n, GH, terms, n_terms, beta ? NULL : pw->bias, beta, pre_t, ldg);
@@ -452,13 +615,14 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const R
     }
 #endif
     if (l->stacked) {
-        const REAL *b_ih = s[FL_B_IH], *b_hh = gru ? NULL : s[FL_B_HH];
+        const REAL *b_ih, *b_hh;
+        SFX(input_bias)(l, s, &b_ih, &b_hh);
         for (int64_t i = 0; i < n; i++)
             for (int64_t j = 0; j < GH; j++)
                 pre_t[i * ldg + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
         SFX(gemm)(0, 1, n, GH, I, 1, x_t, parts * I, s[FL_W_IH], I, 1, pre_t, ldg);
     }
-    if (!gru)
+    if (!cf->apart)
         SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, 1, pre_t, ldg);
     for (int64_t j = 0; j < fb->n; j++)
         SFX(step_product_ldw)(n, GH, P, SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp,
@@ -468,11 +632,13 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], const R
 
 /* ---------------------------------------------------------------- the cells
  * What one step does to n rows of one part once the recurrent product is in: the only code that
- * differs between the cells. A part's rows are every `ld`-th row of the arrays (see the time
- * loops): row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da
- * have G*H entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a
- * different block of memory (but for an inference LSTM's c, which is c_prev: each unit is read
- * before it is written), so the loops over the units are vectorized ("omp simd"). */
+ * differs between the cells, with their rows of cell_facts (kernels_common.h) and the LN LSTM's
+ * normalisation above. A part's rows are every `ld`-th row of the arrays (see the time loops):
+ * row r of an array whose rows have w entries starts at r * ld * w. Rows of pre/act/da have G*H
+ * entries, rows of h P, of c H. Within a row, every array a cell reads or writes is a different
+ * block of memory (but for an inference LSTM's c, which is c_prev, and an inference LN LSTM's
+ * xhat_hh, which is rec: each unit is read before it is written), so the loops over the units
+ * are vectorized ("omp simd"). */
 
 /* Elman: pre IN the pre-activation, which lives in hs and becomes h_t there. `fused`, here and
  * below, as in madd; the forward steps run the units j0 .. j1 - 1 of each row. */
@@ -686,6 +852,237 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
     }
 }
 
+/* The LN LSTM's gates, unit j of one row: a IN the pre-activations, OUT i, f, g, o; cp IN
+ * c_{t-1}; c OUT c_t (it may be cp). */
+FL_INLINE void SFX(lnlstm_unit_gates)(int64_t j, int64_t H, REAL *a, const REAL *cp, REAL *c,
+                                      const int fused)
+{
+    REAL i = SFX(sigmoid)(a[j], fused), f = SFX(sigmoid)(a[H + j], fused);
+    REAL g = SFX(tanh_rel)(a[2 * H + j], fused), o = SFX(sigmoid)(a[3 * H + j], fused);
+    c[j] = f * cp[j] + i * g;
+    a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+}
+
+/* h_t, unit j of one row: o tanh(xhat_c g_c + b_c), xhat_c = (c - mean) rstd, kept in xc when
+ * `keep`. */
+FL_INLINE void SFX(lnlstm_unit_h)(int64_t j, const REAL *o, const REAL *c, REAL mean, REAL rstd,
+                                  const REAL *g_c, const REAL *b_c, REAL *xc, int keep, REAL *h,
+                                  const int fused)
+{
+    const REAL x = (c[j] - mean) * rstd;
+    if (keep)
+        xc[j] = x;
+    h[j] = o[j] * SFX(tanh_rel)(x * g_c[j] + b_c[j], fused);
+}
+
+/* The LN LSTM's step of n rows: a IN the input side (ln_input), OUT the activations i, f, g, o;
+ * rec IN h_{t-1} w_hh^T (scratch, which inference leaves xhat_hh in); cp, c, h as the LSTM's
+ * (lstm_unit_forward); normed, rstd (training; NULL for inference) OUT xhat_hh and xhat_c in
+ * the blocks 4H .. 8H and 8H .. 9H of normed's rows, their rstd in columns 1 and 2. */
+FL_INLINE void SFX(lnlstm_cell_forward)(const fl_layer *l, REAL *const s[], int64_t n,
+                                        int64_t ld, REAL *a_all, REAL *rec_all,
+                                        const REAL *c_prev, REAL *c_all, REAL *h_all,
+                                        REAL *normed_all, REAL *rstd_all, const int fused)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, GH = cf->gates * H, wn = cf->normed * H;
+    const REAL *g_hh = s[FL_G_HH], *g_c = s[FL_G_C], *b_c = s[FL_B_C];
+    for (int64_t r = 0; r < n; r++) {
+        REAL *a = a_all + r * ld * GH, *rec = rec_all + r * ld * GH;
+        REAL *c = c_all + r * ld * H, *h = h_all + r * ld * H;
+        const REAL *cp = c_prev + r * ld * H;
+        REAL *xh = normed_all ? normed_all + r * ld * wn + GH : rec;
+        REAL *xc = normed_all ? normed_all + r * ld * wn + 2 * GH : NULL;
+        REAL mu, rs, mu_c, rs_c;
+        SFX(ln_stats)(GH, rec, &mu, &rs);
+        #pragma omp simd
+        for (int64_t j = 0; j < GH; j++) {
+            xh[j] = (rec[j] - mu) * rs;
+            a[j] += xh[j] * g_hh[j];
+        }
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++)
+            SFX(lnlstm_unit_gates)(j, H, a, cp, c, fused);
+        SFX(ln_stats)(H, c, &mu_c, &rs_c);
+        if (xc) {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lnlstm_unit_h)(j, a + 3 * H, c, mu_c, rs_c, g_c, b_c, xc, 1, h, fused);
+            rstd_all[r * ld * cf->rstd + 1] = rs;
+            rstd_all[r * ld * cf->rstd + 2] = rs_c;
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < H; j++)
+                SFX(lnlstm_unit_h)(j, a + 3 * H, c, mu_c, rs_c, g_c, b_c, NULL, 0, h, fused);
+        }
+    }
+}
+
+/* The LN LSTM's backward step of n rows, through h = o tanh(y_c), y_c = xhat_c g_c + b_c: act,
+ * cp, dh, dc as the LSTM's (lstm_unit_backward); normed, rstd IN the forward's; dyc OUT
+ * dL/dy_c (scratch); da OUT the gradient of the pre-activations, which it then turns into that
+ * of x_t w_ih^T (through LN); drec OUT that of h_{t-1} w_hh^T. Adds each row to the part's sums
+ * (cell_facts.sums, after db_ih's G H, which it adds when `biases`): dg_ih += da xhat_ih,
+ * dg_hh += da xhat_hh, dg_c += dyc xhat_c, db_c += dyc. */
+FL_INLINE void SFX(lnlstm_cell_backward)(const fl_layer *l, REAL *const s[], int64_t n,
+                                         int64_t ld, const REAL *act_all, const REAL *c_prev,
+                                         const REAL *normed_all, const REAL *rstd_all,
+                                         const REAL *dh_all, REAL *dc_all, REAL *dyc_all,
+                                         REAL *da_all, REAL *drec_all, REAL *sums, int biases,
+                                         const int fused)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, GH = cf->gates * H, wn = cf->normed * H;
+    const REAL *g_ih = s[FL_G_IH], *g_hh = s[FL_G_HH], *g_c = s[FL_G_C], *b_c = s[FL_B_C];
+    REAL *db = sums, *dg_ih = sums + GH, *dg_hh = sums + 2 * GH, *dg_c = sums + 3 * GH;
+    REAL *db_c = dg_c + H;
+    for (int64_t r = 0; r < n; r++) {
+        const REAL *a = act_all + r * ld * GH, *cp = c_prev + r * ld * H;
+        const REAL *dh = dh_all + r * ld * H, *rs = rstd_all + r * ld * cf->rstd;
+        const REAL *x_ih = normed_all + r * ld * wn, *x_hh = x_ih + GH, *x_c = x_ih + 2 * GH;
+        REAL *dc = dc_all + r * ld * H, *dyc = dyc_all + r * ld * H;
+        REAL *da = da_all + r * ld * GH, *drec = drec_all + r * ld * GH;
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            const REAL o = a[3 * H + j], tc = SFX(tanh_rel)(x_c[j] * g_c[j] + b_c[j], fused);
+            da[3 * H + j] = dh[j] * tc * o * (1 - o);
+            dyc[j] = dh[j] * o * (1 - tc * tc);
+        }
+        REAL m1, m2;
+        SFX(row_dots)(H, dyc, g_c, x_c, &m1, &m2);
+        m1 /= (REAL)H, m2 /= (REAL)H;
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            const REAL i = a[j], f = a[H + j], g = a[2 * H + j];
+            const REAL dcj = dc[j] + rs[2] * (dyc[j] * g_c[j] - m1 - x_c[j] * m2);
+            da[j] = dcj * g * i * (1 - i);
+            da[H + j] = dcj * cp[j] * f * (1 - f);
+            da[2 * H + j] = dcj * i * (1 - g * g);
+            dc[j] = dcj * f; /* the carousel, back to c_{t-1} */
+        }
+        SFX(ln_backward)(GH, da, g_hh, x_hh, rs[1], drec);
+        if (biases) {
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++) {
+                db[j] += da[j];
+                dg_ih[j] += da[j] * x_ih[j];
+                dg_hh[j] += da[j] * x_hh[j];
+            }
+        } else {
+            #pragma omp simd
+            for (int64_t j = 0; j < GH; j++) {
+                dg_ih[j] += da[j] * x_ih[j];
+                dg_hh[j] += da[j] * x_hh[j];
+            }
+        }
+        #pragma omp simd
+        for (int64_t j = 0; j < H; j++) {
+            dg_c[j] += dyc[j] * x_c[j];
+            db_c[j] += dyc[j];
+        }
+        SFX(ln_backward)(GH, da, g_ih, x_ih, rs[0], da);
+    }
+}
+
+/* ---------------------------------------------------------------- a step of any cell
+ * The time loops' one call into the cells, forward and backward: a switch on the layer's cell
+ * picks its functions above, for n rows of a part, every ld-th row of the arrays, each array at
+ * the step's first row (a part's, in the usual loops). */
+
+/* A forward step's arrays (NULL where the cell has none). */
+typedef struct {
+    REAL *pre;          /* IN the pre-activations (the input side alone when the cell keeps the
+                         * recurrent product apart), OUT the activations; the Elman cell's are
+                         * in hs, and become h there */
+    REAL *rec;          /* cell_facts.apart: IN h_{t-1} w_hh^T */
+    const REAL *h_prev; /* IN h_{t-1} */
+    REAL *h;            /* OUT h_t; m when the layer projects */
+    const REAL *c_prev; /* cell_facts.cell_state: IN c_{t-1} */
+    REAL *c;            /* OUT c_t (it may be c_prev: inference) */
+    REAL *hn;           /* OUT the GRU's hn */
+    REAL *normed, *rstd; /* OUT the LN LSTM's, training; NULL for inference */
+} SFX(cell_rows);
+
+FL_INLINE void SFX(cell_forward)(const fl_layer *l, REAL *const s[], const SFX(cell_rows) *a,
+                                 int64_t n, int64_t ld, int64_t j0, int64_t j1, const int fused)
+{
+    const int64_t H = l->H;
+    switch (l->cell) {
+    case FL_RNN_TANH:
+    case FL_RNN_RELU:
+        SFX(rnn_cell_forward)(l->cell == FL_RNN_RELU, n, ld, H, a->pre, fused, j0, j1);
+        break;
+    case FL_LSTM:
+        SFX(lstm_cell_forward)(n, ld, H, a->pre, a->c_prev, a->c, a->h,
+                               l->peephole ? s[FL_W_PEEPHOLE] : NULL, fused, j0, j1);
+        break;
+    case FL_GRU:
+        SFX(gru_cell_forward)(n, ld, H, a->pre, a->rec, s[FL_B_HH], a->h_prev, a->hn, a->h,
+                              fused, j0, j1);
+        break;
+    case FL_LSTM_LN: /* all of each row: it never splits by units */
+        SFX(lnlstm_cell_forward)(l, s, n, ld, a->pre, a->rec, a->c_prev, a->c, a->h, a->normed,
+                                 a->rstd, fused);
+        break;
+    }
+}
+
+/* A backward step's arrays (NULL where the cell has none). */
+typedef struct {
+    const REAL *act;    /* IN the activations (the Elman cell's: h_t, in hs) */
+    const REAL *h_prev; /* IN h_{t-1} */
+    const REAL *hn;     /* IN the GRU's hn */
+    const REAL *c_prev, *c; /* IN c_{t-1}, c_t */
+    const REAL *dm;     /* IN dL/dh_t, or dL/dm_t when the layer projects */
+    REAL *dh;           /* IN dL/dh_t; OUT the part of dL/dh_{t-1} outside w_hh
+                         * (cell_facts.dh_direct) */
+    REAL *dc;           /* IN dL/dc_t, OUT dL/dc_{t-1} */
+    REAL *da;           /* OUT dL/d(input side): the gradient of x_t w_ih^T, and of h_{t-1} w_hh^T
+                         * in its first G - d_rec blocks */
+    REAL *d_rec;        /* OUT the gradient of h_{t-1} w_hh^T in its last d_rec blocks */
+    REAL *m;            /* OUT m_t when the layer projects */
+    const REAL *normed, *rstd; /* IN the LN LSTM's */
+    REAL *d_step;       /* the cell's step scratch (cell_facts.d_step) */
+} SFX(cell_grads);
+
+/* Also adds the step's rows to the part's sums (sums_width()): db_ih's when the layer has biases,
+ * the cell's own (cell_facts.sums) and the peepholes'. */
+FL_INLINE void SFX(cell_backward)(const fl_layer *l, REAL *const s[], const SFX(cell_grads) *g,
+                                  int64_t n, int64_t ld, REAL *sums, const int fused)
+{
+    const int64_t H = l->H, GH = gates_of(l->cell) * H;
+    const int biases = s[FL_DB_IH] != NULL;
+    switch (l->cell) {
+    case FL_RNN_TANH:
+    case FL_RNN_RELU:
+        SFX(rnn_cell_backward)(l->cell == FL_RNN_RELU, n, ld, H, g->act, g->dh, g->da);
+        break;
+    case FL_LSTM: {
+        const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
+        SFX(lstm_cell_backward)(n, ld, H, g->act, g->c_prev, g->c, g->dm, g->dc, g->da, g->m,
+                                peep, fused);
+        if (peep) { /* i and f see c_{t-1}, o sees c_t */
+            REAL *dp = sums + sums_width(l) - 3 * H;
+            SFX(add_row_sums)(n, H, g->da, ld * GH, g->c_prev, ld * H, dp);
+            SFX(add_row_sums)(n, H, g->da + H, ld * GH, g->c_prev, ld * H, dp + H);
+            SFX(add_row_sums)(n, H, g->da + 3 * H, ld * GH, g->c, ld * H, dp + 2 * H);
+        }
+        break;
+    }
+    case FL_GRU:
+        SFX(gru_cell_backward)(n, ld, H, g->act, g->hn, g->h_prev, g->dh, g->da, g->d_rec);
+        if (biases) /* db_hn */
+            SFX(add_row_sums)(n, H, g->d_rec, ld * H, NULL, 0, sums + GH);
+        break;
+    case FL_LSTM_LN: /* adds db_ih's sums itself, before da becomes x_t w_ih^T's gradient */
+        SFX(lnlstm_cell_backward)(l, s, n, ld, g->act, g->c_prev, g->normed, g->rstd, g->dm,
+                                  g->dc, g->d_step, g->da, g->d_rec, sums, biases, fused);
+        return;
+    }
+    if (biases)
+        SFX(add_row_sums)(n, GH, g->da, ld * GH, NULL, 0, sums);
+}
+
 /* ---------------------------------------------------------------- the time loops
  * Part k owns the sequences k, k + parts, ...: at step t, of the n_t running ones, the
  * part_count(n_t) rows starting at row k of the step's block, every parts-th row. A product
@@ -696,51 +1093,62 @@ FL_INLINE void SFX(add_row_sums)(int64_t n, int64_t w, const REAL *a, int64_t ld
 
 /* Where a forward's steps put their pre-activations (which become the activations) and the
  * GRU's hn: the gates and hn arrays (the Elman cell: hs), or for inference scratch in FL_WORK.
- * reuse: that scratch holds one step, whose rows every step reuses. */
+ * reuse: that scratch holds one step, whose rows every step reuses. rec and m: scratch of one
+ * step, B rows, for the recurrent product a cell keeps apart and the projection's m. */
 typedef struct {
-    REAL *pre, *hn;
+    REAL *pre, *hn, *rec, *m;
     int reuse;
 } SFX(step_arrays);
+
+/* A forward step's arrays from row r of x (and of hs past h0), h_{t-1} at row prev of hs; k the
+ * sequence of row r, whose row of the step's scratch (rec; pre and hn when they hold one step)
+ * and of an inference's cs (a row per sequence, from c0 to its last state) it starts at. */
+FL_INLINE SFX(cell_rows) SFX(forward_rows)(const fl_layer *l, REAL *const s[],
+                                           const SFX(step_arrays) *out, int64_t r, int64_t prev,
+                                           int64_t k)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, P = l->P, GH = cf->gates * H;
+    const int64_t row = out->reuse ? k : r;
+    SFX(cell_rows) a = {out->pre + row * GH, cf->apart ? out->rec + k * GH : NULL,
+                        s[FL_HS] + prev * P, s[FL_HS] + (B + r) * P, NULL, NULL,
+                        cf->hn ? out->hn + row * cf->hn * H : NULL};
+    if (cf->cell_state) {
+        a.c_prev = s[FL_CS] + (l->inference ? k : prev) * H;
+        a.c = s[FL_CS] + (l->inference ? k : B + r) * H;
+    }
+    if (cf->normed && s[FL_NORMED])
+        a.normed = s[FL_NORMED] + r * cf->normed * H, a.rstd = s[FL_RSTD] + r * cf->rstd;
+    return a;
+}
 
 /* Step t of part k (the sequences k, k + parts, ...), n of its rows: the block of step t
  * starts at row `off`, h_{t-1}'s at row `prev` of hs; fb the layer's fed-back inputs; `fused`
  * as in madd. */
 FL_INLINE void
-SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                   const SFX(step_arrays) *out, const SFX(fed) *fb, int64_t off, int64_t prev,
                   int64_t n, int64_t k, int64_t parts, const int fused)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *b_hh = s[FL_B_HH];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *hs = s[FL_HS], *cs = s[FL_CS];
-    const int64_t r = off + k;                      /* this part's first row */
-    const REAL *h_prev = hs + (prev + k) * P;
-    const int64_t row = out->reuse ? k : r;         /* its first row in pre and hn */
-    REAL *h = hs + (B + r) * P, *pre_t = out->pre + row * GH;
-    SFX(step_pre)(l, n, s, s[FL_X] + r * l->I, prev + k, pw, fb, pre_t, parts);
-    if (cell == FL_GRU) {
-        REAL *hh = work + k * GH;
-        SFX(step_product)(n, GH, P, h_prev, parts * P, w_hh, 1, pw->hh, 0, hh, parts * GH);
-        SFX(gru_cell_forward)(n, parts, H, pre_t, hh, b_hh, h_prev, out->hn + row * H, h, fused,
-                              0, H);
-    } else if (cell != FL_LSTM) {
-        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, parts, H, pre_t, fused, 0, H);
-    } else {
-        REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-        if (l->inference) /* a row per sequence, from c0 to its last state */
-            c_prev = c = cs + k * H;
-        REAL *m = l->projection ? work + k * H : h;
-        SFX(lstm_cell_forward)(n, parts, H, pre_t, c_prev, c, m, peep, fused, 0, H);
-        if (l->projection)
-            SFX(step_product)(n, P, H, m, parts * H, w_hr, 1, pw->hr, 0, h, parts * P);
-    }
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, P = l->P, GH = cf->gates * H;
+    const int64_t r = off + k; /* this part's first row */
+    SFX(cell_rows) a = SFX(forward_rows)(l, s, out, r, prev + k, k);
+    SFX(step_pre)(l, n, s, r, prev + k, pw, fb, a.pre, parts);
+    if (cf->apart)
+        SFX(step_product)(n, GH, P, a.h_prev, parts * P, s[FL_W_HH], 1, pw->hh, 0, a.rec,
+                          parts * GH);
+    REAL *h = a.h;
+    if (l->projection)
+        a.h = out->m + k * H;
+    SFX(cell_forward)(l, s, &a, n, parts, 0, H, fused);
+    if (l->projection)
+        SFX(step_product)(n, P, H, a.h, parts * H, s[FL_W_HR], 1, pw->hr, 0, h, parts * P);
 }
 
 /* The time loop of part k of one layer. */
 FL_INLINE void
-SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw, REAL *work,
+SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                        const SFX(step_arrays) *out, int64_t k, int64_t parts, const int fused)
 {
     const SFX(fed) none = {0, 0, NULL, NULL};
@@ -749,16 +1157,16 @@ SFX(forward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw
         const int64_t n_t = batch_size(l, t), n = part_count(n_t, parts, k);
         if (n == 0)
             break; /* the batch only shrinks */
-        SFX(forward_step)(l, s, pw, work, out, &none, off, prev, n, k, parts, fused);
+        SFX(forward_step)(l, s, pw, out, &none, off, prev, n, k, parts, fused);
         prev = l->B + off;
         off += n_t;
     }
 }
 
-/* The scratch of a backward call (see fl_work_size): da, the GRU's da_hn, with projection dhs,
- * ms, dm, and sums: each part's row of sums_width() sums. */
+/* The scratch of a backward call (see fl_work_size): da, the cell's d_rec and d_step, with
+ * projection dhs, ms, dm, and sums: each part's row of sums_width() sums. */
 typedef struct {
-    REAL *da, *da_hn, *dhs, *ms, *dm, *sums;
+    REAL *da, *d_rec, *d_step, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
 /* Step t of the backward loop of part k, n of its rows, its block at row `off`; fb the layer's
@@ -770,72 +1178,57 @@ SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
                    const SFX(backward_scratch) *sc, const SFX(fed) *fb, REAL *dy_below,
                    int64_t t, int64_t off, int64_t n, int64_t k, int64_t parts, const int fused)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, GH = gates_of(cell) * H;
-    const REAL *w_hh = s[FL_W_HH], *w_hr = s[FL_W_HR], *cs = s[FL_CS], *hs = s[FL_HS];
-    const REAL *gates = s[FL_GATES], *hn = s[FL_HN], *dy = s[FL_DY];
-    const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
-    REAL *dh = s[FL_DH], *dc = s[FL_DC];
-    REAL *da = sc->da, *da_hn = sc->da_hn, *dhs = sc->dhs, *ms = sc->ms, *dm = sc->dm;
-    const int biases = s[FL_DB_IH] != NULL, gru = cell == FL_GRU;
-    const int64_t n_sums = sums_width(l);
-    REAL *sums = sc->sums + k * n_sums, *dp = sums + n_sums - (peep ? 3 * H : 0);
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, P = l->P, GH = cf->gates * H;
+    /* w_hh's rows whose gradient is in da's first columns, and those with the cell's own */
+    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
+    const REAL *w_hh = s[FL_W_HH], *cs = s[FL_CS], *hs = s[FL_HS];
     const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
     const int64_t ldp = parts * P, ldg = parts * GH;
     /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
      * sequence's last step, then dL/dh_t as t goes back. */
-    REAL *dh_k = dh + k * P;
-    const REAL *dy_t = dy + r * P;
+    REAL *dh_k = s[FL_DH] + k * P;
+    const REAL *dy_t = s[FL_DY] + r * P;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < P; j++)
             dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
-    REAL *da_t = da + r * GH, *da_hn_t = gru ? da_hn + r * H : NULL;
-    if (cell == FL_LSTM) {
-        const REAL *dm_k = dh_k;
-        if (l->projection) {
-            for (int64_t i = 0; i < n; i++)
-                memcpy(dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
-            SFX(step_product)(n, H, P, dh_k, ldp, w_hr, 0, pw->hr, 0, dm + k * H, parts * H);
-            dm_k = dm + k * H;
-        }
-        SFX(lstm_cell_backward)(n, parts, H, gates + r * GH, cs + (prev + k) * H,
-                                cs + (B + r) * H, dm_k, dc + k * H, da_t,
-                                l->projection ? ms + r * H : NULL, peep, fused);
-    } else if (gru) {
-        SFX(gru_cell_backward)(n, parts, H, gates + r * GH, hn + r * H, hs + (prev + k) * P,
-                               dh_k, da_t, da_hn_t);
-    } else {
-        SFX(rnn_cell_backward)(cell == FL_RNN_RELU, n, parts, H, hs + (B + r) * P, dh_k, da_t);
+    SFX(cell_grads) g = {cf->keeps_gates ? s[FL_GATES] + r * GH : hs + (B + r) * P,
+                         hs + (prev + k) * P, cf->hn ? s[FL_HN] + r * cf->hn * H : NULL,
+                         NULL, NULL, dh_k, dh_k, NULL, sc->da + r * GH,
+                         rec_rows ? sc->d_rec + r * rec_rows : NULL, NULL};
+    if (cf->cell_state)
+        g.c_prev = cs + (prev + k) * H, g.c = cs + (B + r) * H, g.dc = s[FL_DC] + k * H;
+    if (cf->normed)
+        g.normed = s[FL_NORMED] + r * cf->normed * H, g.rstd = s[FL_RSTD] + r * cf->rstd;
+    if (cf->d_step)
+        g.d_step = sc->d_step + k * cf->d_step * H;
+    if (l->projection) {
+        for (int64_t i = 0; i < n; i++)
+            memcpy(sc->dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
+        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, 0, sc->dm + k * H,
+                          parts * H);
+        g.dm = sc->dm + k * H, g.m = sc->ms + r * H;
     }
-    if (biases) {
-        SFX(add_row_sums)(n, GH, da_t, ldg, NULL, 0, sums);
-        if (gru) /* db_hn; db_hh's r and z parts are db_ih's */
-            SFX(add_row_sums)(n, H, da_hn_t, parts * H, NULL, 0, sums + GH);
-    }
-    if (peep) { /* i and f see c_{t-1}, o sees c_t */
-        const REAL *c_prev = cs + (prev + k) * H, *c = cs + (B + r) * H;
-        const int64_t ldc = parts * H;
-        SFX(add_row_sums)(n, H, da_t, ldg, c_prev, ldc, dp);
-        SFX(add_row_sums)(n, H, da_t + H, ldg, c_prev, ldc, dp + H);
-        SFX(add_row_sums)(n, H, da_t + 3 * H, ldg, c, ldc, dp + 2 * H);
-    }
-    /* dL/dh_{t-1} = da_t @ w_hh, added to the GRU's direct path z * dL/dh_t (the other
-     * cells have consumed dh and overwrite it); the GRU's n rows of w_hh take da_hn. */
-    SFX(step_product)(n, P, gru ? 2 * H : GH, da_t, ldg, w_hh, 0, pw->hh, gru, dh_k, ldp);
-    if (gru)
-        SFX(step_product)(n, P, H, da_hn_t, parts * H, w_hh + 2 * H * P, 0, pw->hn, 1, dh_k,
-                          ldp);
+    SFX(cell_backward)(l, s, &g, n, parts, sc->sums + k * sums_width(l), fused);
+    /* dL/dh_{t-1}: da's columns times w_hh's first rows and the cell's own columns times its
+     * last, added to what the cell left in dh when h_t sees h_{t-1} outside w_hh too (the GRU's
+     * z dL/dh_t); the other cells have consumed dh and overwrite it. */
+    if (da_rows)
+        SFX(step_product)(n, P, da_rows, g.da, ldg, w_hh, 0, pw->hh, cf->dh_direct, dh_k, ldp);
+    if (rec_rows)
+        SFX(step_product)(n, P, rec_rows, g.d_rec, parts * rec_rows, w_hh + da_rows * P, 0,
+                          pw->rec, cf->dh_direct || da_rows, dh_k, ldp);
     if (l->stacked) {
         const int64_t I = l->I;
         const REAL *mask = s[FL_MASK];
         REAL *dx_t = dy_below + r * I;
-        SFX(step_product)(n, I, GH, da_t, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
+        SFX(step_product)(n, I, GH, g.da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
         for (int64_t i = 0; mask && i < n; i++)
             for (int64_t j = 0; j < I; j++)
                 dx_t[i * parts * I + j] *= mask[(r + i * parts) * I + j];
     }
     for (int64_t j = 0; j < fb->n; j++) /* the fed-back inputs were the sources' h_{t-1} */
-        SFX(step_product_ldw)(n, P, GH, da_t, ldg, s[FL_W_FB] + j * P, l->F, 0,
+        SFX(step_product_ldw)(n, P, GH, g.da, ldg, s[FL_W_FB] + j * P, l->F, 0,
                               pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, 1,
                               SFX(fed_slot)(fb, j, FL_DH) + k * P, ldp);
 }
@@ -860,29 +1253,28 @@ SFX(backward_part_body)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
 }
 
 /* Where a forward's steps keep their pre-activations: into gates, or for the Elman cell straight
- * into hs; for inference, into the scratch after the packed weights and hh or m (see
- * fl_work_size). Sets pw and out for a call on N rows; returns the scratch after the packed
- * weights. */
-static REAL *SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, SFX(packed) *pw,
-                                  SFX(step_arrays) *out)
+ * into hs; for inference, into the scratch after the packed weights, rec and m (see
+ * fl_work_size). Sets pw and out for a call on N rows. */
+static void SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, SFX(packed) *pw,
+                                 SFX(step_arrays) *out)
 {
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, GH = gates_of(cell) * H;
-    REAL *work = SFX(carve_packed)(l, 0, N, s[FL_WORK], pw);
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t B = l->B, H = l->H, GH = cf->gates * H;
+    out->rec = SFX(carve_packed)(l, 0, N, s[FL_WORK], pw);
+    out->m = out->rec + (cf->apart ? B * GH : 0);
     out->pre = s[FL_GATES], out->hn = s[FL_HN], out->reuse = 0;
-    if (cell != FL_LSTM && cell != FL_GRU) {
+    if (!cf->keeps_gates) {
         out->pre = s[FL_HS] + B * l->P;
     } else if (l->inference) {
-        out->pre = work + (cell == FL_GRU ? B * GH : l->projection ? B * H : 0);
+        out->pre = out->m + (l->projection ? B * H : 0);
         out->reuse = pw->ih != NULL;
         out->hn = out->pre + (out->reuse ? B : N) * GH;
     }
-    return work;
 }
 
 /* Part k of what a forward does before its time loop: pack the weights and, unless its steps
- * add the input term themselves, project every step's input (the GRU keeps b_hh out of it: it
- * belongs inside r * (W_hn h + b_hn)). */
+ * add the input term themselves, project every step's input (with the biases of input_bias;
+ * normalised, for a cell that normalises rows). */
 static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
                                        int64_t parts)
 {
@@ -891,18 +1283,25 @@ static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, N, &pw, &out);
     SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
-    if (!pw.ih && !l->stacked)
-        SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X],
-                          s[FL_W_IH], s[FL_B_IH], l->cell == FL_GRU ? NULL : s[FL_B_HH], out.pre,
-                          k, parts);
+    if (!pw.ih && !l->stacked) {
+        const REAL *b_ih, *b_hh;
+        SFX(input_bias)(l, s, &b_ih, &b_hh);
+        SFX(project_part)(N, l->I, gates_of(l->cell) * l->H, s[FL_X], s[FL_W_IH], b_ih, b_hh,
+                          out.pre, k, parts);
+        if (facts_of(l->cell)->layer_norm) {
+            int64_t r0, r1;
+            part_range(N, parts, k, &r0, &r1);
+            SFX(ln_input)(l, s, r1 - r0, 1, r0, out.pre + r0 * gates_of(l->cell) * l->H);
+        }
+    }
 }
 
 static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int64_t parts)
 {
     SFX(packed) pw;
     SFX(step_arrays) out;
-    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
-    SFX(forward_part_body)(l, s, &pw, work, &out, k, parts, ISA_FUSED);
+    SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    SFX(forward_part_body)(l, s, &pw, &out, k, parts, ISA_FUSED);
 }
 
 /* Step t of a forward split by units (splits_units), part k's share: its units are panels
@@ -911,41 +1310,29 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
  * which reads no other part's columns. The input side is in pre already: the projection
  * before the loop (a batch this small never fuses it). */
 FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
-                                       const SFX(packed) *pw, REAL *work,
-                                       const SFX(step_arrays) *out, int64_t off, int64_t prev,
-                                       int64_t n, int64_t k, int64_t parts, const int fused)
+                                       const SFX(packed) *pw, const SFX(step_arrays) *out,
+                                       int64_t off, int64_t prev, int64_t n, int64_t k,
+                                       int64_t parts, const int fused)
 {
 #if ISA_VECTOR_BYTES
-    const int cell = l->cell;
-    const int64_t B = l->B, H = l->H, P = l->P, G = gates_of(cell), GH = G * H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, P = l->P, GH = cf->gates * H;
     const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
     int64_t q0, q1;
     part_range(H / vlen, parts, k, &q0, &q1);
     const int64_t j0 = q0 * vlen, j1 = q1 * vlen;
-    REAL *hs = s[FL_HS], *pre_t = out->pre + off * GH, *h = hs + (B + off) * P;
-    const REAL *h_prev = hs + prev * P;
-    /* the GRU's recurrent side apart (r scales it), the others' on top of the input side */
-    REAL *sum = cell == FL_GRU ? work : pre_t;
-    for (int64_t g = 0; g < G && j1 > j0; g++) {
+    const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
+    /* the recurrent product apart (cell_facts.apart), or on top of the input side */
+    REAL *sum = cf->apart ? a.rec : a.pre;
+    for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
-        const SFX(term) term = {h_prev, P, P, pw->hh + c0 * P};
-        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, cell != FL_GRU, sum + c0, GH);
+        const SFX(term) term = {a.h_prev, P, P, pw->hh + c0 * P};
+        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, !cf->apart, sum + c0, GH);
     }
-    if (cell == FL_GRU) {
-        SFX(gru_cell_forward)(n, 1, H, pre_t, work, s[FL_B_HH], h_prev, out->hn + off * H, h,
-                              fused, j0, j1);
-    } else if (cell != FL_LSTM) {
-        SFX(rnn_cell_forward)(cell == FL_RNN_RELU, n, 1, H, pre_t, fused, j0, j1);
-    } else {
-        REAL *c_prev = s[FL_CS] + prev * H, *c = s[FL_CS] + (B + off) * H;
-        if (l->inference)
-            c_prev = c = s[FL_CS];
-        SFX(lstm_cell_forward)(n, 1, H, pre_t, c_prev, c, h,
-                               l->peephole ? s[FL_W_PEEPHOLE] : NULL, fused, j0, j1);
-    }
+    SFX(cell_forward)(l, s, &a, n, 1, j0, j1, fused);
 #else
-    (void)l, (void)s, (void)pw, (void)work, (void)out, (void)off, (void)prev, (void)n, (void)k,
-        (void)parts, (void)fused;
+    (void)l, (void)s, (void)pw, (void)out, (void)off, (void)prev, (void)n, (void)k, (void)parts,
+        (void)fused;
 #endif
 }
 
@@ -956,14 +1343,14 @@ static void SFX(forward_split_loop)(const fl_layer *l, REAL *const s[], int thre
     const int64_t parts = fl_num_parts();
     SFX(packed) pw;
     SFX(step_arrays) out;
-    REAL *work = SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
+    SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
     int64_t off = 0, prev = 0;
     for (int64_t t = 0; t < l->T; t++) {
         const int64_t n_t = batch_size(l, t);
         if (n_t == 0)
             break;
         for (int64_t k = thread; k < parts; k += threads)
-            SFX(forward_split_step)(l, s, &pw, work, &out, off, prev, n_t, k, parts, ISA_FUSED);
+            SFX(forward_split_step)(l, s, &pw, &out, off, prev, n_t, k, parts, ISA_FUSED);
         if (threads > 1) {
 #pragma omp barrier
         }
@@ -1043,9 +1430,9 @@ static void SFX(stack_forward_part)(const fl_stack *st, REAL *const slots[], int
             }
             SFX(packed) pw;
             SFX(step_arrays) out;
-            REAL *work = SFX(forward_scratch)(l, s, N, &pw, &out);
+            SFX(forward_scratch)(l, s, N, &pw, &out);
             const SFX(fed) fb = SFX(fed_of)(st, slots, i);
-            SFX(forward_step)(l, s, &pw, work, &out, &fb, off, prev, n, k, parts, ISA_FUSED);
+            SFX(forward_step)(l, s, &pw, &out, &fb, off, prev, n, k, parts, ISA_FUSED);
         }
         prev = first->B + off;
         off += n_t;
@@ -1108,12 +1495,12 @@ static void SFX(gradient_part)(int64_t M, int64_t N, int64_t K, const REAL *A, i
 static REAL *SFX(backward_scratch_of)(const fl_layer *l, REAL *const s[], int64_t N,
                                       SFX(packed) *pw, SFX(backward_scratch) *sc)
 {
+    const cell_facts *cf = facts_of(l->cell);
     const int64_t B = l->B, H = l->H, P = l->P;
     REAL *rest = SFX(carve_packed)(l, 1, N, s[FL_WORK], pw);
-    sc->da = rest, rest += N * gates_of(l->cell) * H;
-    sc->da_hn = NULL;
-    if (l->cell == FL_GRU)
-        sc->da_hn = rest, rest += N * H;
+    sc->da = rest, rest += N * cf->gates * H;
+    sc->d_rec = cf->d_rec ? rest : NULL, rest += N * cf->d_rec * H;
+    sc->d_step = cf->d_step ? rest : NULL, rest += B * cf->d_step * H;
     sc->dhs = sc->ms = sc->dm = NULL;
     if (l->projection) {
         sc->dhs = rest, sc->ms = rest + N * P, sc->dm = rest + N * P + N * H;
@@ -1142,17 +1529,32 @@ static void SFX(gather_fed)(const fl_layer *l, const SFX(fed) *fb, REAL *dst)
     }
 }
 
+/* out[j] = the sum over the parts of their sums at..at + width - 1 (sums_width() a part), in
+ * part order. */
+static void SFX(add_parts)(const REAL *sums, int64_t n_sums, int64_t at, int64_t width,
+                           REAL *out)
+{
+    const int64_t parts = fl_num_parts();
+    for (int64_t j = 0; j < width; j++) {
+        REAL sum = 0;
+        for (int64_t k = 0; k < parts; k++)
+            sum += sums[k * n_sums + at + j];
+        out[j] = sum;
+    }
+}
+
 /* What a backward call does after its time loop. dx (when the call asks for it) and the weight
  * gradients: each one product over all N rows, not T per-step products: dx = da @ w_ih (on the
- * packed w_ih when there is one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (the GRU's n rows
- * da_hn.T @ h_prev), dw_hr = dhs.T @ ms, dw_fb = da.T @ the fed-back inputs; one parallel
- * region, each thread its block of rows of each. Then the bias and peephole gradients: the
- * parts' sums added in part order. */
+ * packed w_ih when there is one), dw_ih = da.T @ x, dw_hh = da.T @ h_prev (its last d_rec H rows
+ * d_rec.T @ h_prev), dw_hr = dhs.T @ ms, dw_fb = da.T @ the fed-back inputs; one parallel
+ * region, each thread its block of rows of each. Then the bias, the cell's and the peephole
+ * gradients: the parts' sums added in part order. */
 static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX(fed) *fb,
                                    int n_threads)
 {
-    const int cell = l->cell;
-    const int64_t H = l->H, I = l->I, P = l->P, GH = gates_of(cell) * H;
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, I = l->I, P = l->P, GH = cf->gates * H;
+    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
     const int64_t N = fl_packed_rows(l), parts = fl_num_parts(), n_sums = sums_width(l);
     SFX(packed) pw;
     SFX(backward_scratch) sc;
@@ -1179,31 +1581,31 @@ static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX
                               s[FL_DX] + m0 * I, I);
         REAL *part_copies = copies ? copies + k * n_copies : NULL;
         SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
-        SFX(gradient_part)(cell == FL_GRU ? 2 * H : GH, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k,
-                           parts, part_copies);
-        if (cell == FL_GRU)
-            SFX(gradient_part)(H, P, N, sc.da_hn, H, h_prev, s[FL_DW_HH] + 2 * H * P, k, parts,
+        if (da_rows)
+            SFX(gradient_part)(da_rows, P, N, sc.da, GH, h_prev, s[FL_DW_HH], k, parts,
                                part_copies);
+        if (rec_rows)
+            SFX(gradient_part)(rec_rows, P, N, sc.d_rec, rec_rows, h_prev,
+                               s[FL_DW_HH] + da_rows * P, k, parts, part_copies);
         if (l->projection)
             SFX(gradient_part)(P, H, N, sc.dhs, P, sc.ms, s[FL_DW_HR], k, parts, part_copies);
         if (fb->n)
             SFX(gradient_part)(GH, l->F, N, sc.da, GH, rest, s[FL_DW_FB], k, parts,
                                part_copies);
     }
-    /* The LSTM's and the Elman cell's db_hh is db_ih; the GRU's is db_ih in its r and z parts,
-     * and has its own sums in its n part. */
-    const int with_hn = cell == FL_GRU && s[FL_DB_IH];
-    REAL *totals[3] = {s[FL_DB_IH], with_hn ? s[FL_DB_HH] + 2 * H : NULL, s[FL_DW_PEEPHOLE]};
-    const int64_t widths[3] = {GH, cell == FL_GRU ? H : 0, l->peephole ? 3 * H : 0};
-    for (int64_t i = 0, at = 0; i < 3; at += widths[i], i++)
-        for (int64_t j = 0; j < widths[i] && totals[i]; j++) {
-            REAL sum = 0;
-            for (int64_t k = 0; k < parts; k++)
-                sum += sc.sums[k * n_sums + at + j];
-            totals[i][j] = sum;
-        }
-    if (s[FL_DB_IH])
-        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)(cell == FL_GRU ? 2 * H : GH) * sizeof(REAL));
+    /* The sums, in their order (sums_width): db_ih, which db_hh is too but where the cell keeps
+     * sums of its own for it (the GRU's n part), the cell's, the peepholes'. */
+    int64_t at = GH;
+    if (s[FL_DB_IH]) {
+        SFX(add_parts)(sc.sums, n_sums, 0, GH, s[FL_DB_IH]);
+        memcpy(s[FL_DB_HH], s[FL_DB_IH], (size_t)GH * sizeof(REAL));
+    }
+    for (int i = 0; i < 4 && cf->sums[i].width; at += cf->sums[i].width * H, i++)
+        if (s[cf->sums[i].slot])
+            SFX(add_parts)(sc.sums, n_sums, at, cf->sums[i].width * H,
+                           s[cf->sums[i].slot] + cf->sums[i].at * H);
+    if (l->peephole)
+        SFX(add_parts)(sc.sums, n_sums, at, 3 * H, s[FL_DW_PEEPHOLE]);
 }
 
 static void SFX(backward_pack_part)(const fl_layer *l, REAL *const s[], int64_t k,
@@ -1308,6 +1710,7 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
 #undef GEMM
 #undef GEMV
 #undef FMA
+#undef SQRT
 #undef EXP_UINT
 #undef EXP_MANT
 #undef EXP_BIAS

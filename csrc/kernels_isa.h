@@ -32,6 +32,7 @@ extern const fl_build ISA_BUILD;
 #define GEMM FL_SGEMM
 #define GEMV FL_SGEMV
 #define FMA fmaf
+#define SQRT sqrtf
 #define EXP_UINT uint32_t
 #define EXP_MANT 23
 #define EXP_BIAS 127u
@@ -52,6 +53,7 @@ extern const fl_build ISA_BUILD;
 #define GEMM FL_DGEMM
 #define GEMV FL_DGEMV
 #define FMA fma
+#define SQRT sqrt
 #define EXP_UINT uint64_t
 #define EXP_MANT 52
 #define EXP_BIAS 1023u

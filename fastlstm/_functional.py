@@ -302,6 +302,27 @@ def check_forward(cell, x, states, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh", 
     return x, states, (w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole), batch
 
 
+LN_WEIGHTS = CELLS["lnlstm"].weights[4:]    # g_ih, g_hh, g_c, b_c
+_LN_MEANINGS = ("(4 * hidden_size,), the gain of LN(x W_ih^T)",
+                "(4 * hidden_size,), the gain of LN(h W_hh^T)",
+                "(hidden_size,), the gain of LN(c)", "(hidden_size,), the bias of LN(c)")
+
+
+def check_layer_norm(dtype, H, g_ih, g_hh, g_c, b_c, name="{}"):
+    """The layer-normalised LSTM's gains and c's bias, (4H,), (4H,), (H,), (H,), as contiguous
+    arrays of ``dtype``; ``name`` formats each one's name for the messages."""
+    out = []
+    for kind, a, n, meaning in zip(LN_WEIGHTS, (g_ih, g_hh, g_c, b_c), (4 * H, 4 * H, H, H),
+                                   _LN_MEANINGS):
+        what = name.format(kind)
+        if a is None:
+            raise TypeError(f"{what} must be an array of shape {(n,)} {meaning}, got None")
+        a = as_float_array(what, a, dtype, ndim=1)
+        expect_shape(what, a, (n,), meaning)
+        out.append(a)
+    return tuple(out)
+
+
 def _packed_batch(batch_sizes, x, h0):
     """The Batch of a packed call; B is the initial states' rows (sequences of length 0 come
     after the batch_sizes[0] running ones), or batch_sizes[0] without them."""
@@ -332,25 +353,6 @@ def _packed_batch(batch_sizes, x, h0):
         raise ValueError(f"batch_sizes[0] = {first} is more sequences than the initial states' "
                          f"{B} rows")
     return Batch(sizes, B, padded=False)
-
-
-def check_layer_norm(g_ih, g_hh, g_c, b_c, H, dtype):
-    """Check the layer-normalised LSTM's layer-norm weights for H hidden units; return them as
-    contiguous arrays of ``dtype`` (the other arrays'): the gains g_ih and g_hh (4H,) of the
-    normalised x W_ih^T and h W_hh^T, the gain g_c and the bias b_c (H,) of the normalised cell.
-    """
-    weights = (("g_ih", g_ih, 4 * H, "(4 * hidden_size,), the gain of LN(x W_ih^T)"),
-               ("g_hh", g_hh, 4 * H, "(4 * hidden_size,), the gain of LN(h W_hh^T)"),
-               ("g_c", g_c, H, "(hidden_size,), the gain of LN(c)"),
-               ("b_c", b_c, H, "(hidden_size,), the bias of LN(c)"))
-    out = []
-    for name, a, n, meaning in weights:
-        if a is None:
-            raise TypeError(f"{name} must be an array of shape {(n,)} {meaning}, got None")
-        a = as_float_array(name, a, dtype)
-        expect_shape(name, a, (n,), meaning)
-        out.append(a)
-    return tuple(out)
 
 
 def check_backward(cell, ctx, dy, state_grads):
@@ -515,12 +517,12 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
 
     Returns ``(x, states, weights, feedback, batch, masks)``: x as its (N, I) rows; states a
     list of L tuples ``(h0,)`` or ``(h0, c0)`` of arrays, zeros where not given; weights a list
-    of L dicts with every key of STACK_WEIGHTS (None where absent); feedback the sorted pairs;
-    the :class:`Batch`; masks a list of L entries, None or an (N, I_k) array.
+    of L dicts with every key of STACK_WEIGHTS (None where absent), and for "lnlstm" those of
+    LN_WEIGHTS; feedback the sorted pairs; the :class:`Batch`; masks a list of L entries, None
+    or an (N, I_k) array.
     """
-    if cell not in GATES or cell == "lnlstm":
-        hint = " (the layer-normalised LSTM has no stack functions)" if cell == "lnlstm" else ""
-        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}{hint}")
+    if cell not in GATES:
+        raise ValueError(f"cell must be 'rnn', 'lstm', 'gru' or 'lnlstm', got {cell!r}")
     if cell == "rnn" and nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     if isinstance(weights, dict) or not isinstance(weights, (list, tuple)) or not weights:
@@ -531,11 +533,15 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
         if not hasattr(w, "keys"):
             raise TypeError(f"weights[{k}] must be a dict of layer {k}'s weights, got "
                             f"{describe(w)}")
-        unknown = sorted(set(w.keys()) - set(STACK_WEIGHTS))
+        known = STACK_WEIGHTS + (LN_WEIGHTS if cell == "lnlstm" else ())
+        unknown = sorted(set(w.keys()) - set(known))
         if unknown:
             raise ValueError(f"weights[{k}] has unknown keys {unknown}; expected some of "
-                             f"{list(STACK_WEIGHTS)}")
+                             f"{list(known)}")
     feedback = check_feedback(feedback, L)
+    if cell == "lnlstm" and feedback:
+        raise ValueError(f"feedback must be empty for the layer-normalised LSTM ('lnlstm'), "
+                         f"which runs in no stack with feedback, got {list(feedback)}")
     x = _input(x, batch_sizes)
     dtype, G = x.dtype, GATES[cell]
 
@@ -608,6 +614,10 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
             a = as_float_array(f"{name}['{kind}']", a, dtype, ndim=len(shape))
             expect_shape(f"{name}['{kind}']", a, shape, meaning)
             out[kind] = a
+        if cell == "lnlstm":
+            out.update(zip(LN_WEIGHTS, check_layer_norm(dtype, H, *(w.get(kind) for kind in
+                                                                    LN_WEIGHTS),
+                                                        name=f"{name}['{{}}']")))
         checked.append(out)
 
     if batch_sizes is None:

@@ -4,7 +4,7 @@ from libc.stdint cimport int64_t
 
 cdef extern from "fastlstm.h" nogil:
     enum fl_cell:
-        FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU
+        FL_RNN_TANH, FL_RNN_RELU, FL_LSTM, FL_GRU, FL_LSTM_LN
 
     enum fl_isa:
         FL_ISA_GENERIC, FL_ISA_AVX2, FL_ISA_AVX512, FL_ISA_NEON, FL_N_ISAS
@@ -25,7 +25,10 @@ cdef extern from "fastlstm.h" nogil:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE, FL_W_FB, FL_MASK,
         FL_X, FL_HS, FL_CS, FL_GATES, FL_HN,
         FL_DY, FL_DH, FL_DC, FL_DX, FL_DW_IH, FL_DW_HH, FL_DW_HR, FL_DW_PEEPHOLE, FL_DW_FB,
-        FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS
+        FL_DB_IH, FL_DB_HH, FL_WORK, FL_N_SLOTS,
+        # the layer-normalised LSTM's
+        FL_G_IH, FL_G_HH, FL_G_C, FL_B_C, FL_NORMED, FL_RSTD,
+        FL_DG_IH, FL_DG_HH, FL_DG_C, FL_DB_C
 
     int64_t fl_work_size(const fl_layer *layer, int backward, int f64)
     int64_t fl_packed_rows(const fl_layer *layer)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._functional import (GATES, Batch, Context, StackContext, as_float_array, check_backward,
                           check_bool, check_feedback, check_stack_backward, check_stack_forward,
-                          check_forward, describe, expect_shape)
+                          check_forward, check_layer_norm, describe, expect_shape, LN_WEIGHTS)
 from ._module import check_choice, check_dtype, check_int
 from .cells import CELLS
 
@@ -289,7 +289,10 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     return 0
 
 
-_CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU}
+_CELLS = {"rnn": FL_RNN_TANH, "lstm": FL_LSTM, "gru": FL_GRU, "lnlstm": FL_LSTM_LN}
+# The layer-normalised LSTM's weights (LN_WEIGHTS), what its forward saves and its gradients.
+_LN_SLOTS = (FL_G_IH, FL_G_HH, FL_G_C, FL_B_C)
+_LN_GRADS = (FL_DG_IH, FL_DG_HH, FL_DG_C, FL_DB_C)
 
 
 def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
@@ -304,9 +307,10 @@ def _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole):
 
 
 def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, batch,
-                    description, training):
+                    description, training, norms=None):
     """The slots of one layer's forward: its input and weights (zero biases for a layer
-    without), and the saved state, allocated, with the initial states in place."""
+    without; ``norms``, the layer-normalised LSTM's g_ih, g_hh, g_c, b_c), and the saved state,
+    allocated, with the initial states in place."""
     B, N, H, P, dtype = batch.B, batch.N, description["H"], description["P"], x.dtype
     GH = w_hh.shape[0]
     if b_ih is None:
@@ -315,14 +319,20 @@ def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, b
     hs[:B] = states[0]
     arrays = {FL_X: x, FL_W_IH: w_ih, FL_W_HH: w_hh, FL_B_IH: b_ih, FL_B_HH: b_hh,
               FL_W_HR: w_hr, FL_W_PEEPHOLE: w_peephole, FL_HS: hs}
-    if cell == "lstm":
+    saved = CELLS[cell].saved
+    if "cs" in saved:
         # An inference forward keeps each sequence's latest cell state alone, in place.
         arrays[FL_CS] = np.empty((B + N if training else B, H), dtype)
         arrays[FL_CS][:B] = states[1]
-    if cell != "rnn" and training:
+    if "gates" in saved and training:
         arrays[FL_GATES] = np.empty((N, GH), dtype)
-    if cell == "gru" and training:
+    if "hn" in saved and training:
         arrays[FL_HN] = np.empty((N, H), dtype)
+    if "normed" in saved:
+        arrays.update(zip(_LN_SLOTS, norms))
+        if training:
+            arrays[FL_NORMED] = np.empty((N, 9 * H), dtype)
+            arrays[FL_RSTD] = np.empty((N, 3), dtype)
     return arrays
 
 
@@ -334,18 +344,20 @@ def _saved(cell, nonlinearity, batch, arrays, has_bias, training):
     ctx = Context(cell, batch, arrays[FL_X], hs, arrays[FL_W_IH], arrays[FL_W_HH], has_bias,
                   nonlinearity=nonlinearity, cs=cs, gates=arrays.get(FL_GATES),
                   hn=arrays.get(FL_HN), w_hr=arrays.get(FL_W_HR),
-                  w_peephole=arrays.get(FL_W_PEEPHOLE)) if training else None
+                  w_peephole=arrays.get(FL_W_PEEPHOLE),
+                  **{k: arrays.get(slot) for k, slot in zip(LN_WEIGHTS, _LN_SLOTS)},
+                  normed=arrays.get(FL_NORMED), rstd=arrays.get(FL_RSTD)) if training else None
     return states, ctx
 
 
-def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True):
+def _forward(cell, x, states, weights, batch, nonlinearity=None, training=True, norms=None):
     """Allocate the saved state of a forward call, run it; return what the forward function
     returns: y, the last states and the Context (None unless training: the kernel then keeps
     the gates in its scratch)."""
     w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole = weights
     layer = _layer(cell, nonlinearity, batch, w_ih, w_hh, w_hr, w_peephole)
     layer["inference"] = not training
-    arrays = _forward_arrays(cell, x, states, *weights, batch, layer, training)
+    arrays = _forward_arrays(cell, x, states, *weights, batch, layer, training, norms)
     _run(False, layer, batch, arrays)
     states, ctx = _saved(cell, nonlinearity, batch, arrays, b_ih is not None, training)
     return (batch.outside(arrays[FL_HS][batch.B:]),) + states + (ctx,)
@@ -365,8 +377,13 @@ def _backward_arrays(ctx, dy, dstates, description):
               FL_DW_HH: np.empty((GH, P), dtype)}
     if ctx.has_bias:
         arrays[FL_DB_IH], arrays[FL_DB_HH] = np.empty(GH, dtype), np.empty(GH, dtype)
-    if ctx.cell == "lstm":
+    if CELLS[ctx.cell].n_states == 2:
         arrays[FL_DC] = dstates[1].copy()
+    if "normed" in CELLS[ctx.cell].saved:
+        arrays.update({FL_NORMED: ctx.normed, FL_RSTD: ctx.rstd})
+        for kind, slot, grad in zip(LN_WEIGHTS, _LN_SLOTS, _LN_GRADS):
+            arrays[slot] = getattr(ctx, kind)
+            arrays[grad] = np.empty_like(arrays[slot])
     if ctx.w_hr is not None:
         arrays[FL_DW_HR] = np.empty((P, H), dtype)
     if ctx.w_peephole is not None:
@@ -390,7 +407,8 @@ def _backward(ctx, dy, dstates, input_grad):
 
 # The gradient slots of a backward call, by the forward's argument names.
 _GRAD_SLOTS = {"w_ih": FL_DW_IH, "w_hh": FL_DW_HH, "b_ih": FL_DB_IH, "b_hh": FL_DB_HH,
-               "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB}
+               "w_hr": FL_DW_HR, "w_peephole": FL_DW_PEEPHOLE, "w_fb": FL_DW_FB,
+               **dict(zip(LN_WEIGHTS, _LN_GRADS))}
 
 
 def _gradients(cell, a):
@@ -447,6 +465,25 @@ def gru_backward(ctx, dy, dh_n, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`: as ``reference.gru_backward``."""
     input_grad = check_bool("input_grad", input_grad)
     dy, dstates = check_backward("gru", ctx, dy, (dh_n,))
+    return _gradients(ctx.cell, _backward(ctx, dy, dstates, input_grad))
+
+
+def lnlstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, batch_sizes=None,
+                   training=True):
+    """Run a layer-normalised LSTM layer over a sequence: as
+    ``fastlstm.reference.lnlstm_forward``."""
+    training = check_bool("training", training)
+    x, states, weights, batch = check_forward("lnlstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
+                                              batch_sizes=batch_sizes)
+    norms = check_layer_norm(x.dtype, weights[1].shape[1], g_ih, g_hh, g_c, b_c)
+    return _forward("lnlstm", x, states, weights, batch, training=training, norms=norms)
+
+
+def lnlstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
+    """Backpropagation through time for :func:`lnlstm_forward`: as
+    ``reference.lnlstm_backward``, a dict of the gradients by the forward's argument names."""
+    input_grad = check_bool("input_grad", input_grad)
+    dy, dstates = check_backward("lnlstm", ctx, dy, (dh_n, dc_n))
     return _gradients(ctx.cell, _backward(ctx, dy, dstates, input_grad))
 
 
@@ -527,7 +564,8 @@ def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", ba
         else:                    # filled by the loop, step by step
             x_k = np.empty((N, description["I"]), dtype)
         a = _forward_arrays(cell, x_k, states[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                            w["w_hr"], w["w_peephole"], batch, description, training)
+                            w["w_hr"], w["w_peephole"], batch, description, training,
+                            [w.get(kind) for kind in LN_WEIGHTS])
         a[FL_W_FB], a[FL_MASK] = w["w_fb"], masks[k]
         descriptions.append(description)
         arrays.append(a)
@@ -574,7 +612,7 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
     return dx, dinits, grads
 
 
-_STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole", "w_fb")
+_STEPPER_WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_peephole", "w_fb") + LN_WEIGHTS
 
 
 def _stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources):
@@ -589,10 +627,11 @@ def _stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources):
     if unknown:
         raise ValueError(f"weights[{l}] has {', '.join(unknown)}, which is none of "
                          f"{', '.join(_STEPPER_WEIGHTS)}")
-    lstm_only = [k for k in ("w_hr", "w_peephole") if k in w]
-    if cell != "lstm" and lstm_only:
-        raise ValueError(f"weights[{l}] has {', '.join(lstm_only)}, which only an LSTM layer "
-                         f"has, not a {cell} one")
+    spec = CELLS[cell]
+    foreign = [k for k in w if k not in spec.weights + spec.options + ("w_fb",)]
+    if foreign:
+        raise ValueError(f"weights[{l}] has {', '.join(foreign)}, which a {cell} layer does "
+                         f"not have")
     if "w_ih" not in w or "w_hh" not in w:
         raise ValueError(f"weights[{l}] must hold w_ih and w_hh, got {', '.join(sorted(w))}")
     try:
@@ -602,9 +641,11 @@ def _stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources):
                              f"got {w_ih.shape[1]}")
         # A step's input, of no rows: the checks read only its width and dtype.
         x = np.empty((1, 0, w_ih.shape[1]), dtype)
-        _, _, checked, _ = check_forward(cell, x, (None,) * (2 if cell == "lstm" else 1), w_ih,
-                                         w["w_hh"], w.get("b_ih"), w.get("b_hh"), nonlinearity,
+        _, _, checked, _ = check_forward(cell, x, (None,) * spec.n_states, w_ih, w["w_hh"],
+                                         w.get("b_ih"), w.get("b_hh"), nonlinearity,
                                          w_hr=w.get("w_hr"), w_peephole=w.get("w_peephole"))
+        norms = check_layer_norm(dtype, checked[1].shape[1], *(w.get(k) for k in LN_WEIGHTS)) \
+            if "normed" in spec.saved else (None,) * len(LN_WEIGHTS)
         w_fb = w.get("w_fb")
         if n_sources and w_fb is None:
             raise ValueError(f"w_fb must be given: {n_sources} layers feed back into this one")
@@ -618,7 +659,8 @@ def _stepper_weights(cell, nonlinearity, l, w, dtype, below, n_sources):
                          f"(gates * hidden_size, {n_sources} sources times their outputs)")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"weights[{l}]: {exc}") from None
-    return {k: np.array(a, copy=True) for k, a in zip(_STEPPER_WEIGHTS, checked + (w_fb,))
+    return {k: np.array(a, copy=True) for k, a in zip(_STEPPER_WEIGHTS,
+                                                       checked + (w_fb,) + norms)
             if a is not None}
 
 
@@ -657,8 +699,8 @@ cdef class Stepper:
 
     def __init__(self, cell, nonlinearity, weights, B, dtype, feedback=()):
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
-        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole, w_fb when the layer has
-        them), of ``dtype``, checked as the functional API's forward checks them;
+        argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole, w_fb, g_ih, g_hh, g_c, b_c
+        when the layer has them), of ``dtype``, checked as the functional API's forward checks them;
         ``nonlinearity``: the Elman RNN's "tanh" or "relu", None for the LSTM and the GRU;
         ``feedback``: (source, target) pairs, as the stack functions take them."""
         if self.started:
@@ -667,8 +709,7 @@ cdef class Stepper:
         self.started = True    # before anything can fail: a failed __init__ counts too
         # The arguments pick the kernel and the sizes it reads every array with: check them
         # all before anything is allocated.
-        # Its kernels step the cells of the stacks, which have no layer-normalised LSTM.
-        check_choice("cell", cell, ("rnn", "lstm", "gru"))
+        check_choice("cell", cell, tuple(CELLS))
         if cell == "rnn":
             check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         elif nonlinearity is not None:
@@ -713,12 +754,17 @@ cdef class Stepper:
             arrays = {FL_W_IH: w["w_ih"], FL_W_HH: w["w_hh"], FL_B_IH: w["b_ih"],
                       FL_B_HH: w["b_hh"], FL_W_HR: w.get("w_hr"),
                       FL_W_PEEPHOLE: w.get("w_peephole"), FL_X: below, FL_HS: hs}
-            if cell == "lstm":
+            saved = CELLS[cell].saved
+            if "cs" in saved:
                 arrays[<int>FL_CS] = np.zeros((2, B, H), self.dtype)
-            if cell != "rnn":
+            if "gates" in saved:
                 arrays[FL_GATES] = np.empty((B, GH), self.dtype)
-            if cell == "gru":
+            if "hn" in saved:
                 arrays[FL_HN] = np.empty((B, H), self.dtype)
+            if "normed" in saved:
+                arrays.update(zip(_LN_SLOTS, (w[kind] for kind in LN_WEIGHTS)))
+                arrays[FL_NORMED] = np.empty((B, 9 * H), self.dtype)
+                arrays[FL_RSTD] = np.empty((B, 3), self.dtype)
             if feedback:
                 arrays[FL_W_FB] = w.get("w_fb")
                 desc.update(stacked=l > 0,

@@ -120,6 +120,7 @@ import numpy as np
 
 from ._functional import (Context, StackContext, check_backward, check_bool, check_forward,
                           check_layer_norm, check_stack_backward, check_stack_forward)
+from .cells import CELLS
 
 
 def sigmoid(a):
@@ -450,7 +451,7 @@ def lnlstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, batc
     x, (h0, c0), (w_ih, w_hh, b_ih, b_hh, _, _), batch = check_forward(
         "lnlstm", x, (h0, c0), w_ih, w_hh, b_ih, b_hh, batch_sizes=batch_sizes)
     H, B, N = w_hh.shape[1], batch.B, batch.N
-    g_ih, g_hh, g_c, b_c = check_layer_norm(g_ih, g_hh, g_c, b_c, H, x.dtype)
+    g_ih, g_hh, g_c, b_c = check_layer_norm(x.dtype, H, g_ih, g_hh, g_c, b_c)
     ln_ih, ln_hh, ln_c = _normed_columns(H)
     hs = np.empty((B + N, H), x.dtype)
     cs = np.empty((B + N, H), x.dtype)
@@ -662,6 +663,8 @@ def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", ba
     training = check_bool("training", training)
     x, states, weights, feedback, batch, masks = check_stack_forward(
         cell, x, states, weights, feedback, nonlinearity, batch_sizes, masks)
+    if cell == "lnlstm":        # no feedback (the check refuses it): layer after layer
+        return _lnlstm_stack_forward(x, states, weights, batch, training, masks)
     L, B, N, dtype = len(weights), batch.B, batch.N, x.dtype
     GH, P = weights[0]["w_hh"].shape
     sources = [[s for s, t in feedback if t == k] for k in range(L)]
@@ -742,6 +745,8 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
     """
     input_grad = check_bool("input_grad", input_grad)
     dy, dfinals = check_stack_backward(ctx, dy, dfinals)
+    if ctx.cell == "lnlstm":
+        return _lnlstm_stack_backward(ctx, dy, dfinals, input_grad)
     cell, batch, layers, L = ctx.cell, ctx.batch, ctx.layers, ctx.num_layers
     P = layers[0].hs.shape[1]
     sources = [ctx.sources(k) for k in range(L)]
@@ -786,3 +791,35 @@ def stack_backward(ctx, dy, dfinals, input_grad=True):
             g["w_fb"] = da[k].T @ fed
         grads.append(g)
     return dx, dinits, grads
+
+
+def _lnlstm_stack_forward(x, states, weights, batch, training, masks):
+    """A stack of layer-normalised LSTM layers without feedback: each layer's whole sequence
+    after the one below's, which is the same as steps outermost when no output feeds back."""
+    ctxs, finals = [], []
+    for k, w in enumerate(weights):
+        if masks[k] is not None:
+            x = x * masks[k]
+        y, h_n, c_n, ctx = lnlstm_forward(x, *states[k],
+                                          *(w[name] for name in CELLS["lnlstm"].weights),
+                                          batch_sizes=batch.batch_sizes, training=training)
+        ctxs.append(ctx)
+        finals.append((h_n, c_n))
+        x = y
+    y = batch.outside(x)
+    if not training:
+        return y, finals, None
+    return y, finals, StackContext("lnlstm", batch, (), ctxs, [None] * len(ctxs), masks)
+
+
+def _lnlstm_stack_backward(ctx, dy, dfinals, input_grad):
+    """Back through :func:`_lnlstm_stack_forward`, the top layer first."""
+    grads, dinits = [None] * ctx.num_layers, [None] * ctx.num_layers
+    for k in reversed(range(ctx.num_layers)):
+        g = lnlstm_backward(ctx.layers[k], dy, *dfinals[k], input_grad=input_grad or k > 0)
+        dinits[k] = (g.pop("h0"), g.pop("c0"))
+        dy = g.pop("x")
+        if k > 0 and ctx.masks[k] is not None:
+            dy = dy * ctx.masks[k]
+        grads[k] = g
+    return None if dy is None else ctx.batch.outside(dy), dinits, grads

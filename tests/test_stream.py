@@ -569,13 +569,13 @@ def changed(w, **changes):
                  id="lstm with relu"),
     pytest.param(lambda w: ("gru", None, [{k: w[k][:3 * H] for k in ("w_ih", "b_ih", "b_hh")}
                                           | {"w_hh": w["w_hh"][:3 * H], "w_hr": w["w_hr"]}]),
-                 ValueError, r"weights\[0\] has w_hr, which only an LSTM layer has, not a gru one",
+                 ValueError, r"weights\[0\] has w_hr, which a gru layer does not have",
                  id="gru with w_hr"),
     pytest.param(lambda w: ("rnn", "sigmoid", [{k: w[k][:H] for k in ("w_ih", "w_hh")}]),
                  ValueError, r"nonlinearity must be 'tanh' or 'relu', got 'sigmoid'",
                  id="rnn with sigmoid"),
     pytest.param(lambda w: ("elman", None, [w]), ValueError,
-                 r"cell must be 'rnn' or 'lstm' or 'gru', got 'elman'", id="unknown cell"),
+                 r"cell must be 'rnn' or 'lstm' or 'gru' or 'lnlstm', got 'elman'", id="unknown cell"),
     pytest.param(lambda w: ("lstm", None, [[w["w_ih"], w["w_hh"]]]), TypeError,
                  r"weights\[0\] must be a dict of the layer's arrays by name, got a list of 2 "
                  r"items", id="not a dict"),
