@@ -7,7 +7,6 @@ the saved state, and calls the kernel with the GIL released. Thread count: ``set
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 cimport cython
-from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
@@ -218,11 +217,39 @@ def _check_blas_sizes(N, I, GH, P, F=0):
             raise ValueError(f"{name} = {n} is larger than the BLAS can index ({_BLAS_MAX})")
 
 
-cdef int _fill_slots(dict arrays, floating **slots) except -1:
-    """Point each slot at its array's data (NULL for the slots not given)."""
+# The kernels' two dtypes are chosen in these three functions alone: the slots are void
+# pointers up to here, their arrays' type checked when they are filled.
+
+cdef inline void _layer_kernel(bint backward, bint f64, const fl_layer *layer, void **slots,
+                               int n_threads) noexcept nogil:
+    if f64 and backward:
+        fl_backward_f64(layer, <double **>slots, n_threads)
+    elif f64:
+        fl_forward_f64(layer, <double **>slots, n_threads)
+    elif backward:
+        fl_backward_f32(layer, <float **>slots, n_threads)
+    else:
+        fl_forward_f32(layer, <float **>slots, n_threads)
+
+
+cdef inline void _stack_kernel(bint backward, bint f64, const fl_stack *stack, void **slots,
+                               int n_threads) noexcept nogil:
+    if f64 and backward:
+        fl_stack_backward_f64(stack, <double **>slots, n_threads)
+    elif f64:
+        fl_stack_forward_f64(stack, <double **>slots, n_threads)
+    elif backward:
+        fl_stack_backward_f32(stack, <float **>slots, n_threads)
+    else:
+        fl_stack_forward_f32(stack, <float **>slots, n_threads)
+
+
+cdef int _fill_slots(dict arrays, void **slots, bint f64) except -1:
+    """Point each slot at its array's data (NULL for the slots not given), which must be of the
+    kernel's type (double when ``f64``, else float)."""
     cdef Py_buffer view
     cdef int k
-    cdef bytes format = b"f" if floating is float else b"d"
+    cdef bytes format = b"d" if f64 else b"f"
     for k in range(FL_N_SLOTS):
         slots[k] = NULL
     for k, a in arrays.items():
@@ -238,7 +265,7 @@ cdef int _fill_slots(dict arrays, floating **slots) except -1:
                                  f"{view.format.decode()}, not {format.decode()}")
             # const dropped: the kernels write only the slots fastlstm.h marks OUT, which we
             # allocate.
-            slots[k] = <floating *>view.buf
+            slots[k] = view.buf
         finally:
             PyBuffer_Release(&view)
     return 0
@@ -268,24 +295,13 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
-    arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, dtype == np.float64), dtype)
-    cdef float *s32[FL_N_SLOTS]
-    cdef double *s64[FL_N_SLOTS]
+    cdef bint f64 = dtype == np.float64
+    arrays[FL_WORK] = np.empty(fl_work_size(&layer, backward, f64), dtype)
+    cdef void *slots[FL_N_SLOTS]
     cdef int n_threads = _note_threads(fl_call_threads(&layer, get_num_threads()))
-    if dtype == np.float32:
-        _fill_slots(arrays, s32)
-        with nogil:
-            if backward:
-                fl_backward_f32(&layer, s32, n_threads)
-            else:
-                fl_forward_f32(&layer, s32, n_threads)
-    else:
-        _fill_slots(arrays, s64)
-        with nogil:
-            if backward:
-                fl_backward_f64(&layer, s64, n_threads)
-            else:
-                fl_forward_f64(&layer, s64, n_threads)
+    _fill_slots(arrays, slots, f64)
+    with nogil:
+        _layer_kernel(backward, f64, &layer, slots, n_threads)
     return 0
 
 
@@ -509,23 +525,13 @@ cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple 
             if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:   # as in _run
                 layers[k].batch_sizes = &sizes[0]
             arrays[k][FL_WORK] = np.empty(fl_work_size(&layers[k], backward, f64), dtype)
-            if f64:
-                _fill_slots(arrays[k], <double **>&slots[k * FL_N_SLOTS])
-            else:
-                _fill_slots(arrays[k], <float **>&slots[k * FL_N_SLOTS])
+            _fill_slots(arrays[k], &slots[k * FL_N_SLOTS], f64)
         stack.L, stack.layers = L, layers
         stack.n_feedback = len(feedback)
         stack.feedback = &pairs[0] if len(feedback) else NULL
         n_threads = _note_threads(fl_stack_call_threads(&stack, get_num_threads()))
         with nogil:
-            if f64 and backward:
-                fl_stack_backward_f64(&stack, <double **>slots, n_threads)
-            elif f64:
-                fl_stack_forward_f64(&stack, <double **>slots, n_threads)
-            elif backward:
-                fl_stack_backward_f32(&stack, <float **>slots, n_threads)
-            else:
-                fl_stack_forward_f32(&stack, <float **>slots, n_threads)
+            _stack_kernel(backward, f64, &stack, slots, n_threads)
     finally:
         PyMem_Free(layers)
         PyMem_Free(slots)
@@ -770,12 +776,8 @@ cdef class Stepper:
                 desc.update(stacked=l > 0,
                             F=P * sum(1 for _, target in feedback if target == l))
             _describe(&self.layers[l], desc)
-            arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0, self.dtype == np.float64),
-                                          self.dtype)
-            if self.f64:
-                _fill_slots(arrays, <double **>&self.slots[l * FL_N_SLOTS])
-            else:
-                _fill_slots(arrays, <float **>&self.slots[l * FL_N_SLOTS])
+            arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0, self.f64), self.dtype)
+            _fill_slots(arrays, &self.slots[l * FL_N_SLOTS], self.f64)
             self.arrays.append(arrays)
             self.hs.append(hs)
             self.cs.append(arrays.get(FL_CS))
@@ -844,20 +846,14 @@ cdef class Stepper:
 
     cdef void _step_layer(self, int l) noexcept nogil:
         """Layer l's step, then its new states become the ones the next step starts from."""
-        if self.f64:
-            fl_forward_f64(&self.layers[l], <double **>&self.slots[l * FL_N_SLOTS], 1)
-        else:
-            fl_forward_f32(&self.layers[l], <float **>&self.slots[l * FL_N_SLOTS], 1)
+        _layer_kernel(False, self.f64, &self.layers[l], &self.slots[l * FL_N_SLOTS], 1)
         self._carry(l)
 
     cdef void _step_stack(self) noexcept nogil:
         """Every layer's step in one call of the stack's kernel; then their new states become
         the ones the next step starts from."""
         cdef int l
-        if self.f64:
-            fl_stack_forward_f64(&self.stack, <double **>self.slots, 1)
-        else:
-            fl_stack_forward_f32(&self.stack, <float **>self.slots, 1)
+        _stack_kernel(False, self.f64, &self.stack, self.slots, 1)
         for l in range(self.n_layers):
             self._carry(l)
 
