@@ -116,7 +116,8 @@ def test_onnx_export_is_refused():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
-def test_torch_module_matches_a_torch_loop(dtype, num_layers, bidirectional):
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_torch_module_matches_a_torch_loop(dtype, num_layers, bidirectional, packed):
     torch = pytest.importorskip("torch")
     import fastlstm.torch as ft
     torch.manual_seed(0)
@@ -131,13 +132,20 @@ def test_torch_module_matches_a_torch_loop(dtype, num_layers, bidirectional):
     x, states, dy, dstates = layer_problem(np.random.default_rng(7), layer, T, B)
     x_t = torch.from_numpy(x).requires_grad_()
     hx = tuple(torch.from_numpy(s).requires_grad_() for s in states)
-    y, (h_n, c_n) = module(x_t, hx)
+    lengths = LENGTHS if packed else None
+    if packed:   # a PackedSequence, the sequences not sorted by length
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+        out, (h_n, c_n) = module(pack_padded_sequence(x_t, torch.tensor(LENGTHS),
+                                                      enforce_sorted=False), hx)
+        y = pad_packed_sequence(out, total_length=T)[0]
+    else:
+        y, (h_n, c_n) = module(x_t, hx)
     loss = sum((a * torch.from_numpy(g)).sum() for a, g in zip((y, h_n, c_n), (dy, *dstates)))
     loss.backward()
     got = (y.detach().numpy(), (h_n.detach().numpy(), c_n.detach().numpy()), x_t.grad.numpy(),
            tuple(s.grad.numpy() for s in hx),
            {name: p.grad.numpy() for name, p in module.named_parameters()})
-    compare(got, oracle(layer, x, states, dy, dstates, None),
+    compare(got, oracle(layer, x, states, dy, dstates, lengths),
             TOL64 if dtype == np.float64 else F32_MAX)
 
 
