@@ -91,6 +91,20 @@ def section(path, title=None):
                        f"{r['plain_share']:.2f}x | {loop} | {r['stream_feedback'] * 1e6:.2f} | "
                        f"{r['stream_plain'] * 1e6:.2f}, {r['stream_ratio']:.2f}x |")
         out.append("")
+    layer_norm = [r for r in report["rows"] if r["section"] == "layernorm"]
+    if layer_norm:
+        out += ["The layer-normalised LSTM (`LSTM(layer_norm=True)`): a training step against "
+                "the plain LSTM's and against the same cell in PyTorch, a loop over the steps "
+                "with `F.layer_norm` under autograd:", "",
+                "| case | layer_norm (ms) | plain (ms), layer_norm/plain | torch loop (ms), "
+                "loop/layer_norm |", "|---|---|---|---|"]
+        for r in layer_norm:
+            loop = (f"{r['torch_loop'] * 1e3:.2f}, {r['torch_speedup']:.2f}x"
+                    if "torch_loop" in r else "")
+            out.append(f"| LSTM {r['dtype'].replace('float', 'f')} T={r['T']} B={r['B']} "
+                       f"I=H={r['H']} | {r['layer_norm'] * 1e3:.2f} | {r['plain'] * 1e3:.2f}, "
+                       f"{r['plain_ratio']:.2f}x | {loop} |")
+        out.append("")
     return out
 
 
