@@ -52,7 +52,9 @@ def section(path, title=None):
            f"\"fastlstm\"); BLAS {m['blas_config']}; torch {m.get('torch', '-')}"
            + (f" ({m['torch_cpu_capability']})" if "torch_cpu_capability" in m else "")
            + "".join(f"; {k}={v}" for k, v in m.get("environment", {}).items())
-           + ". Matrix peak " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["peak_gflops"].items()) + ".",
+           + "." + (" Matrix peak " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in
+                                               report["peak_gflops"].items()) + "."
+                    if report.get("peak_gflops") else ""),
            ""]
     goals = [r for r in report["rows"] if r["section"] == "goals"]
     if goals:
