@@ -533,15 +533,15 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
         if not hasattr(w, "keys"):
             raise TypeError(f"weights[{k}] must be a dict of layer {k}'s weights, got "
                             f"{describe(w)}")
-        known = STACK_WEIGHTS + (LN_WEIGHTS if cell == "lnlstm" else ())
+        known = STACK_WEIGHTS + CELLS[cell].weights[4:]
         unknown = sorted(set(w.keys()) - set(known))
         if unknown:
             raise ValueError(f"weights[{k}] has unknown keys {unknown}; expected some of "
                              f"{list(known)}")
     feedback = check_feedback(feedback, L)
-    if cell == "lnlstm" and feedback:
-        raise ValueError(f"feedback must be empty for the layer-normalised LSTM ('lnlstm'), "
-                         f"which runs in no stack with feedback, got {list(feedback)}")
+    if feedback and not CELLS[cell].feedback:
+        raise ValueError(f"feedback must be empty for the {cell} cell, which runs in no stack "
+                         f"with feedback, got {list(feedback)}")
     x = _input(x, batch_sizes)
     dtype, G = x.dtype, GATES[cell]
 
@@ -580,7 +580,7 @@ def check_stack_forward(cell, x, states, weights, feedback, nonlinearity="tanh",
         for kind in ("w_hr", "w_peephole"):
             if kind not in CELLS[cell].options and w.get(kind) is not None:
                 raise ValueError(f"{name}['{kind}'] must be None for the {cell} cell (an "
-                                 f"LSTM option), got {describe(w[kind])}")
+                                 f"option of the plain LSTM), got {describe(w[kind])}")
         shapes = {"w_ih": ((G * H, I_k), f"(gates * hidden_size={G * H}, "
                            + ("input_size from x)" if k == 0 else f"{size}={P}: layer {k - 1}'s"
                               " output)")),

@@ -10,7 +10,9 @@ gradients as a dict keyed by the forward's argument names: ``"x"`` (None without
 ``input_grad``), every state, and every weight the forward was given (not None).
 
 To add a cell: describe it here, write its pair in ``fastlstm.reference`` (the specification)
-and in the kernels (the C cell table in ``csrc/kernels_impl.h`` and the binding's slots).
+and in the kernels (its row of the C cell table ``fl_cells`` in ``csrc/kernels_common.h``, its
+step functions behind ``cell_forward``/``cell_backward`` in ``csrc/kernels_impl.h``, and the
+binding's slots for arrays of its own).
 """
 
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ class Cell:
     options: tuple = ()   # its keyword weight arguments, None when the layer lacks them
     saved: tuple = ()     # the context arrays its backward reads, beyond x, hs and w_hh
     torch_module: str = ""  # the torch.nn module whose parameters and gates it shares
+    feedback: bool = True   # whether it runs in a stack with feedback from later layers
 
     def forward(self, backend):
         return getattr(backend, f"{self.name}_forward")
@@ -92,7 +95,7 @@ CELLS = {cell.name: cell for cell in (
     Cell("gru", 3, "rzn", ("h0",), _WEIGHTS, saved=("gates", "hn"), torch_module="GRU"),
     # Ba, Kiros & Hinton's layer normalisation (fastlstm.reference, "The layer-normalised LSTM")
     Cell("lnlstm", 4, "ifgo", ("h0", "c0"), _WEIGHTS + ("g_ih", "g_hh", "g_c", "b_c"),
-         saved=("cs", "gates", "normed", "rstd"), torch_module="LSTM"),
+         saved=("cs", "gates", "normed", "rstd"), torch_module="LSTM", feedback=False),
 )}
 
 

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 
 from . import native, reference
-from ._functional import NONLINEARITIES, as_array, check_feedback, describe
+from ._functional import LN_WEIGHTS, NONLINEARITIES, as_array, check_feedback, describe
 from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
                       check_seed)
 from ._driver import Driver, Layout, Packing, check_states
@@ -60,8 +60,6 @@ def feedback_pairs(feedback, num_layers, bidirectional):
     return pairs
 
 
-# The layer-normalised LSTM's gains and bias, which start at 1 and 0 rather than drawn.
-_LAYER_NORM = ("g_ih", "g_hh", "g_c", "b_c")
 
 
 def check_layer_norm_options(layer_norm, proj_size, peephole, feedback):
@@ -183,7 +181,7 @@ class _Recurrent(Module):
         params = {}
         for entry in self._layout:
             for kind, (name, shape) in entry.items():
-                if kind in _LAYER_NORM:      # the layer norms start as the identity
+                if kind in LN_WEIGHTS:       # the layer norms start as the identity
                     params[name] = np.full(shape, kind != "b_c", self.dtype)
                 elif kind != "w_fb":
                     params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)

@@ -707,7 +707,7 @@ cdef class Stepper:
         """``weights``: per layer, bottom first, ``{kind: array}`` with the functional API's
         argument names (w_ih, w_hh, and b_ih, b_hh, w_hr, w_peephole, w_fb, g_ih, g_hh, g_c, b_c
         when the layer has them), of ``dtype``, checked as the functional API's forward checks them;
-        ``nonlinearity``: the Elman RNN's "tanh" or "relu", None for the LSTM and the GRU;
+        ``nonlinearity``: the Elman RNN's "tanh" or "relu", None for the other cells;
         ``feedback``: (source, target) pairs, as the stack functions take them."""
         if self.started:
             raise RuntimeError("a Stepper is initialized once (even when that failed): make a "
@@ -726,6 +726,9 @@ cdef class Stepper:
         if len(weights) == 0:
             raise ValueError("weights must hold at least one layer's, got none")
         feedback = check_feedback(feedback, len(weights))
+        if feedback and not CELLS[cell].feedback:
+            raise ValueError(f"feedback must be empty for the {cell} cell, which runs in no "
+                             f"stack with feedback, got {list(feedback)}")
         checked, below = [], None         # below: the output width of the layer below
         for l, w in enumerate(weights):
             n_sources = sum(1 for _, target in feedback if target == l)

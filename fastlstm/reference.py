@@ -510,7 +510,8 @@ def lnlstm_backward(ctx, dy, dh_n, dc_n, input_grad=True):
     grads = {"x": ctx.batch.outside(dv_ih @ ctx.w_ih) if input_grad else None, "h0": dh,
              "c0": dc, "w_ih": dv_ih.T @ ctx.x, "w_hh": dv_hh.T @ ctx.hs[ctx.batch.prev_rows()]}
     if ctx.has_bias:                    # added to a_t after the normalisations
-        grads["b_ih"], grads["b_hh"] = da.sum(axis=0), da.sum(axis=0)
+        db = da.sum(axis=0)
+        grads |= {"b_ih": db, "b_hh": db.copy()}
     # Every step used the same gains and bias: each gets, summed over all rows, the gradient of
     # what it feeds times the normalised vector it scales (the bias: times one).
     grads["g_ih"] = (da * normed[:, ln_ih]).sum(axis=0)
@@ -639,12 +640,13 @@ def stack_forward(cell, x, states, weights, feedback=(), nonlinearity="tanh", ba
 
     Parameters
     ----------
-    cell : "rnn", "lstm" or "gru"
+    cell : "rnn", "lstm", "gru" or "lnlstm" (the layer-normalised LSTM takes no feedback)
     x : (T, B, I) float32 or float64, or packed (N, I) with batch_sizes
     states : None, or L entries, layer k's ``(h0,)`` or for the LSTM ``(h0, c0)``, or None;
         h0 (B, P), c0 (B, H); None means zeros
     weights : L dicts with the keys w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole (as the per-layer
-        functions; absent or None where a layer has none) and, for a target, w_fb (G*H, F_k).
+        functions; absent or None where a layer has none), for the lnlstm g_ih, g_hh, g_c, b_c,
+        and for a target, w_fb (G*H, F_k).
         Layer k > 0 reads layer k-1's output: w_ih (G*H, P)
     feedback : (source, target) pairs, ``0 <= target < source < L``, no duplicates
     nonlinearity : the RNN's "tanh" or "relu"
@@ -800,12 +802,15 @@ def _lnlstm_stack_forward(x, states, weights, batch, training, masks):
     for k, w in enumerate(weights):
         if masks[k] is not None:
             x = x * masks[k]
-        y, h_n, c_n, ctx = lnlstm_forward(x, *states[k],
+        y, h_n, c_n, ctx = lnlstm_forward(batch.outside(x), *states[k],
                                           *(w[name] for name in CELLS["lnlstm"].weights),
-                                          batch_sizes=batch.batch_sizes, training=training)
+                                          batch_sizes=None if batch.padded else batch.batch_sizes,
+                                          training=training)
+        if training:
+            ctx.batch = batch     # the layers of a stack share its Batch
         ctxs.append(ctx)
         finals.append((h_n, c_n))
-        x = y
+        x = y.reshape(-1, y.shape[-1])
     y = batch.outside(x)
     if not training:
         return y, finals, None
@@ -816,10 +821,14 @@ def _lnlstm_stack_backward(ctx, dy, dfinals, input_grad):
     """Back through :func:`_lnlstm_stack_forward`, the top layer first."""
     grads, dinits = [None] * ctx.num_layers, [None] * ctx.num_layers
     for k in reversed(range(ctx.num_layers)):
-        g = lnlstm_backward(ctx.layers[k], dy, *dfinals[k], input_grad=input_grad or k > 0)
+        g = lnlstm_backward(ctx.layers[k], ctx.batch.outside(dy), *dfinals[k],
+                            input_grad=input_grad or k > 0)
         dinits[k] = (g.pop("h0"), g.pop("c0"))
-        dy = g.pop("x")
+        dx = g.pop("x")
+        grads[k] = g
+        if dx is None:
+            return None, dinits, grads
+        dy = dx.reshape(-1, dx.shape[-1])
         if k > 0 and ctx.masks[k] is not None:
             dy = dy * ctx.masks[k]
-        grads[k] = g
-    return None if dy is None else ctx.batch.outside(dy), dinits, grads
+    return ctx.batch.outside(dy), dinits, grads

@@ -26,6 +26,12 @@ shapes. Its dropout masks come from torch's generator and act on the normal inpu
 layers only, not on the fed-back outputs (see fastlstm.LSTM). ``feedback=None``, the default, is
 the module above, unchanged.
 
+The layer-normalised LSTM (``fastlstm.torch.LSTM(..., layer_norm=True)``, as
+:class:`fastlstm.LSTM` has it): the module registers ``layernorm_ih_weight_l{k}``,
+``layernorm_hh_weight_l{k}``, ``layernorm_c_weight_l{k}`` and ``layernorm_c_bias_l{k}`` (and
+``_reverse``), ones and zeros at the start and after ``reset_parameters``; ``proj_size`` and
+``feedback`` are refused with it.
+
 Limits, each refused with a clear error: tensors must be on the CPU, float32 or float64; the
 backward pass is not itself differentiable (no double backward). Bad input raises fastlstm's
 messages as exceptions that are also of the type torch.nn raises for the same mistake
@@ -43,7 +49,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from . import native
-from ._functional import Batch, Context
+from ._functional import LN_WEIGHTS, Batch, Context
 from ._driver import Driver, Layout, Packing, check_states
 from ._module import check_bool
 from .cells import CELLS
@@ -205,7 +211,7 @@ class _Stack(torch.autograd.Function):
 class _Bridge:
     """The forward the three modules share; their torch.nn base class provides the rest."""
 
-    cell = None       # the kernels' cell: "rnn", "lstm" or "gru"
+    cell = None       # the kernels' cell, a name in fastlstm.cells.CELLS
     feedback = None   # as given: None, "top" or a list of (source, target) pairs
 
     def __init__(self, *args, feedback=None, **kwargs):
@@ -256,7 +262,7 @@ class _Bridge:
                         continue
                     if kind == "w_fb":
                         self._parameters[name].uniform_(-bound, bound)
-                    elif kind in ("g_ih", "g_hh", "g_c", "b_c"):
+                    elif kind in LN_WEIGHTS:
                         self._parameters[name].fill_(kind != "b_c")
 
     def extra_repr(self):
@@ -325,7 +331,9 @@ class _Bridge:
         """The kinds (the backend's argument names) and tensors of the weights of
         layer-direction ``idx`` (k * num_directions + d)."""
         entry = self._layout[idx]
-        return tuple(entry), [self._parameters[name] for name, _ in entry.values()]
+        # by attribute: a reparametrisation (weight_norm, WeightDrop) may set a weight there
+        # and take it out of _parameters
+        return tuple(entry), [getattr(self, name) for name, _ in entry.values()]
 
     def _dropout_masks(self, N, dtype):
         """Per layer, None or the mask its input is multiplied by: torch.nn.functional.dropout

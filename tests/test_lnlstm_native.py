@@ -12,7 +12,7 @@ import pytest
 from helpers import TOL64, assert_close, assert_f32_like_reference
 
 import fastlstm
-from fastlstm import native
+from fastlstm import native, reference
 from fastlstm.reference import lnlstm_backward, lnlstm_forward
 
 BACKENDS = {"native": (native.lnlstm_forward, native.lnlstm_backward),
@@ -329,13 +329,6 @@ def test_a_stack_infers_what_it_trains(form, isa, rng):
         assert_close(c_inf, c, 1e-13, "c_n")
 
 
-def test_a_stack_with_feedback_is_refused(rng):
-    stack, _, _ = stack_problem(rng, 2, 3, 2, 2, 4, np.float64, False, False)
-    stack["weights"][0]["w_fb"] = np.zeros((16, 4))
-    with pytest.raises(ValueError, match="feedback must be empty for the layer-normalised"):
-        native.stack_forward("lnlstm", **stack, feedback=[(1, 0)])
-
-
 def test_the_stepper_checks_the_layer_norm_weights():
     """The stepper of a layer-normalised LSTM needs its four layer-norm weights, checked as the
     functional forward checks them; another cell's stepper refuses them. (Its steps against the
@@ -390,3 +383,53 @@ def test_stack_results_do_not_depend_on_threads(dtype, rng, restore_threads):
         fastlstm.set_num_threads(n)
         results[n] = stack_run(stack, dy, dfinals)
     assert_bitwise_equal(results, "lnlstm stack")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_the_stack_functions_agree_across_backends(packed):
+    """reference.stack_forward/backward of "lnlstm" (its layers one after another) against the
+    native stack's time loop, each backend's context through the other's backward too; and
+    feedback refused by both stack functions and the stepper."""
+    rng = np.random.default_rng(11)
+    T, B, I, H = 4, 3, 2, 5
+    sizes = np.array([3, 3, 2, 1]) if packed else None
+    N = int(sizes.sum()) if packed else T * B
+    x = rng.standard_normal((N, I) if packed else (T, B, I))
+
+    def layer(n_in):
+        return {"w_ih": 0.5 * rng.standard_normal((4 * H, n_in)),
+                "w_hh": 0.5 * rng.standard_normal((4 * H, H)),
+                "b_ih": rng.standard_normal(4 * H), "b_hh": rng.standard_normal(4 * H),
+                "g_ih": 1 + 0.3 * rng.standard_normal(4 * H),
+                "g_hh": 0.5 + 0.3 * rng.standard_normal(4 * H),
+                "g_c": 1 + 0.3 * rng.standard_normal(H), "b_c": rng.standard_normal(H)}
+    weights = [layer(I), layer(H)]
+    masks = [None, (rng.random((N, H)) < 0.7) / 0.7]
+    dy = rng.standard_normal((N, H) if packed else (T, B, H))
+    runs = {}
+    for name, mod in (("reference", reference), ("native", native)):
+        y, finals, ctx = mod.stack_forward("lnlstm", x, None, weights, batch_sizes=sizes,
+                                           masks=masks)
+        runs[name] = (y, finals, ctx)
+    assert_close(runs["native"][0], runs["reference"][0], 1e-12, "y")
+    for k in range(2):
+        for a, b in zip(runs["native"][1][k], runs["reference"][1][k]):
+            assert_close(a, b, 1e-12, f"finals of layer {k}")
+    backward = {}
+    for ctx_of in ("reference", "native"):
+        for mod in (reference, native):
+            backward[ctx_of, mod.__name__] = mod.stack_backward(runs[ctx_of][2], dy, None)
+    expected = backward["reference", "fastlstm.reference"]
+    for key, (dx, dinits, grads) in backward.items():
+        assert_close(dx, expected[0], 1e-11, f"dx {key}")
+        for k in range(2):
+            for a, b in zip(dinits[k], expected[1][k]):
+                assert_close(a, b, 1e-11, f"dinits {key}")
+            assert grads[k].keys() == expected[2][k].keys()
+            for name in grads[k]:
+                assert_close(grads[k][name], expected[2][k][name], 1e-11, f"{name} {key}")
+    for mod in (reference, native):
+        with pytest.raises(ValueError, match="feedback must be empty for the lnlstm cell"):
+            mod.stack_forward("lnlstm", x, None, weights, [(1, 0)], batch_sizes=sizes)
+    with pytest.raises(ValueError, match="feedback must be empty for the lnlstm cell"):
+        native.Stepper("lnlstm", None, weights, B, np.float64, feedback=[(1, 0)])

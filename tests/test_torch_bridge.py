@@ -723,3 +723,16 @@ def test_bench_measures_models_before_and_after_convert():
     assert all(r["torch.nn"] > 0 and r["fastlstm.torch"] > 0 for r in rows)
     assert any("fastlstm.torch.convert()" in line for line in lines)
     assert sum(line.startswith(("GRU", "LSTMP")) and line.endswith("x") for line in lines) == 2
+
+
+def test_a_weight_set_by_a_forward_pre_hook_is_read_where_the_hook_put_it():
+    """torch.nn.utils.weight_norm (and WeightDrop-style regularisers) take a weight out of the
+    module's parameters and set it as an attribute before each forward: the converted module
+    reads it there, as torch.nn's forward does."""
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning):
+        lstm = torch.nn.utils.weight_norm(torch.nn.LSTM(I, H).double(), "weight_hh_l0")
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    expected = lstm(x)[0]
+    ft.convert(lstm)
+    assert_close(lstm(x)[0].detach().numpy(), expected.detach().numpy(), TOLS[torch.float64])
