@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .cells import cell_of
 from .layers import GRU, LSTM, RNN
 from .native import build_info, get_isa, get_num_threads, matmul_t, set_isa
 from .progress import progress
@@ -37,7 +38,8 @@ CELLS = {
     "peephole": (LSTM, None, lambda H: {"peephole": True}),
 }
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4, "lstmp": 4, "peephole": 4}
+# each kind's gates, from the cell its layer runs (fastlstm.cells)
+GATES = {kind: cell_of(layer.cell).gates for kind, (layer, _, _) in CELLS.items()}
 
 
 class Case(NamedTuple):
