@@ -38,7 +38,10 @@ CC="gcc -fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-fno-wrapv
 
 # A run whose build silently lacked the sanitizers would pass without having checked anything.
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
-if ! ldd "$site"/fastlstm/native*.so | grep -q libasan; then
+# ldd's whole output first: `ldd | grep -q` under pipefail fails whenever grep, done at its first
+# match, closes the pipe before ldd has written the rest (ldd then dies of SIGPIPE)
+libraries="$(ldd "$site"/fastlstm/native*.so)"
+if ! grep -q libasan <<< "$libraries"; then
     echo "sanitize.sh: fastlstm.native was not linked with ASan" >&2
     exit 1
 fi
