@@ -31,14 +31,12 @@ class Cell:
 
     name: str             # the functional pair's prefix, and the contexts' ``cell``
     gates: int            # G: blocks of H pre-activations per unit, in torch's gate order
-    gate_names: str       # one letter per block, torch's order
     states: tuple         # the forward's initial-state arguments: h0, then the LSTMs' c0
     weights: tuple        # the forward's positional weight arguments: w_ih, w_hh, b_ih, b_hh
                           # (the biases None or both), then the cell's own
     options: tuple = ()   # its keyword weight arguments, None when the layer lacks them
     saved: tuple = ()     # the context arrays its backward reads, beyond x, hs and w_hh
-    torch_module: str = ""  # the torch.nn module whose parameters and gates it shares
-    feedback: bool = True   # whether it runs in a stack with feedback from later layers
+    feedback: bool = True  # whether it runs in a stack with feedback from later layers
 
     def forward(self, backend):
         return getattr(backend, f"{self.name}_forward")
@@ -49,11 +47,6 @@ class Cell:
     @property
     def n_states(self):
         return len(self.states)
-
-    @property
-    def state_grads(self):
-        """The backward's arguments for the final states' gradients: dh_n, then dc_n."""
-        return tuple(f"d{s[0]}_n" for s in self.states)
 
     def weight_shapes(self, I, H, P, bias=True, proj=False, peephole=False):
         """The shapes of one layer-direction's weights that read I features, by argument name,
@@ -89,13 +82,13 @@ class Cell:
 _WEIGHTS = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 CELLS = {cell.name: cell for cell in (
-    Cell("rnn", 1, "h", ("h0",), _WEIGHTS, torch_module="RNN"),
-    Cell("lstm", 4, "ifgo", ("h0", "c0"), _WEIGHTS, ("w_hr", "w_peephole"),
-         saved=("cs", "gates"), torch_module="LSTM"),
-    Cell("gru", 3, "rzn", ("h0",), _WEIGHTS, saved=("gates", "hn"), torch_module="GRU"),
+    Cell("rnn", 1, ("h0",), _WEIGHTS),
+    Cell("lstm", 4, ("h0", "c0"), _WEIGHTS, ("w_hr", "w_peephole"),     # gates i, f, g, o
+         saved=("cs", "gates")),
+    Cell("gru", 3, ("h0",), _WEIGHTS, saved=("gates", "hn")),             # gates r, z, n
     # Ba, Kiros & Hinton's layer normalisation (fastlstm.reference, "The layer-normalised LSTM")
-    Cell("lnlstm", 4, "ifgo", ("h0", "c0"), _WEIGHTS + ("g_ih", "g_hh", "g_c", "b_c"),
-         saved=("cs", "gates", "normed", "rstd"), torch_module="LSTM", feedback=False),
+    Cell("lnlstm", 4, ("h0", "c0"), _WEIGHTS + ("g_ih", "g_hh", "g_c", "b_c"),
+         saved=("cs", "gates", "normed", "rstd"), feedback=False),
 )}
 
 

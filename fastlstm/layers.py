@@ -17,10 +17,10 @@ import warnings
 import numpy as np
 
 from . import native, reference
+from ._driver import Driver, Layout, Packing, check_states
 from ._functional import LN_WEIGHTS, NONLINEARITIES, as_array, check_feedback, describe
 from ._module import (Module, check_allocatable, check_bool, check_choice, check_dtype, check_int,
                       check_seed)
-from ._driver import Driver, Layout, Packing, check_states
 from .cells import CELLS
 
 BACKENDS = {"native": native, "reference": reference}
