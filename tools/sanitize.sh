@@ -5,12 +5,13 @@
 # Usage: tools/sanitize.sh [pytest arguments]      (default: the whole suite, tests/)
 #
 # What it does:
-#   1. makes a throwaway virtual environment (deleted on exit) and installs fastlstm into it, built
-#      with FASTLSTM_DEBUG=1 (-O0 -g, Cython's bounds checks on) and every C file compiled and
-#      linked with -fsanitize=address,undefined. The flags go into CC, not CFLAGS/LDFLAGS, so that
-#      setup.py's OpenMP probe links its test program with them too (it gets no LDFLAGS and would
-#      otherwise fail to link and build without OpenMP). -fno-wrapv undoes the -fwrapv of Python's
-#      own CFLAGS, under which signed overflow is defined and UBSan would not look for it;
+#   1. makes a throwaway virtual environment (deleted on exit) and installs fastlstm into it from
+#      a copy of the tree, built with FASTLSTM_DEBUG=1 (-O0 -g, Cython's bounds checks on) and
+#      every C file compiled and linked with -fsanitize=address,undefined. The flags go into CC,
+#      not CFLAGS/LDFLAGS, so that setup.py's OpenMP probe links its test program with them too
+#      (it gets no LDFLAGS and would otherwise fail to link and build without OpenMP). -fno-wrapv
+#      undoes the -fwrapv of Python's own CFLAGS, under which signed overflow is defined and UBSan
+#      would not look for it;
 #   2. runs pytest with the ASan runtime preloaded (the Python interpreter is not built with ASan,
 #      and the runtime must be the first library loaded). ASan stops at the first memory error,
 #      UBSan at the first undefined behaviour (halt_on_error); both print a stack trace and pytest
@@ -33,8 +34,15 @@ py="$work/venv/bin/python"
 if [[ "${FASTLSTM_SANITIZE_TORCH:-0}" == 1 ]]; then
     "$py" -m pip install --quiet torch==2.13.0
 fi
+# From a copy of the tree without its build products: pip builds in the tree it installs from,
+# and would leave the sanitized objects in ./build, where a later `setup.py build_ext --inplace`
+# takes them as up to date and copies the sanitized library into fastlstm/.
+mkdir "$work/src"
+tar --exclude=./build --exclude=./.git --exclude='*.egg-info' --exclude='*.so' \
+    --exclude='./fastlstm/*.c' --exclude=__pycache__ -cf - . |
+    tar -xf - -C "$work/src"
 CC="gcc -fsanitize=address,undefined -fno-omit-frame-pointer" CFLAGS="-fno-wrapv" \
-    FASTLSTM_DEBUG=1 "$py" -m pip install --quiet ".[test]"
+    FASTLSTM_DEBUG=1 "$py" -m pip install --quiet "$work/src[test]"
 
 # A run whose build silently lacked the sanitizers would pass without having checked anything.
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
