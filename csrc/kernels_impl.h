@@ -261,20 +261,96 @@ static void SFX(ln_input)(const fl_layer *l, REAL *const s[], int64_t n, int64_t
 #define VLEN ((int64_t)(ISA_VECTOR_BYTES / sizeof(REAL)))
 typedef REAL SFX(vec) __attribute__((vector_size(ISA_VECTOR_BYTES), aligned(sizeof(REAL))));
 
+/* A VLEN x VLEN block of op(W) = W^T into a panel: its rows are VLEN columns of W's rows
+ * (src, leading dimension lds), its VLEN packed rows of VLEN entries go to dst. In registers, by
+ * log2(VLEN) stages: the stage of distance s swaps, in every 2s x 2s block, the s x s block above
+ * the diagonal with the one below it (row i, i & s == 0, takes row i + s's entries j - s for its
+ * entries j with j & s set, and row i + s takes row i's j + s for its j without), two shuffles of
+ * a pair of rows; after every stage each entry (i, j) is at (j, i). The shuffles' lane lists are
+ * constants (LANES, per vector length), so that each one compiles to the target's own permutes.
+ * A packed matrix is written per call, so this runs for every call: the scalar copy of
+ * transposed entries, one at a time, took longer than a whole step at B = 1. */
+#define VLANES (ISA_VECTOR_BYTES / (4 << IS_F64)) /* VLEN, for the preprocessor */
+#if VLANES == 16
+#define LANES(F, s)                                                                            \
+    F(0, s), F(1, s), F(2, s), F(3, s), F(4, s), F(5, s), F(6, s), F(7, s), F(8, s), F(9, s),  \
+        F(10, s), F(11, s), F(12, s), F(13, s), F(14, s), F(15, s)
+#elif VLANES == 8
+#define LANES(F, s) F(0, s), F(1, s), F(2, s), F(3, s), F(4, s), F(5, s), F(6, s), F(7, s)
+#elif VLANES == 4
+#define LANES(F, s) F(0, s), F(1, s), F(2, s), F(3, s)
+#elif VLANES == 2
+#define LANES(F, s) F(0, s), F(1, s)
+#else
+#error "a vector build of 2, 4, 8 or 16 lanes"
+#endif
+/* Lane j of the pair's first row after the stage of distance s, and of its second: lanes
+ * VLEN .. 2 VLEN - 1 are the second row's. */
+#define SWAP_FIRST(j, s) (((j) & (s)) ? VLANES + (j) - (s) : (j))
+#define SWAP_SECOND(j, s) (((j) & (s)) ? VLANES + (j) : (j) + (s))
+/* EXP_UINT: the unsigned integer as wide as REAL, which GCC's shuffle takes for lane numbers */
+typedef EXP_UINT SFX(lanes) __attribute__((vector_size(ISA_VECTOR_BYTES)));
+#ifdef __clang__
+#define SHUFFLE(a, b, F, s) __builtin_shufflevector(a, b, LANES(F, s))
+#else
+#define SHUFFLE(a, b, F, s) __builtin_shuffle(a, b, (SFX(lanes)){LANES(F, s)})
+#endif
+#define SWAP_STAGE(s)                                                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < VLANES; i++) if (!(i & (s)))                  \
+    {                                                                                          \
+        const SFX(vec) first = r[i], second = r[i + (s)];                                      \
+        r[i] = SHUFFLE(first, second, SWAP_FIRST, s);                                          \
+        r[i + (s)] = SHUFFLE(first, second, SWAP_SECOND, s);                                   \
+    }
+
+FL_INLINE void SFX(transpose_block)(const REAL *src, int64_t lds, REAL *dst)
+{
+    SFX(vec) r[VLANES];
+#pragma GCC unroll 16
+    for (int i = 0; i < VLANES; i++)
+        r[i] = *(const SFX(vec) *)(src + i * lds);
+#if VLANES >= 16
+    SWAP_STAGE(8)
+#endif
+#if VLANES >= 8
+    SWAP_STAGE(4)
+#endif
+#if VLANES >= 4
+    SWAP_STAGE(2)
+#endif
+    SWAP_STAGE(1)
+#pragma GCC unroll 16
+    for (int i = 0; i < VLANES; i++)
+        *(SFX(vec) *)(dst + i * VLANES) = r[i];
+}
+#undef SWAP_STAGE
+#undef SHUFFLE
+#undef SWAP_SECOND
+#undef SWAP_FIRST
+#undef LANES
+#undef VLANES
+
 /* Panels k of `parts` (part_range of them) of op(W): W^T for W of shape (N, K) (trans), else W
- * itself, of shape (K, N); ldw, W's leading dimension. */
+ * itself, of shape (K, N); ldw, W's leading dimension. A whole panel of W^T goes by blocks of
+ * VLEN rows (transpose_block), the rest entry by entry. */
 static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64_t ldw,
                            REAL *packed, int64_t k_part, int64_t parts)
 {
     int64_t p0, p1;
     part_range((N + VLEN - 1) / VLEN, parts, k_part, &p0, &p1);
-    for (int64_t p = p0; p < p1; p++)
-        for (int64_t k = 0; k < K; k++)
+    for (int64_t p = p0; p < p1; p++) {
+        REAL *panel = packed + p * K * VLEN;
+        int64_t k = 0;
+        if (trans && N - p * VLEN >= VLEN)
+            for (; k + VLEN <= K; k += VLEN)
+                SFX(transpose_block)(W + p * VLEN * ldw + k, ldw, panel + k * VLEN);
+        for (; k < K; k++)
             for (int64_t v = 0; v < VLEN; v++) {
                 const int64_t col = p * VLEN + v;
-                packed[(p * K + k) * VLEN + v] =
+                panel[k * VLEN + v] =
                     col >= N ? 0 : trans ? W[col * ldw + k] : W[k * ldw + col];
             }
+    }
 }
 /* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
  * or for a product by columns (a constant at every call) at A[i + VLEN k]: A^T packed into
