@@ -7,6 +7,7 @@
 #define FASTLSTM_KERNELS_COMMON_H
 
 #include "fastlstm.h"
+#include "platform.h"
 
 /* One build of the time loops, for one instruction set (kernels_isa.h fills one per
  * translation unit). `vector_bytes`: the width of its vectors, 0 in the generic build; the
@@ -27,6 +28,38 @@ typedef struct {
 
 /* The builds compiled into this library, by enum fl_isa; NULL where none was (kernels.c). */
 extern const fl_build *const fl_builds[FL_N_ISAS];
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Where the threads of one call's time loop meet after every step (forward_split), shared
+ * by them, made zero before they start. OpenMP's own barrier counts the threads and parks the
+ * waiting ones through the runtime, which costs as much as a whole step at B = 1; here the
+ * last thread to arrive flips `phase`, on which the others spin, and they meet in about two
+ * transfers of a cache line. A waiting thread yields the processor now and then, in case the
+ * one it waits for shares it. Vector builds only (GCC's and clang's atomic built-ins): the
+ * generic build never splits a step (splits_units). */
+typedef struct {
+    int arrived __attribute__((aligned(64))); /* threads at the barrier in this phase */
+    int phase __attribute__((aligned(64)));   /* flipped by the last of them */
+} fl_barrier;
+
+/* The barrier for `threads` threads; `phase`, the calling thread's own, 0 at the start. The
+ * writes of every thread before it are seen by every thread after it. */
+static inline void fl_barrier_wait(fl_barrier *b, int threads, int *phase)
+{
+    const int next = !*phase;
+    *phase = next;
+    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == threads) {
+        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->phase, next, __ATOMIC_RELEASE);
+        return;
+    }
+    for (unsigned spins = 1; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) != next; spins++) {
+        FL_CPU_RELAX();
+        if (spins % 1024 == 0)
+            FL_YIELD();
+    }
+}
+#endif
 
 /* The block of A a by-columns product (kernels_impl.h, gemm_tn) copies at a time: rows, and
  * columns (a multiple of 16, so of every build's panel width). */
@@ -165,7 +198,7 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
 }
 
 /* Whether a forward splits its steps by units rather than by sequences (kernels_impl.h,
- * forward_split_loop): a batch of fewer sequences than parts, which would leave parts without rows,
+ * forward_split): a batch of fewer sequences than parts, which would leave parts without rows,
  * on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step than the
  * threads' meeting) whose gate blocks start at panels of float vectors (the same test for float64,
  * whose panels are narrower); not for a projection, whose product needs every unit, nor for a cell

@@ -1380,6 +1380,7 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
     SFX(forward_part_body)(l, s, &pw, &out, k, parts, ISA_FUSED);
 }
 
+#if ISA_VECTOR_BYTES /* a forward splits its steps only in the vector builds (splits_units) */
 /* Step t of a forward split by units (splits_units), part k's share: its units are panels
  * q0 .. q1 - 1 of each gate block (whole panels: H is a multiple of the panel width), and it
  * runs them for all n rows, its columns of the recurrent product and then the cell on them,
@@ -1390,7 +1391,6 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
                                        int64_t off, int64_t prev, int64_t n, int64_t k,
                                        int64_t parts, const int fused)
 {
-#if ISA_VECTOR_BYTES
     const cell_facts *cf = facts_of(l->cell);
     const int64_t H = l->H, P = l->P, GH = cf->gates * H;
     const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
@@ -1406,17 +1406,20 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
         SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, !cf->apart, sum + c0, GH);
     }
     SFX(cell_forward)(l, s, &a, n, 1, j0, j1, fused);
-#else
-    (void)l, (void)s, (void)pw, (void)out, (void)off, (void)prev, (void)n, (void)k, (void)parts,
-        (void)fused;
-#endif
 }
 
-/* The time loop of a forward split by units, on thread `thread` of `threads`: parts thread,
- * thread + threads, ...; the threads meet after each step, whose h the next one reads whole. */
-static void SFX(forward_split_loop)(const fl_layer *l, REAL *const s[], int thread, int threads)
+/* A forward split by units, on thread `thread` of `threads`: the prologue's parts and then the
+ * parts of every step thread, thread + threads, ...; the threads meet at `barrier` after the
+ * prologue and after each step, whose h the next one reads whole. */
+static void SFX(forward_split)(const fl_layer *l, REAL *const s[], int thread, int threads,
+                               fl_barrier *barrier)
 {
     const int64_t parts = fl_num_parts();
+    int phase = 0;
+    for (int64_t k = thread; k < parts; k += threads)
+        SFX(forward_prologue_part)(l, s, k, parts);
+    if (threads > 1)
+        fl_barrier_wait(barrier, threads, &phase);
     SFX(packed) pw;
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
@@ -1427,30 +1430,30 @@ static void SFX(forward_split_loop)(const fl_layer *l, REAL *const s[], int thre
             break;
         for (int64_t k = thread; k < parts; k += threads)
             SFX(forward_split_step)(l, s, &pw, &out, off, prev, n_t, k, parts, ISA_FUSED);
-        if (threads > 1) {
-#pragma omp barrier
-        }
+        if (threads > 1)
+            fl_barrier_wait(barrier, threads, &phase);
         prev = l->B + off;
         off += n_t;
     }
 }
+#endif
 
 static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
     const int64_t parts = fl_num_parts();
+#if ISA_VECTOR_BYTES
     if (splits_units(&ISA_BUILD, l)) {
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
-        for (int64_t k = 0; k < parts; k++)
-            SFX(forward_prologue_part)(l, s, k, parts);
+        fl_barrier barrier = {0, 0};
         if (n_threads > 1) {
 #pragma omp parallel num_threads(n_threads)
-            SFX(forward_split_loop)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS());
+            SFX(forward_split)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS(), &barrier);
         } else {
-            SFX(forward_split_loop)(l, s, 0, 1);
+            SFX(forward_split)(l, s, 0, 1, &barrier);
         }
         return;
     }
+#endif
     /* On one thread, plain loops: an OpenMP region costs about 250 ns even then, as much as a
      * whole small step of a stream. */
     if (n_threads > 1) {

@@ -61,4 +61,22 @@
 #define FL_NEON_BUILD 0
 #endif
 
+/* Waiting for another thread in a spin loop (fl_barrier, kernels_common.h): FL_CPU_RELAX tells
+ * the core that it spins (x86 pause, Arm yield: the core saves power and leaves its sibling
+ * hardware thread the resources), FL_YIELD gives the processor to another thread of the system,
+ * which may be the one being waited for. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FL_CPU_RELAX() __builtin_ia32_pause()
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define FL_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define FL_CPU_RELAX() ((void)0)
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define FL_YIELD() sched_yield()
+#else
+#define FL_YIELD() ((void)0)
+#endif
+
 #endif /* FASTLSTM_PLATFORM_H */
