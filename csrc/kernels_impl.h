@@ -36,6 +36,20 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
          (blasint)ldc);
 }
 
+/* dst[j] = b_ih[j] + b_hh[j] for j < n, or b_ih[j] when b_hh is NULL: a loop for each case.
+ * Vectorized, one loop with the test inside would load b_hh under a mask even when it is NULL,
+ * and a masked-off load of an unmapped address costs a microcode assist per vector on some CPUs
+ * (Zen 4: more than the input projection itself, for the GRU, whose b_hh is inside r). */
+FL_INLINE void SFX(bias_sum)(int64_t n, const REAL *b_ih, const REAL *b_hh, REAL *dst)
+{
+    if (b_hh)
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = b_ih[j] + b_hh[j];
+    else
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = b_ih[j];
+}
+
 /* pre[r] = b_ih + b_hh + x[r] @ w_ih.T for the rows of part k of `parts` (b_hh NULL: b_ih
  * alone; b_ih NULL too: no bias): the part of every step's pre-activation that does not wait for
  * the previous step. */
@@ -46,8 +60,7 @@ static void SFX(project_part)(int64_t rows, int64_t I, int64_t GH, const REAL *x
     int64_t r0, r1;
     part_range(rows, parts, k, &r0, &r1);
     for (int64_t r = r0; b_ih && r < r1; r++)
-        for (int64_t j = 0; j < GH; j++)
-            pre[r * GH + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+        SFX(bias_sum)(GH, b_ih, b_hh, pre + r * GH);
     SFX(gemm)(0, 1, r1 - r0, GH, I, 1, x + r0 * I, I, w_ih, I, b_ih != NULL, pre + r0 * GH, GH);
 }
 
@@ -437,10 +450,10 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
             } else { /* through memory: acc itself, indexed by j, would live there too */
                 REAL sum[VLEN];
                 *(SFX(vec) *)sum = acc[0][i][q];
-                for (int64_t j = 0; j < n; j++) {
-                    REAL v = sum[j] + (b ? b[j] : 0);
-                    c[j] = beta ? c[j] + v : v;
-                }
+                for (int64_t j = 0; b && j < n; j++) /* b tested outside: see bias_sum */
+                    sum[j] += b[j];
+                for (int64_t j = 0; j < n; j++)
+                    c[j] = beta ? c[j] + sum[j] : sum[j];
             }
         }
 }
@@ -625,8 +638,8 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     SFX(input_bias)(l, s, &b_ih, &b_hh);
     int64_t j0, j1;
     part_range(GH, parts, k, &j0, &j1);
-    for (int64_t j = j0; pw->bias && j < j1; j++)
-        pw->bias[j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+    if (pw->bias)
+        SFX(bias_sum)(j1 - j0, b_ih + j0, b_hh ? b_hh + j0 : NULL, pw->bias + j0);
 #else
     (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
 #endif
@@ -694,8 +707,7 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
         const REAL *b_ih, *b_hh;
         SFX(input_bias)(l, s, &b_ih, &b_hh);
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < GH; j++)
-                pre_t[i * ldg + j] = b_hh ? b_ih[j] + b_hh[j] : b_ih[j];
+            SFX(bias_sum)(GH, b_ih, b_hh, pre_t + i * ldg);
         SFX(gemm)(0, 1, n, GH, I, 1, x_t, parts * I, s[FL_W_IH], I, 1, pre_t, ldg);
     }
     if (!cf->apart)
