@@ -213,7 +213,8 @@ def as_float_array(name, a, dtype=None, ndim=None):
         raise ValueError(f"{name} must be {ndim}-D, got {a.ndim}-D array of shape {a.shape}")
     # A copy when not C-contiguous or not aligned (an offset view of raw bytes): the kernels
     # read whole elements. Not np.ascontiguousarray, which turns a 0-D array into a 1-D one.
-    if a.flags.c_contiguous and a.flags.aligned:
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
         return a
     return np.array(a, order="C", copy=True)
 

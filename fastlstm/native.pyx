@@ -273,9 +273,11 @@ cdef int _fill_slots(dict arrays, void **slots, bint f64) except -1:
 
 cdef int _describe(fl_layer *layer, dict description) except -1:
     """Fill ``layer`` from a description made by :func:`_layer` (batch_sizes NULL)."""
-    layer.cell, layer.projection, layer.peephole = (description[k] for k in
-                                                    ("cell", "projection", "peephole"))
-    layer.T, layer.B, layer.I, layer.H, layer.P = (description[k] for k in "TBIHP")
+    layer.cell = description["cell"]
+    layer.projection = description["projection"]
+    layer.peephole = description["peephole"]
+    layer.T, layer.B, layer.I = description["T"], description["B"], description["I"]
+    layer.H, layer.P = description["H"], description["P"]
     layer.batch_sizes = NULL
     layer.inference = description.get("inference", False)
     layer.input_grad = description.get("input_grad", False)
@@ -289,10 +291,11 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
     cdef fl_layer layer
     _describe(&layer, description)
-    # A batch whose every step runs all B sequences (its last step does: they only shrink) is
-    # the kernels' plain case.
-    cdef const int64_t[::1] sizes = batch.batch_sizes
-    if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:
+    # A batch whose every step runs all B sequences (N = T B: they only shrink) is the kernels'
+    # plain case.
+    cdef const int64_t[::1] sizes
+    if batch.N != batch.T * batch.B:
+        sizes = batch.batch_sizes
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
     cdef bint f64 = dtype == np.float64
@@ -512,6 +515,7 @@ cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple 
     cdef int64_t L = len(descriptions), k
     cdef fl_stack stack
     cdef const int64_t[::1] sizes = batch.batch_sizes
+    cdef bint full = batch.N == batch.T * batch.B    # as in _run
     cdef const int64_t[::1] pairs = np.array(feedback, np.int64).reshape(-1)
     cdef fl_layer *layers = <fl_layer *>PyMem_Malloc(L * sizeof(fl_layer))
     cdef void **slots = <void **>PyMem_Malloc(L * FL_N_SLOTS * sizeof(void *))
@@ -522,7 +526,7 @@ cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple 
             raise MemoryError("no memory for the stack's layer descriptions")
         for k in range(L):
             _describe(&layers[k], descriptions[k])
-            if batch.T and batch.batch_sizes[batch.T - 1] != batch.B:   # as in _run
+            if not full:
                 layers[k].batch_sizes = &sizes[0]
             arrays[k][FL_WORK] = np.empty(fl_work_size(&layers[k], backward, f64), dtype)
             _fill_slots(arrays[k], &slots[k * FL_N_SLOTS], f64)
