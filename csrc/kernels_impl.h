@@ -450,8 +450,9 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
             } else { /* through memory: acc itself, indexed by j, would live there too */
                 REAL sum[VLEN];
                 *(SFX(vec) *)sum = acc[0][i][q];
-                for (int64_t j = 0; b && j < n; j++) /* b tested outside: see bias_sum */
-                    sum[j] += b[j];
+                if (b) /* outside the loop: see bias_sum */
+                    for (int64_t j = 0; j < n; j++)
+                        sum[j] += b[j];
                 for (int64_t j = 0; j < n; j++)
                     c[j] = beta ? c[j] + sum[j] : sum[j];
             }
