@@ -66,6 +66,12 @@ class Batch:
     def T(self):
         return len(self.batch_sizes)
 
+    @property
+    def full(self):
+        """Every step runs all B sequences: the kernels' plain case. As they only shrink, N = T B
+        says it (a batch of no steps is full)."""
+        return self.N == self.T * self.B
+
     def steps(self):
         """For each step, three slices: its rows of x (and of y, gates, dy, dx), the rows of hs
         and cs holding the states it starts from, and the rows it writes there."""
@@ -92,7 +98,7 @@ class Batch:
     def last_rows(self):
         """The row of hs (and cs) holding each sequence's last state: for a sequence of length
         0, its initial state."""
-        if self.T and self.batch_sizes[-1] == self.B:   # every step runs every sequence
+        if self.full:
             return np.arange(self.N, self.N + self.B)
         lengths = self.lengths()
         off = self._offsets()

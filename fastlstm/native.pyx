@@ -291,10 +291,8 @@ cdef int _run(bint backward, dict description, batch, dict arrays) except -1:
     """Run the forward or backward kernel on ``arrays`` (slot -> array) with the GIL released."""
     cdef fl_layer layer
     _describe(&layer, description)
-    # A batch whose every step runs all B sequences (N = T B: they only shrink) is the kernels'
-    # plain case.
     cdef const int64_t[::1] sizes
-    if batch.N != batch.T * batch.B:
+    if not batch.full:
         sizes = batch.batch_sizes
         layer.batch_sizes = &sizes[0]
     dtype = arrays[FL_X].dtype
@@ -515,7 +513,7 @@ cdef int _run_stack(bint backward, list descriptions, batch, list arrays, tuple 
     cdef int64_t L = len(descriptions), k
     cdef fl_stack stack
     cdef const int64_t[::1] sizes = batch.batch_sizes
-    cdef bint full = batch.N == batch.T * batch.B    # as in _run
+    cdef bint full = batch.full
     cdef const int64_t[::1] pairs = np.array(feedback, np.int64).reshape(-1)
     cdef fl_layer *layers = <fl_layer *>PyMem_Malloc(L * sizeof(fl_layer))
     cdef void **slots = <void **>PyMem_Malloc(L * FL_N_SLOTS * sizeof(void *))
