@@ -186,6 +186,20 @@ def in_build(isa, fn):
     return run
 
 
+def case_arrays(cell, T, B, H, dtype):
+    """What every system of a case runs on: x (T, B, H) and the gradient of y, from seed 0."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, H)).astype(dtype)
+    dy = rng.standard_normal((T, B, CELLS[cell][2](H).get("proj_size") or H)).astype(dtype)
+    return x, dy
+
+
+def case_layer(cell, H, dtype, backend="native"):
+    """The fastlstm layer of a case of ``cell`` (I = H, its CELLS options, seed 0)."""
+    ours, _, options = CELLS[cell]
+    return ours(H, H, dtype=dtype, backend=backend, seed=0, **options(H))
+
+
 def make_step(system, cell, T, B, H, dtype, packed=False):
     """``(forward, train_step)`` callables for one system ("native", "native-<build>",
     "reference", "torch") on fixed random inputs: an inference forward, and a forward plus
@@ -196,11 +210,9 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
                      for fn in make_step("native", cell, T, B, H, dtype, packed))
     if system == "onnxruntime":
         return make_ort_forward(cell, T, B, H, dtype, packed), None
-    ours, theirs, options = CELLS[cell]
+    _, theirs, options = CELLS[cell]
     kwargs = options(H)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, H)).astype(dtype)
-    dy = rng.standard_normal((T, B, kwargs.get("proj_size") or H)).astype(dtype)
+    x, dy = case_arrays(cell, T, B, H, dtype)
     lengths = spread_lengths(T, B) if packed else None
     if system == "torch":
         import torch
@@ -225,7 +237,7 @@ def make_step(system, cell, T, B, H, dtype, packed=False):
         def train_step():
             run(tx_grad).backward(tdy)
         return forward, train_step
-    layer = ours(H, H, dtype=dtype, backend=system, seed=0, **kwargs)
+    layer = case_layer(cell, H, dtype, backend=system)
 
     def forward():
         layer.eval()(x, lengths=lengths)
@@ -240,9 +252,7 @@ def make_feedback_steps(cell, T, B, H, dtype, feedback="top", num_layers=2):
     """``(train_step, stream_step)`` of a fastlstm ``cell`` stack (I = H, seed 0) with
     ``feedback`` (None: the plain stack): a forward plus backward over (T, B) inputs, and one
     step of its stream of batch B."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, H)).astype(dtype)
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    x, dy = case_arrays(cell, T, B, H, dtype)
     layer = CELLS[cell][0](H, H, num_layers, dtype=dtype, seed=0, feedback=feedback)
     stream, x_t = layer.eval().stream(B), x[0]
 
@@ -261,9 +271,7 @@ def make_torch_feedback_loop(cell, T, B, H, dtype, num_layers=2):
     make = getattr(torch.nn, f"{CELLS[cell][1]}Cell")
     torch.manual_seed(0)
     cells = [make(2 * H if k == 0 else H, H).to(tdtype) for k in range(num_layers)]
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
-    dy = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+    x, dy = map(torch.from_numpy, case_arrays(cell, T, B, H, dtype))
     lstm = cell == "lstm"
 
     def train_step():
@@ -286,9 +294,7 @@ def make_torch_feedback_loop(cell, T, B, H, dtype, num_layers=2):
 def make_layer_norm_steps(T, B, H, dtype):
     """Training steps (forward and backward over (T, B) inputs, I = H, seed 0) of fastlstm's
     LSTM with and without layer_norm: ``(layer_norm_step, plain_step)``."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((T, B, H)).astype(dtype)
-    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    x, dy = case_arrays("lstm", T, B, H, dtype)
     steps = []
     for layer_norm in (True, False):
         layer = LSTM(H, H, dtype=dtype, seed=0, layer_norm=layer_norm)
@@ -316,9 +322,7 @@ def make_torch_layer_norm_loop(T, B, H, dtype):
     g_ih, g_hh = (torch.ones(4 * H, dtype=tdtype, requires_grad=True) for _ in range(2))
     g_c = torch.ones(H, dtype=tdtype, requires_grad=True)
     b_c = torch.zeros(H, dtype=tdtype, requires_grad=True)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
-    dy = torch.from_numpy(rng.standard_normal((T, B, H)).astype(dtype))
+    x, dy = map(torch.from_numpy, case_arrays("lstm", T, B, H, dtype))
 
     def train_step():
         h = c = torch.zeros(B, H, dtype=tdtype)
@@ -339,11 +343,8 @@ def make_ort_forward(cell, T, B, H, dtype, packed=False):
     with fastlstm.onnx.to_onnx and run by ONNX Runtime on fastlstm's thread count, spinning off
     (fastlstm.onnx.ort_session), on make_step's inputs."""
     from .onnx import ort_session, to_onnx
-    ours, _, options = CELLS[cell]
-    x = np.random.default_rng(0).standard_normal((T, B, H)).astype(dtype)
-    session = ort_session(to_onnx(ours(H, H, dtype=dtype, seed=0, **options(H)).eval()),
-                          threads=get_num_threads())
-    feed = {"x": x}
+    session = ort_session(to_onnx(case_layer(cell, H, dtype).eval()), threads=get_num_threads())
+    feed = {"x": case_arrays(cell, T, B, H, dtype)[0]}
     if packed:
         feed["lengths"] = spread_lengths(T, B).astype(np.int32)
     return lambda: session.run(None, feed)
