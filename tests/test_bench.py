@@ -1,5 +1,7 @@
 """The benchmark's own arithmetic: FLOP counts, the goal summary and the memory probe. (Speed
 itself is measured, never asserted: `python -m fastlstm bench`, `pytest benchmarks`.)"""
+import importlib.util
+import pathlib
 import sys
 
 import numpy as np
@@ -48,6 +50,43 @@ def test_the_summary_names_the_cases_below_their_goals():
     assert "below goal: none" in lines
     report, lines = goal_report(goal=None, peak_goal=1.0)   # a tiny case is far from the peak
     assert any("of peak, goal 100%" in line for line in lines)
+
+
+def test_each_goal_row_has_the_matrix_peak_measured_beside_it():
+    """The peak takes its turns with the systems of each row (a slow phase of the machine
+    falls on both); the report keeps the best, and % peak is the row's own."""
+    cases = [bench.Case("gru", 3, 2, 4), bench.Case("rnn", 3, 2, 4, mode="infer")]
+    lines = []
+    report = bench.run(cases, sections=["goals"], repeat=2, bar=False, out=lines.append,
+                       with_torch=False)
+    rows = report["rows"]
+    assert all(r["peak_gflops"] > 0 and "matrix" not in r for r in rows)
+    assert report["peak_gflops"] == {"float32": max(r["peak_gflops"] for r in rows)}
+    for r in rows:
+        assert r["peak_share"] == pytest.approx(r["gflops"] / r["peak_gflops"])
+    assert any(line.startswith("Matrix peak beside the cases, GFLOP/s: float32 ")
+               for line in lines)
+
+
+def test_perf_tables_renders_a_report(tmp_path):
+    """tools/perf_tables.py, which writes docs/performance.md and the README's table from the
+    reports, reads every field the bench writes."""
+    spec = importlib.util.spec_from_file_location(
+        "perf_tables", pathlib.Path(__file__).parents[1] / "tools" / "perf_tables.py")
+    perf_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perf_tables)
+    report = bench.run([bench.Case("lstm", 3, 2, 4)], sections=["goals"], repeat=1, bar=False,
+                       out=lambda line: None, with_torch=False)
+    path = tmp_path / "report.json"
+    bench.save_json(report, path)
+    page = "\n".join(perf_tables.section(str(path), "a title"))
+    row = report["rows"][0]
+    assert "## a title" in page
+    assert (f"| LSTM f32 train T=3 B=2 I=H=4 | {row['gflops']:.0f} | "
+            f"{row['peak_gflops']:.0f} | {row['peak_share'] * 100:.0f}% |") in page
+    block = perf_tables.readme(str(path), "a CPU")
+    assert block[0].startswith("`python -m fastlstm bench` on ") and "a CPU" in block[0]
+    assert block[-1].startswith(f"| LSTM f32 T=3 B=2 H=4 | {row['native'] * 1e3:.2f} ms |")
 
 
 def test_saved_for_backward_is_what_a_training_forward_keeps():
