@@ -62,7 +62,9 @@ cdef int _note_threads(int n):
 def set_num_threads(n):
     """Run the kernels on ``n`` OpenMP threads (default: OMP_NUM_THREADS, else every core).
 
-    Results do not depend on ``n``: they are bitwise identical for every thread count. A process
+    Results do not depend on ``n``: they are bitwise identical for every thread count. The
+    threads of a call meet at every time step: with several processes on one machine, give each
+    its share of the cores, or the steps wait for threads that wait for a core. A process
     forked after its parent ran the kernels on several threads runs them on one and refuses
     more: GNU OpenMP cannot start threads in it (start such children with multiprocessing's
     "spawn" or "forkserver").

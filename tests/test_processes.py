@@ -60,7 +60,23 @@ def test_children_compute_what_the_parent_computes(method, threads):
     assert result.stdout.split() == [str(threads), "equal"] * 2
 
 
-if __name__ == "__main__":
+def test_a_pool_shares_the_cores_out_through_its_initializer():
+    """docs/threads.md's recipe: set_num_threads as a spawn pool's initializer (it must pickle)
+    sets each worker's thread count."""
+    result = run_python([__file__, "initializer"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+
+
+def threads_of_worker(_):
+    return fastlstm.get_num_threads()
+
+
+if __name__ == "__main__" and sys.argv[1] == "initializer":
+    with multiprocessing.get_context("spawn").Pool(
+            2, initializer=fastlstm.set_num_threads, initargs=(1,)) as pool:
+        print(*pool.map_async(threads_of_worker, range(2)).get(timeout=60))
+elif __name__ == "__main__":
     parent = compute(2)
     assert fastlstm.native._threads_started, "the parent's kernels ran on one thread"
     with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:
