@@ -68,6 +68,12 @@ typedef struct {
                              * its own input product (and, backward, its own dx) */
     int isa;                /* enum fl_isa: the build that runs the call, one fl_isa_available()
                              * says this CPU can run; fl_work_size() depends on it */
+    int stream;             /* forward only, T = 1: a step of a stream, whose weights and
+                             * FL_WORK stay the same from step to step (the Stepper of
+                             * fastlstm.native): its weights are packed into FL_WORK as a long
+                             * call packs them, input side too, once for all its steps */
+    int prepacked;          /* with stream: FL_WORK holds the packed weights already (every step
+                             * after the first), so the call does not pack them again */
 } fl_layer;
 
 /* The arrays of a call, by slot: a kernel takes `REAL *slots[FL_N_SLOTS]`, reads the slots

@@ -158,15 +158,16 @@ static inline int64_t batch_size(const fl_layer *l, int64_t t)
 /* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent
  * product"): a forward packs w_hh^T and w_hr^T, and w_ih^T and the sum of the biases (but for a
  * cell that normalises rows, which adds them after) when its steps add the input term too
- * (FUSE_ROWS, and always in a stacked layer, whose input is made step by step), a backward packs
- * w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch has at least G H rows
- * (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than OpenBLAS's, whose
- * small-matrix kernels copy nothing) or its steps do (stacked). A layer with fed-back inputs packs
- * w_fb too, one block of P columns per source, as w_ih (fb). All 0 when the call runs its products
- * through the BLAS: in a build that does not pack, or for a single step, which would not pay back
- * reading the weights once more to pack them. A backward packs the rows of w_hh whose gradient the
- * cell keeps apart (cell_facts.d_rec: the GRU's n rows) apart from the others, in rec, 0 for the
- * other cells; hr is 0 unless the layer projects. */
+ * (FUSE_ROWS; always in a stacked layer, whose input is made step by step, and in a stream's
+ * step), a backward packs w_hh and w_hr, and w_ih for dx = da w_ih when it forms dx and the batch
+ * has at least G H rows (with fewer, at B = 1, H = 64 for one, the packed dx was no faster than
+ * OpenBLAS's, whose small-matrix kernels copy nothing) or its steps do (stacked). A layer with
+ * fed-back inputs packs w_fb too, one block of P columns per source, as w_ih (fb). All 0 when the
+ * call runs its products through the BLAS: in a build that does not pack, or for a single step,
+ * which would not pay back reading the weights once more to pack them, but for a stream's
+ * (fl_layer.stream), whose steps share one packing. A backward packs the rows of w_hh whose
+ * gradient the cell keeps apart (cell_facts.d_rec: the GRU's n rows) apart from the others, in
+ * rec, 0 for the other cells; hr is 0 unless the layer projects. */
 typedef struct {
     int64_t ih, bias, hh, rec, hr, fb;
 } packed_layout;
@@ -175,7 +176,7 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
                                          int64_t N)
 {
     packed_layout size = {0, 0, 0, 0, 0, 0};
-    if (!b->vector_bytes || l->T < 2)
+    if (!b->vector_bytes || (l->T < 2 && !l->stream))
         return size;
     const cell_facts *cf = facts_of(l->cell);
     const int64_t GH = cf->gates * l->H, H = l->H, P = l->P;
@@ -187,7 +188,7 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
         size.hr = l->projection ? P * PADDED(H) : 0;
         size.fb = l->F / P * GH * PADDED(P);
     } else {
-        const int fuse = l->stacked || l->B >= FUSE_ROWS * fl_num_parts();
+        const int fuse = l->stacked || l->stream || l->B >= FUSE_ROWS * fl_num_parts();
         size.ih = fuse ? l->I * PADDED(GH) : 0;
         size.bias = fuse && !cf->layer_norm ? PADDED(GH) : 0;
         size.hh = P * PADDED(GH);

@@ -1361,9 +1361,10 @@ static void SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, 
     }
 }
 
-/* Part k of what a forward does before its time loop: pack the weights and, unless its steps
- * add the input term themselves, project every step's input (with the biases of input_bias;
- * normalised, for a cell that normalises rows). */
+/* Part k of what a forward does before its time loop: pack the weights (unless a stream's
+ * earlier step did, fl_layer.prepacked) and, unless its steps add the input term themselves,
+ * project every step's input (with the biases of input_bias; normalised, for a cell that
+ * normalises rows). */
 static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
                                        int64_t parts)
 {
@@ -1371,7 +1372,8 @@ static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64
     SFX(packed) pw;
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, N, &pw, &out);
-    SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
+    if (!l->prepacked)
+        SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
     if (!pw.ih && !l->stacked) {
         const REAL *b_ih, *b_hh;
         SFX(input_bias)(l, s, &b_ih, &b_hh);

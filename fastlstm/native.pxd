@@ -20,6 +20,8 @@ cdef extern from "fastlstm.h" nogil:
         int64_t F
         int stacked
         int isa
+        int stream
+        int prepacked
 
     enum fl_slot:
         FL_W_IH, FL_W_HH, FL_B_IH, FL_B_HH, FL_W_HR, FL_W_PEEPHOLE, FL_W_FB, FL_MASK,

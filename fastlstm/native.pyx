@@ -286,6 +286,8 @@ cdef int _describe(fl_layer *layer, dict description) except -1:
     layer.F = description.get("F", 0)
     layer.stacked = description.get("stacked", False)
     layer.isa = _isa    # fixed for the call: its scratch size depends on it
+    layer.stream = description.get("stream", False)
+    layer.prepacked = False
     return 0
 
 
@@ -680,7 +682,8 @@ cdef class Stepper:
     ``fastlstm.stream.Stream`` is the public face; this class holds what the kernels need
     between steps: a copy of every layer's weights, and for each layer its states before and
     after the step (hs and cs of two rows of blocks, as a forward call of T = 1 has them), its
-    gate buffer and scratch. A step allocates nothing but the array it returns (none with
+    gate buffer and scratch, where the first step packs the weights for all of them (in a build
+    that packs). A step allocates nothing but the array it returns (none with
     ``out``) and runs every layer in one call, on one thread, without the GIL. With feedback
     from later layers, a step is one call of the stack's kernel: the output a source feeds
     back is its h of the step before, its state row (row 0 of its hs; the step writes row 1).
@@ -782,6 +785,7 @@ cdef class Stepper:
                 arrays[FL_W_FB] = w.get("w_fb")
                 desc.update(stacked=l > 0,
                             F=P * sum(1 for _, target in feedback if target == l))
+            desc["stream"] = True
             _describe(&self.layers[l], desc)
             arrays[FL_WORK] = np.empty(fl_work_size(&self.layers[l], 0, self.f64), self.dtype)
             _fill_slots(arrays, &self.slots[l * FL_N_SLOTS], self.f64)
@@ -820,6 +824,8 @@ cdef class Stepper:
             else:
                 for l in range(self.n_layers):
                     self._step_layer(l)
+            for l in range(self.n_layers):    # the first step packed them into the scratch
+                self.layers[l].prepacked = True
             memcpy(out_ptr, self.slots[(self.n_layers - 1) * FL_N_SLOTS + <int>FL_HS],
                    <size_t>(self.B * self.P) * (8 if self.f64 else 4))
             self.slots[<int>FL_X] = NULL  # the caller's x is not ours to keep

@@ -10,11 +10,12 @@ streams stepped in two Python threads at once.
 
 Tolerances, relative to max(1, max |expected|) (helpers.assert_close): float64 1e-12, float32
 1e-6, as in test_stepwise.py. Why not bitwise: the whole-sequence forward computes x W_ih^T for
-T * B rows in one product, a step for B rows. On this machine (OpenBLAS) the native stream is
-bitwise equal to the forward for B = 5 but not for B = 1, where the step takes the single-row
-GEMV path (differences of one or two units of roundoff: ~1e-16 in float64, ~2e-7 in float32
-after 8 steps and 3 layers); the reference stream is bitwise equal except the GRU at B = 1.
-Bitwise equality depends on the BLAS and its kernel, so it is not asserted.
+T * B rows in one product (at these sizes), a step for B rows; a native stream's step in a build
+that packs forms x_t W_ih^T + h W_hh^T in one pass over the weights its first step packed, and
+the generic build's and the reference's through the BLAS, whose single-row path differs from its
+many-row one. The sums are rounded in another order (differences of one or two units of
+roundoff: ~1e-16 in float64, ~2e-7 in float32 after 8 steps and 3 layers). A stream is bitwise
+equal to another stream of the same layer, whichever step it packed its weights on.
 """
 import re
 import threading
@@ -120,6 +121,35 @@ def test_stream_of_a_batch_first_layer(backend, rng):
     assert_close(ys, y, 1e-12, "y")
     assert_close(stream.state[0], h_n, 1e-12, "h")
     assert_close(stream.state[1], c_n, 1e-12, "c")
+
+
+# ---------------------------------------------------------------- weights packed once
+
+PACKED_CASES = [(kind, {}) for kind in KINDS] + [
+    ("lstm", dict(layer_norm=True)), ("lstm", dict(feedback="top")), ("gru", dict(feedback="top")),
+    ("rnn_tanh", dict(feedback="top"))]
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("size", [(I, H), (6, 32)], ids=["small", "H=32"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind, options", PACKED_CASES,
+                         ids=[k + "".join(f"-{o}" for o in opts) for k, opts in PACKED_CASES])
+def test_later_steps_read_the_weights_the_first_step_packed(kind, options, dtype, size, B, rng):
+    """A native stream packs its weights into its scratch on its first step and the later steps
+    read them there: each step gives bitwise what a fresh stream, started from the same state
+    and packing them on that step, gives."""
+    layer = make_layer(kind, size[0], size[1], num_layers=2, dtype=dtype, seed=5,
+                       **options).eval()
+    stream = layer.stream(B)
+    for _ in range(4):
+        x_t = rng.standard_normal((B, size[0])).astype(dtype)
+        fresh = layer.stream(B)
+        fresh.reset(stream.state)
+        expected = fresh.step(x_t)
+        assert np.array_equal(stream.step(x_t), expected)
+        for a, b in zip(states_of(stream), states_of(fresh)):
+            assert np.array_equal(a, b)
 
 
 # ---------------------------------------------------------------- out=
