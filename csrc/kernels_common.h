@@ -206,16 +206,21 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
  * that normalises rows (the same), nor for a layer with fed-back inputs or above the first of a
  * stack (the stack's loop never splits, not even its first layer). Each part then takes whole
  * panels of every gate block, its units, for every row: the weights of a step are read once, a
- * share by each thread, from its own cache. A property of the call, never of the threads it runs
- * on. */
+ * share by each thread, from its own cache. A stream's step (fl_layer.stream) reads w_ih too and
+ * starts its threads anew, so it splits from SPLIT_STREAM_WEIGHTS entries of both: below that,
+ * one core reads them from its own cache in about the time the threads take to meet. A property
+ * of the call, never of the threads it runs on. */
 #define SPLIT_WEIGHTS 16384
+#define SPLIT_STREAM_WEIGHTS 262144
 
 static inline int splits_units(const fl_build *b, const fl_layer *l)
 {
     const int64_t vlen = b->vector_bytes / (int64_t)sizeof(float);
-    return vlen && l->T >= 2 && l->B < fl_num_parts() && !l->projection && !l->stacked &&
-           l->F == 0 && !facts_of(l->cell)->layer_norm && l->H % vlen == 0 &&
-           gates_of(l->cell) * l->H * l->P >= SPLIT_WEIGHTS;
+    const int64_t GH = gates_of(l->cell) * l->H;
+    const int big = l->stream ? GH * (l->I + l->P) >= SPLIT_STREAM_WEIGHTS
+                              : l->T >= 2 && GH * l->P >= SPLIT_WEIGHTS;
+    return vlen && big && l->B < fl_num_parts() && !l->projection && !l->stacked && l->F == 0 &&
+           !facts_of(l->cell)->layer_norm && l->H % vlen == 0;
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias

@@ -1399,8 +1399,9 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
 /* Step t of a forward split by units (splits_units), part k's share: its units are panels
  * q0 .. q1 - 1 of each gate block (whole panels: H is a multiple of the panel width), and it
  * runs them for all n rows, its columns of the recurrent product and then the cell on them,
- * which reads no other part's columns. The input side is in pre already: the projection
- * before the loop (a batch this small never fuses it). */
+ * which reads no other part's columns. The input side is in pre already, from the projection
+ * before the loop (a batch this small never fuses it), but in a stream's step, which forms its
+ * columns of it here, with the bias, in the recurrent product's pass (as step_pre does). */
 FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
                                        const SFX(packed) *pw, const SFX(step_arrays) *out,
                                        int64_t off, int64_t prev, int64_t n, int64_t k,
@@ -1417,8 +1418,16 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
     REAL *sum = cf->apart ? a.rec : a.pre;
     for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
-        const SFX(term) term = {a.h_prev, P, P, pw->hh + c0 * P};
-        SFX(packed_gemm)(n, j1 - j0, &term, 1, NULL, !cf->apart, sum + c0, GH);
+        const SFX(term) rec = {a.h_prev, P, P, pw->hh + c0 * P};
+        if (pw->ih) {
+            const SFX(term) terms[2] = {{s[FL_X] + off * l->I, l->I, l->I, pw->ih + c0 * l->I},
+                                        rec};
+            SFX(packed_gemm)(n, j1 - j0, terms, cf->apart ? 1 : 2, pw->bias + c0, 0, a.pre + c0,
+                             GH);
+            if (!cf->apart)
+                continue;
+        }
+        SFX(packed_gemm)(n, j1 - j0, &rec, 1, NULL, !cf->apart && !pw->ih, sum + c0, GH);
     }
     SFX(cell_forward)(l, s, &a, n, 1, j0, j1, fused);
 }

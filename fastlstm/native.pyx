@@ -683,10 +683,12 @@ cdef class Stepper:
     between steps: a copy of every layer's weights, and for each layer its states before and
     after the step (hs and cs of two rows of blocks, as a forward call of T = 1 has them), its
     gate buffer and scratch, where the first step packs the weights for all of them (in a build
-    that packs). A step allocates nothing but the array it returns (none with
-    ``out``) and runs every layer in one call, on one thread, without the GIL. With feedback
-    from later layers, a step is one call of the stack's kernel: the output a source feeds
-    back is its h of the step before, its state row (row 0 of its hs; the step writes row 1).
+    that packs). A step allocates nothing but the array it returns (none with ``out``) and runs
+    every layer in one call, without the GIL: on one thread, but for a layer whose steps split
+    their units between the threads (a batch smaller than the parts, a large enough layer, in a
+    build that packs), as a long call's steps do. With feedback from later layers, a step is
+    one call of the stack's kernel: the output a source feeds back is its h of the step before,
+    its state row (row 0 of its hs; the step writes row 1).
     """
     cdef fl_layer *layers
     cdef fl_stack stack                  # with feedback: the stack's description, else L = 0
@@ -817,13 +819,20 @@ cdef class Stepper:
         if out_ptr == NULL:
             raise ValueError(f"out must be a writable C-contiguous array of shape "
                              f"{(self.B, self.P)} and dtype {self.dtype}, got {describe(out)}")
+        # A layer whose steps split their units between the threads (as a long call's do at
+        # such a batch) runs on the kernels' threads; the others, and a stack, on one
+        # (fl_call_threads).
+        cdef int threads = get_num_threads()
+        if not self.stack.L:
+            for l in range(self.n_layers):
+                _note_threads(fl_call_threads(&self.layers[l], threads))
         with nogil:
             self.slots[<int>FL_X] = x_ptr
             if self.stack.L:
                 self._step_stack()
             else:
                 for l in range(self.n_layers):
-                    self._step_layer(l)
+                    self._step_layer(l, threads)
             for l in range(self.n_layers):    # the first step packed them into the scratch
                 self.layers[l].prepacked = True
             memcpy(out_ptr, self.slots[(self.n_layers - 1) * FL_N_SLOTS + <int>FL_HS],
@@ -857,9 +866,11 @@ cdef class Stepper:
             return NULL
         return p if ok else NULL
 
-    cdef void _step_layer(self, int l) noexcept nogil:
-        """Layer l's step, then its new states become the ones the next step starts from."""
-        _layer_kernel(False, self.f64, &self.layers[l], &self.slots[l * FL_N_SLOTS], 1)
+    cdef void _step_layer(self, int l, int threads) noexcept nogil:
+        """Layer l's step, on as many of ``threads`` as it uses, then its new states become the
+        ones the next step starts from."""
+        _layer_kernel(False, self.f64, &self.layers[l], &self.slots[l * FL_N_SLOTS],
+                      fl_call_threads(&self.layers[l], threads))
         self._carry(l)
 
     cdef void _step_stack(self) noexcept nogil:

@@ -109,6 +109,16 @@ def test_stream_equals_whole_sequence(kind, case, backend, dtype, B, rng):
     assert_close(ys, expected[T:], TOLS[dtype], "y after more steps")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stream_splitting_its_units_equals_whole_sequence(kind, dtype, rng):
+    """At B = 1 and H = 512 a native stream's steps split their units between the parts
+    (kernels_common.h, splits_units; not the projected LSTM's), each forming its columns of the
+    input product too."""
+    layer = make_layer(kind, 6, 512, num_layers=2, dtype=dtype, seed=3)
+    assert_stream_matches(layer.stream(1), layer, rng.standard_normal((T, 1, 6)).astype(dtype))
+
+
 @pytest.mark.parametrize("backend", ["native", "reference"])
 def test_stream_of_a_batch_first_layer(backend, rng):
     """x_t is (batch_size, input_size) whatever the layer's batch_first."""
@@ -131,7 +141,9 @@ PACKED_CASES = [(kind, {}) for kind in KINDS] + [
 
 
 @pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize("size", [(I, H), (6, 32)], ids=["small", "H=32"])
+# At H = 512 and B = 1 the steps split their units between the parts (kernels_common.h,
+# splits_units), on one thread here as on several (test_threads.py).
+@pytest.mark.parametrize("size", [(I, H), (6, 32), (6, 512)], ids=["small", "H=32", "H=512"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind, options", PACKED_CASES,
                          ids=[k + "".join(f"-{o}" for o in opts) for k, opts in PACKED_CASES])

@@ -62,6 +62,22 @@ def test_functional_results_do_not_depend_on_threads(kind, dtype, shape, rng, re
     assert_bitwise_equal(results, f"{kind} outputs and gradients")
 
 
+# B = 1 at H = 512: a stream's steps split their units between the threads.
+@pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, rng, restore_threads):
+    layer = make_layer(kind, 8, H, num_layers=2, dtype=dtype, seed=0).eval()
+    x = rng.standard_normal((6, B, 8)).astype(dtype)
+    results = {}
+    for n in THREADS:
+        fastlstm.set_num_threads(n)
+        stream = layer.stream(B)
+        results[n] = [stream.step(x_t) for x_t in x] + list(
+            stream.state if isinstance(stream.state, tuple) else (stream.state,))
+    assert_bitwise_equal(results, f"{kind} stream outputs and states")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_layer_results_do_not_depend_on_threads(kind, dtype, rng, restore_threads):
