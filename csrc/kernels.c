@@ -107,17 +107,18 @@ int64_t fl_packed_rows(const fl_layer *l)
  * as many threads, though its loop keeps only B busy) or it has rows enough (PROLOGUE_ROWS a
  * part) for the products over all rows before and after the loop (the input projection, dx and
  * the weight gradients), which share their rows among all the parts. A stream's step
- * (fl_layer.stream) runs on one thread unless it splits its units: each part of a batch would
- * read all the weights for its few rows, and its threads start anew every step. Results do not
- * depend on it. */
+ * (fl_layer.stream) starts its threads anew every step: it runs on one thread unless it splits its
+ * units, or gives each part FUSE_ROWS rows and comes to 2^20 FLOPs or more (with fewer rows each
+ * thread would read all the weights for little work). Results do not depend on it. */
 #define PROLOGUE_ROWS 16
 
 int fl_call_threads(const fl_layer *l, int n_threads)
 {
-    if (l->stream && !splits_units(fl_builds[l->isa], l))
-        return 1;
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     const double flops = 2.0 * (double)N * (double)GH * (double)(l->I + l->P + l->F);
+    if (l->stream && !splits_units(fl_builds[l->isa], l) &&
+        (l->B < FUSE_ROWS * num_parts || flops < (double)(1 << 20)))
+        return 1;
     if (flops < (double)(1 << 17))
         return 1;
     int64_t most = l->B < num_parts ? l->B : num_parts;

@@ -686,9 +686,10 @@ cdef class Stepper:
     that packs). A step allocates nothing but the array it returns (none with ``out``) and runs
     every layer in one call, without the GIL: on one thread, but for a layer whose steps split
     their units between the threads (a batch smaller than the parts, a large enough layer, in a
-    build that packs), as a long call's steps do. With feedback from later layers, a step is
-    one call of the stack's kernel: the output a source feeds back is its h of the step before,
-    its state row (row 0 of its hs; the step writes row 1).
+    build that packs), as a long call's steps do, or deal out a batch of enough rows and work
+    (fl_call_threads). With feedback from later layers, a step is one call of the stack's
+    kernel: the output a source feeds back is its h of the step before, its state row (row 0 of
+    its hs; the step writes row 1).
     """
     cdef fl_layer *layers
     cdef fl_stack stack                  # with feedback: the stack's description, else L = 0
@@ -820,8 +821,8 @@ cdef class Stepper:
             raise ValueError(f"out must be a writable C-contiguous array of shape "
                              f"{(self.B, self.P)} and dtype {self.dtype}, got {describe(out)}")
         # A layer whose steps split their units between the threads (as a long call's do at
-        # such a batch) runs on the kernels' threads; the others, and a stack, on one
-        # (fl_call_threads).
+        # such a batch), or deal out a batch of enough rows and work, runs on the kernels'
+        # threads; the others, and a stack, on one (fl_call_threads).
         cdef int threads = get_num_threads()
         if not self.stack.L:
             for l in range(self.n_layers):

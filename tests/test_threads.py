@@ -62,8 +62,9 @@ def test_functional_results_do_not_depend_on_threads(kind, dtype, shape, rng, re
     assert_bitwise_equal(results, f"{kind} outputs and gradients")
 
 
-# B = 1 at H = 512: a stream's steps split their units between the threads.
-@pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64)])
+# B = 1 at H = 512: a stream's steps split their units between the threads; B = 16 at H = 128:
+# they deal the batch out to them, as a long call does.
+@pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64), (16, 128)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, rng, restore_threads):
@@ -318,9 +319,10 @@ def test_kernels_release_the_gil(kind, backward, rng, restore_threads):
 
 
 @pytest.mark.parametrize("kind", ["rnn_tanh", "gru", "lstm"])
-def test_stream_steps_release_the_gil(kind, rng):
-    """A stream's step, which runs every layer in one call on one thread (see
+def test_stream_steps_release_the_gil(kind, rng, restore_threads):
+    """A stream's step, which runs every layer in one call, here on one thread (see
     assert_runs_without_the_gil)."""
+    fastlstm.set_num_threads(1)
     H = 1024 if n_gates(kind) == 1 else 512    # sized so that each step takes > 100 ms
     stream = make_layer(kind, H, H, num_layers=4, dtype=np.float64, seed=0).stream(512)
     x = rng.standard_normal((512, H))
