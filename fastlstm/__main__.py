@@ -48,7 +48,8 @@ def info(args):
     print(f"BLAS kernel:   {build['blas_core']}")
     print(f"time loops:    {describe_isa(build['isa'])}; builds this CPU can run: "
           f"{', '.join(build['isas'])} (FASTLSTM_ISA=<build> runs a lower one)")
-    print(f"CPU SIMD:      {simd_level()}")
+    hidden = simd_level() == "AVX-512" and not {"avx512"} & set(build["isas"])
+    print(f"CPU SIMD:      {simd_level()}" + " (hidden from this process's CPUID)" * hidden)
 
 
 def demo(args):

@@ -593,14 +593,15 @@ def _searched_anyway(directory):
     return any(os.path.realpath(s) == str(directory) for s in sites)
 
 
-def run_python(args, env=None, cwd=TESTS, **kwargs):
-    """``subprocess.run([sys.executable, *args], ...)`` for a child that imports the fastlstm
-    this process imported (FASTLSTM_HOME): it runs in ``cwd`` (default tests/, which holds no
-    fastlstm) with FASTLSTM_HOME first on its PYTHONPATH unless that is a site directory, which
-    it searches anyway (put first, it would come before the standard library). ``env``: the
-    child's environment (default os.environ); ``kwargs`` go to subprocess.run."""
+def run_python(args, env=None, cwd=TESTS, wrapper=(), **kwargs):
+    """``subprocess.run([*wrapper, sys.executable, *args], ...)`` for a child that imports the
+    fastlstm this process imported (FASTLSTM_HOME): it runs in ``cwd`` (default tests/, which
+    holds no fastlstm) with FASTLSTM_HOME first on its PYTHONPATH unless that is a site
+    directory, which it searches anyway (put first, it would come before the standard library).
+    ``env``: the child's environment (default os.environ); ``wrapper``: a command that runs the
+    rest; ``kwargs`` go to subprocess.run."""
     env = dict(os.environ if env is None else env)
     if not _searched_anyway(FASTLSTM_HOME):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FASTLSTM_HOME),
                                                           env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, *args], env=env, cwd=cwd, **kwargs)
+    return subprocess.run([*wrapper, sys.executable, *args], env=env, cwd=cwd, **kwargs)

@@ -5,6 +5,7 @@ oracle tests. The rest of the suite tests the default build; here those oracle t
 a subprocess for each other build."""
 import os
 import platform
+import shutil
 import sys
 
 import numpy as np
@@ -64,6 +65,33 @@ def test_a_build_the_cpu_cannot_run_is_refused(name):
     result = run_python(["-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
                         check=True)
     assert result.stdout.split() == [AVAILABLE[-1]]
+
+
+AVX2_MACHINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "tools", "avx2_machine", "run.sh")
+
+
+@pytest.mark.skipif(not {"cpuid_fault", "avx2", "fma"} <= set(cpu_flags())
+                    or not (shutil.which(os.environ.get("CC", "cc"))
+                            and os.path.exists(AVX2_MACHINE)),
+                    reason="needs an x86-64 AVX2 CPU with CPUID faulting, a C compiler and "
+                           "tools/avx2_machine")
+def test_a_cpu_without_avx512_gets_the_avx2_build_by_itself():
+    """On an AVX-512 machine the run-time choice has only met CPUs with AVX-512: under
+    tools/avx2_machine, which hides AVX-512 from CPUID, it must take the AVX2 build, and refuse
+    the AVX-512 one when FASTLSTM_ISA asks for it, rather than run it."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTLSTM_ISA", "PYTHONFAULTHANDLER")}  # faulthandler takes SIGSEGV
+    code = "import fastlstm; print(*fastlstm.native.available_isas(), fastlstm.native.get_isa())"
+    result = run_python(["-c", code], env=env, wrapper=["bash", AVX2_MACHINE],
+                        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["generic", "avx2", "avx2"]
+    env["FASTLSTM_ISA"] = "avx512"
+    result = run_python(["-W", "error", "-c", "import fastlstm"], env=env,
+                        wrapper=["bash", AVX2_MACHINE], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "RuntimeWarning: FASTLSTM_ISA=avx512: " in result.stderr
 
 
 @pytest.fixture

@@ -54,6 +54,8 @@ def section(path, title=None):
            f"\"fastlstm\"); BLAS {m['blas_config']}; torch {m.get('torch', '-')}"
            + (f" ({m['torch_cpu_capability']})" if "torch_cpu_capability" in m else "")
            + "".join(f"; {k}={v}" for k, v in m.get("environment", {}).items())
+           + ("; AVX-512 hidden from every library's CPUID (tools/avx2_machine)"
+              if m.get("cpuid_hides_avx512") else "")
            + "." + (" Matrix peak, the best beside the goal cases: "
                     + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["peak_gflops"].items())
                     + "." if report.get("peak_gflops") else ""),
