@@ -688,8 +688,8 @@ cdef class Stepper:
     their units between the threads (a batch smaller than the parts, a large enough layer, in a
     build that packs), as a long call's steps do, or deal out a batch of enough rows and work
     (fl_call_threads). With feedback from later layers, a step is one call of the stack's
-    kernel: the output a source feeds back is its h of the step before, its state row (row 0 of
-    its hs; the step writes row 1).
+    kernel, which deals out the rows when one of its layers would: the output a source feeds
+    back is its h of the step before, its state row (row 0 of its hs; the step writes row 1).
     """
     cdef fl_layer *layers
     cdef fl_stack stack                  # with feedback: the stack's description, else L = 0
@@ -822,15 +822,18 @@ cdef class Stepper:
                              f"{(self.B, self.P)} and dtype {self.dtype}, got {describe(out)}")
         # A layer whose steps split their units between the threads (as a long call's do at
         # such a batch), or deal out a batch of enough rows and work, runs on the kernels'
-        # threads; the others, and a stack, on one (fl_call_threads).
+        # threads; the others on one (fl_call_threads). A stack's step deals out its rows when
+        # one of its layers would (fl_stack_call_threads).
         cdef int threads = get_num_threads()
-        if not self.stack.L:
+        if self.stack.L:
+            _note_threads(fl_stack_call_threads(&self.stack, threads))
+        else:
             for l in range(self.n_layers):
                 _note_threads(fl_call_threads(&self.layers[l], threads))
         with nogil:
             self.slots[<int>FL_X] = x_ptr
             if self.stack.L:
-                self._step_stack()
+                self._step_stack(threads)
             else:
                 for l in range(self.n_layers):
                     self._step_layer(l, threads)
@@ -874,11 +877,11 @@ cdef class Stepper:
                       fl_call_threads(&self.layers[l], threads))
         self._carry(l)
 
-    cdef void _step_stack(self) noexcept nogil:
-        """Every layer's step in one call of the stack's kernel; then their new states become
-        the ones the next step starts from."""
+    cdef void _step_stack(self, int threads) noexcept nogil:
+        """Every layer's step in one call of the stack's kernel, on as many of ``threads`` as it
+        uses; then their new states become the ones the next step starts from."""
         cdef int l
-        _stack_kernel(False, self.f64, &self.stack, self.slots, 1)
+        _stack_kernel(False, self.f64, &self.stack, self.slots, threads)
         for l in range(self.n_layers):
             self._carry(l)
 

@@ -63,12 +63,15 @@ def test_functional_results_do_not_depend_on_threads(kind, dtype, shape, rng, re
 
 
 # B = 1 at H = 512: a stream's steps split their units between the threads; B = 16 at H = 128:
-# they deal the batch out to them, as a long call does.
+# they deal the batch out to them, as a long call does, and so does a stack with feedback, whose
+# step is one call of the stack's kernel.
+@pytest.mark.parametrize("feedback", [None, "top"])
 @pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64), (16, 128)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, rng, restore_threads):
-    layer = make_layer(kind, 8, H, num_layers=2, dtype=dtype, seed=0).eval()
+def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, feedback, rng,
+                                                 restore_threads):
+    layer = make_layer(kind, 8, H, num_layers=2, dtype=dtype, seed=0, feedback=feedback).eval()
     x = rng.standard_normal((6, B, 8)).astype(dtype)
     results = {}
     for n in THREADS:
