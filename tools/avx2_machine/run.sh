@@ -17,7 +17,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 library="$work/hide_avx512.so"
 "${CC:-cc}" -O2 -shared -fPIC -o "$library" "$here/hide_avx512.c"
-export LD_PRELOAD="$library${LD_PRELOAD:+:$LD_PRELOAD}"
+# after what is preloaded already: a sanitizer runtime must come first
+export LD_PRELOAD="${LD_PRELOAD:+$LD_PRELOAD:}$library"
 # Two choices made from /proc/cpuinfo, the kernel's view, which CPUID faulting does not reach:
 # fastlstm's kernels for its own OpenBLAS (fastlstm/_blas.py), and glibc's string functions.
 export FASTLSTM_BLAS_CORETYPE="${FASTLSTM_BLAS_CORETYPE-Haswell}"
