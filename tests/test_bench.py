@@ -84,6 +84,12 @@ def test_perf_tables_renders_a_report(tmp_path):
     assert "## a title" in page
     assert (f"| LSTM f32 train T=3 B=2 I=H=4 | {row['gflops']:.0f} | "
             f"{row['peak_gflops']:.0f} | {row['peak_share'] * 100:.0f}% |") in page
+    assert "hidden" not in page
+    # A report made under tools/avx2_machine says so.
+    report["machine"]["cpuid_hides_avx512"] = True
+    bench.save_json(report, path)
+    assert ("; AVX-512 hidden from every library's CPUID (tools/avx2_machine)."
+            in "\n".join(perf_tables.section(str(path), "a title")))
     block = perf_tables.readme(str(path), "a CPU")
     assert block[0].startswith("`python -m fastlstm bench` on ") and "a CPU" in block[0]
     assert block[-1].startswith(f"| LSTM f32 T=3 B=2 H=4 | {row['native'] * 1e3:.2f} ms |")

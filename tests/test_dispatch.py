@@ -79,14 +79,24 @@ AVX2_MACHINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 def test_a_cpu_without_avx512_gets_the_avx2_build_by_itself():
     """On an AVX-512 machine the run-time choice has only met CPUs with AVX-512: under
     tools/avx2_machine, which hides AVX-512 from CPUID, it must take the AVX2 build, and refuse
-    the AVX-512 one when FASTLSTM_ISA asks for it, rather than run it."""
+    the AVX-512 one when FASTLSTM_ISA asks for it, rather than run it; bench's report and
+    `info` say that the CPU's AVX-512 was hidden."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTLSTM_ISA", "PYTHONFAULTHANDLER")}  # faulthandler takes SIGSEGV
-    code = "import fastlstm; print(*fastlstm.native.available_isas(), fastlstm.native.get_isa())"
+    code = ("import fastlstm, fastlstm.bench; "
+            "print(*fastlstm.native.available_isas(), fastlstm.native.get_isa(), "
+            "fastlstm.bench.machine(with_torch=False).get('cpuid_hides_avx512'))")
     result = run_python(["-c", code], env=env, wrapper=["bash", AVX2_MACHINE],
                         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["generic", "avx2", "avx2"]
+    # and bench's report says that the CPU's AVX-512 was hidden, when /proc/cpuinfo lists it
+    hidden = str(True) if "avx512f" in cpu_flags() else str(None)
+    assert result.stdout.split() == ["generic", "avx2", "avx2", hidden]
+    result = run_python(["-m", "fastlstm", "info"], env=env, wrapper=["bash", AVX2_MACHINE],
+                        capture_output=True, text=True, check=True)
+    assert "time loops:    avx2 build" in result.stdout
+    assert ("CPU SIMD:      AVX-512 (hidden from this process's CPUID)" in result.stdout) == (
+        "avx512f" in cpu_flags())
     env["FASTLSTM_ISA"] = "avx512"
     result = run_python(["-W", "error", "-c", "import fastlstm"], env=env,
                         wrapper=["bash", AVX2_MACHINE], capture_output=True, text=True)
