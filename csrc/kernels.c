@@ -112,26 +112,33 @@ int64_t fl_packed_rows(const fl_layer *l)
  * thread would read all the weights for little work). Results do not depend on it. */
 #define PROLOGUE_ROWS 16
 
-int fl_call_threads(const fl_layer *l, int n_threads)
+/* fl_call_threads of a call that splits its steps by units (split) or deals out its rows */
+static int call_threads(const fl_layer *l, int n_threads, int split)
 {
     const int64_t GH = gates_of(l->cell) * l->H, N = fl_packed_rows(l);
     const double flops = 2.0 * (double)N * (double)GH * (double)(l->I + l->P + l->F);
-    if (l->stream && !splits_units(fl_builds[l->isa], l) &&
-        (l->B < FUSE_ROWS * num_parts || flops < (double)(1 << 20)))
+    if (l->stream && !split && (l->B < FUSE_ROWS * num_parts || flops < (double)(1 << 20)))
         return 1;
     if (flops < (double)(1 << 17))
         return 1;
     int64_t most = l->B < num_parts ? l->B : num_parts;
-    if (N >= PROLOGUE_ROWS * num_parts || splits_units(fl_builds[l->isa], l))
+    if (N >= PROLOGUE_ROWS * num_parts || split)
         most = num_parts;
     return n_threads < most ? n_threads : (int)most;
 }
 
+int fl_call_threads(const fl_layer *l, int n_threads)
+{
+    return call_threads(l, n_threads, splits_units(fl_builds[l->isa], l));
+}
+
+/* A stack's loop never splits a step by units, not even in its first layer, which alone of its
+ * layers could (splits_units): it deals out the rows. */
 int fl_stack_call_threads(const fl_stack *st, int n_threads)
 {
     int most = 1;
     for (int64_t k = 0; k < st->L; k++) {
-        const int n = fl_call_threads(&st->layers[k], n_threads);
+        const int n = call_threads(&st->layers[k], n_threads, 0);
         most = n > most ? n : most;
     }
     return most;

@@ -62,11 +62,15 @@ def test_functional_results_do_not_depend_on_threads(kind, dtype, shape, rng, re
     assert_bitwise_equal(results, f"{kind} outputs and gradients")
 
 
-# B = 1 at H = 512: a stream's steps split their units between the threads; B = 16 at H = 128:
-# they deal the batch out to them, as a long call does, and so does a stack with feedback, whose
-# step is one call of the stack's kernel.
+# A stream's step deals a batch of FUSE_ROWS (4) rows a part or more out to the threads.
+DEALT = 4 * fastlstm.native.build_info()["parts"]
+
+
+# B = 1 at H = 512: a stream's steps split their units between the threads; B = DEALT at
+# H = 128: they deal the batch out to them, as a long call does, and so does a stack with
+# feedback, whose step is one call of the stack's kernel.
 @pytest.mark.parametrize("feedback", [None, "top"])
-@pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64), (16, 128)])
+@pytest.mark.parametrize("B, H", [(1, 64), (1, 512), (3, 64), (DEALT, 128)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, feedback, rng,
@@ -80,6 +84,24 @@ def test_stream_results_do_not_depend_on_threads(kind, dtype, B, H, feedback, rn
         results[n] = [stream.step(x_t) for x_t in x] + list(
             stream.state if isinstance(stream.state, tuple) else (stream.state,))
     assert_bitwise_equal(results, f"{kind} stream outputs and states")
+
+
+@pytest.mark.skipif(not OPENMP or fastlstm.native.build_info()["parts"] < 2,
+                    reason="one thread on this machine")
+@pytest.mark.parametrize("B, threads", [(1, False), (DEALT, True)])
+def test_a_stack_streams_step_starts_threads_only_to_deal_out_rows(B, threads):
+    """A stack's loop never splits a step by units: a stream of a stack with feedback starts no
+    threads for one row, even where its first layer, alone, would split (H = 256), and does
+    for a batch it deals out."""
+    code = ("import numpy as np, fastlstm\n"
+            f"layer = fastlstm.LSTM(256, 256, num_layers=3, feedback=[(2, 1)]).eval()\n"
+            f"stream = layer.stream({B})\n"
+            f"x = np.ones(({B}, 256), np.float32)\n"
+            "for _ in range(3):\n"
+            "    stream.step(x)\n"
+            "print(fastlstm.native._threads_started)\n")
+    result = run_python(["-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [str(threads)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
