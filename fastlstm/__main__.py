@@ -10,13 +10,19 @@ import numpy as np
 import fastlstm
 
 
-def simd_level():
-    """The widest x86 vector extension this CPU reports (from /proc/cpuinfo on Linux)."""
+def cpu_flags():
+    """The CPU's feature flags as Linux reports them (/proc/cpuinfo), or None elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in f
+                         if line.startswith("flags")), [])
     except OSError:
+        return None
+
+
+def simd_level(flags):
+    """The widest x86 vector extension among the CPU's ``flags`` (see cpu_flags)."""
+    if flags is None:
         return f"unknown ({platform.machine()})"
     for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
                        ("sse4_2", "SSE4.2")):
@@ -48,8 +54,10 @@ def info(args):
     print(f"BLAS kernel:   {build['blas_core']}")
     print(f"time loops:    {describe_isa(build['isa'])}; builds this CPU can run: "
           f"{', '.join(build['isas'])} (FASTLSTM_ISA=<build> runs a lower one)")
-    hidden = simd_level() == "AVX-512" and not {"avx512"} & set(build["isas"])
-    print(f"CPU SIMD:      {simd_level()}" + " (hidden from this process's CPUID)" * hidden)
+    from .bench import cpuid_hides_avx512
+    flags = cpu_flags()
+    hidden = cpuid_hides_avx512(flags or [], build["isas"])
+    print(f"CPU SIMD:      {simd_level(flags)}" + " (hidden from this process's CPUID)" * hidden)
 
 
 def demo(args):

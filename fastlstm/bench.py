@@ -442,6 +442,14 @@ def matrix_product(dtype, n=PEAK_SIZE):
     return lambda: matmul_t(a, b)
 
 
+def cpuid_hides_avx512(cpu_flags, isas):
+    """Whether this process runs as on an AVX2 machine under tools/avx2_machine: its preload
+    marked the environment, the kernel lists AVX-512 among the CPU's ``cpu_flags`` and no
+    AVX-512 build is among the ``isas`` the kernels' dispatch found (by CPUID) it can run."""
+    return (os.environ.get("FASTLSTM_CPUID_HIDES_AVX512") == "1" and "avx512f" in cpu_flags
+            and "avx512" not in isas)
+
+
 def machine(with_torch=True, with_ort=False):
     """What the numbers were measured on (with torch's version when ``with_torch``, ONNX
     Runtime's when ``with_ort``): the CPU by name and, from Linux's /proc/cpuinfo, by x86 family
@@ -458,8 +466,7 @@ def machine(with_torch=True, with_ort=False):
                 cores=os.cpu_count(), numpy=np.__version__, python=platform.python_version())
     if "cpu family" in fields:
         info["cpu_id"] = {k: fields[k] for k in ("cpu family", "model") if k in fields}
-    if "avx512f" in fields.get("flags", "").split() and "avx512" not in info["isas"]:
-        # the kernel lists AVX-512 and CPUID does not: tools/avx2_machine emulates an AVX2 CPU
+    if cpuid_hides_avx512(fields.get("flags", "").split(), info["isas"]):
         info["cpuid_hides_avx512"] = True
     # What restricts the systems: forced builds, OpenBLAS's kernels, torch's instruction sets.
     info["environment"] = {k: os.environ[k] for k in (

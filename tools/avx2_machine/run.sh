@@ -6,7 +6,8 @@
 #
 # Usage: tools/avx2_machine/run.sh COMMAND [ARG...]
 #   e.g. tools/avx2_machine/run.sh python -m fastlstm bench --json avx2.json
-# Linux on x86-64 with CPUID faulting (the flag cpuid_fault in /proc/cpuinfo) and a C compiler.
+# Linux on x86-64 with CPUID faulting (the flag cpuid_fault in /proc/cpuinfo) and a C compiler
+# ($CC, default cc).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if ! grep -qw cpuid_fault /proc/cpuinfo; then
@@ -16,11 +17,16 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 library="$work/hide_avx512.so"
-"${CC:-cc}" -O2 -shared -fPIC -o "$library" "$here/hide_avx512.c"
-# after what is preloaded already: a sanitizer runtime must come first
+read -ra cc <<< "${CC:-cc}"
+"${cc[@]}" -O2 -shared -fPIC -o "$library" "$here/hide_avx512.c"
+# after what is preloaded already: a sanitizer's runtime must come first
 export LD_PRELOAD="${LD_PRELOAD:+$LD_PRELOAD:}$library"
-# Two choices made from /proc/cpuinfo, the kernel's view, which CPUID faulting does not reach:
-# fastlstm's kernels for its own OpenBLAS (fastlstm/_blas.py), and glibc's string functions.
+# Python's faulthandler would take the faults of CPUID over (hide_avx512.c)
+unset PYTHONFAULTHANDLER PYTHONDEVMODE
+# Two choices made before the preload runs, or from the kernel's view (/proc/cpuinfo), which
+# CPUID faulting does not reach: glibc's string functions, picked by the dynamic loader as the
+# process starts, and the kernels fastlstm loads its own OpenBLAS with (fastlstm/_blas.py).
+hwcaps="glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD"
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}$hwcaps"
 export FASTLSTM_BLAS_CORETYPE="${FASTLSTM_BLAS_CORETYPE-Haswell}"
-export GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-AVX512CD"
 "$@"
