@@ -161,7 +161,8 @@ typedef struct {
 FL_DECLARE_STACK_KERNELS(float, f32)
 FL_DECLARE_STACK_KERNELS(double, f64)
 
-/* The threads a stack's call runs on (the most any of its layers would). */
+/* The threads a stack's call runs on: the most any of its layers would if it dealt out its rows
+ * (a stack's loop never splits a step by units). */
 int fl_stack_call_threads(const fl_stack *stack, int n_threads);
 
 /* fl_matmul_t: C (M, N) = A (M, K) B^T (B of shape (N, K)), through the BLAS the kernels use,
