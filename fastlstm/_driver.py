@@ -6,7 +6,8 @@ stack functions, for feedback) forward and backward.
 Both callers check their own arguments (NumPy arrays or tensors) and hand the driver packed
 rows: x (N, I) and dy (N, D * P), the initial states and the final states' gradients per
 layer-direction ``idx = k * D + d`` as tuples of (B, n) arrays in the packed order of the
-sequences, and the weights per layer-direction as dicts by the backend's argument names.
+sequences (None for zeros), and the weights per layer-direction as dicts by the backend's
+argument names.
 """
 
 import functools

@@ -280,7 +280,10 @@ class _Recurrent(Module):
         states = self._check_states("hx" if self.n_states > 1 else "h0", states, B)
         L, D, P = self.num_layers, self.num_directions, self.output_size
         sizes = self._state_sizes()
-        init = [tuple(np.zeros((B, n), self.dtype) if s is None else s[idx][packing.order]
+        # None for zeros, but in a packed batch, whose backend call learns B from its states (a
+        # sequence of length 0 has no rows)
+        init = [tuple(s[idx][packing.order] if s is not None
+                      else None if packing.full else np.zeros((B, n), self.dtype)
                       for s, n in zip(states, sizes)) for idx in range(L * D)]
         # The dropout masks of the inputs of layers 1 and up. With feedback, they act on the
         # normal inputs only: feedback carries the state of its source as it is.

@@ -357,11 +357,18 @@ def _forward_arrays(cell, x, states, w_ih, w_hh, b_ih, b_hh, w_hr, w_peephole, b
     return arrays
 
 
+def _last_states(batch, a):
+    """The rows of ``a`` (hs, or a training forward's cs) holding each sequence's last state, in
+    a new array (y is a view of hs): in a full batch, its last B rows."""
+    return a[batch.N:].copy() if batch.full else a[batch.last_rows()]
+
+
 def _saved(cell, nonlinearity, batch, arrays, has_bias, training):
     """After one layer's forward on ``arrays``: its last states, and its Context (None unless
     training)."""
-    hs, cs, last = arrays[FL_HS], arrays.get(FL_CS), batch.last_rows()
-    states = (hs[last],) if cs is None else (hs[last], cs[last] if training else cs)
+    hs, cs = arrays[FL_HS], arrays.get(FL_CS)
+    states = (_last_states(batch, hs),) if cs is None else (
+        _last_states(batch, hs), _last_states(batch, cs) if training else cs)
     ctx = Context(cell, batch, arrays[FL_X], hs, arrays[FL_W_IH], arrays[FL_W_HH], has_bias,
                   nonlinearity=nonlinearity, cs=cs, gates=arrays.get(FL_GATES),
                   hn=arrays.get(FL_HN), w_hr=arrays.get(FL_W_HR),
