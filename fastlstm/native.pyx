@@ -878,10 +878,9 @@ cdef class Stepper:
         return p if ok else NULL
 
     cdef void _step_layer(self, int l, int threads) noexcept nogil:
-        """Layer l's step, on as many of ``threads`` as it uses, then its new states become the
-        ones the next step starts from."""
-        _layer_kernel(False, self.f64, &self.layers[l], &self.slots[l * FL_N_SLOTS],
-                      fl_call_threads(&self.layers[l], threads))
+        """Layer l's step, on as many of ``threads`` as it uses (the kernel's fl_call_threads),
+        then its new states become the ones the next step starts from."""
+        _layer_kernel(False, self.f64, &self.layers[l], &self.slots[l * FL_N_SLOTS], threads)
         self._carry(l)
 
     cdef void _step_stack(self, int threads) noexcept nogil:
