@@ -460,8 +460,11 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
 }
 
 /* Rows [0, rows) of C, rows a multiple of mr, by tiles of mr rows and np panels; the panels a
- * last group of fewer than np leaves run one at a time. Each group of panels stays in cache
- * while every row block passes over it. */
+ * last group of fewer than np leaves run one at a time, but for a single row in tiles of 4 and
+ * then 2 panels where they fit in np: a step split by units (forward_split_step) gives a row a
+ * few panels of each gate block, and one at a time each re-reads the row and sums its k in 8
+ * accumulators of which it stores one. Wider tiles of more rows would not fit the registers.
+ * Each group of panels stays in cache while every row block passes over it. */
 FL_INLINE void
 SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, int64_t rows,
                int64_t N, const SFX(term) *terms, int n_terms, const REAL *bias, int beta,
@@ -473,6 +476,16 @@ SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, i
         for (int64_t i = row0; i < row0 + rows; i += mr)
             SFX(tile)(mr, np, by_columns, terms, n_terms, i, p, N - p * VLEN,
                       bias ? bias + p * VLEN : NULL, beta, C + i * ldc + p * VLEN, ldc);
+#define LEFT_OVER(w)                                                                           \
+    for (; p + (w) <= panels; p += (w))                                                        \
+        for (int64_t i = row0; i < row0 + rows; i++)                                           \
+            SFX(tile)(1, (w), by_columns, terms, n_terms, i, p, N - p * VLEN,                  \
+                      bias ? bias + p * VLEN : NULL, beta, C + i * ldc + p * VLEN, ldc);
+    if (mr == 1 && np > 4)
+        LEFT_OVER(4)
+    if (mr == 1 && np > 2)
+        LEFT_OVER(2)
+#undef LEFT_OVER
     for (; p < panels; p++)
         for (int64_t i = row0; i < row0 + rows; i += mr)
             SFX(tile)(mr, 1, by_columns, terms, n_terms, i, p, N - p * VLEN,

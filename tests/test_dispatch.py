@@ -115,11 +115,13 @@ def restore_isa():
 # forward, 600 in dx), longer than the weights' panels that fit in any L1 cache, on enough rows
 # to add it there. Last, one sequence, fewer than the parts of a machine of two processors or
 # more: the forward's steps split by units (kernels_common.h, splits_units), H a multiple of
-# every build's panel and the weights large enough for every cell.
-DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150), (9, 1, 5, 128)]
+# every build's panel and the weights large enough for every cell. Then one sequence on weights
+# too small to split: tiles of a single row over every gate block, whose last panels run in groups
+# of 4 and 2 (kernels_impl.h, tile_rows), the last one partly used in some builds.
+DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150), (9, 1, 5, 128), (9, 1, 7, 28)]
 
 
-@pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep", "units"])
+@pytest.mark.parametrize("shape", DISPATCH_SHAPES, ids=["rows", "deep", "units", "row"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_build_matches_the_reference_in_process(kind, dtype, shape, rng, restore_isa):
