@@ -34,8 +34,8 @@
  * b % parts), a number that depends on the machine only, never on n_threads; each part runs the
  * whole time loop on one thread, and every reduction over rows runs in a fixed order. Results
  * are therefore bitwise identical for every n_threads. Dealt round-robin, the sequences of a
- * length-sorted batch share the work evenly. A forward of fewer sequences than parts may deal
- * the units of each step to the parts instead (kernels_common.h, splits_units), a choice made
+ * length-sorted batch share the work evenly. A call of fewer sequences than parts may deal the
+ * units of each step to the parts instead (kernels_common.h, splits_units), a choice made
  * by the call's sizes alone. n_threads is an upper bound (fl_call_threads): a call too small to
  * share runs on one thread.
  */

@@ -198,8 +198,8 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
     return size;
 }
 
-/* Whether a forward splits its steps by units rather than by sequences (kernels_impl.h,
- * forward_split): a batch of fewer sequences than parts, which would leave parts without rows,
+/* Whether a call splits its steps by units rather than by sequences (kernels_impl.h, forward_split
+ * and backward_split): a batch of fewer sequences than parts, which would leave parts without rows,
  * on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step than the
  * threads' meeting) whose gate blocks start at panels of float vectors (the same test for float64,
  * whose panels are narrower); not for a projection, whose product needs every unit, nor for a cell
@@ -207,9 +207,9 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
  * stack (the stack's loop never splits, not even its first layer). Each part then takes whole
  * panels of every gate block, its units, for every row: the weights of a step are read once, a
  * share by each thread, from its own cache. A stream's step (fl_layer.stream) reads w_ih too and
- * starts its threads anew, so it splits from SPLIT_STREAM_WEIGHTS entries of both: below that,
- * one core reads them from its own cache in about the time the threads take to meet. A property
- * of the call, never of the threads it runs on. */
+ * starts its threads anew, so it splits from SPLIT_STREAM_WEIGHTS entries of both: below that, one
+ * core reads them from its own cache in about the time the threads take to meet. A property of the
+ * call, never of the threads it runs on. */
 #define SPLIT_WEIGHTS 16384
 #define SPLIT_STREAM_WEIGHTS 262144
 

@@ -760,23 +760,25 @@ FL_INLINE void SFX(rnn_cell_forward)(int relu, int64_t n, int64_t ld, int64_t H,
     }
 }
 
-/* h IN h_t; dh IN dL/dh_t; da OUT dL/d(pre-activation). */
+/* h IN h_t; dh IN dL/dh_t; da OUT dL/d(pre-activation). The backward steps too run the units
+ * j0 .. j1 - 1 of each row. */
 FL_INLINE void SFX(rnn_cell_backward)(int relu, int64_t n, int64_t ld, int64_t H,
-                                      const REAL *h_all, const REAL *dh_all, REAL *da_all)
+                                      const REAL *h_all, const REAL *dh_all, REAL *da_all,
+                                      int64_t j0, int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         const REAL *h = h_all + r * ld * H, *dh = dh_all + r * ld * H;
         REAL *da = da_all + r * ld * H;
         if (relu)
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
             {
                 REAL g = dh[j]; /* read either way: a select, not a branch, vectorizes */
                 da[j] = h[j] > 0 ? g : 0;
             }
         else
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 da[j] = dh[j] * (1 - h[j] * h[j]);
     }
 }
@@ -857,7 +859,8 @@ FL_INLINE void SFX(lstm_unit_backward)(int64_t j, int64_t H, const REAL *a, cons
 FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                        const REAL *c_prev, const REAL *c_all,
                                        const REAL *dm_all, REAL *dc_all, REAL *da_all,
-                                       REAL *m_all, const REAL *p, const int fused)
+                                       REAL *m_all, const REAL *p, const int fused, int64_t j0,
+                                       int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
@@ -865,19 +868,19 @@ FL_INLINE void SFX(lstm_cell_backward)(int64_t n, int64_t ld, int64_t H, const R
         REAL *dc = dc_all + rh, *d = da_all + 4 * rh, *m = m_all ? m_all + rh : NULL;
         if (p && m) {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, p, 1, fused);
         } else if (p) {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, p, 1, fused);
         } else if (m) {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, m, 1, NULL, 0, fused);
         } else {
             #pragma omp simd
-            for (int64_t j = 0; j < H; j++)
+            for (int64_t j = j0; j < j1; j++)
                 SFX(lstm_unit_backward)(j, H, a, cp, c, dm, dc, d, NULL, 0, NULL, 0, fused);
         }
     }
@@ -913,14 +916,14 @@ FL_INLINE void SFX(gru_cell_forward)(int64_t n, int64_t ld, int64_t H, REAL *a_a
  * part, so it is not stored whole. */
 FL_INLINE void SFX(gru_cell_backward)(int64_t n, int64_t ld, int64_t H, const REAL *act_all,
                                       const REAL *hn_all, const REAL *h_prev, REAL *dh_all,
-                                      REAL *da_all, REAL *da_hn_all)
+                                      REAL *da_all, REAL *da_hn_all, int64_t j0, int64_t j1)
 {
     for (int64_t r = 0; r < n; r++) {
         const int64_t rh = r * ld * H;
         const REAL *a = act_all + 3 * rh, *hn = hn_all + rh, *hp = h_prev + rh;
         REAL *dh = dh_all + rh, *d = da_all + 3 * rh, *dhn = da_hn_all + rh;
         #pragma omp simd
-        for (int64_t j = 0; j < H; j++) {
+        for (int64_t j = j0; j < j1; j++) {
             REAL rg = a[j], zg = a[H + j], ng = a[2 * H + j], dhj = dh[j];
             REAL dan = dhj * (1 - zg) * (1 - ng * ng);
             REAL daz = dhj * (hp[j] - ng) * zg * (1 - zg);
@@ -1147,42 +1150,46 @@ typedef struct {
     REAL *d_step;       /* the cell's step scratch (cell_facts.d_step) */
 } SFX(cell_grads);
 
-/* Also adds the step's rows to the part's sums (sums_width()): db_ih's when the layer has biases,
- * the cell's own (cell_facts.sums) and the peepholes'. */
+/* Units j0 .. j1 - 1 of n rows (every unit for the LN LSTM, which never splits by units). Also
+ * adds their columns of the step's rows to the part's sums (sums_width()): db_ih's when the
+ * layer has biases, the cell's own (cell_facts.sums) and the peepholes'. */
 FL_INLINE void SFX(cell_backward)(const fl_layer *l, REAL *const s[], const SFX(cell_grads) *g,
-                                  int64_t n, int64_t ld, REAL *sums, const int fused)
+                                  int64_t n, int64_t ld, int64_t j0, int64_t j1, REAL *sums,
+                                  const int fused)
 {
-    const int64_t H = l->H, GH = gates_of(l->cell) * H;
+    const int64_t H = l->H, G = gates_of(l->cell), GH = G * H, w = j1 - j0;
     const int biases = s[FL_DB_IH] != NULL;
     switch (l->cell) {
     case FL_RNN_TANH:
     case FL_RNN_RELU:
-        SFX(rnn_cell_backward)(l->cell == FL_RNN_RELU, n, ld, H, g->act, g->dh, g->da);
+        SFX(rnn_cell_backward)(l->cell == FL_RNN_RELU, n, ld, H, g->act, g->dh, g->da, j0, j1);
         break;
     case FL_LSTM: {
         const REAL *peep = l->peephole ? s[FL_W_PEEPHOLE] : NULL;
         SFX(lstm_cell_backward)(n, ld, H, g->act, g->c_prev, g->c, g->dm, g->dc, g->da, g->m,
-                                peep, fused);
+                                peep, fused, j0, j1);
         if (peep) { /* i and f see c_{t-1}, o sees c_t */
-            REAL *dp = sums + sums_width(l) - 3 * H;
-            SFX(add_row_sums)(n, H, g->da, ld * GH, g->c_prev, ld * H, dp);
-            SFX(add_row_sums)(n, H, g->da + H, ld * GH, g->c_prev, ld * H, dp + H);
-            SFX(add_row_sums)(n, H, g->da + 3 * H, ld * GH, g->c, ld * H, dp + 2 * H);
+            REAL *dp = sums + sums_width(l) - 3 * H + j0;
+            const REAL *da = g->da + j0, *cp = g->c_prev + j0, *c = g->c + j0;
+            SFX(add_row_sums)(n, w, da, ld * GH, cp, ld * H, dp);
+            SFX(add_row_sums)(n, w, da + H, ld * GH, cp, ld * H, dp + H);
+            SFX(add_row_sums)(n, w, da + 3 * H, ld * GH, c, ld * H, dp + 2 * H);
         }
         break;
     }
     case FL_GRU:
-        SFX(gru_cell_backward)(n, ld, H, g->act, g->hn, g->h_prev, g->dh, g->da, g->d_rec);
+        SFX(gru_cell_backward)(n, ld, H, g->act, g->hn, g->h_prev, g->dh, g->da, g->d_rec, j0,
+                               j1);
         if (biases) /* db_hn */
-            SFX(add_row_sums)(n, H, g->d_rec, ld * H, NULL, 0, sums + GH);
+            SFX(add_row_sums)(n, w, g->d_rec + j0, ld * H, NULL, 0, sums + GH + j0);
         break;
     case FL_LSTM_LN: /* adds db_ih's sums itself, before da becomes x_t w_ih^T's gradient */
         SFX(lnlstm_cell_backward)(l, s, n, ld, g->act, g->c_prev, g->normed, g->rstd, g->dm,
                                   g->dc, g->d_step, g->da, g->d_rec, sums, biases, fused);
         return;
     }
-    if (biases)
-        SFX(add_row_sums)(n, GH, g->da, ld * GH, NULL, 0, sums);
+    for (int64_t gate = 0; biases && gate < G; gate++)
+        SFX(add_row_sums)(n, w, g->da + gate * H + j0, ld * GH, NULL, 0, sums + gate * H + j0);
 }
 
 /* ---------------------------------------------------------------- the time loops
@@ -1271,28 +1278,33 @@ typedef struct {
     REAL *da, *d_rec, *d_step, *dhs, *ms, *dm, *sums;
 } SFX(backward_scratch);
 
-/* Step t of the backward loop of part k, n of its rows, its block at row `off`; fb the layer's
- * fed-back inputs; `fused` as in madd. A stacked layer also forms dL/dy_t of the layer below
- * (its FL_DY rows, times its own dropout mask), and a layer with fed-back inputs adds their
- * share to dL/dh_{t-1} of each source (its FL_DH). */
+/* The two halves of step t of the backward loop of part k: n rows of the step's block, which
+ * starts at row `off`, every ld-th from its row k (ld = parts, or one part's every row: k = 0,
+ * ld = 1, in a backward split by units); units j0 .. j1 - 1, the columns of dh they own (every
+ * P of them when the step runs every unit: a projected layer's P differs from H, and a split
+ * never projects); `sums` the part's (sums_width()); fb the layer's fed-back inputs; `fused` as
+ * in madd. The first half adds dy to dh and runs the cell, to da; the second forms dh_{t-1} from
+ * da, every unit's: a split's parts meet between the two. A stacked layer also forms dL/dy_t of
+ * the layer below (its FL_DY rows, times its own dropout mask), and a layer with fed-back inputs
+ * adds their share to dL/dh_{t-1} of each source (its FL_DH). */
 FL_INLINE void
-SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
-                   const SFX(backward_scratch) *sc, const SFX(fed) *fb, REAL *dy_below,
-                   int64_t t, int64_t off, int64_t n, int64_t k, int64_t parts, const int fused)
+SFX(backward_cell_half)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                        const SFX(backward_scratch) *sc, int64_t t, int64_t off, int64_t n,
+                        int64_t k, int64_t ld, int64_t j0, int64_t j1, REAL *sums,
+                        const int fused)
 {
     const cell_facts *cf = facts_of(l->cell);
     const int64_t B = l->B, H = l->H, P = l->P, GH = cf->gates * H;
-    /* w_hh's rows whose gradient is in da's first columns, and those with the cell's own */
-    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
-    const REAL *w_hh = s[FL_W_HH], *cs = s[FL_CS], *hs = s[FL_HS];
+    const int64_t rec_rows = cf->d_rec * H, c1 = j1 < H ? j1 : P;
+    const REAL *cs = s[FL_CS], *hs = s[FL_HS];
     const int64_t r = off + k, prev = t == 0 ? 0 : B + off - batch_size(l, t - 1);
-    const int64_t ldp = parts * P, ldg = parts * GH;
+    const int64_t ldp = ld * P;
     /* dh holds dL/dh of each sequence's latest state: dh_n until the loop reaches the
      * sequence's last step, then dL/dh_t as t goes back. */
     REAL *dh_k = s[FL_DH] + k * P;
     const REAL *dy_t = s[FL_DY] + r * P;
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < P; j++)
+        for (int64_t j = j0; j < c1; j++)
             dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
     SFX(cell_grads) g = {cf->keeps_gates ? s[FL_GATES] + r * GH : hs + (B + r) * P,
                          hs + (prev + k) * P, cf->hn ? s[FL_HN] + r * cf->hn * H : NULL,
@@ -1306,33 +1318,64 @@ SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
         g.d_step = sc->d_step + k * cf->d_step * H;
     if (l->projection) {
         for (int64_t i = 0; i < n; i++)
-            memcpy(sc->dhs + (r + i * parts) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
-        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, 0, sc->dm + k * H,
-                          parts * H);
+            memcpy(sc->dhs + (r + i * ld) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
+        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, 0, sc->dm + k * H, ld * H);
         g.dm = sc->dm + k * H, g.m = sc->ms + r * H;
     }
-    SFX(cell_backward)(l, s, &g, n, parts, sc->sums + k * sums_width(l), fused);
+    SFX(cell_backward)(l, s, &g, n, ld, j0, j1, sums, fused);
+}
+
+FL_INLINE void
+SFX(backward_products_half)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                            const SFX(backward_scratch) *sc, const SFX(fed) *fb,
+                            REAL *dy_below, int64_t off, int64_t n, int64_t k, int64_t ld,
+                            int64_t j0, int64_t j1)
+{
+    const cell_facts *cf = facts_of(l->cell);
+    const int64_t H = l->H, P = l->P, GH = cf->gates * H;
+    /* w_hh's rows whose gradient is in da's first columns, and those with the cell's own */
+    const int64_t rec_rows = cf->d_rec * H, da_rows = GH - rec_rows;
+    const int64_t c1 = j1 < H ? j1 : P, ldp = ld * P, ldg = ld * GH, r = off + k;
+    const REAL *w_hh = s[FL_W_HH], *da = sc->da + r * GH;
+    REAL *dh = s[FL_DH] + k * P;
     /* dL/dh_{t-1}: da's columns times w_hh's first rows and the cell's own columns times its
      * last, added to what the cell left in dh when h_t sees h_{t-1} outside w_hh too (the GRU's
-     * z dL/dh_t); the other cells have consumed dh and overwrite it. */
+     * z dL/dh_t); the other cells have consumed dh and overwrite it. The packed w_hh's columns
+     * j0.. start at its panel j0 / VLEN: j0 is a multiple of VLEN. */
     if (da_rows)
-        SFX(step_product)(n, P, da_rows, g.da, ldg, w_hh, 0, pw->hh, cf->dh_direct, dh_k, ldp);
+        SFX(step_product_ldw)(n, c1 - j0, da_rows, da, ldg, w_hh + j0, P, 0,
+                              pw->hh ? pw->hh + j0 * da_rows : NULL, cf->dh_direct, dh + j0,
+                              ldp);
     if (rec_rows)
-        SFX(step_product)(n, P, rec_rows, g.d_rec, parts * rec_rows, w_hh + da_rows * P, 0,
-                          pw->rec, cf->dh_direct || da_rows, dh_k, ldp);
+        SFX(step_product_ldw)(n, c1 - j0, rec_rows, sc->d_rec + r * rec_rows, ld * rec_rows,
+                              w_hh + da_rows * P + j0, P, 0,
+                              pw->rec ? pw->rec + j0 * rec_rows : NULL,
+                              cf->dh_direct || da_rows, dh + j0, ldp);
     if (l->stacked) {
         const int64_t I = l->I;
         const REAL *mask = s[FL_MASK];
         REAL *dx_t = dy_below + r * I;
-        SFX(step_product)(n, I, GH, g.da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, parts * I);
+        SFX(step_product)(n, I, GH, da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, ld * I);
         for (int64_t i = 0; mask && i < n; i++)
             for (int64_t j = 0; j < I; j++)
-                dx_t[i * parts * I + j] *= mask[(r + i * parts) * I + j];
+                dx_t[i * ld * I + j] *= mask[(r + i * ld) * I + j];
     }
     for (int64_t j = 0; j < fb->n; j++) /* the fed-back inputs were the sources' h_{t-1} */
-        SFX(step_product_ldw)(n, P, GH, g.da, ldg, s[FL_W_FB] + j * P, l->F, 0,
+        SFX(step_product_ldw)(n, P, GH, da, ldg, s[FL_W_FB] + j * P, l->F, 0,
                               pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, 1,
                               SFX(fed_slot)(fb, j, FL_DH) + k * P, ldp);
+}
+
+/* Step t of the backward loop of part k, n of its rows (the sequences k, k + parts, ...), every
+ * unit: both halves. */
+FL_INLINE void
+SFX(backward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
+                   const SFX(backward_scratch) *sc, const SFX(fed) *fb, REAL *dy_below,
+                   int64_t t, int64_t off, int64_t n, int64_t k, int64_t parts, const int fused)
+{
+    SFX(backward_cell_half)(l, s, pw, sc, t, off, n, k, parts, 0, l->H,
+                            sc->sums + k * sums_width(l), fused);
+    SFX(backward_products_half)(l, s, pw, sc, fb, dy_below, off, n, k, parts, 0, l->H);
 }
 
 /* The backward time loop of part k of one layer. */
@@ -1740,11 +1783,71 @@ static void SFX(backward_part)(const fl_layer *l, REAL *const s[], int64_t k, in
     SFX(backward_part_body)(l, s, &pw, &sc, k, parts, ISA_FUSED);
 }
 
+#if ISA_VECTOR_BYTES /* as the forward, the backward splits by units only in the vector builds */
+/* A backward split by units (splits_units, as its forward), on thread `thread` of `threads`:
+ * the packing's parts, then at every step, from the last, each part's units of every row
+ * through the cell, and after the threads meet at `barrier` (the product reads all of da), its
+ * columns of dh_{t-1}. The next step's cell reads only the part's own columns of dh, so the
+ * threads meet once a step. Each part keeps the sums of its units, zero elsewhere. */
+static void SFX(backward_split)(const fl_layer *l, REAL *const s[], int thread, int threads,
+                                fl_barrier *barrier)
+{
+    const int64_t parts = fl_num_parts(), n_sums = sums_width(l);
+    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL), panels = l->H / vlen;
+    const SFX(fed) none = {0, 0, NULL, NULL};
+    int phase = 0;
+    SFX(packed) pw;
+    SFX(backward_scratch) sc;
+    SFX(backward_scratch_of)(l, s, fl_packed_rows(l), &pw, &sc);
+    for (int64_t k = thread; k < parts; k += threads) {
+        SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
+        for (int64_t j = 0; j < n_sums; j++)
+            sc.sums[k * n_sums + j] = 0;
+    }
+    if (threads > 1)
+        fl_barrier_wait(barrier, threads, &phase);
+    int64_t off = fl_packed_rows(l);
+    for (int64_t t = l->T - 1; t >= 0; t--) {
+        const int64_t n_t = batch_size(l, t);
+        off -= n_t;
+        if (n_t == 0)
+            continue;
+        for (int64_t k = thread; k < parts; k += threads) {
+            int64_t q0, q1;
+            part_range(panels, parts, k, &q0, &q1);
+            SFX(backward_cell_half)(l, s, &pw, &sc, t, off, n_t, 0, 1, q0 * vlen, q1 * vlen,
+                                    sc.sums + k * n_sums, ISA_FUSED);
+        }
+        if (threads > 1)
+            fl_barrier_wait(barrier, threads, &phase);
+        for (int64_t k = thread; k < parts; k += threads) {
+            int64_t q0, q1;
+            part_range(panels, parts, k, &q0, &q1);
+            SFX(backward_products_half)(l, s, &pw, &sc, &none, NULL, off, n_t, 0, 1,
+                                        q0 * vlen, q1 * vlen);
+        }
+    }
+}
+#endif
+
 static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
 {
     n_threads = fl_call_threads(l, n_threads);
     const int64_t parts = fl_num_parts();
     const SFX(fed) none = {0, 0, NULL, NULL};
+#if ISA_VECTOR_BYTES
+    if (splits_units(&ISA_BUILD, l)) {
+        fl_barrier barrier = {0, 0};
+        if (n_threads > 1) {
+#pragma omp parallel num_threads(n_threads)
+            SFX(backward_split)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS(), &barrier);
+        } else {
+            SFX(backward_split)(l, s, 0, 1, &barrier);
+        }
+        SFX(backward_epilogue)(l, s, &none, n_threads);
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
         SFX(backward_pack_part)(l, s, k, parts);

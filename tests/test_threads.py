@@ -46,8 +46,8 @@ def assert_bitwise_equal(results, what):
                 f"(max diff {np.abs(a - b).max():.3g})")
 
 
-# B = 1 at H = 128: every cell's forward splits its steps by units (kernels_common.h,
-# splits_units) on a machine of two processors or more.
+# B = 1 at H = 128: every cell's forward and backward split their steps by units
+# (kernels_common.h, splits_units) on a machine of two processors or more.
 @pytest.mark.parametrize("shape", [(20, 1, 8, 64), (20, 1, 8, 128), (20, 5, 8, 64),
                                    (20, 32, 8, 64)],
                          ids=lambda s: "T{}-B{}-I{}-H{}".format(*s))
