@@ -5,6 +5,7 @@ oracle tests. The rest of the suite tests the default build; here those oracle t
 a subprocess for each other build."""
 import os
 import platform
+import shlex
 import shutil
 import sys
 
@@ -72,7 +73,8 @@ AVX2_MACHINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 @pytest.mark.skipif(not {"cpuid_fault", "avx2", "fma"} <= set(cpu_flags())
-                    or not (shutil.which(os.environ.get("CC", "cc"))
+                    # $CC may be a command with words, "ccache gcc", as run.sh reads it
+                    or not (shutil.which((shlex.split(os.environ.get("CC", "")) or ["cc"])[0])
                             and os.path.exists(AVX2_MACHINE)),
                     reason="needs an x86-64 AVX2 CPU with CPUID faulting, a C compiler and "
                            "tools/avx2_machine")
