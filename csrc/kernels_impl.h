@@ -1451,9 +1451,36 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
     SFX(forward_part_body)(l, s, &pw, &out, k, parts, ISA_FUSED);
 }
 
-#if ISA_VECTOR_BYTES /* a forward splits its steps only in the vector builds (splits_units) */
-/* Step t of a forward split by units (splits_units), part k's share: its units are panels
- * q0 .. q1 - 1 of each gate block (whole panels: H is a multiple of the panel width), and it
+#if ISA_VECTOR_BYTES /* a call splits its steps only in the vector builds (splits_units) */
+/* The units of part k of a call split by units (splits_units): [*j0, *j1), whole panels of
+ * each gate block (H is a multiple of the panel width), as the packing deals them out. */
+static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t parts, int64_t *j0,
+                                       int64_t *j1)
+{
+    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
+    int64_t q0, q1;
+    part_range(l->H / vlen, parts, k, &q0, &q1);
+    *j0 = q0 * vlen, *j1 = q1 * vlen;
+}
+
+/* A call split by units: `split` (forward_split or backward_split) on each of n_threads
+ * threads, which meet at one barrier. */
+typedef void (*SFX(split_loop))(const fl_layer *l, REAL *const s[], int thread, int threads,
+                                fl_barrier *barrier);
+
+static void SFX(run_split)(SFX(split_loop) split, const fl_layer *l, REAL *const s[],
+                           int n_threads)
+{
+    fl_barrier barrier = {0, 0};
+    if (n_threads > 1) {
+#pragma omp parallel num_threads(n_threads)
+        split(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS(), &barrier);
+    } else {
+        split(l, s, 0, 1, &barrier);
+    }
+}
+
+/* Step t of a forward split by units (splits_units), part k's share: its units (split_units_of)
  * runs them for all n rows, its columns of the recurrent product and then the cell on them,
  * which reads no other part's columns. The input side is in pre already, from the projection
  * before the loop (a batch this small never fuses it), but in a stream's step, which forms its
@@ -1465,10 +1492,8 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
 {
     const cell_facts *cf = facts_of(l->cell);
     const int64_t H = l->H, P = l->P, GH = cf->gates * H;
-    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
-    int64_t q0, q1;
-    part_range(H / vlen, parts, k, &q0, &q1);
-    const int64_t j0 = q0 * vlen, j1 = q1 * vlen;
+    int64_t j0, j1;
+    SFX(split_units_of)(l, k, parts, &j0, &j1);
     const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
     /* the recurrent product apart (cell_facts.apart), or on top of the input side */
     REAL *sum = cf->apart ? a.rec : a.pre;
@@ -1524,13 +1549,7 @@ static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
     const int64_t parts = fl_num_parts();
 #if ISA_VECTOR_BYTES
     if (splits_units(&ISA_BUILD, l)) {
-        fl_barrier barrier = {0, 0};
-        if (n_threads > 1) {
-#pragma omp parallel num_threads(n_threads)
-            SFX(forward_split)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS(), &barrier);
-        } else {
-            SFX(forward_split)(l, s, 0, 1, &barrier);
-        }
+        SFX(run_split)(SFX(forward_split), l, s, n_threads);
         return;
     }
 #endif
@@ -1793,7 +1812,6 @@ static void SFX(backward_split)(const fl_layer *l, REAL *const s[], int thread, 
                                 fl_barrier *barrier)
 {
     const int64_t parts = fl_num_parts(), n_sums = sums_width(l);
-    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL), panels = l->H / vlen;
     const SFX(fed) none = {0, 0, NULL, NULL};
     int phase = 0;
     SFX(packed) pw;
@@ -1813,18 +1831,17 @@ static void SFX(backward_split)(const fl_layer *l, REAL *const s[], int thread, 
         if (n_t == 0)
             continue;
         for (int64_t k = thread; k < parts; k += threads) {
-            int64_t q0, q1;
-            part_range(panels, parts, k, &q0, &q1);
-            SFX(backward_cell_half)(l, s, &pw, &sc, t, off, n_t, 0, 1, q0 * vlen, q1 * vlen,
+            int64_t j0, j1;
+            SFX(split_units_of)(l, k, parts, &j0, &j1);
+            SFX(backward_cell_half)(l, s, &pw, &sc, t, off, n_t, 0, 1, j0, j1,
                                     sc.sums + k * n_sums, ISA_FUSED);
         }
         if (threads > 1)
             fl_barrier_wait(barrier, threads, &phase);
         for (int64_t k = thread; k < parts; k += threads) {
-            int64_t q0, q1;
-            part_range(panels, parts, k, &q0, &q1);
-            SFX(backward_products_half)(l, s, &pw, &sc, &none, NULL, off, n_t, 0, 1,
-                                        q0 * vlen, q1 * vlen);
+            int64_t j0, j1;
+            SFX(split_units_of)(l, k, parts, &j0, &j1);
+            SFX(backward_products_half)(l, s, &pw, &sc, &none, NULL, off, n_t, 0, 1, j0, j1);
         }
     }
 }
@@ -1837,13 +1854,7 @@ static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
     const SFX(fed) none = {0, 0, NULL, NULL};
 #if ISA_VECTOR_BYTES
     if (splits_units(&ISA_BUILD, l)) {
-        fl_barrier barrier = {0, 0};
-        if (n_threads > 1) {
-#pragma omp parallel num_threads(n_threads)
-            SFX(backward_split)(l, s, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS(), &barrier);
-        } else {
-            SFX(backward_split)(l, s, 0, 1, &barrier);
-        }
+        SFX(run_split)(SFX(backward_split), l, s, n_threads);
         SFX(backward_epilogue)(l, s, &none, n_threads);
         return;
     }
