@@ -1453,7 +1453,7 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
 
 #if ISA_VECTOR_BYTES /* a call splits its steps only in the vector builds (splits_units) */
 /* The units of part k of a call split by units (splits_units): [*j0, *j1), whole panels of
- * each gate block (H is a multiple of the panel width), as the packing deals them out. */
+ * each gate block (H is a multiple of the panel width). */
 static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t parts, int64_t *j0,
                                        int64_t *j1)
 {
@@ -1480,9 +1480,9 @@ static void SFX(run_split)(SFX(split_loop) split, const fl_layer *l, REAL *const
     }
 }
 
-/* Step t of a forward split by units (splits_units), part k's share: its units (split_units_of)
- * runs them for all n rows, its columns of the recurrent product and then the cell on them,
- * which reads no other part's columns. The input side is in pre already, from the projection
+/* Step t of a forward split by units (splits_units), part k's share: it runs its units
+ * (split_units_of) for all n rows, its columns of the recurrent product and then the cell on
+ * them, which reads no other part's columns. The input side is in pre already, from the projection
  * before the loop (a batch this small never fuses it), but in a stream's step, which forms its
  * columns of it here, with the bias, in the recurrent product's pass (as step_pre does). */
 FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
