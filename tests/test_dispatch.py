@@ -111,15 +111,15 @@ def restore_isa():
     native.set_isa(DEFAULT)
 
 
-# (T, B, I, H): steps whose rows per part leave every remainder of the builds' tiles of 4 and 8
-# rows (on 1 to 4 parts), panels that are partly used, and (on 2 parts or more) too few rows to
-# add the input term in the steps' tiles (FUSE_ROWS); then deep products (K of 450 in the
-# forward, 600 in dx), longer than the weights' panels that fit in any L1 cache, on enough rows
-# to add it there. Last, one sequence, fewer than the parts of a machine of two processors or
-# more: the forward's steps split by units (kernels_common.h, splits_units), H a multiple of
-# every build's panel and the weights large enough for every cell. Then one sequence on weights
-# too small to split: tiles of a single row over every gate block, whose last panels run in groups
-# of 4 and 2 (kernels_impl.h, tile_rows), the last one partly used in some builds.
+# (T, B, I, H): steps whose rows per part leave every remainder of the builds' tiles of 4 and 8 rows
+# (on 1 to 4 parts), panels that are partly used, and (on 2 parts or more) too few rows to add the
+# input term in the steps' tiles (FUSE_ROWS); then deep products (K of 450 in the forward, 600 in
+# dx), longer than the weights' panels that fit in any L1 cache, on enough rows to add it there;
+# then one sequence, fewer than the parts of a machine of two processors or more: the steps of the
+# forward and of the backward split by units (kernels_common.h, splits_units), H a multiple of every
+# build's panel and the weights large enough for every cell. Last, one sequence on weights too small
+# to split: tiles of a single row over every gate block, whose last panels run in groups of 4 and 2
+# (kernels_impl.h, tile_rows), the last one partly used in some builds.
 DISPATCH_SHAPES = [(41, 7, 13, 21), (4, 17, 300, 150), (9, 1, 5, 128), (9, 1, 7, 28)]
 
 
