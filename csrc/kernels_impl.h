@@ -43,9 +43,11 @@ static void SFX(gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 FL_INLINE void SFX(bias_sum)(int64_t n, const REAL *b_ih, const REAL *b_hh, REAL *dst)
 {
     if (b_hh)
+        #pragma omp simd
         for (int64_t j = 0; j < n; j++)
             dst[j] = b_ih[j] + b_hh[j];
     else
+        #pragma omp simd
         for (int64_t j = 0; j < n; j++)
             dst[j] = b_ih[j];
 }
@@ -353,10 +355,14 @@ static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64
     part_range((N + VLEN - 1) / VLEN, parts, k_part, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
         REAL *panel = packed + p * K * VLEN;
+        const int full = N - p * VLEN >= VLEN;
         int64_t k = 0;
-        if (trans && N - p * VLEN >= VLEN)
+        if (trans && full)
             for (; k + VLEN <= K; k += VLEN)
                 SFX(transpose_block)(W + p * VLEN * ldw + k, ldw, panel + k * VLEN);
+        if (!trans && full) /* a vector's copy per k: the loop below stays scalar at -O2 */
+            for (; k < K; k++)
+                memcpy(panel + k * VLEN, W + k * ldw + p * VLEN, VLEN * sizeof(REAL));
         for (; k < K; k++)
             for (int64_t v = 0; v < VLEN; v++) {
                 const int64_t col = p * VLEN + v;
@@ -1304,6 +1310,7 @@ SFX(backward_cell_half)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     REAL *dh_k = s[FL_DH] + k * P;
     const REAL *dy_t = s[FL_DY] + r * P;
     for (int64_t i = 0; i < n; i++)
+        #pragma omp simd /* at -O2, GCC vectorizes a loop of unknown length only when told to */
         for (int64_t j = j0; j < c1; j++)
             dh_k[i * ldp + j] += dy_t[i * ldp + j]; /* the output and the future use h_t */
     SFX(cell_grads) g = {cf->keeps_gates ? s[FL_GATES] + r * GH : hs + (B + r) * P,
