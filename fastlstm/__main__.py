@@ -8,16 +8,13 @@ import sys
 import numpy as np
 
 import fastlstm
+from fastlstm._blas import cpuinfo
 
 
 def cpu_flags():
     """The CPU's feature flags as Linux reports them (/proc/cpuinfo), or None elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].split() for line in f
-                         if line.startswith("flags")), [])
-    except OSError:
-        return None
+    fields = cpuinfo()
+    return None if fields is None else fields.get("flags", "").split()
 
 
 def simd_level(flags):

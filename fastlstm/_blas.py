@@ -21,22 +21,26 @@ import os
 SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 
 
-def _cpu():
-    """(vendor, set of flags) of the first processor in /proc/cpuinfo; ("", set()) elsewhere."""
-    vendor, flags = "", set()
+def cpuinfo():
+    """Linux's /proc/cpuinfo as {field: value}, each field's first value (so the first
+    processor's: "vendor_id", "model name", "cpu family", "model", "flags" as one string), or
+    None where there is no such file. The one reader of it in fastlstm: the BLAS's kernels here,
+    `info`'s SIMD level and `bench`'s machine."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-                    break
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return vendor, flags
+        return None
+    return fields
+
+
+def _cpu():
+    """(vendor, set of flags) of the first processor in /proc/cpuinfo; ("", set()) elsewhere."""
+    fields = cpuinfo() or {}
+    return fields.get("vendor_id", ""), set(fields.get("flags", "").split())
 
 
 def coretype(environ=os.environ, cpu=_cpu):

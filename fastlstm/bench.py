@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._blas import cpuinfo
 from .cells import cell_of
 from .layers import GRU, LSTM, RNN
 from .native import build_info, get_isa, get_num_threads, matmul_t, set_isa
@@ -454,14 +455,7 @@ def machine(with_torch=True, with_ort=False):
     """What the numbers were measured on (with torch's version when ``with_torch``, ONNX
     Runtime's when ``with_ort``): the CPU by name and, from Linux's /proc/cpuinfo, by x86 family
     and model, which tell one generation from another."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    fields = cpuinfo() or {}
     info = dict(build_info(), cpu=fields.get("model name", platform.machine()),
                 cores=os.cpu_count(), numpy=np.__version__, python=platform.python_version())
     if "cpu family" in fields:
