@@ -66,7 +66,9 @@ ISA_FLAGS = ISA_FLAGS or {"generic": []}
 # Every unit builds at -O2. -O3 took the AVX-512 unit over three minutes to compile (loop
 # unswitching, on the gate and tile loops' constant flags) and made the AVX2 unit's training
 # steps slower in side-by-side runs; the AVX-512 unit gains, as fast as at -O3 and in a fifth of
-# its compile time, from -O3's vectorizer cost model alone.
+# its compile time, from -O3's vectorizer cost model alone. That model made the AVX2 unit's
+# steps of one sequence slower, so it keeps -O2's, which vectorizes a loop of unknown length
+# only when told to: such loops in the kernels say "omp simd", or copy whole vectors.
 ISA_OPTIMISE = {"avx512": ["-fvect-cost-model=dynamic"]}
 
 
