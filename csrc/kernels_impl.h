@@ -1364,6 +1364,7 @@ SFX(backward_products_half)(const fl_layer *l, REAL *const s[], const SFX(packed
         REAL *dx_t = dy_below + r * I;
         SFX(step_product)(n, I, GH, da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, ld * I);
         for (int64_t i = 0; mask && i < n; i++)
+            #pragma omp simd
             for (int64_t j = 0; j < I; j++)
                 dx_t[i * ld * I + j] *= mask[(r + i * ld) * I + j];
     }
@@ -1609,6 +1610,7 @@ static void SFX(stack_forward_part)(const fl_stack *st, REAL *const slots[], int
                 const REAL *below = slots[(i - 1) * FL_N_SLOTS + FL_HS], *mask = s[FL_MASK];
                 for (int64_t q = 0; q < n; q++) {
                     const int64_t row = off + k + q * parts;
+                    #pragma omp simd
                     for (int64_t j = 0; j < I; j++)
                         s[FL_X][row * I + j] = below[(B + row) * I + j] * mask[row * I + j];
                 }
