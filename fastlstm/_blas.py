@@ -21,17 +21,22 @@ import os
 SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 
 
-def cpuinfo():
-    """Linux's /proc/cpuinfo as {field: value}, each field's first value (so the first
-    processor's: "vendor_id", "model name", "cpu family", "model", "flags" as one string), or
-    None where there is no such file. The one reader of it in fastlstm: the BLAS's kernels here,
-    `info`'s SIMD level and `bench`'s machine."""
+def cpuinfo(path="/proc/cpuinfo"):
+    """The first processor's fields in Linux's /proc/cpuinfo (``path``) as {field: value}
+    ("vendor_id", "model name", "cpu family", "model", "flags" as one string, ...), or None where
+    there is no such file. It stops at the end of that processor's block: a server lists
+    hundreds, and this runs when fastlstm is imported. The one reader of the file in fastlstm:
+    the BLAS's kernels here, `info`'s SIMD level and `bench`'s machine."""
     fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
+                key = key.strip()
+                if key:
+                    fields.setdefault(key, value.strip())
+                elif fields:
+                    break
     except OSError:
         return None
     return fields

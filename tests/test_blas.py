@@ -34,6 +34,16 @@ def test_coretype_choice(cpu, environ, expected):
     assert _blas.coretype(environ, lambda: cpu) == expected
 
 
+def test_cpuinfo_reads_the_first_processor_alone(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: First\n"
+                    "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: Second\n"
+                    "only_later\t: x\n\n")
+    assert _blas.cpuinfo(path) == {"processor": "0", "vendor_id": "AuthenticAMD",
+                                   "model name": "First", "flags": "fpu avx2"}
+    assert _blas.cpuinfo(tmp_path / "missing") is None
+
+
 def test_this_machines_cpu_is_read():
     vendor, flags = _blas._cpu()
     if not os.path.exists("/proc/cpuinfo"):
