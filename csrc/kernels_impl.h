@@ -270,21 +270,27 @@ static void SFX(ln_input)(const fl_layer *l, REAL *const s[], int64_t n, int64_t
  * steps call the BLAS.
  *
  * Packed layout: op(W), the (K, N) right-hand operand, cut into panels of VLEN columns (one
- * vector); panel p holds, for k = 0 .. K-1, the VLEN entries of row k in columns p VLEN ..,
- * zero past column N. */
+ * vector), zero past column N, in groups of `group` panels (the last group may have fewer):
+ * a group holds, for k = 0 .. K-1, row k of each of its panels side by side (panel_offset).
+ * Group 1, panel after panel, is every product's layout; a wider group serves steps of one row
+ * (row_group), whose tile reads row k of a whole group at once: one stretch of memory a k
+ * rather than a vector from each of its panels' separate streams, which a core's prefetchers
+ * follow less well once the weights outgrow its first-level cache. The layout moves entries,
+ * never the arithmetic: the results are the same in every layout. */
 #if ISA_VECTOR_BYTES
 #define VLEN ((int64_t)(ISA_VECTOR_BYTES / sizeof(REAL)))
 typedef REAL SFX(vec) __attribute__((vector_size(ISA_VECTOR_BYTES), aligned(sizeof(REAL))));
 
 /* A VLEN x VLEN block of op(W) = W^T into a panel: its rows are VLEN columns of W's rows
- * (src, leading dimension lds), its VLEN packed rows of VLEN entries go to dst. In registers, by
- * log2(VLEN) stages: the stage of distance s swaps, in every 2s x 2s block, the s x s block above
- * the diagonal with the one below it (row i, i & s == 0, takes row i + s's entries j - s for its
- * entries j with j & s set, and row i + s takes row i's j + s for its j without), two shuffles of
- * a pair of rows; after every stage each entry (i, j) is at (j, i). The shuffles' lane lists are
- * constants (LANES, per vector length), so that each one compiles to the target's own permutes.
- * A packed matrix is written per call, so this runs for every call: the scalar copy of
- * transposed entries, one at a time, took longer than a whole step at B = 1. */
+ * (src, leading dimension lds), its VLEN packed rows of VLEN entries go to dst, ldd apart. In
+ * registers, by log2(VLEN) stages: the stage of distance s swaps, in every 2s x 2s block, the
+ * s x s block above the diagonal with the one below it (row i, i & s == 0, takes row i + s's
+ * entries j - s for its entries j with j & s set, and row i + s takes row i's j + s for its j
+ * without), two shuffles of a pair of rows; after every stage each entry (i, j) is at (j, i).
+ * The shuffles' lane lists are constants (LANES, per vector length), so that each one compiles
+ * to the target's own permutes. A packed matrix is written per call, so this runs for every
+ * call: the scalar copy of transposed entries, one at a time, took longer than a whole step at
+ * B = 1. */
 #define VLANES (ISA_VECTOR_BYTES / (4 << IS_F64)) /* VLEN, for the preprocessor */
 #if VLANES == 16
 #define LANES(F, s)                                                                            \
@@ -318,7 +324,7 @@ typedef EXP_UINT SFX(lanes) __attribute__((vector_size(ISA_VECTOR_BYTES)));
         r[i + (s)] = SHUFFLE(first, second, SWAP_SECOND, s);                                   \
     }
 
-FL_INLINE void SFX(transpose_block)(const REAL *src, int64_t lds, REAL *dst)
+FL_INLINE void SFX(transpose_block)(const REAL *src, int64_t lds, REAL *dst, int64_t ldd)
 {
     SFX(vec) r[VLANES];
 #pragma GCC unroll 16
@@ -336,7 +342,7 @@ FL_INLINE void SFX(transpose_block)(const REAL *src, int64_t lds, REAL *dst)
     SWAP_STAGE(1)
 #pragma GCC unroll 16
     for (int i = 0; i < VLANES; i++)
-        *(SFX(vec) *)(dst + i * VLANES) = r[i];
+        *(SFX(vec) *)(dst + i * ldd) = r[i];
 }
 #undef SWAP_STAGE
 #undef SHUFFLE
@@ -345,43 +351,55 @@ FL_INLINE void SFX(transpose_block)(const REAL *src, int64_t lds, REAL *dst)
 #undef LANES
 #undef VLANES
 
-/* Panels k of `parts` (part_range of them) of op(W): W^T for W of shape (N, K) (trans), else W
- * itself, of shape (K, N); ldw, W's leading dimension. A whole panel of W^T goes by blocks of
- * VLEN rows (transpose_block), the rest entry by entry. */
-static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64_t ldw,
-                           REAL *packed, int64_t k_part, int64_t parts)
+/* Where panel p of a packed op(W) of K rows, in `panels` panels by groups of `group`, starts:
+ * its row k is *ks entries further on for every k. */
+static inline int64_t SFX(panel_offset)(int64_t K, int64_t panels, int64_t group, int64_t p,
+                                        int64_t *ks)
 {
+    const int64_t g0 = p - p % group, width = panels - g0 < group ? panels - g0 : group;
+    *ks = width * VLEN;
+    return g0 * K * VLEN + (p - g0) * VLEN;
+}
+
+/* Panels k of `parts` (part_range of them) of op(W), in groups of `group`: W^T for W of shape
+ * (N, K) (trans), else W itself, of shape (K, N); ldw, W's leading dimension. A whole panel of
+ * W^T goes by blocks of VLEN rows (transpose_block), the rest entry by entry. */
+static void SFX(pack_part)(int trans, int64_t K, int64_t N, const REAL *W, int64_t ldw,
+                           int64_t group, REAL *packed, int64_t k_part, int64_t parts)
+{
+    const int64_t panels = (N + VLEN - 1) / VLEN;
     int64_t p0, p1;
-    part_range((N + VLEN - 1) / VLEN, parts, k_part, &p0, &p1);
+    part_range(panels, parts, k_part, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
-        REAL *panel = packed + p * K * VLEN;
+        int64_t ks;
+        REAL *panel = packed + SFX(panel_offset)(K, panels, group, p, &ks);
         const int full = N - p * VLEN >= VLEN;
         int64_t k = 0;
         if (trans && full)
             for (; k + VLEN <= K; k += VLEN)
-                SFX(transpose_block)(W + p * VLEN * ldw + k, ldw, panel + k * VLEN);
+                SFX(transpose_block)(W + p * VLEN * ldw + k, ldw, panel + k * ks, ks);
         if (!trans && full) /* a vector's copy per k: the loop below stays scalar at -O2 */
             for (; k < K; k++)
-                memcpy(panel + k * VLEN, W + k * ldw + p * VLEN, VLEN * sizeof(REAL));
+                memcpy(panel + k * ks, W + k * ldw + p * VLEN, VLEN * sizeof(REAL));
         for (; k < K; k++)
             for (int64_t v = 0; v < VLEN; v++) {
                 const int64_t col = p * VLEN + v;
-                panel[k * VLEN + v] =
+                panel[k * ks + v] =
                     col >= N ? 0 : trans ? W[col * ldw + k] : W[k * ldw + col];
             }
     }
 }
-/* One k of a tile: acc[i][q] += A[i, k] times row k of panel q. A[i, k] is at A[i lda + k],
- * or for a product by columns (a constant at every call) at A[i + VLEN k]: A^T packed into
- * panels like W (see gemm_tn), from the tile's first row. */
-FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns, int64_t K,
-                           int64_t k, const REAL *A, int64_t lda, const REAL *w,
+/* One k of a tile: acc[i][q] += A[i, k] times row k of panel q, at w + q qs + k ks. A[i, k]
+ * is at A[i lda + k], or for a product by columns (a constant at every call) at A[i + VLEN k]:
+ * A^T packed into panels like W (see gemm_tn), from the tile's first row. */
+FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns, int64_t k,
+                           const REAL *A, int64_t lda, const REAL *w, int64_t qs, int64_t ks,
                            SFX(vec) acc[8][8])
 {
     SFX(vec) wk[8];
 #pragma GCC unroll 8
     for (int q = 0; q < np; q++)
-        wk[q] = *(const SFX(vec) *)(w + (q * K + k) * VLEN);
+        wk[q] = *(const SFX(vec) *)(w + q * qs + k * ks);
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
         const SFX(vec) a = VEC_BROADCAST(by_columns ? A[i + k * VLEN] : A[i * lda + k]);
@@ -392,12 +410,30 @@ FL_INLINE void SFX(tile_k)(const int mr, const int np, const int by_columns, int
 }
 
 /* One term of a packed product: the rows of A (K entries each, leading dimension lda; or A^T
- * packed, for a product by columns, lda unused) times a packed op(W) of K rows. */
+ * packed, for a product by columns, lda unused) times a packed op(W) of K rows, in groups of
+ * `group` panels. */
 typedef struct {
     const REAL *A;
     int64_t lda, K;
     const REAL *packed;
+    int64_t group;
 } SFX(term);
+
+/* A term's share of a tile (see tile): every k of its K, in the u sets of accumulators, on
+ * panels at w + q qs, each row k of them ks further on. Panel after panel, ks is the constant
+ * VLEN, as in every tile but a grouped one-row tile's, whose qs is. */
+FL_INLINE void SFX(tile_term)(const int mr, const int np, const int by_columns, const int u,
+                              int64_t K, const REAL *A, int64_t lda, const REAL *w, int64_t qs,
+                              int64_t ks, SFX(vec) acc[8][8][8])
+{
+    int64_t k = 0;
+    for (; k + u <= K; k += u)
+#pragma GCC unroll 8
+        for (int s = 0; s < u; s++)
+            SFX(tile_k)(mr, np, by_columns, k + s, A, lda, w, qs, ks, acc[s]);
+    for (; k < K; k++)
+        SFX(tile_k)(mr, np, by_columns, k, A, lda, w, qs, ks, acc[0]);
+}
 
 /* C[:mr, :cols] = beta C + bias + the sum over the terms of A[row:row + mr] times panels
  * panel .. panel + np - 1 of op(W), A laid out as by_columns says (see tile_k) (cols <= np
@@ -425,14 +461,17 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
         const int64_t K = terms[t].K, lda = terms[t].lda;
         const REAL *A = terms[t].A + (by_columns ? row / VLEN * K * VLEN + row % VLEN
                                                  : row * lda);
-        const REAL *w = terms[t].packed + panel * K * VLEN;
-        int64_t k = 0;
-        for (; k + u <= K; k += u)
-#pragma GCC unroll 8
-            for (int s = 0; s < u; s++)
-                SFX(tile_k)(mr, np, by_columns, K, k + s, A, lda, w, acc[s]);
-        for (; k < K; k++)
-            SFX(tile_k)(mr, np, by_columns, K, k, A, lda, w, acc[0]);
+        if (mr == 1 && !by_columns && terms[t].group > 1) {
+            /* the tile's panels are in one group (row_group): side by side in each row */
+            int64_t ks;
+            const REAL *w = terms[t].packed +
+                            SFX(panel_offset)(K, panel + (cols + VLEN - 1) / VLEN,
+                                              terms[t].group, panel, &ks);
+            SFX(tile_term)(1, np, 0, u, K, A, lda, w, VLEN, ks, acc);
+        } else {
+            SFX(tile_term)(mr, np, by_columns, u, K, A, lda, terms[t].packed + panel * K * VLEN,
+                           K * VLEN, VLEN, acc);
+        }
     }
 #pragma GCC unroll 8
     for (int s = 1; s < u; s++)
@@ -465,12 +504,12 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
         }
 }
 
-/* Rows [0, rows) of C, rows a multiple of mr, by tiles of mr rows and np panels; the panels a
- * last group of fewer than np leaves run one at a time, but for a single row in tiles of 4 and
- * then 2 panels where they fit in np: a step split by units (forward_split_step) gives a row a
- * few panels of each gate block, and one at a time each re-reads the row and sums its k in 8
+/* Rows [0, rows) of C, rows a multiple of mr, by tiles of mr rows and np panels; the fewer than
+ * np panels left after the last such tile run one at a time, but for a single row in tiles of 4
+ * and then 2 panels where they fit in np: a step split by units (forward_split_step) gives a row
+ * a few panels of each gate block, and one at a time each re-reads the row and sums its k in 8
  * accumulators of which it stores one. Wider tiles of more rows would not fit the registers.
- * Each group of panels stays in cache while every row block passes over it. */
+ * Each tile's np panels stay in cache while every row block passes over them. */
 FL_INLINE void
 SFX(tile_rows)(const int mr, const int np, const int by_columns, int64_t row0, int64_t rows,
                int64_t N, const SFX(term) *terms, int n_terms, const REAL *bias, int beta,
@@ -542,11 +581,11 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
     REAL *a = copy + kc0 * ((N + VLEN - 1) / VLEN * VLEN);
     for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kc0) {
         const int64_t kc = K - k0 < kc0 ? K - k0 : kc0;
-        SFX(pack_part)(0, kc, N, W + k0 * N, N, copy, 0, 1);
-        const SFX(term) term = {a, 0, kc, copy};
+        SFX(pack_part)(0, kc, N, W + k0 * N, N, 1, copy, 0, 1);
+        const SFX(term) term = {a, 0, kc, copy, 1};
         for (int64_t m0 = 0; m0 < M; m0 += mc0) {
             const int64_t mc = M - m0 < mc0 ? M - m0 : mc0;
-            SFX(pack_part)(0, kc, mc, A + k0 * lda + m0, lda, a, 0, 1);
+            SFX(pack_part)(0, kc, mc, A + k0 * lda + m0, lda, 1, a, 0, 1);
             SFX(columns_gemm)(mc, N, &term, k0 > 0, C + m0 * N, N);
         }
     }
@@ -558,9 +597,11 @@ static void SFX(gemm_tn)(int64_t M, int64_t N, int64_t K, const REAL *A, int64_t
  * does not pack them or the layer does not project. A forward that fuses the input term packs
  * w_ih^T and keeps the bias its steps add (input_bias). A backward packs the last d_rec H rows
  * of w_hh (cell_facts.d_rec: the GRU's n rows) apart (rec), after the others (hh). fb holds
- * w_fb's blocks of P columns, one per source, packed as w_ih is: source j's at fb_block(). */
+ * w_fb's blocks of P columns, one per source, packed as w_ih is: source j's at fb_block().
+ * Every matrix of a call is packed in groups of `group` panels (row_group). */
 typedef struct {
     REAL *ih, *bias, *hh, *rec, *hr, *fb;
+    int64_t group;
 } SFX(packed);
 
 static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int backward,
@@ -570,12 +611,29 @@ static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int 
     return pw->fb + j * (backward ? GH * PADDED(l->P) : l->P * PADDED(GH));
 }
 
+/* The panels per group (see the packed layout) of the weights a call packs: ISA_ROW_GROUP for
+ * a forward whose every step is a single row, a batch of one whose steps never split by units
+ * (splittable: a split step offsets the packed matrices by its units' columns, which needs
+ * panel after panel); 1 otherwise, and always for a backward, whose products after its loop
+ * take many rows of the same packed w_ih. A property of the layer alone: a stream's weights,
+ * packed at its first step, suit all its steps. */
+static int64_t SFX(row_group)(const fl_layer *l, int backward)
+{
+#if ISA_VECTOR_BYTES
+    return !backward && l->B == 1 && !splittable(&ISA_BUILD, l) ? ISA_ROW_GROUP : 1;
+#else
+    (void)l, (void)backward;
+    return 1; /* nothing is packed */
+#endif
+}
+
 /* Points pw at the packed weights in `work` of a call on N rows; returns the scratch after
  * them. */
 static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL *work,
                                SFX(packed) *pw)
 {
     const packed_layout n = packed_sizes(&ISA_BUILD, l, backward, N);
+    pw->group = SFX(row_group)(l, backward);
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
     pw->hh = n.hh ? work + n.ih + n.bias : NULL;
@@ -586,28 +644,31 @@ static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL 
 }
 
 /* C = beta C + A op(W) for the n rows of a step (beta 0 or 1; op(W) = W^T for W (N, K) when
- * trans, else W (K, N); ldw W's leading dimension): on the packed op(W) when the call packed
- * it (packed not NULL), else through the BLAS. */
+ * trans, else W (K, N); ldw W's leading dimension): on the packed op(W) (in groups of `group`
+ * panels) when the call packed it (packed not NULL), else through the BLAS. */
 static void SFX(step_product_ldw)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
                                   const REAL *W, int64_t ldw, int trans, const REAL *packed,
-                                  int beta, REAL *C, int64_t ldc)
+                                  int64_t group, int beta, REAL *C, int64_t ldc)
 {
 #if ISA_VECTOR_BYTES
     if (packed) {
-        const SFX(term) term = {A, lda, K, packed};
+        const SFX(term) term = {A, lda, K, packed, group};
         SFX(packed_gemm)(n, N, &term, 1, NULL, beta, C, ldc);
         return;
     }
+#else
+    (void)group;
 #endif
     SFX(gemm)(0, trans, n, N, K, 1, A, lda, W, ldw, beta, C, ldc);
 }
 
 /* step_product_ldw of a whole W: leading dimension K (trans) or N. */
 static void SFX(step_product)(int64_t n, int64_t N, int64_t K, const REAL *A, int64_t lda,
-                              const REAL *W, int trans, const REAL *packed, int beta, REAL *C,
-                              int64_t ldc)
+                              const REAL *W, int trans, const REAL *packed, int64_t group,
+                              int beta, REAL *C, int64_t ldc)
 {
-    SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, beta, C, ldc);
+    SFX(step_product_ldw)(n, N, K, A, lda, W, trans ? K : N, trans, packed, group, beta, C,
+                          ldc);
 }
 
 /* The biases the product of the input carries, b_ih + b_hh or b_ih alone (b_hh NULL: the GRU's
@@ -633,27 +694,28 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (backward) {
         const int64_t rec_rows = facts_of(l->cell)->d_rec * H;
         if (pw->ih)
-            SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->ih, k, parts);
+            SFX(pack_part)(0, GH, l->I, s[FL_W_IH], l->I, pw->group, pw->ih, k, parts);
         if (pw->hh)
-            SFX(pack_part)(0, GH - rec_rows, P, s[FL_W_HH], P, pw->hh, k, parts);
+            SFX(pack_part)(0, GH - rec_rows, P, s[FL_W_HH], P, pw->group, pw->hh, k, parts);
         if (pw->rec)
-            SFX(pack_part)(0, rec_rows, P, s[FL_W_HH] + (GH - rec_rows) * P, P, pw->rec, k,
-                           parts);
+            SFX(pack_part)(0, rec_rows, P, s[FL_W_HH] + (GH - rec_rows) * P, P, pw->group,
+                           pw->rec, k, parts);
         if (pw->hr)
-            SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->hr, k, parts);
+            SFX(pack_part)(0, P, H, s[FL_W_HR], H, pw->group, pw->hr, k, parts);
         for (int64_t j = 0; pw->fb && j < l->F / P; j++)
-            SFX(pack_part)(0, GH, P, s[FL_W_FB] + j * P, l->F, SFX(fb_block)(l, pw, 1, j), k,
-                           parts);
+            SFX(pack_part)(0, GH, P, s[FL_W_FB] + j * P, l->F, pw->group,
+                           SFX(fb_block)(l, pw, 1, j), k, parts);
         return;
     }
-    SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->hh, k, parts);
+    SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->group, pw->hh, k, parts);
     if (pw->hr)
-        SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->hr, k, parts);
+        SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->group, pw->hr, k, parts);
     for (int64_t j = 0; pw->fb && j < l->F / P; j++)
-        SFX(pack_part)(1, P, GH, s[FL_W_FB] + j * P, l->F, SFX(fb_block)(l, pw, 0, j), k, parts);
+        SFX(pack_part)(1, P, GH, s[FL_W_FB] + j * P, l->F, pw->group,
+                       SFX(fb_block)(l, pw, 0, j), k, parts);
     if (!pw->ih)
         return;
-    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->ih, k, parts);
+    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->group, pw->ih, k, parts);
     const REAL *b_ih, *b_hh;
     SFX(input_bias)(l, s, &b_ih, &b_hh);
     int64_t j0, j1;
@@ -702,13 +764,15 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
     const int64_t ldp = parts * P, ldg = parts * GH;
     const REAL *x_t = s[FL_X] + r * I, *h_prev = s[FL_HS] + prev_row * P;
     if (cf->layer_norm && (l->stacked || pw->ih)) { /* the input side of a step, normalised */
-        SFX(step_product)(n, GH, I, x_t, parts * I, s[FL_W_IH], 1, pw->ih, 0, pre_t, ldg);
+        SFX(step_product)(n, GH, I, x_t, parts * I, s[FL_W_IH], 1, pw->ih, pw->group, 0, pre_t,
+                          ldg);
         SFX(ln_input)(l, s, n, parts, r, pre_t);
         return; /* the recurrent product apart, and no fed-back inputs (fl_stack) */
     }
 #if ISA_VECTOR_BYTES
     if (pw->ih) {
-        SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih}, {h_prev, ldp, P, pw->hh}};
+        SFX(term) terms[STEP_TERMS] = {{x_t, parts * I, I, pw->ih, pw->group},
+                                       {h_prev, ldp, P, pw->hh, pw->group}};
         int n_terms = cf->apart ? 1 : 2, beta = 0;
         for (int64_t j = 0; j < fb->n; j++) {
             if (n_terms == STEP_TERMS) {
@@ -716,7 +780,7 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
                 n_terms = 0, beta = 1;
             }
             const SFX(term) fed = {SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp, P,
-                                   SFX(fb_block)(l, pw, 0, j)};
+                                   SFX(fb_block)(l, pw, 0, j), pw->group};
             terms[n_terms++] = fed;
         }
         SFX(packed_gemm)(n, GH, terms, n_terms, beta ? NULL : pw->bias, beta, pre_t, ldg);
@@ -731,11 +795,13 @@ static void SFX(step_pre)(const fl_layer *l, int64_t n, REAL *const s[], int64_t
         SFX(gemm)(0, 1, n, GH, I, 1, x_t, parts * I, s[FL_W_IH], I, 1, pre_t, ldg);
     }
     if (!cf->apart)
-        SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, 1, pre_t, ldg);
+        SFX(step_product)(n, GH, P, h_prev, ldp, s[FL_W_HH], 1, pw->hh, pw->group, 1, pre_t,
+                          ldg);
     for (int64_t j = 0; j < fb->n; j++)
         SFX(step_product_ldw)(n, GH, P, SFX(fed_slot)(fb, j, FL_HS) + prev_row * P, ldp,
                               s[FL_W_FB] + j * P, l->F, 1,
-                              pw->fb ? SFX(fb_block)(l, pw, 0, j) : NULL, 1, pre_t, ldg);
+                              pw->fb ? SFX(fb_block)(l, pw, 0, j) : NULL, pw->group, 1, pre_t,
+                              ldg);
 }
 
 /* ---------------------------------------------------------------- the cells
@@ -1251,14 +1317,15 @@ SFX(forward_step)(const fl_layer *l, REAL *const s[], const SFX(packed) *pw,
     SFX(cell_rows) a = SFX(forward_rows)(l, s, out, r, prev + k, k);
     SFX(step_pre)(l, n, s, r, prev + k, pw, fb, a.pre, parts);
     if (cf->apart)
-        SFX(step_product)(n, GH, P, a.h_prev, parts * P, s[FL_W_HH], 1, pw->hh, 0, a.rec,
-                          parts * GH);
+        SFX(step_product)(n, GH, P, a.h_prev, parts * P, s[FL_W_HH], 1, pw->hh, pw->group, 0,
+                          a.rec, parts * GH);
     REAL *h = a.h;
     if (l->projection)
         a.h = out->m + k * H;
     SFX(cell_forward)(l, s, &a, n, parts, 0, H, fused);
     if (l->projection)
-        SFX(step_product)(n, P, H, a.h, parts * H, s[FL_W_HR], 1, pw->hr, 0, h, parts * P);
+        SFX(step_product)(n, P, H, a.h, parts * H, s[FL_W_HR], 1, pw->hr, pw->group, 0, h,
+                          parts * P);
 }
 
 /* The time loop of part k of one layer. */
@@ -1326,7 +1393,8 @@ SFX(backward_cell_half)(const fl_layer *l, REAL *const s[], const SFX(packed) *p
     if (l->projection) {
         for (int64_t i = 0; i < n; i++)
             memcpy(sc->dhs + (r + i * ld) * P, dh_k + i * ldp, (size_t)P * sizeof(REAL));
-        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, 0, sc->dm + k * H, ld * H);
+        SFX(step_product)(n, H, P, dh_k, ldp, s[FL_W_HR], 0, pw->hr, pw->group, 0,
+                          sc->dm + k * H, ld * H);
         g.dm = sc->dm + k * H, g.m = sc->ms + r * H;
     }
     SFX(cell_backward)(l, s, &g, n, ld, j0, j1, sums, fused);
@@ -1351,18 +1419,18 @@ SFX(backward_products_half)(const fl_layer *l, REAL *const s[], const SFX(packed
      * j0.. start at its panel j0 / VLEN: j0 is a multiple of VLEN. */
     if (da_rows)
         SFX(step_product_ldw)(n, c1 - j0, da_rows, da, ldg, w_hh + j0, P, 0,
-                              pw->hh ? pw->hh + j0 * da_rows : NULL, cf->dh_direct, dh + j0,
-                              ldp);
+                              pw->hh ? pw->hh + j0 * da_rows : NULL, pw->group, cf->dh_direct,
+                              dh + j0, ldp);
     if (rec_rows)
         SFX(step_product_ldw)(n, c1 - j0, rec_rows, sc->d_rec + r * rec_rows, ld * rec_rows,
                               w_hh + da_rows * P + j0, P, 0,
-                              pw->rec ? pw->rec + j0 * rec_rows : NULL,
+                              pw->rec ? pw->rec + j0 * rec_rows : NULL, pw->group,
                               cf->dh_direct || da_rows, dh + j0, ldp);
     if (l->stacked) {
         const int64_t I = l->I;
         const REAL *mask = s[FL_MASK];
         REAL *dx_t = dy_below + r * I;
-        SFX(step_product)(n, I, GH, da, ldg, s[FL_W_IH], 0, pw->ih, 0, dx_t, ld * I);
+        SFX(step_product)(n, I, GH, da, ldg, s[FL_W_IH], 0, pw->ih, pw->group, 0, dx_t, ld * I);
         for (int64_t i = 0; mask && i < n; i++)
             #pragma omp simd
             for (int64_t j = 0; j < I; j++)
@@ -1370,7 +1438,7 @@ SFX(backward_products_half)(const fl_layer *l, REAL *const s[], const SFX(packed
     }
     for (int64_t j = 0; j < fb->n; j++) /* the fed-back inputs were the sources' h_{t-1} */
         SFX(step_product_ldw)(n, P, GH, da, ldg, s[FL_W_FB] + j * P, l->F, 0,
-                              pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, 1,
+                              pw->fb ? SFX(fb_block)(l, pw, 1, j) : NULL, pw->group, 1,
                               SFX(fed_slot)(fb, j, FL_DH) + k * P, ldp);
 }
 
@@ -1505,12 +1573,14 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
     const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
     /* the recurrent product apart (cell_facts.apart), or on top of the input side */
     REAL *sum = cf->apart ? a.rec : a.pre;
+    /* a call that splits packs its panels one after another (row_group): column c0 of a
+     * packed matrix of K rows, a panel's first, starts c0 K entries in */
     for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
-        const SFX(term) rec = {a.h_prev, P, P, pw->hh + c0 * P};
+        const SFX(term) rec = {a.h_prev, P, P, pw->hh + c0 * P, pw->group};
         if (pw->ih) {
-            const SFX(term) terms[2] = {{s[FL_X] + off * l->I, l->I, l->I, pw->ih + c0 * l->I},
-                                        rec};
+            const SFX(term) terms[2] = {
+                {s[FL_X] + off * l->I, l->I, l->I, pw->ih + c0 * l->I, pw->group}, rec};
             SFX(packed_gemm)(n, j1 - j0, terms, cf->apart ? 1 : 2, pw->bias + c0, 0, a.pre + c0,
                              GH);
             if (!cf->apart)
@@ -1764,8 +1834,8 @@ static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX
         int64_t m0, m1;
         part_range(N, parts, k, &m0, &m1);
         if (l->input_grad)
-            SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih, 0,
-                              s[FL_DX] + m0 * I, I);
+            SFX(step_product)(m1 - m0, I, GH, sc.da + m0 * GH, GH, s[FL_W_IH], 0, pw.ih,
+                              pw.group, 0, s[FL_DX] + m0 * I, I);
         REAL *part_copies = copies ? copies + k * n_copies : NULL;
         SFX(gradient_part)(GH, I, N, sc.da, GH, s[FL_X], s[FL_DW_IH], k, parts, part_copies);
         if (da_rows)

@@ -13,6 +13,10 @@
  *   ISA_TILE_ROWS, ISA_TILE_PANELS   the packed product's main tile, rows by panels (vectors)
  *   ISA_TILE_REST(X)   X(rows, panels) for each row count below ISA_TILE_ROWS: the tile of a
  *                      step's last rows
+ *   ISA_ROW_GROUP      the panels per group of the weights of steps of one row (the packed
+ *                      layout, kernels_impl.h): 1, panel after panel, or the one-row tile's
+ *                      panels, for a core whose prefetchers follow one stretch of memory better
+ *                      than that many streams
  *   ISA_SET1_F32, ISA_FMA_F32, ISA_SET1_F64, ISA_FMA_F64   the intrinsics of the packed
  *                      product: broadcast a scalar, and a fused multiply-add a * b + c
  * A tile of mr rows by np panels keeps mr np accumulators, np vectors of the weights and one
@@ -67,6 +71,15 @@ extern const fl_build ISA_BUILD;
 #define VEC_BROADCAST ISA_SET1_F64
 #define VEC_FMA ISA_FMA_F64
 #include "kernels_impl.h"
+
+#if ISA_VECTOR_BYTES
+/* A tile reads within one group of the panels (kernels_impl.h, tile): a one-row tile's panels
+ * make the group, and the narrower tiles of a row's last panels fit in the last group. */
+#define ONE_ROW_PANELS(rows, panels) ((rows) == 1 ? (panels) : 0) +
+_Static_assert(ISA_ROW_GROUP == 1 || ISA_ROW_GROUP == (ISA_TILE_REST(ONE_ROW_PANELS) 0),
+               "a group of more than one panel holds a one-row tile's panels");
+#undef ONE_ROW_PANELS
+#endif
 
 #if ISA_GEMM_TN_F64
 /* gemm_tn reads A^T's panels from a tile's first row: a tile never straddles two of them. */
