@@ -612,15 +612,12 @@ static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int 
 }
 
 /* The panels per group (see the packed layout) of the weights a call packs: ISA_ROW_GROUP for
- * a forward whose every step is a single row, a batch of one whose steps never split by units
- * (splittable: a split step offsets the packed matrices by its units' columns, which needs
- * panel after panel); 1 otherwise, and always for a backward, whose products after its loop
- * take many rows of the same packed w_ih. A property of the layer alone: a stream's weights,
- * packed at its first step, suit all its steps. */
+ * a forward whose every step is a single row, a batch of one; 1 otherwise, and always for a
+ * backward, whose products after its loop take many rows of the same packed w_ih. */
 static int64_t SFX(row_group)(const fl_layer *l, int backward)
 {
 #if ISA_VECTOR_BYTES
-    return !backward && l->B == 1 && !splittable(&ISA_BUILD, l) ? ISA_ROW_GROUP : 1;
+    return !backward && l->B == 1 ? ISA_ROW_GROUP : 1;
 #else
     (void)l, (void)backward;
     return 1; /* nothing is packed */
@@ -681,9 +678,26 @@ static inline void SFX(input_bias)(const fl_layer *l, REAL *const s[], const REA
     *b_hh = cf->b_hh_inside || cf->layer_norm ? NULL : s[FL_B_HH];
 }
 
+#if ISA_VECTOR_BYTES /* a call splits its steps only in the vector builds (splits_units) */
+/* The units of part k of a call split by units (splits_units): [*j0, *j1), whole panels of
+ * each gate block (H is a multiple of the panel width). */
+static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t parts, int64_t *j0,
+                                       int64_t *j1)
+{
+    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
+    int64_t q0, q1;
+    part_range(l->H / vlen, parts, k, &q0, &q1);
+    *j0 = q0 * vlen, *j1 = q1 * vlen;
+}
+
+#endif
+
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
  * w_fb^T and the input side's bias, backward w_ih (when packed_sizes counts it), w_hh (its last
- * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. */
+ * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. A forward split by units
+ * in groups wider than a panel packs part k's columns of each gate block, which its steps read
+ * alone (forward_split_step), as a matrix of their own: its groups start at its first panel,
+ * and it takes the place the matrix's columns take panel after panel. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -707,7 +721,22 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
                            SFX(fb_block)(l, pw, 1, j), k, parts);
         return;
     }
-    SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->group, pw->hh, k, parts);
+    if (pw->group > 1 && splits_units(&ISA_BUILD, l)) { /* no projection, no fed-back inputs */
+        int64_t j0, j1;
+        SFX(split_units_of)(l, k, parts, &j0, &j1);
+        for (int64_t g = 0; g < gates_of(l->cell) && j1 > j0; g++) {
+            const int64_t c0 = g * H + j0, I = l->I;
+            SFX(pack_part)(1, P, j1 - j0, s[FL_W_HH] + c0 * P, P, pw->group, pw->hh + c0 * P, 0,
+                           1);
+            if (pw->ih)
+                SFX(pack_part)(1, I, j1 - j0, s[FL_W_IH] + c0 * I, I, pw->group,
+                               pw->ih + c0 * I, 0, 1);
+        }
+    } else {
+        SFX(pack_part)(1, P, GH, s[FL_W_HH], P, pw->group, pw->hh, k, parts);
+        if (pw->ih)
+            SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->group, pw->ih, k, parts);
+    }
     if (pw->hr)
         SFX(pack_part)(1, H, P, s[FL_W_HR], H, pw->group, pw->hr, k, parts);
     for (int64_t j = 0; pw->fb && j < l->F / P; j++)
@@ -715,7 +744,6 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
                        SFX(fb_block)(l, pw, 0, j), k, parts);
     if (!pw->ih)
         return;
-    SFX(pack_part)(1, l->I, GH, s[FL_W_IH], l->I, pw->group, pw->ih, k, parts);
     const REAL *b_ih, *b_hh;
     SFX(input_bias)(l, s, &b_ih, &b_hh);
     int64_t j0, j1;
@@ -1528,17 +1556,6 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
 }
 
 #if ISA_VECTOR_BYTES /* a call splits its steps only in the vector builds (splits_units) */
-/* The units of part k of a call split by units (splits_units): [*j0, *j1), whole panels of
- * each gate block (H is a multiple of the panel width). */
-static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t parts, int64_t *j0,
-                                       int64_t *j1)
-{
-    const int64_t vlen = ISA_VECTOR_BYTES / sizeof(REAL);
-    int64_t q0, q1;
-    part_range(l->H / vlen, parts, k, &q0, &q1);
-    *j0 = q0 * vlen, *j1 = q1 * vlen;
-}
-
 /* A call split by units: `split` (forward_split or backward_split) on each of n_threads
  * threads, which meet at one barrier. */
 typedef void (*SFX(split_loop))(const fl_layer *l, REAL *const s[], int thread, int threads,
@@ -1573,8 +1590,8 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
     const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
     /* the recurrent product apart (cell_facts.apart), or on top of the input side */
     REAL *sum = cf->apart ? a.rec : a.pre;
-    /* a call that splits packs its panels one after another (row_group): column c0 of a
-     * packed matrix of K rows, a panel's first, starts c0 K entries in */
+    /* column c0 of a packed matrix of K rows, a panel's first, starts c0 K entries in, in every
+     * layout this part's columns can have (pack_weights_part) */
     for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
         const SFX(term) rec = {a.h_prev, P, P, pw->hh + c0 * P, pw->group};
