@@ -461,7 +461,7 @@ SFX(tile)(const int mr, const int np, const int by_columns, const SFX(term) *ter
         const int64_t K = terms[t].K, lda = terms[t].lda;
         const REAL *A = terms[t].A + (by_columns ? row / VLEN * K * VLEN + row % VLEN
                                                  : row * lda);
-        if (mr == 1 && !by_columns && terms[t].group > 1) {
+        if (ISA_ROW_GROUP > 1 && mr == 1 && !by_columns && terms[t].group > 1) {
             /* the tile's panels are in one group (row_group): side by side in each row */
             int64_t ks;
             const REAL *w = terms[t].packed +
@@ -721,7 +721,8 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
                            SFX(fb_block)(l, pw, 1, j), k, parts);
         return;
     }
-    if (pw->group > 1 && splits_units(&ISA_BUILD, l)) { /* no projection, no fed-back inputs */
+    if (ISA_ROW_GROUP > 1 && pw->group > 1 && splits_units(&ISA_BUILD, l)) {
+        /* no projection, no fed-back inputs (splittable) */
         int64_t j0, j1;
         SFX(split_units_of)(l, k, parts, &j0, &j1);
         for (int64_t g = 0; g < gates_of(l->cell) && j1 > j0; g++) {
