@@ -199,13 +199,14 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
 }
 
 /* Whether a call splits its steps by units rather than by sequences (kernels_impl.h, forward_split
- * and backward_split; splits_units): a batch of fewer sequences than parts, which would leave
- * parts without rows, of a layer whose steps can split (splittable), on packed weights (of at
+ * and backward_split): a batch of fewer sequences than parts, which would leave parts without
+ * rows, of a layer whose steps can split (splittable), on packed weights (of at
  * least SPLIT_WEIGHTS entries: smaller ones cost less a step than the threads' meeting) whose
  * gate blocks start at panels of float vectors (the same test for float64, whose panels are
  * narrower); not for a projection, whose product needs every unit, nor for a cell that
  * normalises rows (the same), nor for a layer with fed-back inputs or above the first of a
- * stack (the stack's loop never splits, not even its first layer). Each part then takes whole
+ * stack. A stack's loop never splits, not even its first layer, which these tests would let
+ * split: stack_forward and stack_backward never ask them. Each part then takes whole
  * panels of every gate block, its units, for every row: the weights of a step are read once, a
  * share by each thread, from its own cache. A stream's step (fl_layer.stream) reads w_ih too and
  * starts its threads anew, so it splits from SPLIT_STREAM_WEIGHTS entries of both: below that, one

@@ -613,7 +613,8 @@ static inline REAL *SFX(fb_block)(const fl_layer *l, const SFX(packed) *pw, int 
 
 /* The panels per group (see the packed layout) of the weights a call packs: ISA_ROW_GROUP for
  * a forward whose every step is a single row, a batch of one; 1 otherwise, and always for a
- * backward, whose products after its loop take many rows of the same packed w_ih. */
+ * backward, whose products after its loop take many rows of the same packed w_ih. So every
+ * product on a grouped matrix has one row, and tile reads groups in one-row tiles only. */
 static int64_t SFX(row_group)(const fl_layer *l, int backward)
 {
 #if ISA_VECTOR_BYTES
@@ -694,11 +695,14 @@ static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t par
 
 /* Part k of packing the weights of a call (see fl_work_size): forward w_ih^T, w_hh^T, w_hr^T and
  * w_fb^T and the input side's bias, backward w_ih (when packed_sizes counts it), w_hh (its last
- * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. A forward split by units
- * in groups wider than a panel packs part k's columns of each gate block, which its steps read
- * alone (forward_split_step), as a matrix of their own: its groups start at its first panel,
- * and it takes the place the matrix's columns take panel after panel. */
-static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward,
+ * d_rec H rows apart, in rec), w_hr and w_fb. Nothing without packing. A forward that splits its
+ * steps by units (`split`: forward_split runs it) in groups wider than a panel packs part k's
+ * columns of each gate block, which that part's steps read alone (forward_split_step), as a
+ * matrix of their own: its groups start at its first panel, and it takes the place the matrix's
+ * columns take panel after panel. Every other call's steps read each matrix whole, grouped from
+ * its first panel: a stack's loop, say, never splits, though its first layer alone could
+ * (splittable). */
+static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward, int split,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
 #if ISA_VECTOR_BYTES
@@ -721,7 +725,7 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
                            SFX(fb_block)(l, pw, 1, j), k, parts);
         return;
     }
-    if (ISA_ROW_GROUP > 1 && pw->group > 1 && splits_units(&ISA_BUILD, l)) {
+    if (ISA_ROW_GROUP > 1 && pw->group > 1 && split) {
         /* no projection, no fed-back inputs (splittable) */
         int64_t j0, j1;
         SFX(split_units_of)(l, k, parts, &j0, &j1);
@@ -752,7 +756,7 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
     if (pw->bias)
         SFX(bias_sum)(j1 - j0, b_ih + j0, b_hh ? b_hh + j0 : NULL, pw->bias + j0);
 #else
-    (void)l, (void)s, (void)backward, (void)pw, (void)k, (void)parts;
+    (void)l, (void)s, (void)backward, (void)split, (void)pw, (void)k, (void)parts;
 #endif
 }
 
@@ -1523,18 +1527,18 @@ static void SFX(forward_scratch)(const fl_layer *l, REAL *const s[], int64_t N, 
 }
 
 /* Part k of what a forward does before its time loop: pack the weights (unless a stream's
- * earlier step did, fl_layer.prepacked) and, unless its steps add the input term themselves,
- * project every step's input (with the biases of input_bias; normalised, for a cell that
- * normalises rows). */
+ * earlier step did, fl_layer.prepacked), for steps split by units when `split`, and, unless its
+ * steps add the input term themselves, project every step's input (with the biases of
+ * input_bias; normalised, for a cell that normalises rows). */
 static void SFX(forward_prologue_part)(const fl_layer *l, REAL *const s[], int64_t k,
-                                       int64_t parts)
+                                       int64_t parts, int split)
 {
     const int64_t N = fl_packed_rows(l);
     SFX(packed) pw;
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, N, &pw, &out);
     if (!l->prepacked)
-        SFX(pack_weights_part)(l, s, 0, &pw, k, parts);
+        SFX(pack_weights_part)(l, s, 0, split, &pw, k, parts);
     if (!pw.ih && !l->stacked) {
         const REAL *b_ih, *b_hh;
         SFX(input_bias)(l, s, &b_ih, &b_hh);
@@ -1591,8 +1595,8 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
     const SFX(cell_rows) a = SFX(forward_rows)(l, s, out, off, prev, 0);
     /* the recurrent product apart (cell_facts.apart), or on top of the input side */
     REAL *sum = cf->apart ? a.rec : a.pre;
-    /* column c0 of a packed matrix of K rows, a panel's first, starts c0 K entries in, in every
-     * layout this part's columns can have (pack_weights_part) */
+    /* column c0 of a packed matrix of K rows, a panel's first, starts c0 K entries in: panel
+     * after panel, or grouped as this part's own matrix (forward_split packed them so) */
     for (int64_t g = 0; g < cf->gates && j1 > j0; g++) {
         const int64_t c0 = g * H + j0;
         const SFX(term) rec = {a.h_prev, P, P, pw->hh + c0 * P, pw->group};
@@ -1618,7 +1622,7 @@ static void SFX(forward_split)(const fl_layer *l, REAL *const s[], int thread, i
     const int64_t parts = fl_num_parts();
     int phase = 0;
     for (int64_t k = thread; k < parts; k += threads)
-        SFX(forward_prologue_part)(l, s, k, parts);
+        SFX(forward_prologue_part)(l, s, k, parts, 1);
     if (threads > 1)
         fl_barrier_wait(barrier, threads, &phase);
     SFX(packed) pw;
@@ -1654,13 +1658,13 @@ static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
     if (n_threads > 1) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_prologue_part)(l, s, k, parts);
+            SFX(forward_prologue_part)(l, s, k, parts, 0);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
             SFX(forward_part)(l, s, k, parts);
     } else {
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_prologue_part)(l, s, k, parts);
+            SFX(forward_prologue_part)(l, s, k, parts, 0);
         for (int64_t k = 0; k < parts; k++)
             SFX(forward_part)(l, s, k, parts);
     }
@@ -1722,14 +1726,16 @@ static void SFX(stack_forward)(const fl_stack *st, REAL *const slots[], int n_th
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
             for (int64_t i = 0; i < st->L; i++)
-                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts,
+                                           0);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
             SFX(stack_forward_part)(st, slots, k, parts);
     } else {
         for (int64_t k = 0; k < parts; k++)
             for (int64_t i = 0; i < st->L; i++)
-                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts,
+                                           0);
         for (int64_t k = 0; k < parts; k++)
             SFX(stack_forward_part)(st, slots, k, parts);
     }
@@ -1888,7 +1894,7 @@ static void SFX(backward_pack_part)(const fl_layer *l, REAL *const s[], int64_t 
 {
     SFX(packed) pw;
     SFX(carve_packed)(l, 1, fl_packed_rows(l), s[FL_WORK], &pw);
-    SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
+    SFX(pack_weights_part)(l, s, 1, 0, &pw, k, parts);
 }
 
 static void SFX(backward_part)(const fl_layer *l, REAL *const s[], int64_t k, int64_t parts)
@@ -1915,7 +1921,7 @@ static void SFX(backward_split)(const fl_layer *l, REAL *const s[], int thread, 
     SFX(backward_scratch) sc;
     SFX(backward_scratch_of)(l, s, fl_packed_rows(l), &pw, &sc);
     for (int64_t k = thread; k < parts; k += threads) {
-        SFX(pack_weights_part)(l, s, 1, &pw, k, parts);
+        SFX(pack_weights_part)(l, s, 1, 0, &pw, k, parts);
         for (int64_t j = 0; j < n_sums; j++)
             sc.sums[k * n_sums + j] = 0;
     }

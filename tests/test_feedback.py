@@ -218,6 +218,49 @@ def test_native_stack_matches_reference(kind, H):
                 assert_close(grads2[k][name], grads[k][name], TOL64, f"{name} of layer {k}")
 
 
+@pytest.fixture
+def restore_isa():
+    before = native.get_isa()
+    yield
+    native.set_isa(before)
+
+
+# A stack of one sequence whose first layer alone would split its steps by units (its weights
+# are large enough, with no fed-back inputs: kernels_common.h, splittable), with feedback into a
+# later layer or with dropout between the layers. The stack's loop never splits, so each build
+# must pack and read that layer's weights the same way (the AVX2 build groups the panels of
+# one-row steps: kernels_impl.h, row_group). H = 96 gives each of two parts 6 float or 12 double
+# panels per gate block, not a whole number of the AVX2 build's groups of 8.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("pairs, masks", [([(2, 1)], False), ([], True)],
+                         ids=["feedback", "dropout"])
+@pytest.mark.parametrize("kind", ("rnn_tanh", "lstm", "gru"))
+def test_a_stack_of_one_sequence_matches_the_reference_on_every_build(kind, pairs, masks, dtype,
+                                                                       restore_isa):
+    rng = np.random.default_rng(5)
+    x, states, weights, m, dy, dfinals = stack_problem(rng, kind, 3, pairs, T=5, B=1, I=7, H=96,
+                                                       masks=masks, scale=0.1)
+    y, finals, ctx = stack_call("reference", kind, x, states, weights, pairs, masks=m)
+    dx, dinits, grads = reference.stack_backward(ctx, dy, dfinals)
+    expected = [y, dx] + [a for k in range(3) for a in finals[k] + dinits[k]] + [
+        grads[k][name] for k in range(3) for name in sorted(grads[k])]
+    cast = (lambda tree: tree) if dtype == np.float64 else (
+        lambda a: None if a is None else a.astype(np.float32))
+    args = (cast(x), [tuple(map(cast, s)) for s in states],
+            [{name: cast(a) for name, a in w.items()} for w in weights])
+    masks32 = None if m is None else [cast(a) for a in m]
+    tol = TOL64 if dtype == np.float64 else 1e-4
+    for isa in native.available_isas():
+        native.set_isa(isa)
+        y2, finals2, ctx2 = stack_call("native", kind, *args, pairs, masks=masks32)
+        dx2, dinits2, grads2 = native.stack_backward(ctx2, cast(dy),
+                                                     [tuple(map(cast, d)) for d in dfinals])
+        got = [y2, dx2] + [a for k in range(3) for a in finals2[k] + dinits2[k]] + [
+            grads2[k][name] for k in range(3) for name in sorted(grads2[k])]
+        for a, b in zip(got, expected):
+            assert_close(a, b, tol, f"{kind} stack in the {isa} build")
+
+
 def test_inference_forward_keeps_nothing_and_equals_training():
     rng = np.random.default_rng(1)
     L, pairs = FEEDBACKS["multi"]
