@@ -199,14 +199,13 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
 }
 
 /* Whether a call splits its steps by units rather than by sequences (kernels_impl.h, forward_split
- * and backward_split): a batch of fewer sequences than parts, which would leave parts without
- * rows, of a layer whose steps can split (splittable), on packed weights (of at
- * least SPLIT_WEIGHTS entries: smaller ones cost less a step than the threads' meeting) whose
- * gate blocks start at panels of float vectors (the same test for float64, whose panels are
- * narrower); not for a projection, whose product needs every unit, nor for a cell that
- * normalises rows (the same), nor for a layer with fed-back inputs or above the first of a
- * stack. A stack's loop never splits, not even its first layer, which these tests would let
- * split: stack_forward and stack_backward never ask them. Each part then takes whole
+ * and backward_split): a batch of fewer sequences than parts, which would leave parts without rows,
+ * on packed weights (of at least SPLIT_WEIGHTS entries: smaller ones cost less a step than the
+ * threads' meeting) whose gate blocks start at panels of float vectors (the same test for float64,
+ * whose panels are narrower); not for a projection, whose product needs every unit, nor for a cell
+ * that normalises rows (the same), nor for a layer with fed-back inputs or above the first of a
+ * stack. A stack's loop never splits, not even its first layer, which this test would let split:
+ * stack_forward and stack_backward never ask it. Each part then takes whole
  * panels of every gate block, its units, for every row: the weights of a step are read once, a
  * share by each thread, from its own cache. A stream's step (fl_layer.stream) reads w_ih too and
  * starts its threads anew, so it splits from SPLIT_STREAM_WEIGHTS entries of both: below that, one
@@ -215,19 +214,14 @@ static inline packed_layout packed_sizes(const fl_build *b, const fl_layer *l, i
 #define SPLIT_WEIGHTS 16384
 #define SPLIT_STREAM_WEIGHTS 262144
 
-static inline int splittable(const fl_build *b, const fl_layer *l)
+static inline int splits_units(const fl_build *b, const fl_layer *l)
 {
     const int64_t vlen = b->vector_bytes / (int64_t)sizeof(float);
     const int64_t GH = gates_of(l->cell) * l->H;
     const int big = l->stream ? GH * (l->I + l->P) >= SPLIT_STREAM_WEIGHTS
                               : l->T >= 2 && GH * l->P >= SPLIT_WEIGHTS;
-    return vlen && big && !l->projection && !l->stacked && l->F == 0 &&
+    return vlen && big && l->B < fl_num_parts() && !l->projection && !l->stacked && l->F == 0 &&
            !facts_of(l->cell)->layer_norm && l->H % vlen == 0;
-}
-
-static inline int splits_units(const fl_build *b, const fl_layer *l)
-{
-    return l->B < fl_num_parts() && splittable(b, l);
 }
 
 /* The sums each part of a backward call keeps (kernels_impl.h, fl_backward): the bias

@@ -700,8 +700,8 @@ static inline void SFX(split_units_of)(const fl_layer *l, int64_t k, int64_t par
  * columns of each gate block, which that part's steps read alone (forward_split_step), as a
  * matrix of their own: its groups start at its first panel, and it takes the place the matrix's
  * columns take panel after panel. Every other call's steps read each matrix whole, grouped from
- * its first panel: a stack's loop, say, never splits, though its first layer alone could
- * (splittable). */
+ * its first panel: a stack's loop, say, never splits, though its first layer alone passes
+ * splits_units. */
 static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backward, int split,
                                    const SFX(packed) *pw, int64_t k, int64_t parts)
 {
@@ -726,7 +726,7 @@ static void SFX(pack_weights_part)(const fl_layer *l, REAL *const s[], int backw
         return;
     }
     if (ISA_ROW_GROUP > 1 && pw->group > 1 && split) {
-        /* no projection, no fed-back inputs (splittable) */
+        /* no projection, no fed-back inputs (splits_units) */
         int64_t j0, j1;
         SFX(split_units_of)(l, k, parts, &j0, &j1);
         for (int64_t g = 0; g < gates_of(l->cell) && j1 > j0; g++) {

@@ -228,7 +228,7 @@ def restore_isa():
 # A stack of one sequence, with feedback into a later layer or with dropout between the layers,
 # whose first layer alone would split its steps by units on a machine of two processors or more
 # (the LSTM's and the GRU's weights are large enough, with no fed-back inputs: kernels_common.h,
-# splittable; the Elman layer's are not). The stack's loop never splits, so each build must pack
+# splits_units; the Elman layer's are not). The stack's loop never splits, so each build must pack
 # and read that layer's weights the same way (the AVX2 build groups the panels of one-row steps:
 # kernels_impl.h, row_group). H = 96 gives each of two parts 6 float or 12 double panels per gate
 # block, not a whole number of the AVX2 build's groups of 8.
