@@ -30,34 +30,51 @@ typedef struct {
 extern const fl_build *const fl_builds[FL_N_ISAS];
 
 #if defined(__GNUC__) || defined(__clang__)
-/* Where the threads of one call's time loop meet after every step (forward_split), shared
- * by them, made zero before they start. OpenMP's own barrier counts the threads and parks the
- * waiting ones through the runtime, which costs as much as a whole step at B = 1; here the
- * last thread to arrive flips `phase`, on which the others spin, and they meet in about two
- * transfers of a cache line. A waiting thread yields the processor now and then, in case the
- * one it waits for shares it. Vector builds only (GCC's and clang's atomic built-ins): the
- * generic build never splits a step (splits_units). */
+/* The tasks of one call split by units (forward_split, backward_split): phases of `parts` tasks
+ * each, a part's share of one stage of the loop, where every task of a phase reads what the
+ * whole previous phase wrote and nothing another task of its own phase writes. Whichever of the
+ * call's threads is free claims the next task, in order, once its phase may start: a thread the
+ * system has not given a processor for a while (another program runs, or the two threads share
+ * one) holds up no more than the task it is in, where a barrier after every phase would hold up
+ * each phase until it runs again. Each task is the same computation whoever runs it, so the
+ * results do not depend on the threads. Shared by the threads, made zero before they start.
+ * OpenMP's own barrier, which parks the waiting threads through the runtime, costs as much as a
+ * whole step at B = 1; these two counters cost a transfer of a cache line or two a phase. Vector
+ * builds only (GCC's and clang's atomic built-ins): the generic build never splits a step
+ * (splits_units). */
 typedef struct {
-    int arrived __attribute__((aligned(64))); /* threads at the barrier in this phase */
-    int phase __attribute__((aligned(64)));   /* flipped by the last of them */
-} fl_barrier;
+    int64_t next __attribute__((aligned(64))); /* the first task no thread has claimed */
+    int64_t done __attribute__((aligned(64))); /* the tasks finished, all phases together */
+} fl_tasks;
 
-/* The barrier for `threads` threads; `phase`, the calling thread's own, 0 at the start. The
- * writes of every thread before it are seen by every thread after it. */
-static inline void fl_barrier_wait(fl_barrier *b, int threads, int *phase)
+/* Claim the next of `n` tasks for the calling thread, waiting until the phases before its own
+ * (of `parts` tasks each) have finished; -1 once every task is claimed. What the finished
+ * tasks wrote is seen by the claiming thread. */
+static inline int64_t fl_claim_task(fl_tasks *q, int64_t n, int64_t parts)
 {
-    const int next = !*phase;
-    *phase = next;
-    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == threads) {
-        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->phase, next, __ATOMIC_RELEASE);
-        return;
-    }
-    for (unsigned spins = 1; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) != next; spins++) {
+    int64_t task = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
+    for (unsigned spins = 1; task < n; spins++) {
+        if (__atomic_load_n(&q->done, __ATOMIC_ACQUIRE) >= task - task % parts) {
+            /* a failed exchange loads the task another thread left next */
+            if (__atomic_compare_exchange_n(&q->next, &task, task + 1, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                return task;
+            continue;
+        }
+        /* Waiting: the threads still in the previous phase may share this processor */
         FL_CPU_RELAX();
         if (spins % 1024 == 0)
             FL_YIELD();
+        task = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
     }
+    return -1;
+}
+
+/* A claimed task has finished: what it wrote is seen by every thread that claims a task of a
+ * later phase. */
+static inline void fl_finish_task(fl_tasks *q)
+{
+    __atomic_add_fetch(&q->done, 1, __ATOMIC_RELEASE);
 }
 #endif
 
@@ -153,6 +170,15 @@ static inline int64_t gates_of(int cell)
 static inline int64_t batch_size(const fl_layer *l, int64_t t)
 {
     return l->batch_sizes ? l->batch_sizes[t] : l->B;
+}
+
+/* The steps of a call that have rows: the first ones, as a batch's sizes never grow. */
+static inline int64_t steps_with_rows(const fl_layer *l)
+{
+    int64_t steps = 0;
+    while (steps < l->T && batch_size(l, steps) > 0)
+        steps++;
+    return steps;
 }
 
 /* Elements of the packed weights of a call on N rows (kernels_impl.h, "the packed recurrent

@@ -165,6 +165,36 @@ def test_concurrent_calls_from_python_threads(restore_threads):
                 assert np.array_equal(a, b), f"job {k} differs when run concurrently"
 
 
+def test_calls_split_by_units_crowding_the_cores(restore_threads):
+    """A call of one sequence splits its steps by units (splits_units), and whichever of its
+    threads is free runs the next part of a step (kernels_common.h, fl_claim_task). Four Python
+    threads running such calls at once, each on 2 OpenMP threads, crowd the cores, so the parts
+    fall to the threads in ever other orders: one thread runs a whole step, or a whole call, while
+    the other waits for a processor. The results are still bitwise those of one thread, for
+    sequences with steps of no rows at the end (batch_sizes) and with none at all."""
+    rng = np.random.default_rng(7)
+    T, I, H = 16, 12, 128
+    jobs = []
+    for k, (kind, dtype) in enumerate(itertools.product(KINDS, (np.float32, np.float64))):
+        x, states, weights, dy, dstates = random_problem(rng, kind, T, 1, I, H, dtype)
+        jobs.append((kind, (x, states, weights, dy, dstates), None))
+        rows = 11 - k % 3 * 5   # 11, 6 or 1 steps with a row, then steps without
+        sizes = np.array([1] * rows + [0] * (T - rows), np.int64)
+        jobs.append((kind, (x.reshape(T, I)[:rows], states, weights,
+                            dy.reshape(T, -1)[:rows], dstates), sizes))
+    kind, (x, states, weights, dy, dstates), _ = jobs[0]
+    jobs.append((kind, (x[:0, 0], states, weights, dy[:0, 0], dstates), np.zeros(T, np.int64)))
+    fastlstm.set_num_threads(1)
+    alone = [native_run(kind, problem, sizes) for kind, problem, sizes in jobs]
+    fastlstm.set_num_threads(2)
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            crowded = list(pool.map(lambda job: native_run(*job), jobs))
+        for k, (a_list, b_list) in enumerate(zip(crowded, alone)):
+            for a, b in zip(a_list, b_list):
+                assert np.array_equal(a, b), f"job {k} differs from one thread's"
+
+
 def packed_problem(rng, kind, dtype, bias):
     """A packed batch of B = 6 sequences (those past batch_sizes[0] of length 0) and its
     functional problem: x (N, I), initial states, weights, dy (N, P), final-state gradients;
