@@ -30,51 +30,63 @@ typedef struct {
 extern const fl_build *const fl_builds[FL_N_ISAS];
 
 #if defined(__GNUC__) || defined(__clang__)
-/* The tasks of one call split by units (forward_split, backward_split): phases of `parts` tasks
- * each, a part's share of one stage of the loop, where every task of a phase reads what the
- * whole previous phase wrote and nothing another task of its own phase writes. Whichever of the
- * call's threads is free claims the next task, in order, once its phase may start: a thread the
- * system has not given a processor for a while (another program runs, or the two threads share
- * one) holds up no more than the task it is in, where a barrier after every phase would hold up
- * each phase until it runs again. Each task is the same computation whoever runs it, so the
- * results do not depend on the threads. Shared by the threads, made zero before they start.
- * OpenMP's own barrier, which parks the waiting threads through the runtime, costs as much as a
- * whole step at B = 1; these two counters cost a transfer of a cache line or two a phase. Vector
- * builds only (GCC's and clang's atomic built-ins): the generic build never splits a step
- * (splits_units). */
+/* A call split by units (forward_split, backward_split) runs in phases, a task per part in
+ * each, where every task reads what the whole previous phase wrote and nothing another task of
+ * its own phase writes. Each thread runs its own parts' tasks (parts thread, thread + threads,
+ * ...) and then waits for the other parts; but a task its thread has not begun by then, it runs
+ * itself. So a thread the system leaves without a processor for a while (another program runs,
+ * or both threads share one) holds up no more than the task it is in, where a barrier after
+ * every phase would hold up each phase until it ran again. A task computes the same whoever
+ * runs it: the results do not depend on the threads. The state of one part, on a cache line of
+ * its own, written by whoever runs its task and read by the threads waiting for it; zero before
+ * the threads start. OpenMP's own barrier, which parks the waiting threads through the runtime,
+ * costs as much as a whole step at B = 1. Vector builds only (GCC's and clang's atomic
+ * built-ins): the generic build never splits a step (splits_units). */
 typedef struct {
-    int64_t next __attribute__((aligned(64))); /* the first task no thread has claimed */
-    int64_t done __attribute__((aligned(64))); /* the tasks finished, all phases together */
-} fl_tasks;
+    int64_t claimed; /* the phases whose task of this part a thread has begun */
+    int64_t done;    /* the phases whose task of this part has finished */
+} __attribute__((aligned(64))) fl_part;
 
-/* Claim the next of `n` tasks for the calling thread, waiting until the phases before its own
- * (of `parts` tasks each) have finished; -1 once every task is claimed. What the finished
- * tasks wrote is seen by the claiming thread. */
-static inline int64_t fl_claim_task(fl_tasks *q, int64_t n, int64_t parts)
+/* Whether the calling thread now runs the task of `part` in phase p: no thread had begun it. */
+static inline int fl_claim_part(fl_part *part, int64_t p)
 {
-    int64_t task = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
-    for (unsigned spins = 1; task < n; spins++) {
-        if (__atomic_load_n(&q->done, __ATOMIC_ACQUIRE) >= task - task % parts) {
-            /* a failed exchange loads the task another thread left next */
-            if (__atomic_compare_exchange_n(&q->next, &task, task + 1, 0, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED))
-                return task;
-            continue;
+    int64_t unclaimed = p;
+    return __atomic_compare_exchange_n(&part->claimed, &unclaimed, p + 1, 0, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
+}
+
+/* The next part whose task of phase p the calling thread (thread of threads) runs, or -1 once
+ * every part has finished phase p; what those tasks wrote is then seen by this thread. `*j` is
+ * where the thread is in its round of phase p, 0 at its start: its own parts first, then every
+ * part, each waited for or, if still unbegun, claimed. The previous phase has finished. */
+static inline int64_t fl_next_part(fl_part *parts_of, int64_t parts, int thread, int threads,
+                                   int64_t p, int64_t *j)
+{
+    const int64_t own = (parts - thread + threads - 1) / threads;
+    while (*j < own) {
+        const int64_t k = thread + (*j)++ * threads;
+        if (fl_claim_part(&parts_of[k], p))
+            return k;
+    }
+    for (; *j < own + parts; ++*j) {
+        fl_part *part = &parts_of[*j - own];
+        for (unsigned spins = 1; __atomic_load_n(&part->done, __ATOMIC_ACQUIRE) <= p; spins++) {
+            if (__atomic_load_n(&part->claimed, __ATOMIC_RELAXED) == p && fl_claim_part(part, p))
+                return (*j)++ - own;
+            /* its thread runs it, and may be waiting for this processor */
+            FL_CPU_RELAX();
+            if (spins % 1024 == 0)
+                FL_YIELD();
         }
-        /* Waiting: the threads still in the previous phase may share this processor */
-        FL_CPU_RELAX();
-        if (spins % 1024 == 0)
-            FL_YIELD();
-        task = __atomic_load_n(&q->next, __ATOMIC_RELAXED);
     }
     return -1;
 }
 
-/* A claimed task has finished: what it wrote is seen by every thread that claims a task of a
- * later phase. */
-static inline void fl_finish_task(fl_tasks *q)
+/* The task of `part` in phase p has finished: what it wrote is seen by every thread that
+ * finds so. */
+static inline void fl_finish_part(fl_part *part, int64_t p)
 {
-    __atomic_add_fetch(&q->done, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&part->done, p + 1, __ATOMIC_RELEASE);
 }
 #endif
 

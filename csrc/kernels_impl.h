@@ -1562,18 +1562,20 @@ static void SFX(forward_part)(const fl_layer *l, REAL *const s[], int64_t k, int
 
 #if ISA_VECTOR_BYTES /* a call splits its steps only in the vector builds (splits_units) */
 /* A call split by units: `split` (forward_split or backward_split) on each of n_threads
- * threads, which share its tasks. */
-typedef void (*SFX(split_loop))(const fl_layer *l, REAL *const s[], fl_tasks *tasks);
+ * threads, sharing the state of the parts (fl_part). */
+typedef void (*SFX(split_loop))(const fl_layer *l, REAL *const s[], fl_part *parts_of,
+                                int thread, int threads);
 
 static void SFX(run_split)(SFX(split_loop) split, const fl_layer *l, REAL *const s[],
                            int n_threads)
 {
-    fl_tasks tasks = {0, 0};
+    fl_part parts_of[fl_num_parts()];
+    memset(parts_of, 0, sizeof parts_of);
     if (n_threads > 1) {
 #pragma omp parallel num_threads(n_threads)
-        split(l, s, &tasks);
+        split(l, s, parts_of, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS());
     } else {
-        split(l, s, &tasks);
+        split(l, s, parts_of, 0, 1);
     }
 }
 
@@ -1612,29 +1614,29 @@ FL_INLINE void SFX(forward_split_step)(const fl_layer *l, REAL *const s[],
     SFX(cell_forward)(l, s, &a, n, 1, j0, j1, fused);
 }
 
-/* A forward split by units, its tasks (fl_tasks) in phases of one per part: the prologue's
- * parts, then the parts of every step, whose h the next step reads whole. */
-static void SFX(forward_split)(const fl_layer *l, REAL *const s[], fl_tasks *tasks)
+/* A forward split by units, on thread `thread` of `threads`: in phases (fl_part), the
+ * prologue's parts, then the parts of every step, whose h the next step reads whole. */
+static void SFX(forward_split)(const fl_layer *l, REAL *const s[], fl_part *parts_of,
+                               int thread, int threads)
 {
     const int64_t parts = fl_num_parts(), steps = steps_with_rows(l);
     SFX(packed) pw;
     SFX(step_arrays) out;
     SFX(forward_scratch)(l, s, fl_packed_rows(l), &pw, &out);
-    /* the step this thread ran last, its first row and its h_{t-1}'s: tasks come in order */
-    int64_t t = 0, off = 0, prev = 0;
-    for (int64_t task; (task = fl_claim_task(tasks, (1 + steps) * parts, parts)) >= 0;) {
-        const int64_t phase = task / parts, k = task % parts;
-        if (phase == 0) {
-            SFX(forward_prologue_part)(l, s, k, parts, 1);
-        } else {
-            for (; t < phase - 1; t++) {
-                prev = l->B + off;
-                off += batch_size(l, t);
-            }
+    for (int64_t j = 0, k; (k = fl_next_part(parts_of, parts, thread, threads, 0, &j)) >= 0;) {
+        SFX(forward_prologue_part)(l, s, k, parts, 1);
+        fl_finish_part(&parts_of[k], 0);
+    }
+    int64_t off = 0, prev = 0;
+    for (int64_t t = 0; t < steps; t++) {
+        for (int64_t j = 0, k;
+             (k = fl_next_part(parts_of, parts, thread, threads, t + 1, &j)) >= 0;) {
             SFX(forward_split_step)(l, s, &pw, &out, off, prev, batch_size(l, t), k, parts,
                                     ISA_FUSED);
+            fl_finish_part(&parts_of[k], t + 1);
         }
-        fl_finish_task(tasks);
+        prev = l->B + off;
+        off += batch_size(l, t);
     }
 }
 #endif
@@ -1902,47 +1904,42 @@ static void SFX(backward_part)(const fl_layer *l, REAL *const s[], int64_t k, in
 }
 
 #if ISA_VECTOR_BYTES /* as the forward, the backward splits by units only in the vector builds */
-/* A backward split by units (splits_units, as its forward), its tasks (fl_tasks) in phases
- * of one per part: the packing's parts; the cell of the last step on each part's units of every
- * row; then at each step t, from the last, each part's columns of dh_{t-1} (the product reads
- * all of da) followed by the cell of step t - 1 on its units, which reads only the part's own
- * columns of dh, so the phases are one a step; the last phase ends with step 0's product. Each
- * part keeps the sums of its units, zero elsewhere. */
-static void SFX(backward_split)(const fl_layer *l, REAL *const s[], fl_tasks *tasks)
+/* A backward split by units (splits_units, as its forward), on thread `thread` of `threads`,
+ * in phases (fl_part): the packing's parts; the cell of the last step on each part's units of
+ * every row; then, at each step t from the last, each part's columns of dh_{t-1} (the product
+ * reads all of da) followed by the cell of step t - 1 on its units, which reads only the part's
+ * own columns of dh, so one task, and the phases are one a step; step 0's product alone last.
+ * Each part keeps the sums of its units, zero elsewhere. */
+static void SFX(backward_split)(const fl_layer *l, REAL *const s[], fl_part *parts_of,
+                                int thread, int threads)
 {
     const int64_t parts = fl_num_parts(), n_sums = sums_width(l), steps = steps_with_rows(l);
     const SFX(fed) none = {0, 0, NULL, NULL};
     SFX(packed) pw;
     SFX(backward_scratch) sc;
     SFX(backward_scratch_of)(l, s, fl_packed_rows(l), &pw, &sc);
-    /* the step whose product this thread's latest phase ran (or the step after the last), and
-     * its first row: tasks come in order */
-    int64_t t = steps, off = fl_packed_rows(l);
-    const int64_t n_phases = steps ? steps + 2 : 1;
-    for (int64_t task; (task = fl_claim_task(tasks, n_phases * parts, parts)) >= 0;) {
-        const int64_t phase = task / parts, k = task % parts;
-        int64_t j0, j1;
-        SFX(split_units_of)(l, k, parts, &j0, &j1);
-        if (phase == 0) {
-            SFX(pack_weights_part)(l, s, 1, 0, &pw, k, parts);
-            for (int64_t j = 0; j < n_sums; j++)
-                sc.sums[k * n_sums + j] = 0;
-            fl_finish_task(tasks);
-            continue;
+    for (int64_t j = 0, k; (k = fl_next_part(parts_of, parts, thread, threads, 0, &j)) >= 0;) {
+        SFX(pack_weights_part)(l, s, 1, 0, &pw, k, parts);
+        for (int64_t i = 0; i < n_sums; i++)
+            sc.sums[k * n_sums + i] = 0;
+        fl_finish_part(&parts_of[k], 0);
+    }
+    /* phase steps + 1 - t: the product of step t (none after the last step) and the cell of
+     * step t - 1 (none before step 0); off, step t's first row */
+    for (int64_t t = steps, off = fl_packed_rows(l); steps && t >= 0; t--) {
+        const int64_t p = steps + 1 - t, n_prev = t > 0 ? batch_size(l, t - 1) : 0;
+        for (int64_t j = 0, k; (k = fl_next_part(parts_of, parts, thread, threads, p, &j)) >= 0;) {
+            int64_t j0, j1;
+            SFX(split_units_of)(l, k, parts, &j0, &j1);
+            if (t < steps)
+                SFX(backward_products_half)(l, s, &pw, &sc, &none, NULL, off, batch_size(l, t),
+                                            0, 1, j0, j1);
+            if (t > 0)
+                SFX(backward_cell_half)(l, s, &pw, &sc, t - 1, off - n_prev, n_prev, 0, 1, j0,
+                                        j1, sc.sums + k * n_sums, ISA_FUSED);
+            fl_finish_part(&parts_of[k], p);
         }
-        /* phase p runs the product of step steps + 1 - p, whose cell ran in phase p - 1 (none
-         * in phase 1), then the cell of the step before (none in the last phase) */
-        for (; t > steps + 1 - phase; t--)
-            off -= batch_size(l, t - 1);
-        if (phase > 1)
-            SFX(backward_products_half)(l, s, &pw, &sc, &none, NULL, off, batch_size(l, t), 0, 1,
-                                        j0, j1);
-        if (t > 0) {
-            const int64_t n = batch_size(l, t - 1);
-            SFX(backward_cell_half)(l, s, &pw, &sc, t - 1, off - n, n, 0, 1, j0, j1,
-                                    sc.sums + k * n_sums, ISA_FUSED);
-        }
-        fl_finish_task(tasks);
+        off -= n_prev;
     }
 }
 #endif

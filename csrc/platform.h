@@ -61,7 +61,7 @@
 #define FL_NEON_BUILD 0
 #endif
 
-/* Waiting for another thread in a spin loop (fl_claim_task, kernels_common.h): FL_CPU_RELAX tells
+/* Waiting for another thread in a spin loop (fl_next_part, kernels_common.h): FL_CPU_RELAX tells
  * the core that it spins (x86 pause, Arm yield: the core saves power and leaves its sibling
  * hardware thread the resources), FL_YIELD gives the processor to another thread of the system,
  * which may be the one being waited for. */

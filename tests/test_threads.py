@@ -166,12 +166,13 @@ def test_concurrent_calls_from_python_threads(restore_threads):
 
 
 def test_calls_split_by_units_crowding_the_cores(restore_threads):
-    """A call of one sequence splits its steps by units (splits_units), and whichever of its
-    threads is free runs the next part of a step (kernels_common.h, fl_claim_task). Four Python
-    threads running such calls at once, each on 2 OpenMP threads, crowd the cores, so the parts
-    fall to the threads in ever other orders: one thread runs a whole step, or a whole call, while
-    the other waits for a processor. The results are still bitwise those of one thread, for
-    sequences with steps of no rows at the end (batch_sizes) and with none at all."""
+    """A call of one sequence splits its steps by units (splits_units): each thread runs its own
+    parts of a step, and then any part that its thread has not begun (kernels_common.h,
+    fl_next_part). Four Python threads running such calls at once, each on 2 OpenMP threads,
+    crowd the cores, so the parts fall to the threads in orders that change from run to run: one
+    thread runs a whole step, or a whole call, while the other waits for a processor. The results
+    are still bitwise those of one thread, for sequences with steps of no rows at the end
+    (batch_sizes) and with none at all."""
     rng = np.random.default_rng(7)
     T, I, H = 16, 12, 128
     jobs = []
