@@ -97,8 +97,8 @@ int64_t fl_packed_rows(const fl_layer *l)
     return n;
 }
 
-/* The threads a call runs on: n_threads, but no more than the parts (each runs on one thread, so
- * more would only be started to wait), and one for a call whose products come to fewer than 2^17
+/* The threads a call runs on: n_threads, but no more than the parts (a part's work at any one
+ * time runs on one thread, so more would only be started to wait), and one for a call whose products come to fewer than 2^17
  * FLOPs: about a microsecond of work, which a second thread would not pay back (an OpenMP region
  * costs microseconds on an idle machine, and on a busy one it waits until its other thread is
  * scheduled, easily milliseconds). A batch of fewer sequences than parts leaves parts without rows
