@@ -157,10 +157,16 @@ def test_concurrent_calls_from_python_threads(restore_threads):
         shape = (12, int(rng.integers(1, 12)), 6, int(rng.integers(8, 40)))
         jobs.append((kind, random_problem(rng, kind, *shape, dtype=dtype)))
     sequential = [native_run(kind, problem) for kind, problem in jobs]
-    for _ in range(2):
+    assert_four_python_threads_get(sequential, jobs, rounds=2)
+
+
+def assert_four_python_threads_get(expected, jobs, rounds):
+    """native_run of each job (its arguments), from four Python threads at once, ``rounds``
+    times, gives bitwise its ``expected`` results."""
+    for _ in range(rounds):
         with ThreadPoolExecutor(max_workers=4) as pool:
             concurrent = list(pool.map(lambda job: native_run(*job), jobs))
-        for k, (a_list, b_list) in enumerate(zip(concurrent, sequential)):
+        for k, (a_list, b_list) in enumerate(zip(concurrent, expected)):
             for a, b in zip(a_list, b_list):
                 assert np.array_equal(a, b), f"job {k} differs when run concurrently"
 
@@ -188,12 +194,7 @@ def test_calls_split_by_units_crowding_the_cores(restore_threads):
     fastlstm.set_num_threads(1)
     alone = [native_run(kind, problem, sizes) for kind, problem, sizes in jobs]
     fastlstm.set_num_threads(2)
-    for _ in range(3):
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            crowded = list(pool.map(lambda job: native_run(*job), jobs))
-        for k, (a_list, b_list) in enumerate(zip(crowded, alone)):
-            for a, b in zip(a_list, b_list):
-                assert np.array_equal(a, b), f"job {k} differs from one thread's"
+    assert_four_python_threads_get(alone, jobs, rounds=3)
 
 
 def packed_problem(rng, kind, dtype, bias):
