@@ -37,8 +37,8 @@
  * length-sorted batch share the work evenly. A call of fewer sequences than parts may deal the
  * units of each step to the parts instead (kernels_common.h, splits_units), a choice made
  * by the call's sizes alone; a part's share of a step then runs on its own thread, or on another
- * if that one is late, and computes the same either way. n_threads is an upper bound (fl_call_threads): a call too small to
- * share runs on one thread.
+ * if that one is late, and computes the same either way. n_threads is an upper bound
+ * (fl_call_threads): a call too small to share runs on one thread.
  */
 #ifndef FASTLSTM_H
 #define FASTLSTM_H

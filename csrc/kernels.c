@@ -97,18 +97,18 @@ int64_t fl_packed_rows(const fl_layer *l)
     return n;
 }
 
-/* The threads a call runs on: n_threads, but no more than the parts (a part's work at any one
- * time runs on one thread, so more would only be started to wait), and one for a call whose products come to fewer than 2^17
- * FLOPs: about a microsecond of work, which a second thread would not pay back (an OpenMP region
- * costs microseconds on an idle machine, and on a busy one it waits until its other thread is
- * scheduled, easily milliseconds). A batch of fewer sequences than parts leaves parts without rows
- * in the time loop, so its threads are no more than its sequences, unless it splits its steps by
- * units (splits_units, forward and backward alike) or it has rows enough (PROLOGUE_ROWS a part) for
- * the products over all rows before and after the loop (the input projection, dx and the weight
- * gradients), which share their rows among all the parts. A stream's step (fl_layer.stream) starts
- * its threads anew every step: it runs on one thread unless it splits its units, or gives each part
- * FUSE_ROWS rows and comes to 2^20 FLOPs or more (with fewer rows each thread would read all the
- * weights for little work). Results do not depend on it. */
+/* The threads a call runs on: n_threads, but no more than the parts (a part's work at any one time
+ * runs on one thread, so more would only be started to wait), and one for a call whose products
+ * come to fewer than 2^17 FLOPs: about a microsecond of work, which a second thread would not pay
+ * back (an OpenMP region costs microseconds on an idle machine, and on a busy one it waits until
+ * its other thread is scheduled, easily milliseconds). A batch of fewer sequences than parts leaves
+ * parts without rows in the time loop, so its threads are no more than its sequences, unless it
+ * splits its steps by units (splits_units, forward and backward alike) or it has rows enough
+ * (PROLOGUE_ROWS a part) for the products over all rows before and after the loop (the input
+ * projection, dx and the weight gradients), which share their rows among all the parts. A stream's
+ * step (fl_layer.stream) starts its threads anew every step: it runs on one thread unless it splits
+ * its units, or gives each part FUSE_ROWS rows and comes to 2^20 FLOPs or more (with fewer rows
+ * each thread would read all the weights for little work). Results do not depend on it. */
 #define PROLOGUE_ROWS 16
 
 /* fl_call_threads of a call that splits its steps by units (split) or deals out its rows */

@@ -82,8 +82,8 @@ static inline int64_t fl_next_part(fl_part *parts_of, int64_t parts, int thread,
     return -1;
 }
 
-/* The task of `part` in phase p has finished: what it wrote is seen by every thread that
- * finds so. */
+/* The task of `part` in phase p has finished: what it wrote is seen by every thread that then
+ * finds it done (fl_next_part). */
 static inline void fl_finish_part(fl_part *part, int64_t p)
 {
     __atomic_store_n(&part->done, p + 1, __ATOMIC_RELEASE);
