@@ -31,15 +31,15 @@ extern const fl_build *const fl_builds[FL_N_ISAS];
 
 #if defined(__GNUC__) || defined(__clang__)
 /* A call split by units (forward_split, backward_split) runs in phases, a task per part in
- * each, where every task reads what the whole previous phase wrote and nothing another task of
- * its own phase writes. Each thread runs its own parts' tasks (parts thread, thread + threads,
- * ...) and then waits for the other parts; but a task its thread has not begun by then, it runs
- * itself. So a thread the system leaves without a processor for a while (another program runs,
- * or both threads share one) holds up no more than the task it is in, where a barrier after
- * every phase would hold up each phase until it ran again. A task computes the same whoever
- * runs it: the results do not depend on the threads. The state of one part, on a cache line of
- * its own, written by whoever runs its task and read by the threads waiting for it; zero before
- * the threads start. OpenMP's own barrier, which parks the waiting threads through the runtime,
+ * each, where a task reads what the earlier phases wrote and nothing another task of its own
+ * phase writes. Each thread runs its own parts' tasks (parts thread, thread + threads, ...),
+ * then any other part's that no thread has begun, and then waits for the rest. So a thread the
+ * system leaves without a processor for a while (another program runs, or both threads share
+ * one) holds up a phase only if it is inside one of its tasks, where a barrier after every
+ * phase would hold up each phase until it ran again. A task computes the same whoever runs it:
+ * the results do not depend on the threads. The state of one part, on a cache line of its own,
+ * written by whoever runs its task and read by the threads waiting for it; zero before the
+ * threads start. OpenMP's own barrier, which parks the waiting threads through the runtime,
  * costs as much as a whole step at B = 1. Vector builds only (GCC's and clang's atomic
  * built-ins): the generic build never splits a step (splits_units). */
 typedef struct {
@@ -56,9 +56,11 @@ static inline int fl_claim_part(fl_part *part, int64_t p)
 }
 
 /* The next part whose task of phase p the calling thread (thread of threads) runs, or -1 once
- * every part has finished phase p; what those tasks wrote is then seen by this thread. `*j` is
- * where the thread is in its round of phase p, 0 at its start: its own parts first, then every
- * part, each waited for or, if still unbegun, claimed. The previous phase has finished. */
+ * every part has finished phase p; what those tasks wrote is then seen by this thread. The
+ * thread has seen phase p - 1 finish (its call for p - 1 returned -1). `*j` is where it is in
+ * its round of phase p, 0 at its start: its own parts, then every part in turn that is still
+ * unbegun (a load first: a failed exchange would take the line from the thread running the
+ * part), then every part waited for. */
 static inline int64_t fl_next_part(fl_part *parts_of, int64_t parts, int thread, int threads,
                                    int64_t p, int64_t *j)
 {
@@ -68,12 +70,15 @@ static inline int64_t fl_next_part(fl_part *parts_of, int64_t parts, int thread,
         if (fl_claim_part(&parts_of[k], p))
             return k;
     }
-    for (; *j < own + parts; ++*j) {
-        fl_part *part = &parts_of[*j - own];
-        for (unsigned spins = 1; __atomic_load_n(&part->done, __ATOMIC_ACQUIRE) <= p; spins++) {
-            if (__atomic_load_n(&part->claimed, __ATOMIC_RELAXED) == p && fl_claim_part(part, p))
-                return (*j)++ - own;
-            /* its thread runs it, and may be waiting for this processor */
+    while (*j < own + parts) {
+        fl_part *part = &parts_of[(*j)++ - own];
+        if (__atomic_load_n(&part->claimed, __ATOMIC_RELAXED) == p && fl_claim_part(part, p))
+            return part - parts_of;
+    }
+    for (int64_t k = 0; k < parts; k++) {
+        /* its thread runs it, and may be waiting for this processor */
+        for (unsigned spins = 1; __atomic_load_n(&parts_of[k].done, __ATOMIC_ACQUIRE) <= p;
+             spins++) {
             FL_CPU_RELAX();
             if (spins % 1024 == 0)
                 FL_YIELD();
