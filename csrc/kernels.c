@@ -143,8 +143,8 @@ int fl_stack_call_threads(const fl_stack *st, int n_threads)
     return most;
 }
 
-/* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout): first the
- * packed weights (packed_sizes), then
+/* The scratch a call carves out of FL_WORK (kernels_impl.h follows this layout), from its first
+ * cache line on (carve_packed): first the packed weights (packed_sizes), then
  *   forward:  a cell that keeps its recurrent product apart (cell_facts.apart, the GRU, the LN
  *             LSTM) rec
  *             (B, G H), h_{t-1} W_hh^T;  projection m (B, H), o * tanh(c);
@@ -166,11 +166,14 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
     const int64_t H = l->H, GH = cf->gates * H, N = fl_packed_rows(l);
     const packed_layout p = packed_sizes(b, l, backward, N);
     const int64_t packed = p.ih + p.bias + p.hh + p.rec + p.hr + p.fb;
+    /* the elements before the first cache line of FL_WORK, at most, where the scratch starts
+     * (carve_packed) */
+    const int64_t line = FL_LINE_BYTES / (f64 ? sizeof(double) : sizeof(float));
     if (!backward) {
         int64_t n = packed + (cf->apart ? l->B * GH : 0) + (l->projection ? l->B * H : 0);
         if (l->inference && cf->keeps_gates)
             n += inference_rows(b, l) * (GH + cf->hn * H);
-        return n;
+        return line + n;
     }
     int64_t n = packed + N * GH + N * cf->d_rec * H + l->B * cf->d_step * H;
     if (l->projection)
@@ -178,7 +181,7 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
     n += num_parts * (sums_width(l) + gemm_tn_size(b, l, f64));
     if (l->batch_sizes)
         n += N * l->P;
-    return n + N * l->F;
+    return line + n + N * l->F;
 }
 
 /* Each call runs in the build its layer names (fl_layer.isa). */

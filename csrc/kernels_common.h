@@ -9,6 +9,10 @@
 #include "fastlstm.h"
 #include "platform.h"
 
+/* A cache line on the CPUs the builds target, in bytes: what threads that write neighbouring
+ * data keep apart (the parts' state, the scratch's rows). */
+#define FL_LINE_BYTES 64
+
 /* One build of the time loops, for one instruction set (kernels_isa.h fills one per
  * translation unit). `vector_bytes`: the width of its vectors, 0 in the generic build; the
  * others' steps run the packed product (weights packed once per call), the generic one's call
@@ -45,7 +49,7 @@ extern const fl_build *const fl_builds[FL_N_ISAS];
 typedef struct {
     int64_t claimed; /* the phases whose task of this part a thread has begun */
     int64_t done;    /* the phases whose task of this part has finished */
-} __attribute__((aligned(64))) fl_part;
+} __attribute__((aligned(FL_LINE_BYTES))) fl_part;
 
 /* Whether the calling thread now runs the task of `part` in phase p: no thread had begun it. */
 static inline int fl_claim_part(fl_part *part, int64_t p)

@@ -625,12 +625,16 @@ static int64_t SFX(row_group)(const fl_layer *l, int backward)
 #endif
 }
 
-/* Points pw at the packed weights in `work` of a call on N rows; returns the scratch after
- * them. */
+/* Points pw at the packed weights of a call on N rows in `work` (FL_WORK); returns the scratch
+ * after them. Both start at work's first cache line (fl_work_size counts the elements up to it):
+ * the columns that each part of a split step writes in a row of the scratch then start and end
+ * on line boundaries whenever the row's length is a multiple of the vector, so the threads
+ * never write one line in the same step. */
 static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL *work,
                                SFX(packed) *pw)
 {
     const packed_layout n = packed_sizes(&ISA_BUILD, l, backward, N);
+    work = (REAL *)(((uintptr_t)work + FL_LINE_BYTES - 1) & ~(uintptr_t)(FL_LINE_BYTES - 1));
     pw->group = SFX(row_group)(l, backward);
     pw->ih = n.ih ? work : NULL;
     pw->bias = n.bias ? work + n.ih : NULL;
