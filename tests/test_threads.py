@@ -178,7 +178,10 @@ def test_calls_split_by_units_crowding_the_cores(restore_threads):
     crowd the cores, so the parts fall to the threads in orders that change from run to run: one
     thread runs a whole step, or a whole call, while the other waits for a processor. The results
     are still bitwise those of one thread, for sequences with steps of no rows at the end
-    (batch_sizes) and with none at all."""
+    (batch_sizes) and with none at all. Not every job takes two threads: the projected LSTMs
+    never split a step, and the one-row calls of the Elman and GRU cells and the empty call are
+    too small for a second thread (fl_call_threads), so those check the step bookkeeping on
+    one."""
     rng = np.random.default_rng(7)
     T, I, H = 16, 12, 128
     jobs = []
