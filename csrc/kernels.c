@@ -184,43 +184,43 @@ int64_t fl_work_size(const fl_layer *l, int backward, int f64)
     return line + n + N * l->F;
 }
 
-/* Each call runs in the build its layer names (fl_layer.isa). */
+/* Each call runs in the build its layer names (fl_layer.isa), in IEEE arithmetic (FL_IEEE). */
 void fl_forward_f32(const fl_layer *l, float *const s[], int n_threads)
 {
-    fl_builds[l->isa]->forward_f32(l, s, n_threads);
+    FL_IEEE(fl_builds[l->isa]->forward_f32(l, s, n_threads));
 }
 
 void fl_backward_f32(const fl_layer *l, float *const s[], int n_threads)
 {
-    fl_builds[l->isa]->backward_f32(l, s, n_threads);
+    FL_IEEE(fl_builds[l->isa]->backward_f32(l, s, n_threads));
 }
 
 void fl_forward_f64(const fl_layer *l, double *const s[], int n_threads)
 {
-    fl_builds[l->isa]->forward_f64(l, s, n_threads);
+    FL_IEEE(fl_builds[l->isa]->forward_f64(l, s, n_threads));
 }
 
 void fl_backward_f64(const fl_layer *l, double *const s[], int n_threads)
 {
-    fl_builds[l->isa]->backward_f64(l, s, n_threads);
+    FL_IEEE(fl_builds[l->isa]->backward_f64(l, s, n_threads));
 }
 
 void fl_stack_forward_f32(const fl_stack *st, float *const s[], int n_threads)
 {
-    fl_builds[st->layers[0].isa]->stack_forward_f32(st, s, n_threads);
+    FL_IEEE(fl_builds[st->layers[0].isa]->stack_forward_f32(st, s, n_threads));
 }
 
 void fl_stack_backward_f32(const fl_stack *st, float *const s[], int n_threads)
 {
-    fl_builds[st->layers[0].isa]->stack_backward_f32(st, s, n_threads);
+    FL_IEEE(fl_builds[st->layers[0].isa]->stack_backward_f32(st, s, n_threads));
 }
 
 void fl_stack_forward_f64(const fl_stack *st, double *const s[], int n_threads)
 {
-    fl_builds[st->layers[0].isa]->stack_forward_f64(st, s, n_threads);
+    FL_IEEE(fl_builds[st->layers[0].isa]->stack_forward_f64(st, s, n_threads));
 }
 
 void fl_stack_backward_f64(const fl_stack *st, double *const s[], int n_threads)
 {
-    fl_builds[st->layers[0].isa]->stack_backward_f64(st, s, n_threads);
+    FL_IEEE(fl_builds[st->layers[0].isa]->stack_backward_f64(st, s, n_threads));
 }

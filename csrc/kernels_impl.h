@@ -1577,7 +1577,7 @@ static void SFX(run_split)(SFX(split_loop) split, const fl_layer *l, REAL *const
     memset(parts_of, 0, sizeof parts_of);
     if (n_threads > 1) {
 #pragma omp parallel num_threads(n_threads)
-        split(l, s, parts_of, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS());
+        FL_IEEE(split(l, s, parts_of, FL_OMP_THREAD_NUM(), FL_OMP_NUM_THREADS()));
     } else {
         split(l, s, parts_of, 0, 1);
     }
@@ -1660,10 +1660,10 @@ static void SFX(forward)(const fl_layer *l, REAL *const s[], int n_threads)
     if (n_threads > 1) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_prologue_part)(l, s, k, parts, 0);
+            FL_IEEE(SFX(forward_prologue_part)(l, s, k, parts, 0));
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(forward_part)(l, s, k, parts);
+            FL_IEEE(SFX(forward_part)(l, s, k, parts));
     } else {
         for (int64_t k = 0; k < parts; k++)
             SFX(forward_prologue_part)(l, s, k, parts, 0);
@@ -1728,11 +1728,11 @@ static void SFX(stack_forward)(const fl_stack *st, REAL *const slots[], int n_th
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
             for (int64_t i = 0; i < st->L; i++)
-                SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts,
-                                           0);
+                FL_IEEE(SFX(forward_prologue_part)(&st->layers[i], slots + i * FL_N_SLOTS, k,
+                                                   parts, 0));
 #pragma omp parallel for schedule(static) num_threads(n_threads)
         for (int64_t k = 0; k < parts; k++)
-            SFX(stack_forward_part)(st, slots, k, parts);
+            FL_IEEE(SFX(stack_forward_part)(st, slots, k, parts));
     } else {
         for (int64_t k = 0; k < parts; k++)
             for (int64_t i = 0; i < st->L; i++)
@@ -1857,6 +1857,7 @@ static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX
         SFX(gather_fed)(l, fb, rest);
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++) {
+        const fl_fp_mode flush = fl_ieee_begin();
         int64_t m0, m1;
         part_range(N, parts, k, &m0, &m1);
         if (l->input_grad)
@@ -1875,6 +1876,7 @@ static void SFX(backward_epilogue)(const fl_layer *l, REAL *const s[], const SFX
         if (fb->n)
             SFX(gradient_part)(GH, l->F, N, sc.da, GH, rest, s[FL_DW_FB], k, parts,
                                part_copies);
+        fl_ieee_end(flush);
     }
     /* The sums, in their order (sums_width): db_ih, which db_hh is too but where the cell keeps
      * sums of its own for it (the GRU's n part), the cell's, the peepholes'. */
@@ -1962,10 +1964,10 @@ static void SFX(backward)(const fl_layer *l, REAL *const s[], int n_threads)
 #endif
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
-        SFX(backward_pack_part)(l, s, k, parts);
+        FL_IEEE(SFX(backward_pack_part)(l, s, k, parts));
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
-        SFX(backward_part)(l, s, k, parts);
+        FL_IEEE(SFX(backward_part)(l, s, k, parts));
     SFX(backward_epilogue)(l, s, &none, n_threads);
 }
 
@@ -2011,10 +2013,10 @@ static void SFX(stack_backward)(const fl_stack *st, REAL *const slots[], int n_t
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
         for (int64_t i = 0; i < st->L; i++)
-            SFX(backward_pack_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts);
+            FL_IEEE(SFX(backward_pack_part)(&st->layers[i], slots + i * FL_N_SLOTS, k, parts));
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_threads > 1)
     for (int64_t k = 0; k < parts; k++)
-        SFX(stack_backward_part)(st, slots, k, parts);
+        FL_IEEE(SFX(stack_backward_part)(st, slots, k, parts));
     for (int64_t i = 0; i < st->L; i++) {
         const SFX(fed) fb = SFX(fed_of)(st, slots, i);
         SFX(backward_epilogue)(&st->layers[i], slots + i * FL_N_SLOTS, &fb, n_threads);
@@ -2031,7 +2033,7 @@ void SFX(fl_matmul_t)(int64_t M, int64_t N, int64_t K, const REAL *A, const REAL
     for (int64_t k = 0; k < parts; k++) {
         int64_t m0, m1;
         part_range(M, parts, k, &m0, &m1);
-        SFX(gemm)(0, 1, m1 - m0, N, K, 1, A + m0 * K, K, Bm, K, 0, C + m0 * N, N);
+        FL_IEEE(SFX(gemm)(0, 1, m1 - m0, N, K, 1, A + m0 * K, K, Bm, K, 0, C + m0 * N, N));
     }
 }
 #endif

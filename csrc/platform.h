@@ -79,4 +79,59 @@
 #define FL_YIELD() ((void)0)
 #endif
 
+/* The kernels compute in IEEE 754 arithmetic, with gradual underflow, whatever flush-to-zero
+ * (FTZ) and denormals-are-zero (DAZ) settings the calling thread has (x86: MXCSR bits 15 and 6;
+ * Arm: FPCR.FZ, bit 24), settings a caller may make for speed (torch.set_flush_denormal). They
+ * belong to each thread, and an OpenMP thread keeps whatever it had: left as they are, results
+ * that pass through subnormal numbers, as gradients vanishing over many steps do, would depend
+ * on which thread computed what. So each call (kernels.c) and each OpenMP thread's share of a
+ * call (FL_IEEE) clears them, and puts the thread's own back afterwards. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define FL_FLUSH_BITS 0x8040u
+typedef unsigned int fl_fp_mode;
+static inline fl_fp_mode fl_fp_mode_get(void) { return _mm_getcsr(); }
+static inline void fl_fp_mode_set(fl_fp_mode m) { _mm_setcsr(m); }
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define FL_FLUSH_BITS (1ull << 24)
+typedef unsigned long long fl_fp_mode;
+static inline fl_fp_mode fl_fp_mode_get(void)
+{
+    fl_fp_mode m;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(m));
+    return m;
+}
+static inline void fl_fp_mode_set(fl_fp_mode m) { __asm__ __volatile__("msr fpcr, %0" : : "r"(m)); }
+#else
+#define FL_FLUSH_BITS 0u
+typedef unsigned int fl_fp_mode;
+static inline fl_fp_mode fl_fp_mode_get(void) { return 0; }
+static inline void fl_fp_mode_set(fl_fp_mode m) { (void)m; }
+#endif
+
+/* Clears the calling thread's flush settings; returns them, for fl_ieee_end. */
+static inline fl_fp_mode fl_ieee_begin(void)
+{
+    const fl_fp_mode m = fl_fp_mode_get();
+    if (m & FL_FLUSH_BITS)
+        fl_fp_mode_set(m & ~(fl_fp_mode)FL_FLUSH_BITS);
+    return m & FL_FLUSH_BITS;
+}
+
+/* Puts back the flush settings fl_ieee_begin returned (the register's other bits, such as the
+ * exception flags the computation raised, stay as they are). */
+static inline void fl_ieee_end(fl_fp_mode flush)
+{
+    if (flush)
+        fl_fp_mode_set(fl_fp_mode_get() | flush);
+}
+
+/* Runs the statement `call` in IEEE arithmetic (see above): the body of every parallel loop. */
+#define FL_IEEE(call)                                                                          \
+    do {                                                                                       \
+        const fl_fp_mode fl_flush_ = fl_ieee_begin();                                          \
+        call;                                                                                  \
+        fl_ieee_end(fl_flush_);                                                                \
+    } while (0)
+
 #endif /* FASTLSTM_PLATFORM_H */

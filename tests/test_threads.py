@@ -120,6 +120,70 @@ def test_layer_results_do_not_depend_on_threads(kind, dtype, rng, restore_thread
     assert_bitwise_equal(results, f"{kind} layer outputs and gradients")
 
 
+FLUSH_TO_ZERO_CHILD = """if True:
+    import numpy as np, torch, fastlstm
+    from helpers import KINDS, f_backward, f_forward, random_problem
+
+    def run(kind, problem):
+        x, states, weights, dy, dstates = problem
+        y, finals, ctx = f_forward("native", kind, x, states, weights)
+        dx, dinits, dweights = f_backward("native", kind, ctx, dy, dstates)
+        return [a for a in (y, *finals, dx, *dinits, *dweights) if a is not None]
+
+    # Gradients that only the last step injects, through small weights and gates near 1/2, sink
+    # past the smallest normal number within the steps: f32's in 200, f64's in 1200.
+    rng, jobs = np.random.default_rng(5), []
+    for kind in KINDS:
+        for dtype, T in ((np.float32, 200), (np.float64, 1200)):
+            for B in (1, 4):   # one sequence splits each step by units, four are dealt out
+                x, states, weights, dy, dstates = random_problem(rng, kind, T, B, 8, 64, dtype,
+                                                                 scale=0.02)
+                dy[:-1] = 0
+                jobs.append((kind, (x, states, weights, dy, dstates)))
+    if not torch.set_flush_denormal(True):
+        print("unsupported")
+        raise SystemExit
+    # OpenMP's threads start with the settings on: those of a torch op on two threads (torch
+    # and fastlstm share GNU OpenMP when both link it by its usual name), and fastlstm's own,
+    # which matmul_t starts before its first part clears the settings
+    torch.set_num_threads(2)
+    torch.ones(1 << 22).sum()
+    fastlstm.set_num_threads(2)
+    fastlstm.native.matmul_t(np.ones((64, 8)), np.ones((8, 8)))
+    flushed = {n: [run(*job) for job in fastlstm.set_num_threads(n) or jobs] for n in (2, 1)}
+    tiny = np.float32(1e-38)
+    print("caller still flushes:", bool(tiny * np.float32(1e-3) == 0))
+    torch.set_flush_denormal(False)
+    ieee = [run(*job) for job in jobs]
+    print("subnormal in every job:", all(
+        any(np.any((a != 0) & (abs(a) < np.finfo(a.dtype).tiny)) for a in out) for out in ieee))
+    for n, results in flushed.items():
+        for (kind, problem), got, want in zip(jobs, results, ieee):
+            for k, (a, b) in enumerate(zip(got, want)):
+                if not np.array_equal(a, b):
+                    print(f"{n} threads, {kind} {a.dtype} B={problem[0].shape[1]}: output {k} "
+                          f"differs from IEEE arithmetic's")
+"""
+
+
+@pytest.mark.skipif(not OPENMP, reason="built without OpenMP: always one thread")
+def test_the_callers_flush_to_zero_changes_no_result():
+    """Flush-to-zero and denormals-are-zero are settings of each thread, which a caller may turn on
+    for speed (torch.set_flush_denormal), and which threads started by such a thread inherit. The
+    kernels compute in IEEE arithmetic on every thread of a call whatever they are, and leave the
+    caller's as they were: gradients that vanish through the subnormal numbers come out bitwise
+    the same with the settings on, on one thread and on two (whose threads started with them on),
+    as off. In a child process, so that OpenMP's threads start with them on."""
+    pytest.importorskip("torch")
+    result = run_python(["-c", FLUSH_TO_ZERO_CHILD], capture_output=True, text=True,
+                        timeout=300)
+    assert result.returncode == 0, result.stderr
+    if result.stdout.strip() == "unsupported":
+        pytest.skip("torch.set_flush_denormal is not supported on this CPU")
+    assert result.stdout.splitlines() == ["caller still flushes: True",
+                                          "subnormal in every job: True"], result.stdout
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None, 2.0])
 def test_set_num_threads_rejects_non_positive_integers(bad, restore_threads):
     before = fastlstm.get_num_threads()
