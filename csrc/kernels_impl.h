@@ -626,10 +626,12 @@ static int64_t SFX(row_group)(const fl_layer *l, int backward)
 }
 
 /* Points pw at the packed weights of a call on N rows in `work` (FL_WORK); returns the scratch
- * after them. Both start at work's first cache line (fl_work_size counts the elements up to it):
- * the columns that each part of a split step writes in a row of the scratch then start and end
- * on line boundaries whenever the row's length is a multiple of the vector, so the threads
- * never write one line in the same step. */
+ * after them. Both start at work's first cache line (fl_work_size counts the elements up to it),
+ * not at whatever offset the caller's allocator gave: a part of a split step writes whole panels
+ * of each row of the scratch (the inference pre-activations, a GRU's recurrent product), so
+ * where a panel is a whole line (the AVX-512 build) and a row whole lines, no line of those rows
+ * holds two parts' columns, which the threads would otherwise pass back and forth every step.
+ * The caller's arrays (hs, cs, the gates) keep the caller's alignment. */
 static REAL *SFX(carve_packed)(const fl_layer *l, int backward, int64_t N, REAL *work,
                                SFX(packed) *pw)
 {

@@ -85,7 +85,8 @@
  * belong to each thread, and an OpenMP thread keeps whatever it had: left as they are, results
  * that pass through subnormal numbers, as gradients vanishing over many steps do, would depend
  * on which thread computed what. So each call (kernels.c) and each OpenMP thread's share of a
- * call (FL_IEEE) clears them, and puts the thread's own back afterwards. */
+ * call (FL_IEEE) clears them, and puts the thread's own back afterwards. On processors other than
+ * x86-64 and aarch64 the kernels leave them as they are. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
 #define FL_FLUSH_BITS 0x8040u
@@ -98,10 +99,13 @@ typedef unsigned long long fl_fp_mode;
 static inline fl_fp_mode fl_fp_mode_get(void)
 {
     fl_fp_mode m;
-    __asm__ __volatile__("mrs %0, fpcr" : "=r"(m));
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(m) : : "memory");
     return m;
 }
-static inline void fl_fp_mode_set(fl_fp_mode m) { __asm__ __volatile__("msr fpcr, %0" : : "r"(m)); }
+static inline void fl_fp_mode_set(fl_fp_mode m)
+{
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(m) : "memory");
+}
 #else
 #define FL_FLUSH_BITS 0u
 typedef unsigned int fl_fp_mode;

@@ -135,7 +135,7 @@ FLUSH_TO_ZERO_CHILD = """if True:
     rng, jobs = np.random.default_rng(5), []
     for kind in KINDS:
         for dtype, T in ((np.float32, 200), (np.float64, 1200)):
-            for B in (1, 4):   # one sequence splits each step by units, four are dealt out
+            for B in (1, 4):   # one sequence (split by units in the plain LSTMs), four dealt out
                 x, states, weights, dy, dstates = random_problem(rng, kind, T, B, 8, 64, dtype,
                                                                  scale=0.02)
                 dy[:-1] = 0
